@@ -1,0 +1,224 @@
+//! A resource as stored and served: its meta (type, mesh, name, times,
+//! labels) and its typed spec, in Kuma's flat Universal JSON form.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::dataplane::DataplaneSpec;
+use crate::mesh::MeshSpec;
+use crate::validation::{validate_name, ValidationError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    Mesh,
+    Dataplane,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 2] = [ResourceType::Mesh, ResourceType::Dataplane];
+
+    /// The `type` field's value.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ResourceType::Mesh => "Mesh",
+            ResourceType::Dataplane => "Dataplane",
+        }
+    }
+
+    /// The REST collection name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ResourceType::Mesh => "meshes",
+            ResourceType::Dataplane => "dataplanes",
+        }
+    }
+
+    pub fn from_kind(kind: &str) -> Option<ResourceType> {
+        Self::ALL.into_iter().find(|t| t.kind() == kind)
+    }
+
+    /// Accepts what a person types on the command line: `mesh`, `meshes`,
+    /// `dataplane`, `dataplanes`, `Dataplane`.
+    pub fn from_cli_name(name: &str) -> Option<ResourceType> {
+        let lower = name.to_ascii_lowercase();
+        Self::ALL.into_iter().find(|t| {
+            lower == t.plural() || lower == t.kind().to_ascii_lowercase()
+        })
+    }
+
+    pub fn is_mesh_scoped(self) -> bool {
+        !matches!(self, ResourceType::Mesh)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceMeta {
+    /// Empty for resources that are not mesh-scoped.
+    pub mesh: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339; set by the store.
+    pub creation_time: Option<String>,
+    pub modification_time: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    Mesh(MeshSpec),
+    Dataplane(DataplaneSpec),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub meta: ResourceMeta,
+    pub spec: Spec,
+}
+
+const META_KEYS: [&str; 6] = ["type", "mesh", "name", "labels", "creationTime", "modificationTime"];
+
+fn take_string(obj: &mut Map<String, Value>, key: &str, errs: &mut ValidationError) -> Option<String> {
+    match obj.remove(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            errs.add(key, format!("must be a string, got {other}"));
+            None
+        }
+    }
+}
+
+fn spec_from<T: DeserializeOwned>(obj: Map<String, Value>) -> Result<T, ValidationError> {
+    serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".to_string() } else { path };
+        ValidationError::single(field, e.into_inner().to_string())
+    })
+}
+
+impl Resource {
+    pub fn resource_type(&self) -> ResourceType {
+        match self.spec {
+            Spec::Mesh(_) => ResourceType::Mesh,
+            Spec::Dataplane(_) => ResourceType::Dataplane,
+        }
+    }
+
+    pub fn as_dataplane(&self) -> Option<&DataplaneSpec> {
+        match &self.spec {
+            Spec::Dataplane(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_mesh(&self) -> Option<&MeshSpec> {
+        match &self.spec {
+            Spec::Mesh(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Parses a flat Universal resource. Shape errors (unknown fields, wrong
+    /// types) are reported with their path; semantic checks are `validate`'s.
+    pub fn from_value(value: Value) -> Result<Resource, ValidationError> {
+        let Value::Object(mut obj) = value else {
+            return Err(ValidationError::single("resource", "must be a YAML or JSON object"));
+        };
+        let mut errs = ValidationError::default();
+        let kind = take_string(&mut obj, "type", &mut errs);
+        let mesh = take_string(&mut obj, "mesh", &mut errs).unwrap_or_default();
+        let name = take_string(&mut obj, "name", &mut errs).unwrap_or_default();
+        let creation_time = take_string(&mut obj, "creationTime", &mut errs);
+        let modification_time = take_string(&mut obj, "modificationTime", &mut errs);
+        let labels = match obj.remove("labels") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(v) => serde_json::from_value(v).unwrap_or_else(|_| {
+                errs.add("labels", "must be a map of strings to strings");
+                BTreeMap::new()
+            }),
+        };
+        let rtype = match kind.as_deref() {
+            None => {
+                errs.add("type", "is required");
+                None
+            }
+            Some(k) => ResourceType::from_kind(k).or_else(|| {
+                errs.add("type", format!("unknown type {k:?}: expected Mesh or Dataplane"));
+                None
+            }),
+        };
+        errs.clone().into_result()?;
+        let rtype = rtype.ok_or(errs)?;
+        let spec = match rtype {
+            ResourceType::Mesh => Spec::Mesh(spec_from(obj)?),
+            ResourceType::Dataplane => Spec::Dataplane(spec_from(obj)?),
+        };
+        Ok(Resource {
+            meta: ResourceMeta { mesh, name, labels, creation_time, modification_time },
+            spec,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut errs = ValidationError::default();
+        validate_name("name", &self.meta.name, &mut errs);
+        if self.resource_type().is_mesh_scoped() {
+            validate_name("mesh", &self.meta.mesh, &mut errs);
+        } else if !self.meta.mesh.is_empty() {
+            errs.add("mesh", format!("a {} is not mesh-scoped: remove this field", self.resource_type().kind()));
+        }
+        match &self.spec {
+            Spec::Mesh(m) => m.validate(&mut errs),
+            Spec::Dataplane(d) => d.validate(&mut errs),
+        }
+        errs.into_result()
+    }
+
+    /// The flat JSON form the REST API serves and the store keeps.
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("type".into(), self.resource_type().kind().into());
+        if self.resource_type().is_mesh_scoped() {
+            obj.insert("mesh".into(), self.meta.mesh.clone().into());
+        }
+        obj.insert("name".into(), self.meta.name.clone().into());
+        if let Some(t) = &self.meta.creation_time {
+            obj.insert("creationTime".into(), t.clone().into());
+        }
+        if let Some(t) = &self.meta.modification_time {
+            obj.insert("modificationTime".into(), t.clone().into());
+        }
+        if !self.meta.labels.is_empty() {
+            obj.insert("labels".into(), serde_json::json!(self.meta.labels));
+        }
+        let spec = match &self.spec {
+            Spec::Mesh(m) => to_object(m),
+            Spec::Dataplane(d) => to_object(d),
+        };
+        for (k, v) in spec {
+            if !META_KEYS.contains(&k.as_str()) {
+                obj.insert(k, v);
+            }
+        }
+        Value::Object(obj)
+    }
+
+    /// The spec alone, as the store keeps it beside the meta columns.
+    pub fn spec_value(&self) -> Value {
+        Value::Object(match &self.spec {
+            Spec::Mesh(m) => to_object(m),
+            Spec::Dataplane(d) => to_object(d),
+        })
+    }
+}
+
+fn to_object<T: Serialize>(spec: &T) -> Map<String, Value> {
+    match serde_json::to_value(spec) {
+        Ok(Value::Object(m)) => m,
+        // Specs are plain structs of strings, numbers and maps: they always
+        // serialize to an object.
+        _ => Map::new(),
+    }
+}

@@ -1,0 +1,128 @@
+//! Upstream connections: a stream that counts bytes and active connections
+//! into its cluster's stats, and the hyper connector that makes them.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::socket;
+use crate::stats::ClusterStats;
+
+/// A TCP stream to an upstream whose traffic shows in its cluster's stats.
+/// Counting happens once per read or write call, not per byte.
+pub struct CountedStream {
+    inner: TcpStream,
+    stats: Arc<ClusterStats>,
+}
+
+impl CountedStream {
+    /// Connects within `timeout`, counting the attempt and its outcome.
+    pub async fn connect(
+        addr: SocketAddr,
+        stats: Arc<ClusterStats>,
+        timeout: Duration,
+    ) -> io::Result<CountedStream> {
+        let result = match tokio::time::timeout(timeout, socket::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {timeout:?}"),
+            )),
+        };
+        match result {
+            Ok(inner) => {
+                stats.cx_total.inc();
+                stats.cx_active.inc();
+                Ok(CountedStream { inner, stats })
+            }
+            Err(e) => {
+                stats.cx_connect_fail.inc();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.stats.cx_active.dec();
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.stats.cx_rx_bytes.add(n as u64);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.stats.cx_tx_bytes.add(n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl Connection for CountedStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// Makes pooled hyper connections for one cluster. The request URI's
+/// authority is always an IP:port chosen by the load balancer.
+#[derive(Clone)]
+pub struct ClusterConnector {
+    pub stats: Arc<ClusterStats>,
+    pub timeout: Duration,
+}
+
+impl tower::Service<Uri> for ClusterConnector {
+    type Response = TokioIo<CountedStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let stats = self.stats.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let addr: SocketAddr = uri
+                .authority()
+                .and_then(|a| a.as_str().parse().ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("not an upstream address: {uri}")))?;
+            Ok(TokioIo::new(CountedStream::connect(addr, stats, timeout).await?))
+        })
+    }
+}

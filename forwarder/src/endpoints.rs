@@ -1,0 +1,114 @@
+//! The endpoints of one outbound service and the order they are picked in.
+//!
+//! A set is immutable: a config update builds a new one and swaps it in.
+//! Weighted round-robin is precomputed into a schedule (smooth WRR, as
+//! nginx does it), so a pick is one atomic increment and an index.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use crate::config::EndpointConfig;
+
+/// Longest schedule kept; larger weight sums are scaled down to fit.
+const MAX_SCHEDULE: u64 = 4096;
+
+pub struct EndpointSet {
+    endpoints: Vec<SocketAddr>,
+    schedule: Vec<u32>,
+    cursor: AtomicUsize,
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl EndpointSet {
+    pub fn new(endpoints: &[EndpointConfig]) -> EndpointSet {
+        let mut weights: Vec<u64> = endpoints.iter().map(|e| u64::from(e.weight.max(1))).collect();
+        let g = weights.iter().copied().fold(0, gcd).max(1);
+        weights.iter_mut().for_each(|w| *w /= g);
+        let total: u64 = weights.iter().sum();
+        if total > MAX_SCHEDULE {
+            weights.iter_mut().for_each(|w| *w = (*w * MAX_SCHEDULE / total).max(1));
+        }
+        let schedule = smooth_wrr(&weights);
+        // Start each new set at a different place, so that frequent config
+        // updates do not keep sending the first request to the first endpoint.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as usize);
+        EndpointSet {
+            endpoints: endpoints.iter().map(|e| e.addr).collect(),
+            schedule,
+            cursor: AtomicUsize::new(start),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// The next endpoint in weighted round-robin order.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        if self.schedule.is_empty() {
+            return None;
+        }
+        let i = self.cursor.fetch_add(1, Relaxed) % self.schedule.len();
+        Some(self.endpoints[self.schedule[i] as usize])
+    }
+}
+
+fn smooth_wrr(weights: &[u64]) -> Vec<u32> {
+    let total: i64 = weights.iter().map(|w| *w as i64).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut schedule = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += *w as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        schedule.push(best as u32);
+    }
+    schedule
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: u16, weight: u32) -> EndpointConfig {
+        EndpointConfig { addr: SocketAddr::from(([127, 0, 0, 1], port)), weight }
+    }
+
+    #[test]
+    fn equal_weights_alternate() {
+        let set = EndpointSet::new(&[ep(1, 1), ep(2, 1), ep(3, 1)]);
+        let picks: Vec<u16> = (0..6).map(|_| set.pick().unwrap().port()).collect();
+        for p in 1..=3 {
+            assert_eq!(picks.iter().filter(|x| **x == p).count(), 2, "{picks:?}");
+        }
+        assert_ne!(picks[0], picks[1]);
+    }
+
+    #[test]
+    fn weights_are_respected_and_interleaved() {
+        let set = EndpointSet::new(&[ep(1, 300), ep(2, 100)]);
+        let picks: Vec<u16> = (0..400).map(|_| set.pick().unwrap().port()).collect();
+        assert_eq!(picks.iter().filter(|p| **p == 1).count(), 300);
+        // Smooth: never two picks of the light endpoint in a row.
+        assert!(picks.windows(2).all(|w| !(w[0] == 2 && w[1] == 2)));
+    }
+
+    #[test]
+    fn empty_set_picks_nothing() {
+        assert!(EndpointSet::new(&[]).pick().is_none());
+    }
+}

@@ -1,0 +1,20 @@
+use std::net::SocketAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwarderError {
+    #[error("cannot listen on {addr} for {listener}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{first} and {second} both listen on {addr}")]
+    DuplicateListener {
+        addr: SocketAddr,
+        first: String,
+        second: String,
+    },
+    #[error("the forwarder is draining and takes no new config")]
+    Draining,
+}

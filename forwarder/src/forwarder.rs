@@ -1,0 +1,175 @@
+//! The set of running listeners and its reconciliation against new configs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::config::{ProxyConfig, Protocol};
+use crate::drain::DrainWatch;
+use crate::endpoints::EndpointSet;
+use crate::error::ForwarderError;
+use crate::listener::RunningListener;
+use crate::route::{Cluster, Route, Target};
+use crate::socket;
+use crate::stats::Stats;
+
+pub struct Forwarder {
+    stats: Arc<Stats>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    listeners: HashMap<SocketAddr, RunningListener>,
+    clusters: HashMap<String, Arc<Cluster>>,
+    /// `None` once the process drains: no more configs are taken.
+    process: Option<DrainWatch>,
+}
+
+/// One listener of a config, before it is bound.
+struct Planned {
+    listen: SocketAddr,
+    route: Route,
+}
+
+impl Forwarder {
+    pub fn new(stats: Arc<Stats>, process: DrainWatch) -> Forwarder {
+        Forwarder {
+            stats,
+            inner: Mutex::new(Inner { listeners: HashMap::new(), clusters: HashMap::new(), process: Some(process) }),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Nothing in `apply` can leave `Inner` half-changed on a panic before
+        // it commits, so a poisoned lock still guards consistent state.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the running listeners match `config`, or changes nothing and
+    /// says why. Must be called inside a tokio runtime.
+    pub fn apply(&self, config: &ProxyConfig) -> Result<(), ForwarderError> {
+        let mut inner = self.lock();
+        let Some(process) = inner.process.clone() else {
+            return Err(ForwarderError::Draining);
+        };
+        let planned = self.plan(&mut inner, config)?;
+
+        // Bind every new socket first: if one fails, the new ones are
+        // dropped and the running config is untouched.
+        let mut bound = Vec::new();
+        for p in &planned {
+            if !inner.listeners.contains_key(&p.listen) {
+                let socket = socket::bind_listener(p.listen).map_err(|source| ForwarderError::Bind {
+                    listener: p.route.name.clone(),
+                    addr: p.listen,
+                    source,
+                })?;
+                bound.push((p.listen, socket));
+            }
+        }
+        let mut sockets: HashMap<_, _> = bound.into_iter().collect();
+
+        let keep: std::collections::HashSet<SocketAddr> = planned.iter().map(|p| p.listen).collect();
+        let removed: Vec<SocketAddr> = inner.listeners.keys().filter(|a| !keep.contains(a)).copied().collect();
+        for addr in removed {
+            if let Some(l) = inner.listeners.remove(&addr) {
+                tracing::info!(%addr, "listener removed from config: draining");
+                l.stop();
+            }
+        }
+        for p in planned {
+            let route = Arc::new(p.route);
+            match (inner.listeners.get(&p.listen), sockets.remove(&p.listen)) {
+                (Some(running), _) => running.shared.route.store(route),
+                (None, Some(socket)) => {
+                    tracing::info!(addr = %p.listen, listener = %route.name, protocol = route.protocol.as_str(), "listening");
+                    let running = RunningListener::spawn(socket, route, process.clone());
+                    inner.listeners.insert(p.listen, running);
+                }
+                (None, None) => {} // unreachable: every new address was bound above
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&self, inner: &mut Inner, config: &ProxyConfig) -> Result<Vec<Planned>, ForwarderError> {
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut cluster = |name: &str| -> Arc<Cluster> {
+            inner
+                .clusters
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(Cluster::new(self.stats.cluster(name), config.connect_timeout)))
+                .clone()
+        };
+        for inb in &config.inbounds {
+            let cluster_name = format!("localhost:{}", inb.upstream.port());
+            planned.push(Planned {
+                listen: inb.listen,
+                route: Route {
+                    name: inb.name.clone(),
+                    protocol: inb.protocol,
+                    target: Target::Local(inb.upstream),
+                    listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
+                    cluster: cluster(&cluster_name),
+                    connect_timeout: config.connect_timeout,
+                    request_timeout: config.request_timeout,
+                },
+            });
+        }
+        for out in &config.outbounds {
+            let c = cluster(&out.service);
+            c.stats.membership_total.set(out.endpoints.len() as i64);
+            planned.push(Planned {
+                listen: out.listen,
+                route: Route {
+                    name: out.name.clone(),
+                    protocol: out.protocol,
+                    target: Target::Balanced(EndpointSet::new(&out.endpoints)),
+                    listener_stats: self.stats.listener(&out.listen.to_string(), &out.service),
+                    cluster: c,
+                    connect_timeout: config.connect_timeout,
+                    request_timeout: config.request_timeout,
+                },
+            });
+        }
+        for (i, p) in planned.iter().enumerate() {
+            if let Some(first) = planned[..i].iter().find(|q| q.listen == p.listen) {
+                return Err(ForwarderError::DuplicateListener {
+                    addr: p.listen,
+                    first: first.route.name.clone(),
+                    second: p.route.name.clone(),
+                });
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Stops every listener and refuses further configs; connections finish
+    /// on their own (the caller's drain trigger waits for them).
+    pub fn begin_drain(&self) {
+        let mut inner = self.lock();
+        inner.process = None;
+        for (_, l) in inner.listeners.drain() {
+            l.stop();
+        }
+    }
+
+    /// Addresses being listened on, for diagnostics.
+    pub fn listening(&self) -> Vec<(SocketAddr, String, Protocol)> {
+        let inner = self.lock();
+        let mut out: Vec<_> = inner
+            .listeners
+            .iter()
+            .map(|(a, l)| {
+                let r = l.shared.route.load();
+                (*a, r.name.clone(), r.protocol)
+            })
+            .collect();
+        out.sort_by_key(|(a, _, _)| *a);
+        out
+    }
+}

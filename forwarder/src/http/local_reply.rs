@@ -1,0 +1,84 @@
+//! Responses the proxy makes itself when the upstream cannot answer: a clear
+//! status and reason, never a hang. gRPC callers get a trailers-only reply
+//! with a `grpc-status`, as Envoy does, so their clients see UNAVAILABLE.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+#[derive(Debug)]
+pub enum LocalReply {
+    NoHealthyUpstream,
+    ConnectFailed(String),
+    Reset(String),
+    Timeout,
+    BadRequest(String),
+}
+
+impl LocalReply {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            LocalReply::NoHealthyUpstream | LocalReply::ConnectFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::Reset(_) => StatusCode::BAD_GATEWAY,
+            LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            LocalReply::NoHealthyUpstream => "no healthy upstream".into(),
+            LocalReply::ConnectFailed(e) => format!("upstream connect error: {e}"),
+            LocalReply::Reset(e) => format!("upstream reset before response: {e}"),
+            LocalReply::Timeout => "upstream request timeout".into(),
+            LocalReply::BadRequest(e) => e.clone(),
+        }
+    }
+
+    fn grpc_status(&self) -> &'static str {
+        match self {
+            LocalReply::Timeout => "4",     // DEADLINE_EXCEEDED
+            LocalReply::BadRequest(_) => "13", // INTERNAL
+            _ => "14",                      // UNAVAILABLE
+        }
+    }
+
+    pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
+        let message = self.message();
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!("{message}\n")))));
+        let headers = resp.headers_mut();
+        headers.insert("x-koguma-local-reply", HeaderValue::from_static("true"));
+        if grpc {
+            *resp.body_mut() = Either::Right(Full::new(Bytes::new()));
+            let headers = resp.headers_mut();
+            headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+            headers.insert("grpc-status", HeaderValue::from_static(self.grpc_status()));
+            if let Ok(v) = HeaderValue::from_str(&message) {
+                headers.insert("grpc-message", v);
+            }
+        } else {
+            headers.insert("content-type", HeaderValue::from_static("text/plain"));
+            *resp.status_mut() = self.status();
+        }
+        resp
+    }
+}
+
+/// "client error (Connect): tcp connect error: Connection refused" rather
+/// than just the outermost layer.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}

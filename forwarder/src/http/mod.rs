@@ -1,0 +1,110 @@
+//! L7: HTTP/1.1, HTTP/2 and gRPC through hyper. The downstream side speaks
+//! whatever the client speaks (HTTP/1.1 or HTTP/2 with prior knowledge); the
+//! upstream side speaks what the service's protocol says, over pooled
+//! connections. Endpoints are picked per request from the listener's current
+//! route, so endpoint changes reach keep-alive connections at once.
+
+mod headers;
+mod local_reply;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+use crate::listener::ListenerShared;
+use crate::route::Route;
+use local_reply::{LocalReply, ProxyBody};
+
+/// Serves one downstream connection until it closes, or until `shutdown`
+/// resolves: then in-flight requests finish and the connection is closed
+/// (`Connection: close` / GOAWAY).
+pub async fn serve(stream: TcpStream, shared: Arc<ListenerShared>, conn_route: Arc<Route>, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let service = service_fn(move |req| {
+        let route = current_route(&shared, &conn_route);
+        async move { Ok::<_, Infallible>(forward(route, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => finished(res),
+        _ = shutdown => {
+            conn.as_mut().graceful_shutdown();
+            finished(conn.await);
+        }
+    }
+}
+
+fn finished(res: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+/// The route for the next request: the listener's latest, unless its
+/// protocol changed under this connection, which then keeps its own.
+fn current_route(shared: &ListenerShared, conn_route: &Arc<Route>) -> Arc<Route> {
+    let latest = shared.route.load_full();
+    if latest.protocol.is_http() { latest } else { conn_route.clone() }
+}
+
+async fn forward(route: Arc<Route>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let listener = &route.listener_stats;
+    listener.rq_total.inc();
+    let grpc = headers::is_grpc(req.headers());
+    let resp = match upstream(&route, req).await {
+        Ok(resp) => resp,
+        Err(reply) => reply.into_response(grpc),
+    };
+    listener.rq_xx.record(resp.status().as_u16());
+    listener.rq_time.observe(started.elapsed());
+    resp
+}
+
+async fn upstream(route: &Route, req: Request<Incoming>) -> Result<Response<ProxyBody>, LocalReply> {
+    let cluster = &route.cluster.stats;
+    let Some(addr) = route.pick() else {
+        cluster.no_healthy_upstream.inc();
+        return Err(LocalReply::NoHealthyUpstream);
+    };
+    let h2 = route.protocol.upstream_h2();
+    let req = headers::to_upstream(req, addr, h2).map_err(LocalReply::BadRequest)?;
+    cluster.rq_total.inc();
+    let started = Instant::now();
+    let sent = tokio::time::timeout(route.request_timeout, route.cluster.client(route.protocol).request(req)).await;
+    let result = match sent {
+        Ok(Ok(mut resp)) => {
+            headers::strip_hop_by_hop(resp.headers_mut());
+            Ok(resp.map(Either::Left))
+        }
+        Ok(Err(e)) => {
+            let reason = local_reply::error_chain(&e);
+            tracing::warn!(upstream = %addr, error = %reason, "upstream request failed");
+            Err(if e.is_connect() { LocalReply::ConnectFailed(reason) } else { LocalReply::Reset(reason) })
+        }
+        Err(_) => {
+            cluster.rq_timeout.inc();
+            tracing::warn!(upstream = %addr, timeout = ?route.request_timeout, "upstream request timed out");
+            Err(LocalReply::Timeout)
+        }
+    };
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(reply) => reply.status().as_u16(),
+    };
+    cluster.rq_xx.record(status);
+    cluster.rq_time.observe(started.elapsed());
+    result
+}

@@ -1,0 +1,24 @@
+//! Koguma's data path. A [`Forwarder`] owns the listeners of one dataplane
+//! and reconciles them against each [`ProxyConfig`] it is given: new sockets
+//! are bound before anything changes (so a config that cannot be applied
+//! changes nothing), kept sockets get the new routes behind an `ArcSwap`,
+//! and removed ones stop accepting while their connections finish.
+
+mod config;
+mod connector;
+pub mod drain;
+mod endpoints;
+mod error;
+mod forwarder;
+mod http;
+mod listener;
+mod route;
+mod socket;
+pub mod stats;
+mod tcp;
+
+pub use config::{EndpointConfig, InboundConfig, OutboundConfig, Protocol, ProxyConfig};
+pub use endpoints::EndpointSet;
+pub use error::ForwarderError;
+pub use forwarder::Forwarder;
+pub use stats::Stats;

@@ -1,0 +1,98 @@
+//! One listening socket and its accept loop. The socket knows nothing of
+//! protocols: each accepted connection takes the listener's route at that
+//! moment and is served by it until it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::drain::{self, DrainTrigger, DrainWatch};
+use crate::route::Route;
+use crate::stats::ListenerStats;
+use crate::{http, socket, tcp};
+
+/// State shared by a listener and its connections.
+pub struct ListenerShared {
+    pub route: ArcSwap<Route>,
+}
+
+pub struct RunningListener {
+    pub shared: Arc<ListenerShared>,
+    stop: DrainTrigger,
+}
+
+impl RunningListener {
+    /// Starts accepting on `socket`. Connections hold `process` until they
+    /// end, so that a process drain can wait for them.
+    pub fn spawn(socket: TcpListener, route: Arc<Route>, process: DrainWatch) -> RunningListener {
+        let shared = Arc::new(ListenerShared { route: ArcSwap::new(route) });
+        let (stop, stop_watch) = drain::channel();
+        let span = tracing::info_span!("listener", addr = ?socket.local_addr().ok());
+        tokio::spawn(accept_loop(socket, shared.clone(), stop_watch, process).instrument(span));
+        RunningListener { shared, stop }
+    }
+
+    /// Stops accepting; open connections finish their in-flight work.
+    pub fn stop(self) {
+        self.stop.signal();
+    }
+}
+
+/// Keeps `cx_active` right however the connection task ends.
+struct ActiveConnection(Arc<ListenerStats>);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.cx_active.dec();
+    }
+}
+
+async fn accept_loop(socket: TcpListener, shared: Arc<ListenerShared>, stop: DrainWatch, process: DrainWatch) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.signaled() => break,
+            _ = process.signaled() => break,
+            r = socket.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        socket::tune_accepted(&stream);
+        let route = shared.route.load_full();
+        route.listener_stats.cx_total.inc();
+        route.listener_stats.cx_active.inc();
+        let active = ActiveConnection(route.listener_stats.clone());
+        let span = tracing::debug_span!("conn", listener = %route.name, %peer, protocol = route.protocol.as_str());
+        let (stop, process, shared) = (stop.clone(), process.clone(), shared.clone());
+        tokio::spawn(
+            async move {
+                let shutdown = async {
+                    tokio::select! {
+                        _ = stop.signaled() => {},
+                        _ = process.signaled() => {},
+                    }
+                };
+                if route.protocol.is_http() {
+                    http::serve(stream, shared, route, shutdown).await;
+                } else {
+                    tcp::proxy(stream, route).await;
+                }
+                // `process` (borrowed by `shutdown`) is released here, when
+                // the task ends: that is what a process drain waits for.
+                drop(active);
+            }
+            .instrument(span),
+        );
+    }
+    tracing::info!("listener stopped accepting");
+}

@@ -1,0 +1,101 @@
+//! What a listener does with a connection, as one immutable snapshot: the
+//! protocol, where traffic goes, and the stats it feeds. A config update
+//! swaps in a new `Route`; connections keep the one they started with.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Protocol;
+use crate::connector::{ClusterConnector, CountedStream};
+use crate::endpoints::EndpointSet;
+use crate::stats::{ClusterStats, ListenerStats};
+
+/// At most this many endpoints are tried for one TCP connection.
+const CONNECT_ATTEMPTS: usize = 3;
+
+pub type UpstreamClient = Client<ClusterConnector, Incoming>;
+
+/// One upstream cluster: its stats and its pooled HTTP clients, kept across
+/// config updates so that pooled connections survive them.
+pub struct Cluster {
+    pub stats: Arc<ClusterStats>,
+    pub h1: UpstreamClient,
+    pub h2: UpstreamClient,
+}
+
+impl Cluster {
+    pub fn new(stats: Arc<ClusterStats>, connect_timeout: Duration) -> Cluster {
+        let connector = ClusterConnector { stats: stats.clone(), timeout: connect_timeout };
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Cluster { stats, h1, h2 }
+    }
+
+    pub fn client(&self, protocol: Protocol) -> &UpstreamClient {
+        if protocol.upstream_h2() { &self.h2 } else { &self.h1 }
+    }
+}
+
+pub enum Target {
+    /// The local application behind an inbound.
+    Local(SocketAddr),
+    /// The endpoints of an outbound service.
+    Balanced(EndpointSet),
+}
+
+pub struct Route {
+    pub name: String,
+    pub protocol: Protocol,
+    pub target: Target,
+    pub listener_stats: Arc<ListenerStats>,
+    pub cluster: Arc<Cluster>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Route {
+    pub fn pick(&self) -> Option<SocketAddr> {
+        match &self.target {
+            Target::Local(addr) => Some(*addr),
+            Target::Balanced(set) => set.pick(),
+        }
+    }
+
+    /// Connects to an upstream, moving on to the next endpoint when one
+    /// refuses, so that one dead endpoint does not fail the connection.
+    pub async fn connect(&self) -> io::Result<(SocketAddr, CountedStream)> {
+        let attempts = match &self.target {
+            Target::Local(_) => 1,
+            Target::Balanced(set) => set.len().min(CONNECT_ATTEMPTS),
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
+        for _ in 0..attempts {
+            let Some(addr) = self.pick() else { break };
+            match CountedStream::connect(addr, self.cluster.stats.clone(), self.connect_timeout).await {
+                Ok(s) => return Ok((addr, s)),
+                Err(e) => {
+                    tracing::warn!(upstream = %addr, error = %e, "upstream connect failed");
+                    last = e;
+                }
+            }
+        }
+        if attempts == 0 {
+            self.cluster.stats.no_healthy_upstream.inc();
+        }
+        Err(last)
+    }
+}

@@ -1,0 +1,305 @@
+//! Counters the data path bumps with relaxed atomics (no locks, no
+//! allocation per request) and their Prometheus rendering under Envoy's
+//! metric names, so that Kuma's dashboards keep working.
+//!
+//! Stats objects are looked up by name only when a config is applied; the
+//! data path holds `Arc`s to them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Envoy's default histogram buckets, in milliseconds.
+const BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        // Non-cumulative here; cumulated when rendered.
+        if let Some(i) = BUCKETS_MS.iter().position(|b| ms <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS_MS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum_ms = self.sum_us.load(Relaxed) as f64 / 1000.0;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_ms}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// Responses by status class, 1xx..5xx.
+#[derive(Default)]
+pub struct StatusClasses([Counter; 5]);
+
+impl StatusClasses {
+    pub fn record(&self, status: u16) {
+        if let Some(c) = self.0.get(usize::from(status / 100).wrapping_sub(1)) {
+            c.inc();
+        }
+    }
+
+    pub fn get(&self, class: u16) -> u64 {
+        self.0.get(usize::from(class).wrapping_sub(1)).map_or(0, Counter::get)
+    }
+}
+
+/// Downstream side of one listener, and of its HTTP connection manager.
+pub struct ListenerStats {
+    pub address: String,
+    pub http_prefix: String,
+    pub cx_total: Counter,
+    pub cx_active: Gauge,
+    pub rq_total: Counter,
+    pub rq_xx: StatusClasses,
+    pub rq_time: Histogram,
+}
+
+/// Upstream side: one cluster (an outbound service, or an inbound's local
+/// application).
+pub struct ClusterStats {
+    pub name: String,
+    pub cx_total: Counter,
+    pub cx_active: Gauge,
+    pub cx_connect_fail: Counter,
+    pub cx_rx_bytes: Counter,
+    pub cx_tx_bytes: Counter,
+    pub rq_total: Counter,
+    pub rq_xx: StatusClasses,
+    pub rq_timeout: Counter,
+    pub rq_time: Histogram,
+    pub membership_total: Gauge,
+    pub no_healthy_upstream: Counter,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
+    clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
+    pub config_update_success: Counter,
+    pub config_update_rejected: Counter,
+}
+
+/// Prometheus label values cannot hold every byte; Envoy turns `:` and `.`
+/// into `_` in the names it exports, and so do we.
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave a map half-updated
+    // (inserts are single operations), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Stats {
+    pub fn listener(&self, address: &str, http_prefix: &str) -> Arc<ListenerStats> {
+        lock(&self.listeners)
+            .entry(address.to_string())
+            .or_insert_with(|| {
+                Arc::new(ListenerStats {
+                    address: sanitize(address),
+                    http_prefix: sanitize(http_prefix),
+                    cx_total: Counter::default(),
+                    cx_active: Gauge::default(),
+                    rq_total: Counter::default(),
+                    rq_xx: StatusClasses::default(),
+                    rq_time: Histogram::default(),
+                })
+            })
+            .clone()
+    }
+
+    pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
+        lock(&self.clusters)
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(ClusterStats {
+                    name: sanitize(name),
+                    cx_total: Counter::default(),
+                    cx_active: Gauge::default(),
+                    cx_connect_fail: Counter::default(),
+                    cx_rx_bytes: Counter::default(),
+                    cx_tx_bytes: Counter::default(),
+                    rq_total: Counter::default(),
+                    rq_xx: StatusClasses::default(),
+                    rq_timeout: Counter::default(),
+                    rq_time: Histogram::default(),
+                    membership_total: Gauge::default(),
+                    no_healthy_upstream: Counter::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let listeners: Vec<_> = lock(&self.listeners).values().cloned().collect();
+        let clusters: Vec<_> = lock(&self.clusters).values().cloned().collect();
+
+        type L = ListenerStats;
+        let l_counters: [(&str, fn(&L) -> i64); 2] = [
+            ("envoy_listener_downstream_cx_total", |l| l.cx_total.get() as i64),
+            ("envoy_listener_downstream_cx_active", |l| l.cx_active.get()),
+        ];
+        for (name, get) in l_counters {
+            family(&mut out, name, if name.ends_with("active") { "gauge" } else { "counter" });
+            for l in &listeners {
+                let _ = writeln!(out, "{name}{{envoy_listener_address=\"{}\"}} {}", l.address, get(l));
+            }
+        }
+        let http: Vec<_> = listeners.iter().filter(|l| l.rq_total.get() > 0).collect();
+        family(&mut out, "envoy_http_downstream_rq_total", "counter");
+        for l in &http {
+            let _ = writeln!(
+                out,
+                "envoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix=\"{}\"}} {}",
+                l.http_prefix,
+                l.rq_total.get()
+            );
+        }
+        family(&mut out, "envoy_http_downstream_rq_xx", "counter");
+        for l in &http {
+            for class in 1..=5 {
+                let _ = writeln!(
+                    out,
+                    "envoy_http_downstream_rq_xx{{envoy_http_conn_manager_prefix=\"{}\",envoy_response_code_class=\"{class}\"}} {}",
+                    l.http_prefix,
+                    l.rq_xx.get(class)
+                );
+            }
+        }
+        family(&mut out, "envoy_http_downstream_rq_time", "histogram");
+        for l in &http {
+            let labels = format!("envoy_http_conn_manager_prefix=\"{}\"", l.http_prefix);
+            l.rq_time.render(&mut out, "envoy_http_downstream_rq_time", &labels);
+        }
+
+        type C = ClusterStats;
+        let c_values: [(&str, &str, fn(&C) -> i64); 10] = [
+            ("envoy_cluster_upstream_cx_total", "counter", |c| c.cx_total.get() as i64),
+            ("envoy_cluster_upstream_cx_active", "gauge", |c| c.cx_active.get()),
+            ("envoy_cluster_upstream_cx_connect_fail", "counter", |c| c.cx_connect_fail.get() as i64),
+            ("envoy_cluster_upstream_cx_rx_bytes_total", "counter", |c| c.cx_rx_bytes.get() as i64),
+            ("envoy_cluster_upstream_cx_tx_bytes_total", "counter", |c| c.cx_tx_bytes.get() as i64),
+            ("envoy_cluster_upstream_rq_total", "counter", |c| c.rq_total.get() as i64),
+            ("envoy_cluster_upstream_rq_timeout", "counter", |c| c.rq_timeout.get() as i64),
+            ("envoy_cluster_membership_total", "gauge", |c| c.membership_total.get()),
+            ("envoy_cluster_membership_healthy", "gauge", |c| c.membership_total.get()),
+            ("envoy_cluster_lb_healthy_panic", "counter", |c| c.no_healthy_upstream.get() as i64),
+        ];
+        for (name, kind, get) in c_values {
+            family(&mut out, name, kind);
+            for c in &clusters {
+                let _ = writeln!(out, "{name}{{envoy_cluster_name=\"{}\"}} {}", c.name, get(c));
+            }
+        }
+        family(&mut out, "envoy_cluster_upstream_rq_xx", "counter");
+        for c in &clusters {
+            for class in 1..=5 {
+                let _ = writeln!(
+                    out,
+                    "envoy_cluster_upstream_rq_xx{{envoy_cluster_name=\"{}\",envoy_response_code_class=\"{class}\"}} {}",
+                    c.name,
+                    c.rq_xx.get(class)
+                );
+            }
+        }
+        family(&mut out, "envoy_cluster_upstream_rq_time", "histogram");
+        for c in &clusters {
+            let labels = format!("envoy_cluster_name=\"{}\"", c.name);
+            c.rq_time.render(&mut out, "envoy_cluster_upstream_rq_time", &labels);
+        }
+        family(&mut out, "envoy_listener_manager_lds_update_success", "counter");
+        let _ = writeln!(out, "envoy_listener_manager_lds_update_success {}", self.config_update_success.get());
+        family(&mut out, "envoy_listener_manager_lds_update_rejected", "counter");
+        let _ = writeln!(out, "envoy_listener_manager_lds_update_rejected {}", self.config_update_rejected.get());
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str) {
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_envoy_names_and_cumulative_buckets() {
+        let stats = Stats::default();
+        let c = stats.cluster("backend");
+        c.rq_total.inc();
+        c.rq_xx.record(503);
+        c.rq_time.observe(Duration::from_millis(3));
+        let text = stats.render();
+        assert!(text.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"backend\"} 1"));
+        assert!(text.contains(
+            "envoy_cluster_upstream_rq_xx{envoy_cluster_name=\"backend\",envoy_response_code_class=\"5\"} 1"
+        ));
+        assert!(text.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"1\"} 0"));
+        assert!(text.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"5\"} 1"));
+        assert!(text.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"+Inf\"} 1"));
+        assert!(Arc::ptr_eq(&c, &stats.cluster("backend")));
+    }
+}
