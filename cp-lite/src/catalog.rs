@@ -1,0 +1,49 @@
+//! An immutable snapshot of everything that shapes dataplane configs: the
+//! stored resources and which dataplanes are draining. Every change
+//! publishes a new snapshot on a watch channel; config streams read it and
+//! never lock anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use koguma_api::{DataplaneSpec, MeshSpec, ResourceType};
+
+use crate::store::StoredResource;
+
+pub type ResourceKey = (ResourceType, String, String);
+pub type DataplaneKey = (String, String);
+
+#[derive(Default, Clone)]
+pub struct Catalog {
+    pub resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
+    /// Dataplanes that announced they are shutting down: they keep their
+    /// config but get no new traffic.
+    pub draining: BTreeSet<DataplaneKey>,
+}
+
+impl Catalog {
+    pub fn get(&self, rtype: ResourceType, mesh: &str, name: &str) -> Option<&Arc<StoredResource>> {
+        self.resources.get(&(rtype, mesh.to_string(), name.to_string()))
+    }
+
+    pub fn list(&self, rtype: ResourceType, mesh: Option<&str>) -> impl Iterator<Item = &Arc<StoredResource>> {
+        self.resources
+            .iter()
+            .filter(move |((t, m, _), _)| *t == rtype && mesh.is_none_or(|want| want == m))
+            .map(|(_, r)| r)
+    }
+
+    pub fn mesh(&self, name: &str) -> Option<&MeshSpec> {
+        self.get(ResourceType::Mesh, "", name).and_then(|r| r.resource.as_mesh())
+    }
+
+    /// The dataplanes of `mesh` with their specs.
+    pub fn dataplanes<'a>(&'a self, mesh: &'a str) -> impl Iterator<Item = (&'a str, &'a DataplaneSpec)> + 'a {
+        self.list(ResourceType::Dataplane, Some(mesh))
+            .filter_map(|r| r.resource.as_dataplane().map(|d| (r.resource.meta.name.as_str(), d)))
+    }
+
+    pub fn is_draining(&self, mesh: &str, name: &str) -> bool {
+        self.draining.contains(&(mesh.to_string(), name.to_string()))
+    }
+}

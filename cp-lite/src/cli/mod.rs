@@ -1,0 +1,76 @@
+//! `koguma-cp apply|get|delete`: a thin client of the REST API.
+
+pub mod apply;
+pub mod delete;
+pub mod get;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:5681";
+
+pub struct ApiClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> anyhow::Result<ApiClient> {
+        if !base.starts_with("http://") {
+            bail!("--api-url {base:?}: only http:// URLs are supported");
+        }
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .with_context(|| format!("cannot reach the control plane at {url} (is koguma-cp running? see --api-url)"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok((status, value))
+    }
+}
+
+/// An API error body as a person reads it: the detail, then one line per
+/// invalid field.
+pub fn describe_error(status: StatusCode, body: &Value) -> String {
+    let mut out = body["detail"].as_str().map_or_else(|| format!("request failed with {status}"), str::to_string);
+    if let Some(params) = body["invalid_parameters"].as_array() {
+        for p in params {
+            out.push_str(&format!(
+                "\n  {}: {}",
+                p["field"].as_str().unwrap_or("?"),
+                p["reason"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    out
+}
+
+/// REST path of a resource.
+pub fn resource_path(rtype: koguma_api::ResourceType, mesh: &str, name: &str) -> String {
+    if rtype.is_mesh_scoped() {
+        format!("/meshes/{mesh}/{}/{name}", rtype.plural())
+    } else {
+        format!("/{}/{name}", rtype.plural())
+    }
+}

@@ -1,0 +1,112 @@
+//! The dataplane server: one gRPC stream per dataplane, over TLS, with xDS
+//! ADS semantics. It registers template dataplanes, pushes a new config
+//! whenever the catalog changes what that dataplane should run, and records
+//! ACKs and NACKs.
+
+pub mod proxy_config;
+mod registration;
+mod session;
+pub mod status;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscovery;
+use koguma_proto::v1::{ConfigRequest, ConfigResponse};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscoveryServer;
+
+use crate::resources::Resources;
+use crate::store::Origin;
+use status::StatusRegistry;
+
+pub struct DpServer {
+    resources: Arc<Resources>,
+    status: Arc<StatusRegistry>,
+    next_stream: AtomicU64,
+    /// How long an agent-registered dataplane outlives its stream (Kuma: 10 s).
+    deregistration_delay: Duration,
+}
+
+impl DpServer {
+    pub fn new(resources: Arc<Resources>, status: Arc<StatusRegistry>, deregistration_delay: Duration) -> Arc<DpServer> {
+        let server = Arc::new(DpServer { resources, status, next_stream: AtomicU64::new(1), deregistration_delay });
+        // Agent-registered dataplanes from before a restart get the same
+        // grace as a dropped stream: they go unless their agent reconnects.
+        let catalog = server.resources.catalog();
+        for stored in catalog.list(koguma_api::ResourceType::Dataplane, None) {
+            if stored.origin == Origin::Agent {
+                let key = (stored.resource.meta.mesh.clone(), stored.resource.meta.name.clone());
+                server.schedule_deregistration(key, 0);
+            }
+        }
+        server
+    }
+
+    fn schedule_deregistration(self: &Arc<Self>, key: crate::catalog::DataplaneKey, stream_id: u64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(this.deregistration_delay).await;
+            if !this.status.still_gone(&key, stream_id) {
+                return;
+            }
+            match this.resources.deregister(&key) {
+                Ok(true) => {
+                    tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane deregistered: its agent is gone");
+                    this.status.forget(&key);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(mesh = %key.0, dataplane = %key.1, error = %e, "cannot deregister dataplane"),
+            }
+        });
+    }
+}
+
+/// Newtype so the service impl can hold an `Arc` (sessions outlive calls).
+pub struct DpService(pub Arc<DpServer>);
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<ConfigResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DataplaneDiscovery for DpService {
+    type StreamConfigStream = ResponseStream;
+
+    async fn stream_config(
+        &self,
+        request: Request<Streaming<ConfigRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let peer = request.remote_addr();
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream closed before its first request"))?;
+        let node = first
+            .node
+            .ok_or_else(|| Status::invalid_argument("the first request of a stream must carry the node"))?;
+        let (key, origin) = registration::register(&self.0.resources, &node).inspect_err(|e| {
+            tracing::warn!(mesh = %node.mesh, dataplane = %node.name, ?peer, reason = %e.message(), "dataplane refused");
+        })?;
+        let stream_id = self.0.next_stream.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(mesh = %key.0, dataplane = %key.1, ?peer, stream_id, "dataplane connected");
+        self.0.status.connected(&key, stream_id, &node.agent_version);
+        self.0.resources.set_draining(&key, false);
+        let (tx, rx) = mpsc::channel(4);
+        let server = self.0.clone();
+        tokio::spawn(async move {
+            session::run(&server, &key, stream_id, incoming, tx).await;
+            server.status.disconnected(&key, stream_id);
+            tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected");
+            if origin == Origin::Agent {
+                server.schedule_deregistration(key, stream_id);
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

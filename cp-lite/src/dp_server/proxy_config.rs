@@ -1,0 +1,210 @@
+//! Computes one dataplane's proxy config from a catalog snapshot, and its
+//! version: a hash of the encoded config, so the same config always has the
+//! same version, across streams and CP restarts.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use koguma_api::Protocol;
+use koguma_proto::v1 as pb;
+use prost::Message;
+
+use crate::catalog::Catalog;
+
+fn protocol(p: Protocol) -> pb::Protocol {
+    match p {
+        Protocol::Tcp => pb::Protocol::Tcp,
+        Protocol::Http => pb::Protocol::Http,
+        Protocol::Http2 => pb::Protocol::Http2,
+        Protocol::Grpc => pb::Protocol::Grpc,
+    }
+}
+
+/// The endpoints of `service` in `mesh`: every ready inbound that carries it,
+/// on dataplanes that are not draining, and its protocol: the one all its
+/// inbounds agree on, else tcp (as Kuma does).
+fn service_endpoints(catalog: &Catalog, mesh: &str, service: &str) -> (Vec<pb::Endpoint>, Protocol) {
+    let mut endpoints = Vec::new();
+    let mut protocols = BTreeSet::new();
+    for (name, dp) in catalog.dataplanes(mesh) {
+        if catalog.is_draining(mesh, name) {
+            continue;
+        }
+        let Some(net) = dp.networking() else { continue };
+        for inbound in net.inbound.iter().filter(|i| i.service() == service && i.is_ready()) {
+            let address = inbound.address.as_deref().unwrap_or_else(|| net.reachable_address());
+            if address.parse::<IpAddr>().is_err() {
+                tracing::warn!(dataplane = name, address, "endpoint skipped: dataplane address is not an IP address");
+                continue;
+            }
+            protocols.insert(inbound.protocol().as_str());
+            endpoints.push(pb::Endpoint {
+                address: address.to_string(),
+                port: inbound.port,
+                weight: 1,
+                tags: inbound.tags.clone(),
+            });
+        }
+    }
+    endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+    let proto = match protocols.len() {
+        1 => Protocol::from_tag(protocols.first().copied()),
+        _ => Protocol::Tcp,
+    };
+    (endpoints, proto)
+}
+
+pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfig> {
+    let stored = catalog.get(koguma_api::ResourceType::Dataplane, mesh, name)?;
+    let net = stored.resource.as_dataplane()?.networking()?;
+    let inbounds = net
+        .inbound
+        .iter()
+        .map(|i| {
+            let address = i.listen_address(net).to_string();
+            let (service_address, service_port) = i.service_target(net);
+            pb::InboundListener {
+                name: format!("inbound:{address}:{}", i.port),
+                address,
+                port: i.port,
+                service_address: service_address.to_string(),
+                service_port,
+                protocol: protocol(i.protocol()).into(),
+                service: i.service().to_string(),
+                tags: i.tags.clone(),
+            }
+        })
+        .collect();
+    let outbounds = net
+        .outbound
+        .iter()
+        .map(|o| {
+            let service = o.service().to_string();
+            let (endpoints, proto) = service_endpoints(catalog, mesh, &service);
+            let address = o.listen_address().to_string();
+            pb::OutboundListener {
+                name: format!("outbound:{address}:{}", o.port),
+                address,
+                port: o.port,
+                protocol: protocol(proto).into(),
+                cluster: Some(pb::Cluster {
+                    name: service.clone(),
+                    lb_policy: pb::LbPolicy::RoundRobin.into(),
+                    endpoints,
+                }),
+                service,
+            }
+        })
+        .collect();
+    Some(pb::ProxyConfig { mesh: mesh.to_string(), name: name.to_string(), inbounds, outbounds })
+}
+
+/// FNV-1a over the encoded config (maps are BTreeMaps: the encoding is
+/// deterministic).
+pub fn version(config: &pb::ProxyConfig) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in config.encode_to_vec() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The config as JSON, for `GET .../_config` and `koguma-dp`'s `/config_dump`
+/// alike in spirit.
+pub fn to_json(config: &pb::ProxyConfig) -> serde_json::Value {
+    let proto_name = |p: i32| pb::Protocol::try_from(p).map_or(Protocol::Tcp, |p| match p {
+        pb::Protocol::Tcp => Protocol::Tcp,
+        pb::Protocol::Http => Protocol::Http,
+        pb::Protocol::Http2 => Protocol::Http2,
+        pb::Protocol::Grpc => Protocol::Grpc,
+    });
+    serde_json::json!({
+        "mesh": config.mesh,
+        "name": config.name,
+        "inbounds": config.inbounds.iter().map(|i| serde_json::json!({
+            "name": i.name,
+            "address": i.address,
+            "port": i.port,
+            "serviceAddress": i.service_address,
+            "servicePort": i.service_port,
+            "protocol": proto_name(i.protocol).as_str(),
+            "service": i.service,
+            "tags": i.tags,
+        })).collect::<Vec<_>>(),
+        "outbounds": config.outbounds.iter().map(|o| serde_json::json!({
+            "name": o.name,
+            "address": o.address,
+            "port": o.port,
+            "service": o.service,
+            "protocol": proto_name(o.protocol).as_str(),
+            "endpoints": o.cluster.as_ref().map(|c| c.endpoints.iter().map(|e| serde_json::json!({
+                "address": e.address, "port": e.port, "weight": e.weight, "tags": e.tags,
+            })).collect::<Vec<_>>()).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Origin, StoredResource};
+    use koguma_api::Resource;
+    use std::sync::Arc;
+
+    fn dp(name: &str, addr: &str, service: &str, protocol: &str, outbound: Option<&str>) -> Arc<StoredResource> {
+        let mut v = serde_json::json!({
+            "type": "Dataplane", "mesh": "default", "name": name,
+            "networking": {"address": addr, "inbound": [
+                {"port": 8080, "servicePort": 18080, "tags": {"kuma.io/service": service, "kuma.io/protocol": protocol}}
+            ]}
+        });
+        if let Some(o) = outbound {
+            v["networking"]["outbound"] = serde_json::json!([{"port": 10001, "tags": {"kuma.io/service": o}}]);
+        }
+        Arc::new(StoredResource { resource: Resource::from_value(v).unwrap(), origin: Origin::Api })
+    }
+
+    fn catalog(dps: Vec<Arc<StoredResource>>) -> Catalog {
+        let mut c = Catalog::default();
+        for d in dps {
+            let key = (koguma_api::ResourceType::Dataplane, "default".to_string(), d.resource.meta.name.clone());
+            c.resources.insert(key, d);
+        }
+        c
+    }
+
+    #[test]
+    fn outbound_gets_ready_endpoints_and_protocol() {
+        let mut c = catalog(vec![
+            dp("web", "127.0.0.2", "web", "http", Some("backend")),
+            dp("b1", "127.0.0.3", "backend", "http", None),
+            dp("b2", "127.0.0.4", "backend", "http", None),
+        ]);
+        let cfg = build(&c, "default", "web").unwrap();
+        let out = &cfg.outbounds[0];
+        assert_eq!(out.name, "outbound:127.0.0.1:10001");
+        assert_eq!(out.protocol, pb::Protocol::Http as i32);
+        let eps = &out.cluster.as_ref().unwrap().endpoints;
+        assert_eq!(eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["127.0.0.3", "127.0.0.4"]);
+        assert_eq!(cfg.inbounds[0].service_port, 18080);
+
+        let v1 = version(&cfg);
+        assert_eq!(v1, version(&build(&c, "default", "web").unwrap()));
+        c.draining.insert(("default".into(), "b2".into()));
+        let cfg2 = build(&c, "default", "web").unwrap();
+        assert_eq!(cfg2.outbounds[0].cluster.as_ref().unwrap().endpoints.len(), 1);
+        assert_ne!(v1, version(&cfg2));
+    }
+
+    #[test]
+    fn mixed_protocols_fall_back_to_tcp() {
+        let c = catalog(vec![
+            dp("web", "127.0.0.2", "web", "http", Some("backend")),
+            dp("b1", "127.0.0.3", "backend", "http", None),
+            dp("b2", "127.0.0.4", "backend", "grpc", None),
+        ]);
+        let cfg = build(&c, "default", "web").unwrap();
+        assert_eq!(cfg.outbounds[0].protocol, pb::Protocol::Tcp as i32);
+    }
+}

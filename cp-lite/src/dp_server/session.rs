@@ -1,0 +1,76 @@
+//! One dataplane's stream: send its config whenever it changes, and record
+//! what the agent says of each response.
+
+use std::sync::Arc;
+
+use koguma_proto::v1::{ConfigRequest, ConfigResponse};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::{proxy_config, DpServer};
+use crate::catalog::DataplaneKey;
+
+pub async fn run(
+    server: &Arc<DpServer>,
+    key: &DataplaneKey,
+    stream_id: u64,
+    mut incoming: Streaming<ConfigRequest>,
+    tx: mpsc::Sender<Result<ConfigResponse, Status>>,
+) {
+    let mut catalog_rx = server.resources.subscribe();
+    let mut sent_version: Option<String> = None;
+    let mut nonce: u64 = 0;
+    loop {
+        let catalog = catalog_rx.borrow_and_update().clone();
+        let Some(config) = proxy_config::build(&catalog, &key.0, &key.1) else {
+            let _ = tx
+                .send(Err(Status::not_found(format!("Dataplane {:?} in mesh {:?} was deleted", key.1, key.0))))
+                .await;
+            return;
+        };
+        let version = proxy_config::version(&config);
+        if sent_version.as_deref() != Some(version.as_str()) {
+            nonce += 1;
+            let response = ConfigResponse { version_info: version.clone(), nonce: nonce.to_string(), config: Some(config) };
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
+            tracing::debug!(mesh = %key.0, dataplane = %key.1, %version, "config sent");
+            server.status.sent(key, stream_id, &version);
+            sent_version = Some(version);
+        }
+        tokio::select! {
+            changed = catalog_rx.changed() => {
+                if changed.is_err() {
+                    return; // the CP is shutting down
+                }
+            }
+            msg = incoming.message() => match msg {
+                Ok(Some(req)) => on_request(server, key, stream_id, nonce, sent_version.as_deref(), req),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(mesh = %key.0, dataplane = %key.1, error = %e, "stream error");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn on_request(server: &DpServer, key: &DataplaneKey, stream_id: u64, nonce: u64, sent: Option<&str>, req: ConfigRequest) {
+    if req.leaving {
+        tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane is draining: removing it from endpoints");
+        server.resources.set_draining(key, true);
+    }
+    if req.response_nonce != nonce.to_string() {
+        return; // answers an older response; the latest one is what counts
+    }
+    match req.error_detail {
+        Some(err) => {
+            let rejected = sent.unwrap_or_default();
+            tracing::warn!(mesh = %key.0, dataplane = %key.1, version = rejected, reason = %err.message, "config rejected (NACK)");
+            server.status.rejected(key, stream_id, rejected, &err.message);
+        }
+        None => server.status.acked(key, stream_id, &req.version_info),
+    }
+}

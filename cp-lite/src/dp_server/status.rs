@@ -1,0 +1,159 @@
+//! What the CP knows of each dataplane's stream: online or not, what it was
+//! sent, what it acknowledged, and why it rejected what it rejected.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use crate::catalog::DataplaneKey;
+
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub version: String,
+    pub reason: String,
+    pub time: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamStatus {
+    pub stream_id: u64,
+    pub online: bool,
+    pub agent_version: String,
+    pub connect_time: SystemTime,
+    pub disconnect_time: Option<SystemTime>,
+    pub last_update: SystemTime,
+    pub sent_version: Option<String>,
+    pub acked_version: Option<String>,
+    pub last_rejection: Option<Rejection>,
+    pub responses_sent: u64,
+    pub responses_acked: u64,
+    pub responses_rejected: u64,
+}
+
+#[derive(Default)]
+pub struct StatusRegistry {
+    streams: Mutex<HashMap<DataplaneKey, StreamStatus>>,
+}
+
+fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl StatusRegistry {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<DataplaneKey, StreamStatus>) -> R) -> R {
+        f(&mut self.streams.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn connected(&self, key: &DataplaneKey, stream_id: u64, agent_version: &str) {
+        let now = SystemTime::now();
+        self.with(|m| {
+            m.insert(
+                key.clone(),
+                StreamStatus {
+                    stream_id,
+                    online: true,
+                    agent_version: agent_version.to_string(),
+                    connect_time: now,
+                    disconnect_time: None,
+                    last_update: now,
+                    sent_version: None,
+                    acked_version: None,
+                    last_rejection: None,
+                    responses_sent: 0,
+                    responses_acked: 0,
+                    responses_rejected: 0,
+                },
+            );
+        });
+    }
+
+    /// Applies `f` to the status of `key` if `stream_id` is still its stream
+    /// (a reconnected agent's new stream must not be touched by the old one).
+    fn update(&self, key: &DataplaneKey, stream_id: u64, f: impl FnOnce(&mut StreamStatus)) {
+        self.with(|m| {
+            if let Some(s) = m.get_mut(key).filter(|s| s.stream_id == stream_id) {
+                s.last_update = SystemTime::now();
+                f(s);
+            }
+        });
+    }
+
+    pub fn sent(&self, key: &DataplaneKey, stream_id: u64, version: &str) {
+        self.update(key, stream_id, |s| {
+            s.sent_version = Some(version.to_string());
+            s.responses_sent += 1;
+        });
+    }
+
+    pub fn acked(&self, key: &DataplaneKey, stream_id: u64, version: &str) {
+        self.update(key, stream_id, |s| {
+            s.acked_version = Some(version.to_string());
+            s.responses_acked += 1;
+        });
+    }
+
+    pub fn rejected(&self, key: &DataplaneKey, stream_id: u64, version: &str, reason: &str) {
+        self.update(key, stream_id, |s| {
+            s.responses_rejected += 1;
+            s.last_rejection = Some(Rejection {
+                version: version.to_string(),
+                reason: reason.to_string(),
+                time: SystemTime::now(),
+            });
+        });
+    }
+
+    pub fn disconnected(&self, key: &DataplaneKey, stream_id: u64) {
+        self.update(key, stream_id, |s| {
+            s.online = false;
+            s.disconnect_time = Some(SystemTime::now());
+        });
+    }
+
+    /// Whether `stream_id` is still the latest stream of `key` and offline.
+    pub fn still_gone(&self, key: &DataplaneKey, stream_id: u64) -> bool {
+        self.with(|m| m.get(key).is_none_or(|s| s.stream_id == stream_id && !s.online))
+    }
+
+    pub fn get(&self, key: &DataplaneKey) -> Option<StreamStatus> {
+        self.with(|m| m.get(key).cloned())
+    }
+
+    pub fn forget(&self, key: &DataplaneKey) {
+        self.with(|m| {
+            m.remove(key);
+        });
+    }
+}
+
+impl StreamStatus {
+    /// Kuma's `dataplaneInsight` shape, plus the rejection reason.
+    pub fn insight_json(&self) -> serde_json::Value {
+        json!({
+            "online": self.online,
+            "lastSentVersion": self.sent_version,
+            "lastAckedVersion": self.acked_version,
+            "lastRejection": self.last_rejection.as_ref().map(|r| json!({
+                "version": r.version,
+                "reason": r.reason,
+                "time": time(r.time),
+            })),
+            "subscriptions": [{
+                "id": self.stream_id.to_string(),
+                "connectTime": time(self.connect_time),
+                "disconnectTime": self.disconnect_time.map(time),
+                "status": {
+                    "lastUpdateTime": time(self.last_update),
+                    "total": {
+                        "responsesSent": self.responses_sent.to_string(),
+                        "responsesAcknowledged": self.responses_acked.to_string(),
+                        "responsesRejected": self.responses_rejected.to_string(),
+                    },
+                },
+                "version": {"kumaDp": {"version": self.agent_version}},
+            }],
+        })
+    }
+}

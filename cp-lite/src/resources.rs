@@ -1,0 +1,143 @@
+//! The one way resources change: validated, checked against what exists,
+//! written to the store, then published as a new catalog snapshot.
+
+use std::sync::{Arc, Mutex};
+
+use koguma_api::{Resource, ResourceType, ValidationError};
+use tokio::sync::watch;
+
+use crate::catalog::{Catalog, DataplaneKey};
+use crate::store::{Origin, ResourceStore, StoreError, StoredResource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("{0}")]
+    Invalid(ValidationError),
+    #[error("{kind} {name:?} not found{}", mesh_suffix(.mesh))]
+    NotFound { kind: &'static str, mesh: String, name: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+fn mesh_suffix(mesh: &str) -> String {
+    if mesh.is_empty() { String::new() } else { format!(" in mesh {mesh:?}") }
+}
+
+impl From<ValidationError> for ResourceError {
+    fn from(e: ValidationError) -> Self {
+        ResourceError::Invalid(e)
+    }
+}
+
+pub struct Resources {
+    store: Box<dyn ResourceStore>,
+    // Serializes writers so that the store and the published catalog agree.
+    // Held only around synchronous store calls, never across an await.
+    write: Mutex<()>,
+    catalog: watch::Sender<Arc<Catalog>>,
+}
+
+impl Resources {
+    /// Loads the store and makes sure a `default` mesh exists, as Kuma does.
+    pub fn open(store: Box<dyn ResourceStore>) -> Result<Resources, ResourceError> {
+        let mut catalog = Catalog::default();
+        for stored in store.list()? {
+            let r = &stored.resource;
+            let key = (r.resource_type(), r.meta.mesh.clone(), r.meta.name.clone());
+            catalog.resources.insert(key, Arc::new(stored));
+        }
+        let (tx, _) = watch::channel(Arc::new(catalog));
+        let resources = Resources { store, write: Mutex::new(()), catalog: tx };
+        if resources.catalog().mesh("default").is_none() {
+            let default = Resource::from_value(serde_json::json!({"type": "Mesh", "name": "default"}))?;
+            resources.upsert(default, Origin::Api)?;
+            tracing::info!("created the default mesh");
+        }
+        Ok(resources)
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.catalog.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut Catalog)) {
+        self.catalog.send_modify(|arc| change(Arc::make_mut(arc)));
+    }
+
+    /// Creates or replaces `resource`; returns the stored form and whether
+    /// it was created. A bad resource changes nothing.
+    pub fn upsert(&self, mut resource: Resource, origin: Origin) -> Result<(Resource, bool), ResourceError> {
+        resource.validate()?;
+        let _guard = self.lock();
+        let catalog = self.catalog();
+        if resource.resource_type().is_mesh_scoped() && catalog.mesh(&resource.meta.mesh).is_none() {
+            return Err(ValidationError::single("mesh", format!("mesh {:?} does not exist", resource.meta.mesh)).into());
+        }
+        let created = self.store.upsert(&mut resource, origin)?;
+        let key = (resource.resource_type(), resource.meta.mesh.clone(), resource.meta.name.clone());
+        let stored = Arc::new(StoredResource { resource: resource.clone(), origin });
+        self.publish(|c| {
+            c.resources.insert(key, stored);
+        });
+        Ok((resource, created))
+    }
+
+    pub fn delete(&self, rtype: ResourceType, mesh: &str, name: &str) -> Result<(), ResourceError> {
+        let _guard = self.lock();
+        let catalog = self.catalog();
+        if rtype == ResourceType::Mesh && catalog.dataplanes(name).next().is_some() {
+            return Err(ValidationError::single(
+                "mesh",
+                format!("unable to delete mesh {name:?}: there are still dataplanes attached to it"),
+            )
+            .into());
+        }
+        if !self.store.delete(rtype, mesh, name)? {
+            return Err(ResourceError::NotFound { kind: rtype.kind(), mesh: mesh.to_string(), name: name.to_string() });
+        }
+        let key = (rtype, mesh.to_string(), name.to_string());
+        self.publish(|c| {
+            c.resources.remove(&key);
+            if rtype == ResourceType::Dataplane {
+                c.draining.remove(&(mesh.to_string(), name.to_string()));
+            }
+        });
+        Ok(())
+    }
+
+    /// Deletes an agent-registered dataplane only if it is still the one
+    /// that was registered then (a person may have taken it over since).
+    pub fn deregister(&self, key: &DataplaneKey) -> Result<bool, ResourceError> {
+        let owned_by_agent = self
+            .catalog()
+            .get(ResourceType::Dataplane, &key.0, &key.1)
+            .is_some_and(|r| r.origin == Origin::Agent);
+        if !owned_by_agent {
+            return Ok(false);
+        }
+        self.delete(ResourceType::Dataplane, &key.0, &key.1)?;
+        Ok(true)
+    }
+
+    pub fn set_draining(&self, key: &DataplaneKey, draining: bool) {
+        if self.catalog().draining.contains(key) == draining {
+            return;
+        }
+        let _guard = self.lock();
+        self.publish(|c| {
+            if draining {
+                c.draining.insert(key.clone());
+            } else {
+                c.draining.remove(key);
+            }
+        });
+    }
+}

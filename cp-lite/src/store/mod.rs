@@ -1,0 +1,56 @@
+//! Durable storage of resources. The embedded default is SQLite (a file in
+//! the data dir, or in memory for throwaway runs); the schema is plain SQL
+//! so that it can move to PostgreSQL unchanged.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use koguma_api::{Resource, ResourceType};
+
+/// Who created a resource: a person through the API, or an agent that
+/// registered its Dataplane from a template (and whose resource therefore
+/// goes away when the agent does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Api,
+    Agent,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Agent => "agent",
+        }
+    }
+
+    fn parse(s: &str) -> Origin {
+        if s == "agent" { Origin::Agent } else { Origin::Api }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResource {
+    pub resource: Resource,
+    pub origin: Origin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("store: stored {kind} {mesh}/{name} cannot be read back: {reason}")]
+    Corrupt { kind: String, mesh: String, name: String, reason: String },
+}
+
+pub trait ResourceStore: Send + Sync {
+    fn list(&self) -> Result<Vec<StoredResource>, StoreError>;
+    /// Creates or replaces; sets the times on `resource.meta` and returns
+    /// whether it was created.
+    fn upsert(&self, resource: &mut Resource, origin: Origin) -> Result<bool, StoreError>;
+    /// Returns whether something was deleted.
+    fn delete(&self, rtype: ResourceType, mesh: &str, name: &str) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,169 @@
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use koguma_api::{Resource, ResourceType};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Origin, ResourceStore, StoreError, StoredResource};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (
+    type              TEXT NOT NULL,
+    mesh              TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    spec              TEXT NOT NULL,
+    labels            TEXT NOT NULL,
+    origin            TEXT NOT NULL,
+    version           BIGINT NOT NULL,
+    creation_time     TEXT NOT NULL,
+    modification_time TEXT NOT NULL,
+    PRIMARY KEY (type, mesh, name)
+);
+";
+
+pub struct SqliteStore {
+    // rusqlite connections are not Sync. Statements are short and never held
+    // across an await, so one lock is enough at this scale.
+    conn: Mutex<Connection>,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl SqliteStore {
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
+        let conn = Connection::open(dir.join("koguma.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A statement that panicked leaves SQLite consistent (it rolls back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Row = (String, String, String, String, String, String, String, String);
+
+fn decode(row: Row) -> Result<StoredResource, StoreError> {
+    let (kind, mesh, name, spec, labels, origin, created, modified) = row;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        kind: kind.clone(),
+        mesh: mesh.clone(),
+        name: name.clone(),
+        reason,
+    };
+    let mut obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+    obj.insert("type".into(), kind.clone().into());
+    obj.insert("name".into(), name.clone().into());
+    if !mesh.is_empty() {
+        obj.insert("mesh".into(), mesh.clone().into());
+    }
+    let labels: serde_json::Value = serde_json::from_str(&labels).map_err(|e| corrupt(e.to_string()))?;
+    obj.insert("labels".into(), labels);
+    obj.insert("creationTime".into(), created.into());
+    obj.insert("modificationTime".into(), modified.into());
+    let resource = Resource::from_value(serde_json::Value::Object(obj)).map_err(|e| corrupt(e.to_string()))?;
+    Ok(StoredResource { resource, origin: Origin::parse(&origin) })
+}
+
+impl ResourceStore for SqliteStore {
+    fn list(&self) -> Result<Vec<StoredResource>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT type, mesh, name, spec, labels, origin, creation_time, modification_time
+             FROM resources ORDER BY type, mesh, name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(decode(row?)?);
+        }
+        Ok(out)
+    }
+
+    fn upsert(&self, resource: &mut Resource, origin: Origin) -> Result<bool, StoreError> {
+        let kind = resource.resource_type().kind();
+        let now = now_rfc3339();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let existing: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT creation_time, version FROM resources WHERE type = ?1 AND mesh = ?2 AND name = ?3",
+                params![kind, resource.meta.mesh, resource.meta.name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (created, version) = match &existing {
+            Some((c, v)) => (c.clone(), v + 1),
+            None => (now.clone(), 1),
+        };
+        let spec = resource.spec_value().to_string();
+        let labels = serde_json::json!(resource.meta.labels).to_string();
+        tx.execute(
+            "INSERT INTO resources (type, mesh, name, spec, labels, origin, version, creation_time, modification_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (type, mesh, name) DO UPDATE SET
+               spec = excluded.spec, labels = excluded.labels, origin = excluded.origin,
+               version = excluded.version, modification_time = excluded.modification_time",
+            params![kind, resource.meta.mesh, resource.meta.name, spec, labels, origin.as_str(), version, created, now],
+        )?;
+        tx.commit()?;
+        resource.meta.creation_time = Some(created);
+        resource.meta.modification_time = Some(now);
+        Ok(existing.is_none())
+    }
+
+    fn delete(&self, rtype: ResourceType, mesh: &str, name: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "DELETE FROM resources WHERE type = ?1 AND mesh = ?2 AND name = ?3",
+            params![rtype.kind(), mesh, name],
+        )?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(name: &str) -> Resource {
+        let v = serde_json::json!({"type": "Mesh", "name": name});
+        Resource::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn resources_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            let mut m = mesh("a");
+            assert!(store.upsert(&mut m, Origin::Api).unwrap());
+            assert!(!store.upsert(&mut m, Origin::Api).unwrap());
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let all = store.list().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].resource.meta.name, "a");
+        assert!(all[0].resource.meta.creation_time.is_some());
+        assert!(store.delete(ResourceType::Mesh, "", "a").unwrap());
+        assert!(!store.delete(ResourceType::Mesh, "", "a").unwrap());
+    }
+}
