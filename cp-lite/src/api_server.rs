@@ -171,7 +171,7 @@ async fn dataplane_config(State(s): State<ApiState>, Path((mesh, name)): Path<(S
     let catalog = s.resources.catalog();
     let config = proxy_config::build(&catalog, &mesh, &name)
         .ok_or_else(|| ApiError::NotFound(format!("Dataplane {name:?} has no networking section")))?;
-    Ok(Json(json!({"version": proxy_config::version(&config), "config": proxy_config::to_json(&config)})).into_response())
+    Ok(Json(json!({"version": proxy_config::version(&config), "config": koguma_proto::json::proxy_config(&config)})).into_response())
 }
 
 fn overview(s: &ApiState, r: &StoredResource) -> Value {

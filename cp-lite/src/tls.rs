@@ -73,6 +73,13 @@ fn subject_alt_names(extra_ips: &[IpAddr]) -> Vec<SanType> {
     sans
 }
 
+/// Valid from an hour ago (clocks differ a little between hosts) for `days`.
+fn set_validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
 fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
     let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     if cert_path.exists() && key_path.exists() {
@@ -84,7 +91,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
     params.distinguished_name.push(DnType::CommonName, "koguma-cp CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    params.not_after = params.not_before + std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+    set_validity(&mut params, 10 * 365);
     let cert = params.self_signed(&key)?;
     write(&key_path, &key.serialize_pem(), true)?;
     write(&cert_path, &cert.pem(), false)?;
@@ -112,7 +119,7 @@ pub fn prepare(
     params.subject_alt_names = subject_alt_names(extra_ips);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.not_after = params.not_before + std::time::Duration::from_secs(365 * 24 * 3600);
+    set_validity(&mut params, 365);
     let cert = params.signed_by(&key, &issuer)?;
     // Written for people who want to inspect it; the CP serves it from memory.
     write(&dir.join("server.crt"), &cert.pem(), false)?;

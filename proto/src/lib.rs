@@ -2,6 +2,8 @@
 
 #![allow(clippy::derive_partial_eq_without_eq)]
 
+pub mod json;
+
 pub mod v1 {
     tonic::include_proto!("koguma.v1");
 }

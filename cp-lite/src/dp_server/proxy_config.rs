@@ -110,41 +110,6 @@ pub fn version(config: &pb::ProxyConfig) -> String {
     format!("{hash:016x}")
 }
 
-/// The config as JSON, for `GET .../_config` and `koguma-dp`'s `/config_dump`
-/// alike in spirit.
-pub fn to_json(config: &pb::ProxyConfig) -> serde_json::Value {
-    let proto_name = |p: i32| pb::Protocol::try_from(p).map_or(Protocol::Tcp, |p| match p {
-        pb::Protocol::Tcp => Protocol::Tcp,
-        pb::Protocol::Http => Protocol::Http,
-        pb::Protocol::Http2 => Protocol::Http2,
-        pb::Protocol::Grpc => Protocol::Grpc,
-    });
-    serde_json::json!({
-        "mesh": config.mesh,
-        "name": config.name,
-        "inbounds": config.inbounds.iter().map(|i| serde_json::json!({
-            "name": i.name,
-            "address": i.address,
-            "port": i.port,
-            "serviceAddress": i.service_address,
-            "servicePort": i.service_port,
-            "protocol": proto_name(i.protocol).as_str(),
-            "service": i.service,
-            "tags": i.tags,
-        })).collect::<Vec<_>>(),
-        "outbounds": config.outbounds.iter().map(|o| serde_json::json!({
-            "name": o.name,
-            "address": o.address,
-            "port": o.port,
-            "service": o.service,
-            "protocol": proto_name(o.protocol).as_str(),
-            "endpoints": o.cluster.as_ref().map(|c| c.endpoints.iter().map(|e| serde_json::json!({
-                "address": e.address, "port": e.port, "weight": e.weight, "tags": e.tags,
-            })).collect::<Vec<_>>()).unwrap_or_default(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

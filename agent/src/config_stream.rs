@@ -1,0 +1,162 @@
+//! The agent's side of the config stream: register, apply each config or
+//! refuse it (ACK/NACK), and when the CP goes away keep serving on the last
+//! config while reconnecting with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use koguma_forwarder::Forwarder;
+use koguma_proto::v1::dataplane_discovery_client::DataplaneDiscoveryClient;
+use koguma_proto::v1::{ConfigRequest, ConfigResponse, ErrorDetail, Node};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::state::AgentState;
+use crate::translate;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("the control plane refused this dataplane: {0}")]
+    Refused(String),
+}
+
+pub struct ConfigStream {
+    pub channel: Channel,
+    pub node: Node,
+    pub forwarder: Arc<Forwarder>,
+    pub state: Arc<AgentState>,
+    /// Becomes true when the agent starts draining.
+    pub leaving: watch::Receiver<bool>,
+}
+
+enum SessionEnd {
+    Lost(String),
+    Refused(tonic::Status),
+}
+
+/// Codes that retrying will not change: the resource or the request is wrong.
+fn is_permanent(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied | Code::Unauthenticated)
+}
+
+impl ConfigStream {
+    /// Runs until the CP refuses the dataplane before any config was applied
+    /// (the agent cannot do anything useful then); otherwise forever.
+    pub async fn run(mut self) -> Result<(), StreamError> {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let (end, got_config) = self.session().await;
+            self.state.set_cp_connected(false);
+            match end {
+                SessionEnd::Refused(status) if is_permanent(status.code()) && self.state.applied().is_none() => {
+                    return Err(StreamError::Refused(status.message().to_string()));
+                }
+                SessionEnd::Refused(status) => {
+                    tracing::error!(code = ?status.code(), reason = status.message(), "control plane refused the stream; retrying");
+                }
+                SessionEnd::Lost(reason) if self.state.applied().is_some() => {
+                    tracing::warn!(%reason, retry_in = ?backoff, "control plane unreachable; serving on the last config");
+                }
+                SessionEnd::Lost(reason) => {
+                    tracing::warn!(%reason, retry_in = ?backoff, "control plane unreachable; waiting for a first config");
+                }
+            }
+            if got_config {
+                backoff = MIN_BACKOFF;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn request(&self, nonce: &str, error: Option<String>) -> ConfigRequest {
+        ConfigRequest {
+            node: None,
+            version_info: self.state.applied_version().unwrap_or_default(),
+            response_nonce: nonce.to_string(),
+            error_detail: error.map(|message| ErrorDetail { message }),
+            leaving: *self.leaving.borrow(),
+        }
+    }
+
+    async fn session(&mut self) -> (SessionEnd, bool) {
+        let (tx, rx) = mpsc::channel(4);
+        let mut first = self.request("", None);
+        first.node = Some(self.node.clone());
+        let _ = tx.send(first).await;
+        let mut client = DataplaneDiscoveryClient::new(self.channel.clone());
+        let mut responses = match client.stream_config(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return (classify(status), false),
+        };
+        let mut got_config = false;
+        let mut last_nonce = String::new();
+        loop {
+            tokio::select! {
+                msg = responses.message() => match msg {
+                    Ok(Some(resp)) => {
+                        if !got_config {
+                            tracing::info!("connected to the control plane");
+                        }
+                        got_config = true;
+                        self.state.set_cp_connected(true);
+                        let outcome = self.apply(&resp);
+                        last_nonce = resp.nonce.clone();
+                        if tx.send(self.request(&resp.nonce, outcome.err())).await.is_err() {
+                            return (SessionEnd::Lost("stream closed".into()), got_config);
+                        }
+                    }
+                    Ok(None) => return (SessionEnd::Lost("the control plane closed the stream".into()), got_config),
+                    Err(status) => return (classify(status), got_config),
+                },
+                changed = self.leaving.changed() => {
+                    if changed.is_ok() && *self.leaving.borrow() {
+                        let _ = tx.send(self.request(&last_nonce, None)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a response, or says why not; the config in force is kept then.
+    fn apply(&self, resp: &ConfigResponse) -> Result<(), String> {
+        let version = &resp.version_info;
+        if self.state.applied_version().as_deref() == Some(version.as_str()) {
+            return Ok(()); // resync after a reconnect: nothing changed
+        }
+        let stats = self.forwarder.stats();
+        let result = resp
+            .config
+            .as_ref()
+            .ok_or_else(|| "the response carries no config".to_string())
+            .and_then(translate::proxy_config)
+            .and_then(|cfg| self.forwarder.apply(&cfg).map_err(|e| e.to_string()));
+        match &result {
+            Ok(()) => {
+                stats.config_update_success.inc();
+                let json = resp.config.as_ref().map(koguma_proto::json::proxy_config).unwrap_or_default();
+                self.state.set_applied(version.clone(), json);
+                tracing::info!(%version, "config applied");
+            }
+            Err(reason) => {
+                stats.config_update_rejected.inc();
+                tracing::warn!(%version, %reason, "config refused (NACK); keeping the config in force");
+            }
+        }
+        result
+    }
+}
+
+fn classify(status: tonic::Status) -> SessionEnd {
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Internal => {
+            SessionEnd::Lost(format!("{}: {}", status.code(), status.message()))
+        }
+        _ => SessionEnd::Refused(status),
+    }
+}

@@ -1,0 +1,53 @@
+//! koguma-dp: the sidecar agent. One process: config stream to the control
+//! plane, the forwarder that carries the traffic, and admin endpoints.
+
+mod admin;
+mod config_stream;
+mod cp_channel;
+mod run;
+mod state;
+mod template;
+mod translate;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "koguma-dp", version, about = "Koguma sidecar: a Kuma-compatible data plane in one process")]
+struct Cli {
+    /// off, error, warn, info, debug or trace (RUST_LOG, when set, wins).
+    #[arg(long, global = true, default_value = "info", env = "KOGUMA_LOG_LEVEL")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Run(run::RunArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let Command::Run(args) = cli.command;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.concurrency.max(1))
+        .thread_name("koguma-worker")
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(run::run(args)),
+        Err(e) => Err(anyhow::anyhow!("cannot start the runtime: {e}")),
+    };
+    if let Err(e) = result {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}

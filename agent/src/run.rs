@@ -1,0 +1,152 @@
+//! `koguma-dp run`: wire the pieces together, then drain on SIGTERM.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use koguma_forwarder::{drain, Forwarder, Stats};
+use koguma_proto::v1::Node;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::admin::AdminServer;
+use crate::config_stream::ConfigStream;
+use crate::state::AgentState;
+use crate::{cp_channel, template};
+
+/// How long peers get to learn that this dataplane is leaving before its
+/// listeners stop accepting (a config push takes milliseconds).
+const LEAVE_NOTICE: Duration = Duration::from_secs(1);
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The control plane's DP server.
+    #[arg(long, default_value = "https://localhost:5678", env = "KOGUMA_CONTROL_PLANE_URL")]
+    cp_address: String,
+    /// CA certificate (PEM) that signed the DP server's certificate.
+    #[arg(long, env = "KOGUMA_CONTROL_PLANE_CA_CERT_FILE")]
+    ca_cert_file: Option<PathBuf>,
+    /// Do not verify the control plane's certificate. Development only.
+    #[arg(long)]
+    skip_verify: bool,
+    /// Dataplane template (YAML or JSON; `-` for stdin), registered on connect.
+    #[arg(long, short = 'd', env = "KOGUMA_DATAPLANE_RUNTIME_RESOURCE_PATH")]
+    dataplane_file: Option<String>,
+    /// key=value for `{{ key }}` in the template.
+    #[arg(long = "dataplane-var", short = 'v')]
+    dataplane_vars: Vec<String>,
+    /// Name of a Dataplane that already exists on the CP (without a template).
+    #[arg(long, env = "KOGUMA_DATAPLANE_NAME")]
+    name: Option<String>,
+    #[arg(long, env = "KOGUMA_DATAPLANE_MESH")]
+    mesh: Option<String>,
+    /// Admin port on 127.0.0.1 (default: the template's networking.admin.port, else 9901).
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// How long in-flight connections get to finish after SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "KOGUMA_DATAPLANE_DRAIN_TIME")]
+    drain_time: Duration,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2, env = "KOGUMA_DATAPLANE_RUNTIME_CONCURRENCY")]
+    pub concurrency: usize,
+}
+
+fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    let Some(file) = &args.dataplane_file else {
+        let Some(name) = &args.name else {
+            bail!("give --dataplane-file (a Dataplane template), or --name for a Dataplane that exists on the CP");
+        };
+        let mesh = args.mesh.clone().unwrap_or_else(|| "default".into());
+        return Ok((Node { mesh, name: name.clone(), dataplane_json: String::new(), agent_version: version }, None));
+    };
+    if args.name.is_some() || args.mesh.is_some() {
+        bail!("--name and --mesh are taken from the template: do not give them with --dataplane-file");
+    }
+    let text = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read the template from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read --dataplane-file {file}"))?
+    };
+    let vars = template::parse_vars(&args.dataplane_vars)?;
+    let t = template::load(&text, &vars)?;
+    Ok((Node { mesh: t.mesh, name: t.name, dataplane_json: t.json, agent_version: version }, t.admin_port))
+}
+
+/// SIGTERM and SIGINT, either of which asks the agent to stop.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (node, template_admin_port) = node(&args)?;
+    let cp = cp_channel::parse_address(&args.cp_address)?;
+    let channel = cp_channel::connect(&cp, args.ca_cert_file.as_deref(), args.skip_verify)?;
+    let mut signals = StopSignals::new().context("cannot install signal handlers")?;
+
+    let stats = Arc::new(Stats::default());
+    let (drain_trigger, drain_watch) = drain::channel();
+    let forwarder = Arc::new(Forwarder::new(stats.clone(), drain_watch));
+    let state = Arc::new(AgentState::default());
+
+    let admin_port = args.admin_port.or(template_admin_port).unwrap_or(koguma_api::DEFAULT_ADMIN_PORT);
+    let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let admin_listener = AdminServer::bind(admin_addr).await?;
+    tokio::spawn(Arc::new(AdminServer { state: state.clone(), stats }).serve(admin_listener));
+
+    let (leaving_tx, leaving) = watch::channel(false);
+    tracing::info!(mesh = %node.mesh, dataplane = %node.name, cp = %args.cp_address, admin = %admin_addr, "koguma-dp starting");
+    let stream = ConfigStream { channel, node, forwarder: forwarder.clone(), state: state.clone(), leaving };
+    let stream_task = tokio::spawn(stream.run());
+
+    tokio::select! {
+        result = stream_task => {
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(anyhow::anyhow!("config stream task failed: {e}")),
+            };
+        }
+        _ = signals.next() => {}
+    }
+
+    tracing::info!(drain_time = ?args.drain_time, "draining: readiness fails, peers are told, then listeners stop");
+    state.set_terminating();
+    let _ = leaving_tx.send(true);
+    let drain = async {
+        let notice = LEAVE_NOTICE.min(args.drain_time);
+        tokio::time::sleep(notice).await;
+        forwarder.begin_drain();
+        drain_trigger.drain(args.drain_time.saturating_sub(notice)).await
+    };
+    tokio::select! {
+        finished = drain => {
+            if finished {
+                tracing::info!("drained: all connections finished");
+            } else {
+                tracing::warn!("drain time is over: closing the connections still open");
+            }
+        }
+        _ = signals.next() => tracing::warn!("second signal: exiting without waiting for connections"),
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! What the agent's admin endpoints report: the config in force, readiness
+//! and whether the control plane is reachable. Written by the config stream
+//! and the signal handler; read lock-free.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+
+pub struct AppliedConfig {
+    pub version: String,
+    pub config: serde_json::Value,
+    pub applied_at: SystemTime,
+}
+
+pub struct AgentState {
+    applied: ArcSwapOption<AppliedConfig>,
+    terminating: AtomicBool,
+    cp_connected: AtomicBool,
+    pub started: Instant,
+}
+
+impl Default for AgentState {
+    fn default() -> Self {
+        AgentState {
+            applied: ArcSwapOption::empty(),
+            terminating: AtomicBool::new(false),
+            cp_connected: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl AgentState {
+    pub fn applied(&self) -> Option<Arc<AppliedConfig>> {
+        self.applied.load_full()
+    }
+
+    pub fn applied_version(&self) -> Option<String> {
+        self.applied.load().as_ref().map(|a| a.version.clone())
+    }
+
+    pub fn set_applied(&self, version: String, config: serde_json::Value) {
+        self.applied.store(Some(Arc::new(AppliedConfig { version, config, applied_at: SystemTime::now() })));
+    }
+
+    pub fn set_terminating(&self) {
+        self.terminating.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.terminating.load(Ordering::Relaxed)
+    }
+
+    pub fn set_cp_connected(&self, connected: bool) {
+        self.cp_connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn cp_connected(&self) -> bool {
+        self.cp_connected.load(Ordering::Relaxed)
+    }
+}

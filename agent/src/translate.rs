@@ -1,0 +1,84 @@
+//! From the wire config to the forwarder's typed config. Anything the agent
+//! cannot run is refused here with the listener and field it concerns; the
+//! message goes back to the CP in the NACK.
+
+use std::net::{IpAddr, SocketAddr};
+
+use koguma_forwarder as fwd;
+use koguma_proto::v1 as pb;
+
+fn protocol(p: i32, listener: &str) -> Result<fwd::Protocol, String> {
+    match pb::Protocol::try_from(p) {
+        Ok(pb::Protocol::Tcp) => Ok(fwd::Protocol::Tcp),
+        Ok(pb::Protocol::Http) => Ok(fwd::Protocol::Http),
+        Ok(pb::Protocol::Http2) => Ok(fwd::Protocol::Http2),
+        Ok(pb::Protocol::Grpc) => Ok(fwd::Protocol::Grpc),
+        Err(_) => Err(format!("{listener}: protocol {p} is not supported by this agent")),
+    }
+}
+
+fn socket(address: &str, port: u32, what: &str, listener: &str) -> Result<SocketAddr, String> {
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| format!("{listener}: {what} address {address:?} is not an IP address"))?;
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{listener}: {what} port {port} is not in 1..65535"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+pub fn proxy_config(config: &pb::ProxyConfig) -> Result<fwd::ProxyConfig, String> {
+    let mut out = fwd::ProxyConfig::default();
+    for i in &config.inbounds {
+        out.inbounds.push(fwd::InboundConfig {
+            name: i.name.clone(),
+            listen: socket(&i.address, i.port, "listen", &i.name)?,
+            service: i.service.clone(),
+            upstream: socket(&i.service_address, i.service_port, "service", &i.name)?,
+            protocol: protocol(i.protocol, &i.name)?,
+        });
+    }
+    for o in &config.outbounds {
+        let endpoints = o
+            .cluster
+            .iter()
+            .flat_map(|c| &c.endpoints)
+            .map(|e| {
+                Ok(fwd::EndpointConfig { addr: socket(&e.address, e.port, "endpoint", &o.name)?, weight: e.weight })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        out.outbounds.push(fwd::OutboundConfig {
+            name: o.name.clone(),
+            listen: socket(&o.address, o.port, "listen", &o.name)?,
+            service: o.service.clone(),
+            protocol: protocol(o.protocol, &o.name)?,
+            endpoints,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_addresses_are_refused_with_the_listener_named() {
+        let cfg = pb::ProxyConfig {
+            outbounds: vec![pb::OutboundListener {
+                name: "outbound:127.0.0.1:10001".into(),
+                address: "127.0.0.1".into(),
+                port: 10001,
+                cluster: Some(pb::Cluster {
+                    endpoints: vec![pb::Endpoint { address: "backend.local".into(), port: 80, ..Default::default() }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = proxy_config(&cfg).unwrap_err();
+        assert_eq!(err, "outbound:127.0.0.1:10001: endpoint address \"backend.local\" is not an IP address");
+    }
+}
