@@ -20,24 +20,27 @@ fn protocol(p: Protocol) -> pb::Protocol {
     }
 }
 
-/// The endpoints of `service` in `mesh`: every ready inbound that carries it,
-/// on dataplanes that are not draining, and its protocol: the one all its
-/// inbounds agree on, else tcp (as Kuma does).
+/// The endpoints of `service` in `mesh` (every ready inbound that carries
+/// it, on dataplanes that are not draining) and the service's protocol: the
+/// one all its inbounds agree on, else tcp, as Kuma does. The protocol is
+/// taken from every inbound, ready or not, so that a service whose last
+/// endpoint goes away still answers HTTP callers with a 503.
 fn service_endpoints(catalog: &Catalog, mesh: &str, service: &str) -> (Vec<pb::Endpoint>, Protocol) {
     let mut endpoints = Vec::new();
     let mut protocols = BTreeSet::new();
     for (name, dp) in catalog.dataplanes(mesh) {
-        if catalog.is_draining(mesh, name) {
-            continue;
-        }
         let Some(net) = dp.networking() else { continue };
-        for inbound in net.inbound.iter().filter(|i| i.service() == service && i.is_ready()) {
+        let draining = catalog.is_draining(mesh, name);
+        for inbound in net.inbound.iter().filter(|i| i.service() == service) {
+            protocols.insert(inbound.protocol().as_str());
+            if draining || !inbound.is_ready() {
+                continue;
+            }
             let address = inbound.address.as_deref().unwrap_or_else(|| net.reachable_address());
             if address.parse::<IpAddr>().is_err() {
                 tracing::warn!(dataplane = name, address, "endpoint skipped: dataplane address is not an IP address");
                 continue;
             }
-            protocols.insert(inbound.protocol().as_str());
             endpoints.push(pb::Endpoint {
                 address: address.to_string(),
                 port: inbound.port,
@@ -160,6 +163,11 @@ mod tests {
         let cfg2 = build(&c, "default", "web").unwrap();
         assert_eq!(cfg2.outbounds[0].cluster.as_ref().unwrap().endpoints.len(), 1);
         assert_ne!(v1, version(&cfg2));
+        // With every endpoint gone the service is still HTTP.
+        c.draining.insert(("default".into(), "b1".into()));
+        let cfg3 = build(&c, "default", "web").unwrap();
+        assert!(cfg3.outbounds[0].cluster.as_ref().unwrap().endpoints.is_empty());
+        assert_eq!(cfg3.outbounds[0].protocol, pb::Protocol::Http as i32);
     }
 
     #[test]

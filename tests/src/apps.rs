@@ -1,0 +1,134 @@
+//! Applications behind the sidecars, run in the test process: an HTTP
+//! server (HTTP/1.1 and HTTP/2) that names itself and echoes bodies and
+//! trailers, a TCP echo server, and a gRPC health service.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+type AppBody = http_body_util::Either<Full<Bytes>, StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>>;
+
+/// Aborts the server task on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn bind(addr: SocketAddr) -> TcpListener {
+    TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("app cannot listen on {addr}: {e}"))
+}
+
+/// `GET /...` answers the app's `id`; `GET /slow?ms=N` first waits N ms;
+/// `POST /echo` returns the body and trailers it was sent, plus a trailer
+/// `x-app-id`.
+pub async fn http(addr: SocketAddr, id: &str) -> Server {
+    let listener = bind(addr).await;
+    let hits = Arc::new(AtomicU64::new(0));
+    let (id, counter) = (Arc::<str>::from(id), hits.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (id, counter) = (id.clone(), counter.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    handle(id.clone(), req)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Server { addr, hits, task }
+}
+
+async fn handle(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/slow" {
+        let ms: u64 = req.uri().query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(500);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path == "/echo" {
+        let collected = match req.into_body().collect().await {
+            Ok(c) => c,
+            Err(_) => return Ok(Response::builder().status(400).body(AppBody::Left(Full::default())).unwrap()),
+        };
+        let mut trailers = collected.trailers().cloned().unwrap_or_default();
+        trailers.insert("x-app-id", HeaderValue::from_str(&id).unwrap());
+        let frames = vec![Ok(Frame::data(collected.to_bytes())), Ok(Frame::trailers(trailers))];
+        let body = AppBody::Right(StreamBody::new(tokio_stream::iter(frames)));
+        return Ok(Response::builder().header("x-app-id", &*id).body(body).unwrap());
+    }
+    Ok(Response::builder().header("x-app-id", &*id).body(AppBody::Left(Full::new(Bytes::from(id.to_string())))).unwrap())
+}
+
+/// Echoes every byte back.
+pub async fn tcp_echo(addr: SocketAddr) -> Server {
+    let listener = bind(addr).await;
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Server { addr, hits, task }
+}
+
+/// A gRPC server with the standard health service; `koguma.test` is SERVING.
+pub async fn grpc_health(addr: SocketAddr) -> Server {
+    let listener = bind(addr).await;
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("koguma.test", tonic_health::ServingStatus::Serving).await;
+    let task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
+        drop(reporter);
+    });
+    Server { addr, hits: Arc::new(AtomicU64::new(0)), task }
+}
+
+/// Trailers as a plain map, for comparing.
+pub fn trailer(map: &HeaderMap, name: &str) -> Option<String> {
+    map.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}

@@ -1,0 +1,67 @@
+//! HTTP clients for tests: HTTP/1.1 with keep-alive, and HTTP/2 with prior
+//! knowledge that can send and read trailers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: HeaderMap,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A pooled HTTP/1.1 client, reused across requests like a real app's.
+#[derive(Clone)]
+pub struct Http1 {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http1 {
+    fn default() -> Self {
+        Http1 { client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+}
+
+impl Http1 {
+    pub async fn get(&self, url: &str) -> Result<Reply, Error> {
+        let req = Request::get(url).body(Full::default())?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await??;
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: collected.to_bytes(), trailers })
+    }
+}
+
+/// One-off GET over a fresh HTTP/1.1 client.
+pub async fn get(url: &str) -> Result<Reply, Error> {
+    Http1::default().get(url).await
+}
+
+/// POST over HTTP/2 (prior knowledge) with a body and request trailers.
+pub async fn h2_post(url: &str, body: Bytes, trailers: HeaderMap) -> Result<Reply, Error> {
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+    let req = Request::post(url).body(StreamBody::new(tokio_stream::iter(frames)))?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await??;
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: collected.to_bytes(), trailers })
+}

@@ -1,0 +1,150 @@
+//! A `koguma-dp run` process, and Dataplane YAML to give it.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::cp::ControlPlane;
+use crate::process::Process;
+use crate::{binaries, client, eventually, TestNet};
+
+/// A Dataplane resource, written as a user would.
+#[derive(Clone)]
+pub struct DataplaneYaml {
+    pub name: String,
+    pub address: IpAddr,
+    inbounds: Vec<(u16, u16, String, String)>,
+    outbounds: Vec<(IpAddr, u16, String)>,
+}
+
+impl DataplaneYaml {
+    pub fn new(name: &str, address: IpAddr) -> Self {
+        DataplaneYaml { name: name.into(), address, inbounds: vec![], outbounds: vec![] }
+    }
+
+    /// Listens on `address:port`, forwards to the app on `address:service_port`.
+    pub fn inbound(mut self, port: u16, service_port: u16, service: &str, protocol: &str) -> Self {
+        self.inbounds.push((port, service_port, service.into(), protocol.into()));
+        self
+    }
+
+    pub fn outbound(mut self, address: IpAddr, port: u16, service: &str) -> Self {
+        self.outbounds.push((address, port, service.into()));
+        self
+    }
+
+    pub fn to_yaml(&self) -> String {
+        let mut y = format!(
+            "type: Dataplane\nmesh: default\nname: {}\nnetworking:\n  address: {}\n  inbound:\n",
+            self.name, self.address
+        );
+        for (port, sport, service, proto) in &self.inbounds {
+            let _ = write!(
+                y,
+                "  - port: {port}\n    servicePort: {sport}\n    tags:\n      kuma.io/service: {service}\n      kuma.io/protocol: {proto}\n"
+            );
+        }
+        if !self.outbounds.is_empty() {
+            y.push_str("  outbound:\n");
+            for (addr, port, service) in &self.outbounds {
+                let _ = write!(y, "  - address: {addr}\n    port: {port}\n    tags:\n      kuma.io/service: {service}\n");
+            }
+        }
+        y
+    }
+}
+
+pub struct Dataplane {
+    pub name: String,
+    pub admin_port: u16,
+    process: Process,
+}
+
+impl Dataplane {
+    /// Starts koguma-dp registering `yaml` as a template.
+    pub fn start(cp: &ControlPlane, dp: &DataplaneYaml, dir: &Path) -> Dataplane {
+        let file = dir.join(format!("{}.yaml", dp.name));
+        std::fs::write(&file, dp.to_yaml()).expect("write dataplane file");
+        let mut args = vec!["--dataplane-file".to_string(), file.display().to_string()];
+        args.extend(["--drain-time".into(), "5s".into()]);
+        Self::start_with(cp, &dp.name, &args, dir)
+    }
+
+    pub fn start_with(cp: &ControlPlane, name: &str, args: &[String], dir: &Path) -> Dataplane {
+        let admin_port = TestNet::free_port();
+        let mut cmd = Command::new(binaries::path("koguma-dp"));
+        cmd.arg("run")
+            .args(["--cp-address", &cp.dp_url(), "--ca-cert-file"])
+            .arg(cp.ca_file())
+            .args(["--admin-port", &admin_port.to_string(), "--concurrency", "1"])
+            .args(args);
+        let process = Process::spawn(&format!("koguma-dp-{name}"), cmd, dir);
+        Dataplane { name: name.to_string(), admin_port, process }
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    pub async fn ready_status(&self) -> Option<u16> {
+        client::get(&self.admin("/ready")).await.ok().map(|r| r.status)
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually(&format!("{} to be ready", self.name), Duration::from_secs(20), || async {
+            (self.ready_status().await == Some(200)).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn config_dump(&self) -> Value {
+        let r = client::get(&self.admin("/config_dump")).await.expect("config_dump");
+        serde_json::from_slice(&r.body).expect("config_dump JSON")
+    }
+
+    pub async fn metrics(&self) -> String {
+        let r = client::get(&self.admin("/metrics")).await.expect("metrics");
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+
+    /// The value of the series `name{labels}` exactly as written, or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until the dataplane's outbound `listener` has `n` endpoints.
+    pub async fn wait_endpoints(&self, listener: &str, n: usize) {
+        eventually(&format!("{} to see {n} endpoints on {listener}", self.name), Duration::from_secs(10), || async {
+            let dump = self.config_dump().await;
+            let outbounds = dump["config"]["outbounds"].as_array()?.clone();
+            let o = outbounds.iter().find(|o| o["name"] == listener)?;
+            (o["endpoints"].as_array()?.len() == n).then_some(())
+        })
+        .await;
+    }
+
+    pub fn sigterm(&self) {
+        self.process.signal(Signal::SIGTERM);
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.process.wait(timeout).await
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
