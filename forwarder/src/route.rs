@@ -19,7 +19,11 @@ use crate::stats::{ClusterStats, ListenerStats};
 /// At most this many endpoints are tried for one TCP connection.
 const CONNECT_ATTEMPTS: usize = 3;
 
-pub type UpstreamClient = Client<ClusterConnector, Incoming>;
+/// What goes upstream: the downstream body, or nothing (which lets a
+/// bodiless request be sent again after a connect failure).
+pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
+
+pub type UpstreamClient = Client<ClusterConnector, UpstreamBody>;
 
 /// One upstream cluster: its stats and its pooled HTTP clients, kept across
 /// config updates so that pooled connections survive them.
@@ -75,13 +79,19 @@ impl Route {
         }
     }
 
+    /// How many endpoints one connection or request may try when they
+    /// refuse to connect.
+    pub fn connect_attempts(&self) -> usize {
+        match &self.target {
+            Target::Local(_) => 1,
+            Target::Balanced(set) => set.len().min(CONNECT_ATTEMPTS),
+        }
+    }
+
     /// Connects to an upstream, moving on to the next endpoint when one
     /// refuses, so that one dead endpoint does not fail the connection.
     pub async fn connect(&self) -> io::Result<(SocketAddr, CountedStream)> {
-        let attempts = match &self.target {
-            Target::Local(_) => 1,
-            Target::Balanced(set) => set.len().min(CONNECT_ATTEMPTS),
-        };
+        let attempts = self.connect_attempts();
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
         for _ in 0..attempts {
             let Some(addr) = self.pick() else { break };

@@ -24,6 +24,16 @@ fn build() -> PathBuf {
     if release {
         cmd.arg("--release");
     }
+    // Cargo gives a test process the variables of its own package
+    // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...). Build scripts such as
+    // ring's watch them, so passing them on would rebuild half the tree.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE"];
+        if per_package.iter().any(|p| key.starts_with(p)) {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "building koguma-cp and koguma-dp failed");
     dir

@@ -65,3 +65,19 @@ pub async fn h2_post(url: &str, body: Bytes, trailers: HeaderMap) -> Result<Repl
     let trailers = collected.trailers().cloned().unwrap_or_default();
     Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: collected.to_bytes(), trailers })
 }
+
+/// Sends `n` GETs one after another on one keep-alive client and counts the
+/// answers by body (the answering app's id); failures count as
+/// `"status <code>"` or `"error"`.
+pub async fn tally(client: &Http1, url: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let key = match client.get(url).await {
+            Ok(r) if r.status == 200 => r.text(),
+            Ok(r) => format!("status {}", r.status),
+            Err(_) => "error".to_string(),
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}

@@ -132,6 +132,11 @@ impl Dataplane {
         .await;
     }
 
+    /// SIGKILL: the agent vanishes without telling anyone.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     pub fn sigterm(&self) {
         self.process.signal(Signal::SIGTERM);
     }

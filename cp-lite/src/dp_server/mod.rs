@@ -26,6 +26,9 @@ use crate::resources::Resources;
 use crate::store::Origin;
 use status::StatusRegistry;
 
+/// How long agent-registered dataplanes wait for their agents after a CP start.
+const STARTUP_GRACE: Duration = Duration::from_secs(30);
+
 pub struct DpServer {
     resources: Arc<Resources>,
     status: Arc<StatusRegistry>,
@@ -37,22 +40,24 @@ pub struct DpServer {
 impl DpServer {
     pub fn new(resources: Arc<Resources>, status: Arc<StatusRegistry>, deregistration_delay: Duration) -> Arc<DpServer> {
         let server = Arc::new(DpServer { resources, status, next_stream: AtomicU64::new(1), deregistration_delay });
-        // Agent-registered dataplanes from before a restart get the same
-        // grace as a dropped stream: they go unless their agent reconnects.
+        // Agent-registered dataplanes from before a restart go unless their
+        // agent reconnects. Agents back off for a few seconds while the CP is
+        // away, so they get longer than a dropped stream does.
+        let grace = deregistration_delay.max(STARTUP_GRACE);
         let catalog = server.resources.catalog();
         for stored in catalog.list(koguma_api::ResourceType::Dataplane, None) {
             if stored.origin == Origin::Agent {
                 let key = (stored.resource.meta.mesh.clone(), stored.resource.meta.name.clone());
-                server.schedule_deregistration(key, 0);
+                server.schedule_deregistration(key, 0, grace);
             }
         }
         server
     }
 
-    fn schedule_deregistration(self: &Arc<Self>, key: crate::catalog::DataplaneKey, stream_id: u64) {
+    fn schedule_deregistration(self: &Arc<Self>, key: crate::catalog::DataplaneKey, stream_id: u64, after: Duration) {
         let this = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(this.deregistration_delay).await;
+            tokio::time::sleep(after).await;
             if !this.status.still_gone(&key, stream_id) {
                 return;
             }
@@ -104,7 +109,7 @@ impl DataplaneDiscovery for DpService {
             server.status.disconnected(&key, stream_id);
             tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected");
             if origin == Origin::Agent {
-                server.schedule_deregistration(key, stream_id);
+                server.schedule_deregistration(key, stream_id, server.deregistration_delay);
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

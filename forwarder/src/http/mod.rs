@@ -8,11 +8,13 @@ mod headers;
 mod local_reply;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::Either;
+use http_body_util::{Either, Empty};
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -21,7 +23,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
 use crate::listener::ListenerShared;
-use crate::route::Route;
+use crate::route::{Route, UpstreamBody};
 use local_reply::{LocalReply, ProxyBody};
 
 /// Serves one downstream connection until it closes, or until `shutdown`
@@ -75,12 +77,36 @@ async fn forward(route: Arc<Route>, req: Request<Incoming>) -> Response<ProxyBod
 
 async fn upstream(route: &Route, req: Request<Incoming>) -> Result<Response<ProxyBody>, LocalReply> {
     let cluster = &route.cluster.stats;
-    let Some(addr) = route.pick() else {
-        cluster.no_healthy_upstream.inc();
-        return Err(LocalReply::NoHealthyUpstream);
-    };
-    let h2 = route.protocol.upstream_h2();
-    let req = headers::to_upstream(req, addr, h2).map_err(LocalReply::BadRequest)?;
+    let (parts, body) = req.into_parts();
+    // No request byte reaches an endpoint that refused the connection, so a
+    // request without a body can go to the next endpoint as it is.
+    let attempts = if body.is_end_stream() { route.connect_attempts().max(1) } else { 1 };
+    let mut body = Some(body);
+    let mut last_failure = None;
+    for attempt in 1..=attempts {
+        let Some(addr) = route.pick() else {
+            cluster.no_healthy_upstream.inc();
+            return Err(LocalReply::NoHealthyUpstream);
+        };
+        let upstream_body = match body.take() {
+            Some(b) if attempts == 1 => Either::Left(b),
+            _ => Either::Right(Empty::new()),
+        };
+        let req = headers::to_upstream(Request::from_parts(parts.clone(), upstream_body), addr, route.protocol.upstream_h2())
+            .map_err(LocalReply::BadRequest)?;
+        match send(route, addr, req).await {
+            Err(LocalReply::ConnectFailed(reason)) if attempt < attempts => {
+                tracing::debug!(upstream = %addr, %reason, "trying the next endpoint");
+                last_failure = Some(reason);
+            }
+            result => return result,
+        }
+    }
+    Err(LocalReply::ConnectFailed(last_failure.unwrap_or_default()))
+}
+
+async fn send(route: &Route, addr: SocketAddr, req: Request<UpstreamBody>) -> Result<Response<ProxyBody>, LocalReply> {
+    let cluster = &route.cluster.stats;
     cluster.rq_total.inc();
     let started = Instant::now();
     let sent = tokio::time::timeout(route.request_timeout, route.cluster.client(route.protocol).request(req)).await;
