@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -23,11 +23,21 @@ pub struct AdminServer {
     pub stats: Arc<Stats>,
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache, max-age=0"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, max-age=0"),
+    );
     resp
 }
 
@@ -40,7 +50,9 @@ impl AdminServer {
 
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let this = self.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
@@ -56,21 +68,39 @@ impl AdminServer {
 
     fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET is served here\n");
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "only GET is served here\n",
+            );
         }
         match req.uri().path() {
             "/ready" => self.ready(),
             "/config_dump" => self.config_dump(),
-            "/metrics" | "/stats/prometheus" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /ready, /config_dump or /metrics\n"),
+            "/metrics" | "/stats/prometheus" => {
+                reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics())
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: try /ready, /config_dump or /metrics\n",
+            ),
         }
     }
 
     fn ready(&self) -> Response<Full<Bytes>> {
         if self.state.is_terminating() {
-            reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "TERMINATING\n")
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "TERMINATING\n",
+            )
         } else if self.state.applied().is_none() {
-            reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "NOT_READY: no config from the control plane yet\n")
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "NOT_READY: no config from the control plane yet\n",
+            )
         } else {
             reply(StatusCode::OK, "text/plain", "READY\n")
         }
@@ -84,14 +114,25 @@ impl AdminServer {
             "controlPlaneConnected": self.state.cp_connected(),
             "config": applied.as_ref().map(|a| a.config.clone()),
         });
-        reply(StatusCode::OK, "application/json", serde_json::to_vec_pretty(&body).unwrap_or_default())
+        reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec_pretty(&body).unwrap_or_default(),
+        )
     }
 
     fn metrics(&self) -> String {
         let mut out = self.stats.render();
         let live = if self.state.is_terminating() { 0 } else { 1 };
-        let _ = writeln!(out, "# TYPE envoy_server_live gauge\nenvoy_server_live {live}");
-        let _ = writeln!(out, "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime {}", self.state.started.elapsed().as_secs());
+        let _ = writeln!(
+            out,
+            "# TYPE envoy_server_live gauge\nenvoy_server_live {live}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime {}",
+            self.state.started.elapsed().as_secs()
+        );
         let _ = writeln!(
             out,
             "# TYPE envoy_control_plane_connected_state gauge\nenvoy_control_plane_connected_state {}",

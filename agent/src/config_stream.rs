@@ -10,8 +10,8 @@ use koguma_proto::v1::dataplane_discovery_client::DataplaneDiscoveryClient;
 use koguma_proto::v1::{ConfigRequest, ConfigResponse, ErrorDetail, Node};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 use crate::state::AgentState;
 use crate::translate;
@@ -41,7 +41,13 @@ enum SessionEnd {
 
 /// Codes that retrying will not change: the resource or the request is wrong.
 fn is_permanent(code: Code) -> bool {
-    matches!(code, Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied | Code::Unauthenticated)
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+    )
 }
 
 impl ConfigStream {
@@ -53,7 +59,9 @@ impl ConfigStream {
             let (end, got_config) = self.session().await;
             self.state.set_cp_connected(false);
             match end {
-                SessionEnd::Refused(status) if is_permanent(status.code()) && self.state.applied().is_none() => {
+                SessionEnd::Refused(status)
+                    if is_permanent(status.code()) && self.state.applied().is_none() =>
+                {
                     return Err(StreamError::Refused(status.message().to_string()));
                 }
                 SessionEnd::Refused(status) => {
@@ -139,7 +147,11 @@ impl ConfigStream {
         match &result {
             Ok(()) => {
                 stats.config_update_success.inc();
-                let json = resp.config.as_ref().map(koguma_proto::json::proxy_config).unwrap_or_default();
+                let json = resp
+                    .config
+                    .as_ref()
+                    .map(koguma_proto::json::proxy_config)
+                    .unwrap_or_default();
                 self.state.set_applied(version.clone(), json);
                 tracing::info!(%version, "config applied");
             }
@@ -154,9 +166,11 @@ impl ConfigStream {
 
 fn classify(status: tonic::Status) -> SessionEnd {
     match status.code() {
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Internal => {
-            SessionEnd::Lost(format!("{}: {}", status.code(), status.message()))
-        }
+        Code::Unavailable
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Internal => SessionEnd::Lost(format!("{}: {}", status.code(), status.message())),
         _ => SessionEnd::Refused(status),
     }
 }

@@ -23,7 +23,9 @@ pub enum ChannelError {
     Address(String),
     #[error("--cp-address {0:?}: the DP server speaks TLS only: use https://")]
     Plaintext(String),
-    #[error("--ca-cert-file is required to verify the control plane (or --skip-verify, for development only)")]
+    #[error(
+        "--ca-cert-file is required to verify the control plane (or --skip-verify, for development only)"
+    )]
     NoCa,
     #[error("--ca-cert-file {path}: {reason}")]
     Ca { path: String, reason: String },
@@ -46,14 +48,21 @@ pub fn parse_address(address: &str) -> Result<CpAddress, ChannelError> {
         .ok_or_else(|| ChannelError::Address(address.to_string()))?;
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().map_err(|_| ChannelError::Address(address.to_string()))?),
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse()
+                .map_err(|_| ChannelError::Address(address.to_string()))?,
+        ),
         _ => (rest, 5678),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(ChannelError::Address(address.to_string()));
     }
-    Ok(CpAddress { host: host.to_string(), port })
+    Ok(CpAddress {
+        host: host.to_string(),
+        port,
+    })
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -61,13 +70,22 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn tls_config(ca_file: Option<&Path>, skip_verify: bool) -> Result<ClientConfig, ChannelError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let mut config = if skip_verify {
-        tracing::warn!("--skip-verify: the control plane's certificate is NOT verified; anyone on the path can impersonate it. Development only.");
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider()))).with_no_client_auth()
+        tracing::warn!(
+            "--skip-verify: the control plane's certificate is NOT verified; anyone on the path can impersonate it. Development only."
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth()
     } else {
         let path = ca_file.ok_or(ChannelError::NoCa)?;
-        let ca_err = |reason: String| ChannelError::Ca { path: path.display().to_string(), reason };
+        let ca_err = |reason: String| ChannelError::Ca {
+            path: path.display().to_string(),
+            reason,
+        };
         let mut roots = RootCertStore::empty();
         let certs = CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))?;
         for cert in certs {
@@ -84,11 +102,16 @@ fn tls_config(ca_file: Option<&Path>, skip_verify: bool) -> Result<ClientConfig,
 }
 
 /// A lazily connecting channel: it (re)connects when a stream is opened.
-pub fn connect(addr: &CpAddress, ca_file: Option<&Path>, skip_verify: bool) -> Result<Channel, ChannelError> {
+pub fn connect(
+    addr: &CpAddress,
+    ca_file: Option<&Path>,
+    skip_verify: bool,
+) -> Result<Channel, ChannelError> {
     let connector = TlsConnector::from(Arc::new(tls_config(ca_file, skip_verify)?));
     let server_name = match addr.host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(addr.host.clone()).map_err(|_| ChannelError::Address(addr.host.clone()))?,
+        Err(_) => ServerName::try_from(addr.host.clone())
+            .map_err(|_| ChannelError::Address(addr.host.clone()))?,
     };
     let target = (addr.host.clone(), addr.port);
     // tonic only carries the URI; TLS is ours, so the URI says http.
@@ -99,7 +122,8 @@ pub fn connect(addr: &CpAddress, ca_file: Option<&Path>, skip_verify: bool) -> R
         .keep_alive_timeout(Duration::from_secs(15))
         .keep_alive_while_idle(true);
     let make = tower::service_fn(move |_: Uri| {
-        let (connector, server_name, target) = (connector.clone(), server_name.clone(), target.clone());
+        let (connector, server_name, target) =
+            (connector.clone(), server_name.clone(), target.clone());
         async move {
             let tcp = TcpStream::connect((target.0.as_str(), target.1)).await?;
             tcp.set_nodelay(true)?;
@@ -131,7 +155,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -140,7 +169,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -160,7 +194,10 @@ mod tests {
         assert_eq!((a.host.as_str(), a.port), ("cp.example", 9000));
         let a = parse_address("https://[::1]:5678").unwrap();
         assert_eq!((a.host.as_str(), a.port), ("::1", 5678));
-        assert!(matches!(parse_address("http://x:1"), Err(ChannelError::Plaintext(_))));
+        assert!(matches!(
+            parse_address("http://x:1"),
+            Err(ChannelError::Plaintext(_))
+        ));
         assert!(parse_address("x:1").is_err());
     }
 }

@@ -12,7 +12,11 @@ mod translate;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "koguma-dp", version, about = "Koguma sidecar: a Kuma-compatible data plane in one process")]
+#[command(
+    name = "koguma-dp",
+    version,
+    about = "Koguma sidecar: a Kuma-compatible data plane in one process"
+)]
 struct Cli {
     /// off, error, warn, info, debug or trace (RUST_LOG, when set, wins).
     #[arg(long, global = true, default_value = "info", env = "KOGUMA_LOG_LEVEL")]

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use koguma_forwarder::{drain, Forwarder, Stats};
+use anyhow::{Context, bail};
+use koguma_forwarder::{Forwarder, Stats, drain};
 use koguma_proto::v1::Node;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::AdminServer;
@@ -24,7 +24,11 @@ const LEAVE_NOTICE: Duration = Duration::from_secs(1);
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The control plane's DP server.
-    #[arg(long, default_value = "https://localhost:5678", env = "KOGUMA_CONTROL_PLANE_URL")]
+    #[arg(
+        long,
+        default_value = "https://localhost:5678",
+        env = "KOGUMA_CONTROL_PLANE_URL"
+    )]
     cp_address: String,
     /// CA certificate (PEM) that signed the DP server's certificate.
     #[arg(long, env = "KOGUMA_CONTROL_PLANE_CA_CERT_FILE")]
@@ -50,7 +54,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "KOGUMA_DATAPLANE_DRAIN_TIME")]
     drain_time: Duration,
     /// Worker threads.
-    #[arg(long, default_value_t = 2, env = "KOGUMA_DATAPLANE_RUNTIME_CONCURRENCY")]
+    #[arg(
+        long,
+        default_value_t = 2,
+        env = "KOGUMA_DATAPLANE_RUNTIME_CONCURRENCY"
+    )]
     pub concurrency: usize,
 }
 
@@ -58,24 +66,47 @@ fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
     let version = env!("CARGO_PKG_VERSION").to_string();
     let Some(file) = &args.dataplane_file else {
         let Some(name) = &args.name else {
-            bail!("give --dataplane-file (a Dataplane template), or --name for a Dataplane that exists on the CP");
+            bail!(
+                "give --dataplane-file (a Dataplane template), or --name for a Dataplane that exists on the CP"
+            );
         };
         let mesh = args.mesh.clone().unwrap_or_else(|| "default".into());
-        return Ok((Node { mesh, name: name.clone(), dataplane_json: String::new(), agent_version: version }, None));
+        return Ok((
+            Node {
+                mesh,
+                name: name.clone(),
+                dataplane_json: String::new(),
+                agent_version: version,
+            },
+            None,
+        ));
     };
     if args.name.is_some() || args.mesh.is_some() {
-        bail!("--name and --mesh are taken from the template: do not give them with --dataplane-file");
+        bail!(
+            "--name and --mesh are taken from the template: do not give them with --dataplane-file"
+        );
     }
     let text = if file == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("cannot read the template from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the template from stdin")?;
         s
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read --dataplane-file {file}"))?
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --dataplane-file {file}"))?
     };
     let vars = template::parse_vars(&args.dataplane_vars)?;
     let t = template::load(&text, &vars)?;
-    Ok((Node { mesh: t.mesh, name: t.name, dataplane_json: t.json, agent_version: version }, t.admin_port))
+    Ok((
+        Node {
+            mesh: t.mesh,
+            name: t.name,
+            dataplane_json: t.json,
+            agent_version: version,
+        },
+        t.admin_port,
+    ))
 }
 
 /// SIGTERM and SIGINT, either of which asks the agent to stop.
@@ -86,7 +117,10 @@ struct StopSignals {
 
 impl StopSignals {
     fn new() -> std::io::Result<StopSignals> {
-        Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
 
     async fn next(&mut self) {
@@ -108,14 +142,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let forwarder = Arc::new(Forwarder::new(stats.clone(), drain_watch));
     let state = Arc::new(AgentState::default());
 
-    let admin_port = args.admin_port.or(template_admin_port).unwrap_or(koguma_api::DEFAULT_ADMIN_PORT);
+    let admin_port = args
+        .admin_port
+        .or(template_admin_port)
+        .unwrap_or(koguma_api::DEFAULT_ADMIN_PORT);
     let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin_port));
     let admin_listener = AdminServer::bind(admin_addr).await?;
-    tokio::spawn(Arc::new(AdminServer { state: state.clone(), stats }).serve(admin_listener));
+    tokio::spawn(
+        Arc::new(AdminServer {
+            state: state.clone(),
+            stats,
+        })
+        .serve(admin_listener),
+    );
 
     let (leaving_tx, leaving) = watch::channel(false);
     tracing::info!(mesh = %node.mesh, dataplane = %node.name, cp = %args.cp_address, admin = %admin_addr, "koguma-dp starting");
-    let stream = ConfigStream { channel, node, forwarder: forwarder.clone(), state: state.clone(), leaving };
+    let stream = ConfigStream {
+        channel,
+        node,
+        forwarder: forwarder.clone(),
+        state: state.clone(),
+        leaving,
+    };
     let stream_task = tokio::spawn(stream.run());
 
     tokio::select! {
@@ -136,7 +185,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let notice = LEAVE_NOTICE.min(args.drain_time);
         tokio::time::sleep(notice).await;
         forwarder.begin_drain();
-        drain_trigger.drain(args.drain_time.saturating_sub(notice)).await
+        drain_trigger
+            .drain(args.drain_time.saturating_sub(notice))
+            .await
     };
     tokio::select! {
         finished = drain => {

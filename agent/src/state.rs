@@ -2,8 +2,8 @@
 //! and whether the control plane is reachable. Written by the config stream
 //! and the signal handler; read lock-free.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -42,7 +42,11 @@ impl AgentState {
     }
 
     pub fn set_applied(&self, version: String, config: serde_json::Value) {
-        self.applied.store(Some(Arc::new(AppliedConfig { version, config, applied_at: SystemTime::now() })));
+        self.applied.store(Some(Arc::new(AppliedConfig {
+            version,
+            config,
+            applied_at: SystemTime::now(),
+        })));
     }
 
     pub fn set_terminating(&self) {

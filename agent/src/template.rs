@@ -36,9 +36,14 @@ pub fn render(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Tem
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or(TemplateError::Unclosed(text.len() - rest.len() + start))?;
+        let end = after
+            .find("}}")
+            .ok_or(TemplateError::Unclosed(text.len() - rest.len() + start))?;
         let key = after[..end].trim();
-        out.push_str(vars.get(key).ok_or_else(|| TemplateError::Missing(key.to_string()))?);
+        out.push_str(
+            vars.get(key)
+                .ok_or_else(|| TemplateError::Missing(key.to_string()))?,
+        );
         rest = &after[end + 2..];
     }
     out.push_str(rest);
@@ -53,21 +58,41 @@ pub struct DataplaneTemplate {
     pub admin_port: Option<u16>,
 }
 
-pub fn load(text: &str, vars: &BTreeMap<String, String>) -> Result<DataplaneTemplate, TemplateError> {
+pub fn load(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<DataplaneTemplate, TemplateError> {
     let rendered = render(text, vars)?;
-    let mut docs = koguma_api::parse_documents(&rendered).map_err(|e| TemplateError::Parse(e.to_string()))?;
+    let mut docs =
+        koguma_api::parse_documents(&rendered).map_err(|e| TemplateError::Parse(e.to_string()))?;
     if docs.len() != 1 {
-        return Err(TemplateError::Parse(format!("expected one Dataplane, found {} documents", docs.len())));
+        return Err(TemplateError::Parse(format!(
+            "expected one Dataplane, found {} documents",
+            docs.len()
+        )));
     }
     let value = docs.remove(0);
     let kind = value["type"].as_str().unwrap_or_default();
     if kind != "Dataplane" {
         return Err(TemplateError::WrongType(kind.to_string()));
     }
-    let name = value["name"].as_str().filter(|n| !n.is_empty()).ok_or(TemplateError::MissingField("name"))?;
-    let mesh = value["mesh"].as_str().filter(|m| !m.is_empty()).unwrap_or("default");
-    let admin_port = value["networking"]["admin"]["port"].as_u64().and_then(|p| u16::try_from(p).ok());
-    Ok(DataplaneTemplate { mesh: mesh.to_string(), name: name.to_string(), json: value.to_string(), admin_port })
+    let name = value["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or(TemplateError::MissingField("name"))?;
+    let mesh = value["mesh"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+        .unwrap_or("default");
+    let admin_port = value["networking"]["admin"]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok());
+    Ok(DataplaneTemplate {
+        mesh: mesh.to_string(),
+        name: name.to_string(),
+        json: value.to_string(),
+        admin_port,
+    })
 }
 
 #[cfg(test)]
@@ -77,7 +102,11 @@ mod tests {
     #[test]
     fn renders_variables() {
         let vars = parse_vars(&["name=web-1".into(), "address=127.0.0.5".into()]).unwrap();
-        let t = load("type: Dataplane\nname: {{ name }}\nnetworking:\n  address: {{address}}\n", &vars).unwrap();
+        let t = load(
+            "type: Dataplane\nname: {{ name }}\nnetworking:\n  address: {{address}}\n",
+            &vars,
+        )
+        .unwrap();
         assert_eq!(t.name, "web-1");
         assert_eq!(t.mesh, "default");
         assert!(t.json.contains("127.0.0.5"));
@@ -86,8 +115,14 @@ mod tests {
     #[test]
     fn missing_variable_is_named() {
         let err = render("name: {{ name }}", &BTreeMap::new()).unwrap_err();
-        assert_eq!(err.to_string(), "dataplane template: {{ name }} has no value: pass --dataplane-var name=...");
+        assert_eq!(
+            err.to_string(),
+            "dataplane template: {{ name }} has no value: pass --dataplane-var name=..."
+        );
         assert!(parse_vars(&["novalue".into()]).is_err());
-        assert!(matches!(load("type: Mesh\nname: x\n", &BTreeMap::new()), Err(TemplateError::WrongType(_))));
+        assert!(matches!(
+            load("type: Mesh\nname: x\n", &BTreeMap::new()),
+            Err(TemplateError::WrongType(_))
+        ));
     }
 }

@@ -13,7 +13,9 @@ fn protocol(p: i32, listener: &str) -> Result<fwd::Protocol, String> {
         Ok(pb::Protocol::Http) => Ok(fwd::Protocol::Http),
         Ok(pb::Protocol::Http2) => Ok(fwd::Protocol::Http2),
         Ok(pb::Protocol::Grpc) => Ok(fwd::Protocol::Grpc),
-        Err(_) => Err(format!("{listener}: protocol {p} is not supported by this agent")),
+        Err(_) => Err(format!(
+            "{listener}: protocol {p} is not supported by this agent"
+        )),
     }
 }
 
@@ -45,7 +47,10 @@ pub fn proxy_config(config: &pb::ProxyConfig) -> Result<fwd::ProxyConfig, String
             .iter()
             .flat_map(|c| &c.endpoints)
             .map(|e| {
-                Ok(fwd::EndpointConfig { addr: socket(&e.address, e.port, "endpoint", &o.name)?, weight: e.weight })
+                Ok(fwd::EndpointConfig {
+                    addr: socket(&e.address, e.port, "endpoint", &o.name)?,
+                    weight: e.weight,
+                })
             })
             .collect::<Result<Vec<_>, String>>()?;
         out.outbounds.push(fwd::OutboundConfig {
@@ -71,7 +76,11 @@ mod tests {
                 address: "127.0.0.1".into(),
                 port: 10001,
                 cluster: Some(pb::Cluster {
-                    endpoints: vec![pb::Endpoint { address: "backend.local".into(), port: 80, ..Default::default() }],
+                    endpoints: vec![pb::Endpoint {
+                        address: "backend.local".into(),
+                        port: 80,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -79,6 +88,9 @@ mod tests {
             ..Default::default()
         };
         let err = proxy_config(&cfg).unwrap_err();
-        assert_eq!(err, "outbound:127.0.0.1:10001: endpoint address \"backend.local\" is not an IP address");
+        assert_eq!(
+            err,
+            "outbound:127.0.0.1:10001: endpoint address \"backend.local\" is not an IP address"
+        );
     }
 }

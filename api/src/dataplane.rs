@@ -92,7 +92,10 @@ impl Networking {
 
 impl Inbound {
     pub fn service(&self) -> &str {
-        self.tags.get(tags::SERVICE).map(String::as_str).unwrap_or("")
+        self.tags
+            .get(tags::SERVICE)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -124,7 +127,10 @@ impl Outbound {
     pub const DEFAULT_ADDRESS: &'static str = "127.0.0.1";
 
     pub fn service(&self) -> &str {
-        self.tags.get(tags::SERVICE).map(String::as_str).unwrap_or("")
+        self.tags
+            .get(tags::SERVICE)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     pub fn listen_address(&self) -> &str {
@@ -134,7 +140,10 @@ impl Outbound {
 
 fn check_port(field: String, port: u32, errs: &mut ValidationError) {
     if port == 0 || port > 65535 {
-        errs.add(field, format!("port {port} must be in the range from 1 to 65535"));
+        errs.add(
+            field,
+            format!("port {port} must be in the range from 1 to 65535"),
+        );
     }
 }
 
@@ -152,16 +161,19 @@ fn is_dns_name(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 fn check_tags(field: &str, tags: &BTreeMap<String, String>, errs: &mut ValidationError) {
     match tags.get(tags::SERVICE) {
         None => errs.add(field, format!("{:?} is required", tags::SERVICE)),
-        Some(s) if s.is_empty() => {
-            errs.add(format!("{field}[{:?}]", tags::SERVICE), "tag value cannot be empty")
-        }
+        Some(s) if s.is_empty() => errs.add(
+            format!("{field}[{:?}]", tags::SERVICE),
+            "tag value cannot be empty",
+        ),
         Some(_) => {}
     }
     for (k, v) in tags {
@@ -198,7 +210,10 @@ impl DataplaneSpec {
             "" => errs.add("networking.address", "address can't be empty"),
             "0.0.0.0" | "::" => errs.add(
                 "networking.address",
-                format!("{:?} is not allowed: use an address other dataplanes can reach", net.address),
+                format!(
+                    "{:?} is not allowed: use an address other dataplanes can reach",
+                    net.address
+                ),
             ),
             a if a.parse::<IpAddr>().is_err() && !is_dns_name(a) => errs.add(
                 "networking.address",
@@ -210,7 +225,10 @@ impl DataplaneSpec {
             check_ip("networking.advertisedAddress".into(), adv, errs);
         }
         if net.inbound.is_empty() {
-            errs.add("networking", "has to contain at least one inbound interface");
+            errs.add(
+                "networking",
+                "has to contain at least one inbound interface",
+            );
         }
         // Every socket this dataplane binds, to find collisions.
         let mut bound: Vec<(String, String, u32)> = Vec::new();
@@ -259,9 +277,7 @@ impl DataplaneSpec {
             ));
         }
         for (i, (field, addr, port)) in bound.iter().enumerate() {
-            if let Some((other, _, _)) = bound[..i]
-                .iter()
-                .find(|(_, a, p)| a == addr && p == port)
+            if let Some((other, _, _)) = bound[..i].iter().find(|(_, a, p)| a == addr && p == port)
             {
                 errs.add(
                     field.clone(),

@@ -9,9 +9,11 @@ mod resource;
 pub mod tags;
 mod validation;
 
-pub use dataplane::{Admin, DataplaneSpec, Health, Inbound, Networking, Outbound, DEFAULT_ADMIN_PORT};
-pub use document::{parse_documents, DocumentError};
+pub use dataplane::{
+    Admin, DEFAULT_ADMIN_PORT, DataplaneSpec, Health, Inbound, Networking, Outbound,
+};
+pub use document::{DocumentError, parse_documents};
 pub use mesh::MeshSpec;
 pub use resource::{Resource, ResourceMeta, ResourceType, Spec};
 pub use tags::Protocol;
-pub use validation::{validate_name, ValidationError, Violation};
+pub use validation::{ValidationError, Violation, validate_name};

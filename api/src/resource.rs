@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::dataplane::DataplaneSpec;
 use crate::mesh::MeshSpec;
-use crate::validation::{validate_name, ValidationError};
+use crate::validation::{ValidationError, validate_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
@@ -44,9 +44,9 @@ impl ResourceType {
     /// `dataplane`, `dataplanes`, `Dataplane`.
     pub fn from_cli_name(name: &str) -> Option<ResourceType> {
         let lower = name.to_ascii_lowercase();
-        Self::ALL.into_iter().find(|t| {
-            lower == t.plural() || lower == t.kind().to_ascii_lowercase()
-        })
+        Self::ALL
+            .into_iter()
+            .find(|t| lower == t.plural() || lower == t.kind().to_ascii_lowercase())
     }
 
     pub fn is_mesh_scoped(self) -> bool {
@@ -77,9 +77,20 @@ pub struct Resource {
     pub spec: Spec,
 }
 
-const META_KEYS: [&str; 6] = ["type", "mesh", "name", "labels", "creationTime", "modificationTime"];
+const META_KEYS: [&str; 6] = [
+    "type",
+    "mesh",
+    "name",
+    "labels",
+    "creationTime",
+    "modificationTime",
+];
 
-fn take_string(obj: &mut Map<String, Value>, key: &str, errs: &mut ValidationError) -> Option<String> {
+fn take_string(
+    obj: &mut Map<String, Value>,
+    key: &str,
+    errs: &mut ValidationError,
+) -> Option<String> {
     match obj.remove(key) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
@@ -93,7 +104,11 @@ fn take_string(obj: &mut Map<String, Value>, key: &str, errs: &mut ValidationErr
 fn spec_from<T: DeserializeOwned>(obj: Map<String, Value>) -> Result<T, ValidationError> {
     serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "spec".to_string() } else { path };
+        let field = if path == "." {
+            "spec".to_string()
+        } else {
+            path
+        };
         ValidationError::single(field, e.into_inner().to_string())
     })
 }
@@ -124,7 +139,10 @@ impl Resource {
     /// types) are reported with their path; semantic checks are `validate`'s.
     pub fn from_value(value: Value) -> Result<Resource, ValidationError> {
         let Value::Object(mut obj) = value else {
-            return Err(ValidationError::single("resource", "must be a YAML or JSON object"));
+            return Err(ValidationError::single(
+                "resource",
+                "must be a YAML or JSON object",
+            ));
         };
         let mut errs = ValidationError::default();
         let kind = take_string(&mut obj, "type", &mut errs);
@@ -145,7 +163,10 @@ impl Resource {
                 None
             }
             Some(k) => ResourceType::from_kind(k).or_else(|| {
-                errs.add("type", format!("unknown type {k:?}: expected Mesh or Dataplane"));
+                errs.add(
+                    "type",
+                    format!("unknown type {k:?}: expected Mesh or Dataplane"),
+                );
                 None
             }),
         };
@@ -156,7 +177,13 @@ impl Resource {
             ResourceType::Dataplane => Spec::Dataplane(spec_from(obj)?),
         };
         Ok(Resource {
-            meta: ResourceMeta { mesh, name, labels, creation_time, modification_time },
+            meta: ResourceMeta {
+                mesh,
+                name,
+                labels,
+                creation_time,
+                modification_time,
+            },
             spec,
         })
     }
@@ -167,7 +194,13 @@ impl Resource {
         if self.resource_type().is_mesh_scoped() {
             validate_name("mesh", &self.meta.mesh, &mut errs);
         } else if !self.meta.mesh.is_empty() {
-            errs.add("mesh", format!("a {} is not mesh-scoped: remove this field", self.resource_type().kind()));
+            errs.add(
+                "mesh",
+                format!(
+                    "a {} is not mesh-scoped: remove this field",
+                    self.resource_type().kind()
+                ),
+            );
         }
         match &self.spec {
             Spec::Mesh(m) => m.validate(&mut errs),

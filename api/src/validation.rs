@@ -84,6 +84,9 @@ mod tests {
         validate_name("name", "Web", &mut e);
         validate_name("name", "", &mut e);
         assert_eq!(e.violations.len(), 2);
-        assert!(e.to_string().starts_with("name: \"Web\" has invalid characters"));
+        assert!(
+            e.to_string()
+                .starts_with("name: \"Web\" has invalid characters")
+        );
     }
 }

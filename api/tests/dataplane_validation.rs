@@ -1,4 +1,4 @@
-use koguma_api::{parse_documents, Resource, ResourceType};
+use koguma_api::{Resource, ResourceType, parse_documents};
 
 fn parse(yaml: &str) -> Result<Resource, String> {
     let docs = parse_documents(yaml).map_err(|e| e.to_string())?;
@@ -41,7 +41,10 @@ fn kuma_universal_dataplane_parses_and_round_trips() {
 fn missing_service_tag_names_the_field() {
     let bad = GOOD.replace("      kuma.io/service: web\n", "");
     let err = parse(&bad).unwrap_err();
-    assert_eq!(err, r#"networking.inbound[0].tags: "kuma.io/service" is required"#);
+    assert_eq!(
+        err,
+        r#"networking.inbound[0].tags: "kuma.io/service" is required"#
+    );
 }
 
 #[test]
@@ -58,8 +61,18 @@ fn ports_addresses_and_collisions_are_checked() {
         .replace("port: 10001", "port: 8080\n    address: 127.0.0.2")
         .replace("servicePort: 18080", "servicePort: 70000");
     let err = parse(&bad).unwrap_err();
-    assert!(err.contains("networking.inbound[0].servicePort: port 70000 must be in the range from 1 to 65535"), "{err}");
-    assert!(err.contains("networking.outbound[0]: 127.0.0.2:8080 is already used by networking.inbound[0]"), "{err}");
+    assert!(
+        err.contains(
+            "networking.inbound[0].servicePort: port 70000 must be in the range from 1 to 65535"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "networking.outbound[0]: 127.0.0.2:8080 is already used by networking.inbound[0]"
+        ),
+        "{err}"
+    );
 
     let err = parse(&GOOD.replace("127.0.0.2", "0.0.0.0")).unwrap_err();
     assert!(err.starts_with("networking.address:"), "{err}");
@@ -71,14 +84,18 @@ fn ports_addresses_and_collisions_are_checked() {
 fn unknown_protocol_is_tcp() {
     let r = parse(&GOOD.replace("kuma.io/protocol: http", "kuma.io/protocol: kafka")).unwrap();
     let dp = r.as_dataplane().unwrap();
-    assert_eq!(dp.networking().unwrap().inbound[0].protocol(), koguma_api::Protocol::Tcp);
+    assert_eq!(
+        dp.networking().unwrap().inbound[0].protocol(),
+        koguma_api::Protocol::Tcp
+    );
 }
 
 #[test]
 fn mesh_mtls_is_refused_until_enforced() {
     let err = parse("type: Mesh\nname: m\nmtls:\n  enabledBackend: ca-1\n").unwrap_err();
     assert!(err.starts_with("mtls.enabledBackend:"), "{err}");
-    let ok = parse("type: Mesh\nname: m\nnetworking:\n  outbound:\n    passthrough: false\n").unwrap();
+    let ok =
+        parse("type: Mesh\nname: m\nnetworking:\n  outbound:\n    passthrough: false\n").unwrap();
     assert!(!ok.as_mesh().unwrap().passthrough());
 }
 

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use koguma_api::{parse_documents, Resource, ResourceType, ValidationError};
-use serde_json::{json, Value};
+use koguma_api::{Resource, ResourceType, ValidationError, parse_documents};
+use serde_json::{Value, json};
 
 use crate::dp_server::proxy_config;
 use crate::dp_server::status::StatusRegistry;
@@ -26,15 +26,26 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/meshes", get(list_meshes))
-        .route("/meshes/{name}", get(get_mesh).put(put_mesh).delete(delete_mesh))
+        .route(
+            "/meshes/{name}",
+            get(get_mesh).put(put_mesh).delete(delete_mesh),
+        )
         .route("/meshes/{mesh}/dataplanes", get(list_dataplanes))
         .route(
             "/meshes/{mesh}/dataplanes/{name}",
-            get(get_dataplane).put(put_dataplane).delete(delete_dataplane),
+            get(get_dataplane)
+                .put(put_dataplane)
+                .delete(delete_dataplane),
         )
-        .route("/meshes/{mesh}/dataplanes/{name}/_config", get(dataplane_config))
+        .route(
+            "/meshes/{mesh}/dataplanes/{name}/_config",
+            get(dataplane_config),
+        )
         .route("/meshes/{mesh}/dataplanes+insights", get(list_overviews))
-        .route("/meshes/{mesh}/dataplanes+insights/{name}", get(get_overview))
+        .route(
+            "/meshes/{mesh}/dataplanes+insights/{name}",
+            get(get_overview),
+        )
         .with_state(state)
 }
 
@@ -49,14 +60,27 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, title, detail, params) = match self {
             ApiError::Invalid(e) => {
-                let params: Vec<Value> =
-                    e.violations.iter().map(|v| json!({"field": v.field, "reason": v.message})).collect();
-                (StatusCode::BAD_REQUEST, "Invalid request", "Resource is not valid".to_string(), params)
+                let params: Vec<Value> = e
+                    .violations
+                    .iter()
+                    .map(|v| json!({"field": v.field, "reason": v.message}))
+                    .collect();
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    "Resource is not valid".to_string(),
+                    params,
+                )
             }
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "Not found", d, vec![]),
             ApiError::Internal(d) => {
                 tracing::error!(error = %d, "API request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", d, vec![])
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal server error",
+                    d,
+                    vec![],
+                )
             }
         };
         let body = json!({
@@ -86,45 +110,95 @@ async fn index() -> Json<Value> {
     Json(json!({"product": "Koguma", "tagline": "Koguma", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-fn found(state: &ApiState, rtype: ResourceType, mesh: &str, name: &str) -> Result<Arc<StoredResource>, ApiError> {
-    state.resources.catalog().get(rtype, mesh, name).cloned().ok_or_else(|| {
-        ApiError::NotFound(ResourceError::NotFound { kind: rtype.kind(), mesh: mesh.into(), name: name.into() }.to_string())
-    })
+fn found(
+    state: &ApiState,
+    rtype: ResourceType,
+    mesh: &str,
+    name: &str,
+) -> Result<Arc<StoredResource>, ApiError> {
+    state
+        .resources
+        .catalog()
+        .get(rtype, mesh, name)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::NotFound(
+                ResourceError::NotFound {
+                    kind: rtype.kind(),
+                    mesh: mesh.into(),
+                    name: name.into(),
+                }
+                .to_string(),
+            )
+        })
 }
 
-fn list(state: &ApiState, rtype: ResourceType, mesh: Option<&str>, render: impl Fn(&StoredResource) -> Value) -> Response {
+fn list(
+    state: &ApiState,
+    rtype: ResourceType,
+    mesh: Option<&str>,
+    render: impl Fn(&StoredResource) -> Value,
+) -> Response {
     let catalog = state.resources.catalog();
     let items: Vec<Value> = catalog.list(rtype, mesh).map(|r| render(r)).collect();
     Json(json!({"total": items.len(), "items": items, "next": null})).into_response()
 }
 
 fn put(state: &ApiState, rtype: ResourceType, mesh: &str, name: &str, body: &[u8]) -> ApiResult {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::Invalid(ValidationError::single("body", "is not UTF-8")))?;
-    let mut docs = parse_documents(text).map_err(|e| ApiError::Invalid(ValidationError::single("body", e.to_string())))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::Invalid(ValidationError::single("body", "is not UTF-8")))?;
+    let mut docs = parse_documents(text)
+        .map_err(|e| ApiError::Invalid(ValidationError::single("body", e.to_string())))?;
     if docs.len() != 1 {
-        return Err(ApiError::Invalid(ValidationError::single("body", format!("expected one resource, got {}", docs.len()))));
+        return Err(ApiError::Invalid(ValidationError::single(
+            "body",
+            format!("expected one resource, got {}", docs.len()),
+        )));
     }
     let mut value = docs.remove(0);
-    if rtype.is_mesh_scoped() {
-        if let Some(obj) = value.as_object_mut() {
-            obj.entry("mesh").or_insert_with(|| mesh.into());
-        }
+    if rtype.is_mesh_scoped()
+        && let Some(obj) = value.as_object_mut()
+    {
+        obj.entry("mesh").or_insert_with(|| mesh.into());
     }
     let resource = Resource::from_value(value).map_err(ApiError::Invalid)?;
     let mut errs = ValidationError::default();
     if resource.resource_type() != rtype {
-        errs.add("type", format!("expected {}, got {}", rtype.kind(), resource.resource_type().kind()));
+        errs.add(
+            "type",
+            format!(
+                "expected {}, got {}",
+                rtype.kind(),
+                resource.resource_type().kind()
+            ),
+        );
     }
     if resource.meta.name != name {
-        errs.add("name", format!("the name in the URL ({name:?}) has to be the same as in the body ({:?})", resource.meta.name));
+        errs.add(
+            "name",
+            format!(
+                "the name in the URL ({name:?}) has to be the same as in the body ({:?})",
+                resource.meta.name
+            ),
+        );
     }
     if rtype.is_mesh_scoped() && resource.meta.mesh != mesh {
-        errs.add("mesh", format!("the mesh in the URL ({mesh:?}) has to be the same as in the body ({:?})", resource.meta.mesh));
+        errs.add(
+            "mesh",
+            format!(
+                "the mesh in the URL ({mesh:?}) has to be the same as in the body ({:?})",
+                resource.meta.mesh
+            ),
+        );
     }
     errs.into_result().map_err(ApiError::Invalid)?;
     let (_, created) = state.resources.upsert(resource, Origin::Api)?;
     tracing::info!(kind = rtype.kind(), mesh, name, created, "resource applied");
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(json!({}))).into_response())
 }
 
@@ -139,7 +213,12 @@ async fn list_meshes(State(s): State<ApiState>) -> Response {
 }
 
 async fn get_mesh(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult {
-    Ok(Json(found(&s, ResourceType::Mesh, "", &name)?.resource.to_value()).into_response())
+    Ok(Json(
+        found(&s, ResourceType::Mesh, "", &name)?
+            .resource
+            .to_value(),
+    )
+    .into_response())
 }
 
 async fn put_mesh(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> ApiResult {
@@ -151,26 +230,47 @@ async fn delete_mesh(State(s): State<ApiState>, Path(name): Path<String>) -> Api
 }
 
 async fn list_dataplanes(State(s): State<ApiState>, Path(mesh): Path<String>) -> Response {
-    list(&s, ResourceType::Dataplane, Some(&mesh), |r| r.resource.to_value())
+    list(&s, ResourceType::Dataplane, Some(&mesh), |r| {
+        r.resource.to_value()
+    })
 }
 
-async fn get_dataplane(State(s): State<ApiState>, Path((mesh, name)): Path<(String, String)>) -> ApiResult {
-    Ok(Json(found(&s, ResourceType::Dataplane, &mesh, &name)?.resource.to_value()).into_response())
+async fn get_dataplane(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(Json(
+        found(&s, ResourceType::Dataplane, &mesh, &name)?
+            .resource
+            .to_value(),
+    )
+    .into_response())
 }
 
-async fn put_dataplane(State(s): State<ApiState>, Path((mesh, name)): Path<(String, String)>, body: Bytes) -> ApiResult {
+async fn put_dataplane(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
     put(&s, ResourceType::Dataplane, &mesh, &name, &body)
 }
 
-async fn delete_dataplane(State(s): State<ApiState>, Path((mesh, name)): Path<(String, String)>) -> ApiResult {
+async fn delete_dataplane(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
     delete(&s, ResourceType::Dataplane, &mesh, &name)
 }
 
-async fn dataplane_config(State(s): State<ApiState>, Path((mesh, name)): Path<(String, String)>) -> ApiResult {
+async fn dataplane_config(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
     found(&s, ResourceType::Dataplane, &mesh, &name)?;
     let catalog = s.resources.catalog();
-    let config = proxy_config::build(&catalog, &mesh, &name)
-        .ok_or_else(|| ApiError::NotFound(format!("Dataplane {name:?} has no networking section")))?;
+    let config = proxy_config::build(&catalog, &mesh, &name).ok_or_else(|| {
+        ApiError::NotFound(format!("Dataplane {name:?} has no networking section"))
+    })?;
     Ok(Json(json!({"version": proxy_config::version(&config), "config": koguma_proto::json::proxy_config(&config)})).into_response())
 }
 
@@ -178,14 +278,24 @@ fn overview(s: &ApiState, r: &StoredResource) -> Value {
     let meta = &r.resource.meta;
     let mut dataplane = r.resource.to_value();
     if let Some(obj) = dataplane.as_object_mut() {
-        for k in ["type", "mesh", "name", "creationTime", "modificationTime", "labels"] {
+        for k in [
+            "type",
+            "mesh",
+            "name",
+            "creationTime",
+            "modificationTime",
+            "labels",
+        ] {
             obj.remove(k);
         }
     }
     let insight = s
         .status
         .get(&(meta.mesh.clone(), meta.name.clone()))
-        .map_or_else(|| json!({"online": false, "subscriptions": []}), |st| st.insight_json());
+        .map_or_else(
+            || json!({"online": false, "subscriptions": []}),
+            |st| st.insight_json(),
+        );
     json!({
         "type": "DataplaneOverview",
         "mesh": meta.mesh,
@@ -198,10 +308,15 @@ fn overview(s: &ApiState, r: &StoredResource) -> Value {
 }
 
 async fn list_overviews(State(s): State<ApiState>, Path(mesh): Path<String>) -> Response {
-    list(&s, ResourceType::Dataplane, Some(&mesh), |r| overview(&s, r))
+    list(&s, ResourceType::Dataplane, Some(&mesh), |r| {
+        overview(&s, r)
+    })
 }
 
-async fn get_overview(State(s): State<ApiState>, Path((mesh, name)): Path<(String, String)>) -> ApiResult {
+async fn get_overview(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
     let r = found(&s, ResourceType::Dataplane, &mesh, &name)?;
     Ok(Json(overview(&s, &r)).into_response())
 }

@@ -23,10 +23,15 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn get(&self, rtype: ResourceType, mesh: &str, name: &str) -> Option<&Arc<StoredResource>> {
-        self.resources.get(&(rtype, mesh.to_string(), name.to_string()))
+        self.resources
+            .get(&(rtype, mesh.to_string(), name.to_string()))
     }
 
-    pub fn list(&self, rtype: ResourceType, mesh: Option<&str>) -> impl Iterator<Item = &Arc<StoredResource>> {
+    pub fn list(
+        &self,
+        rtype: ResourceType,
+        mesh: Option<&str>,
+    ) -> impl Iterator<Item = &Arc<StoredResource>> {
         self.resources
             .iter()
             .filter(move |((t, m, _), _)| *t == rtype && mesh.is_none_or(|want| want == m))
@@ -34,16 +39,25 @@ impl Catalog {
     }
 
     pub fn mesh(&self, name: &str) -> Option<&MeshSpec> {
-        self.get(ResourceType::Mesh, "", name).and_then(|r| r.resource.as_mesh())
+        self.get(ResourceType::Mesh, "", name)
+            .and_then(|r| r.resource.as_mesh())
     }
 
     /// The dataplanes of `mesh` with their specs.
-    pub fn dataplanes<'a>(&'a self, mesh: &'a str) -> impl Iterator<Item = (&'a str, &'a DataplaneSpec)> + 'a {
+    pub fn dataplanes<'a>(
+        &'a self,
+        mesh: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a DataplaneSpec)> + 'a {
         self.list(ResourceType::Dataplane, Some(mesh))
-            .filter_map(|r| r.resource.as_dataplane().map(|d| (r.resource.meta.name.as_str(), d)))
+            .filter_map(|r| {
+                r.resource
+                    .as_dataplane()
+                    .map(|d| (r.resource.meta.name.as_str(), d))
+            })
     }
 
     pub fn is_draining(&self, mesh: &str, name: &str) -> bool {
-        self.draining.contains(&(mesh.to_string(), name.to_string()))
+        self.draining
+            .contains(&(mesh.to_string(), name.to_string()))
     }
 }

@@ -13,7 +13,11 @@ mod tls;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "koguma-cp", version, about = "Koguma control plane: Kuma-compatible resources and config for koguma-dp")]
+#[command(
+    name = "koguma-cp",
+    version,
+    about = "Koguma control plane: Kuma-compatible resources and config for koguma-dp"
+)]
 struct Cli {
     /// off, error, warn, info, debug or trace (RUST_LOG, when set, wins).
     #[arg(long, global = true, default_value = "info", env = "KOGUMA_LOG_LEVEL")]
@@ -75,18 +79,37 @@ async fn main() {
             init_logging(&cli.log_level);
             run::run(args).await
         }
-        Command::Apply { file, api_url } => async {
-            cli::apply::run(&cli::ApiClient::new(&api_url)?, &file).await
+        Command::Apply { file, api_url } => {
+            async { cli::apply::run(&cli::ApiClient::new(&api_url)?, &file).await }.await
         }
-        .await,
-        Command::Get { kind, name, mesh, output, api_url } => async {
-            cli::get::run(&cli::ApiClient::new(&api_url)?, &kind, name.as_deref(), &mesh, output).await
+        Command::Get {
+            kind,
+            name,
+            mesh,
+            output,
+            api_url,
+        } => {
+            async {
+                cli::get::run(
+                    &cli::ApiClient::new(&api_url)?,
+                    &kind,
+                    name.as_deref(),
+                    &mesh,
+                    output,
+                )
+                .await
+            }
+            .await
         }
-        .await,
-        Command::Delete { kind, name, mesh, api_url } => async {
-            cli::delete::run(&cli::ApiClient::new(&api_url)?, &kind, &name, &mesh).await
+        Command::Delete {
+            kind,
+            name,
+            mesh,
+            api_url,
+        } => {
+            async { cli::delete::run(&cli::ApiClient::new(&api_url)?, &kind, &name, &mesh).await }
+                .await
         }
-        .await,
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

@@ -14,13 +14,21 @@ pub enum ResourceError {
     #[error("{0}")]
     Invalid(ValidationError),
     #[error("{kind} {name:?} not found{}", mesh_suffix(.mesh))]
-    NotFound { kind: &'static str, mesh: String, name: String },
+    NotFound {
+        kind: &'static str,
+        mesh: String,
+        name: String,
+    },
     #[error("{0}")]
     Store(#[from] StoreError),
 }
 
 fn mesh_suffix(mesh: &str) -> String {
-    if mesh.is_empty() { String::new() } else { format!(" in mesh {mesh:?}") }
+    if mesh.is_empty() {
+        String::new()
+    } else {
+        format!(" in mesh {mesh:?}")
+    }
 }
 
 impl From<ValidationError> for ResourceError {
@@ -47,9 +55,14 @@ impl Resources {
             catalog.resources.insert(key, Arc::new(stored));
         }
         let (tx, _) = watch::channel(Arc::new(catalog));
-        let resources = Resources { store, write: Mutex::new(()), catalog: tx };
+        let resources = Resources {
+            store,
+            write: Mutex::new(()),
+            catalog: tx,
+        };
         if resources.catalog().mesh("default").is_none() {
-            let default = Resource::from_value(serde_json::json!({"type": "Mesh", "name": "default"}))?;
+            let default =
+                Resource::from_value(serde_json::json!({"type": "Mesh", "name": "default"}))?;
             resources.upsert(default, Origin::Api)?;
             tracing::info!("created the default mesh");
         }
@@ -73,17 +86,44 @@ impl Resources {
     }
 
     /// Creates or replaces `resource`; returns the stored form and whether
-    /// it was created. A bad resource changes nothing.
-    pub fn upsert(&self, mut resource: Resource, origin: Origin) -> Result<(Resource, bool), ResourceError> {
+    /// it was created. A bad resource changes nothing. An API update of an
+    /// agent-registered dataplane leaves it the agent's: it still goes when
+    /// the agent does.
+    pub fn upsert(
+        &self,
+        mut resource: Resource,
+        origin: Origin,
+    ) -> Result<(Resource, bool), ResourceError> {
         resource.validate()?;
         let _guard = self.lock();
         let catalog = self.catalog();
-        if resource.resource_type().is_mesh_scoped() && catalog.mesh(&resource.meta.mesh).is_none() {
-            return Err(ValidationError::single("mesh", format!("mesh {:?} does not exist", resource.meta.mesh)).into());
+        if resource.resource_type().is_mesh_scoped() && catalog.mesh(&resource.meta.mesh).is_none()
+        {
+            return Err(ValidationError::single(
+                "mesh",
+                format!("mesh {:?} does not exist", resource.meta.mesh),
+            )
+            .into());
         }
+        let key = (
+            resource.resource_type(),
+            resource.meta.mesh.clone(),
+            resource.meta.name.clone(),
+        );
+        let origin = match catalog.resources.get(&key) {
+            Some(existing) if origin == Origin::Api => existing.origin,
+            _ => origin,
+        };
         let created = self.store.upsert(&mut resource, origin)?;
-        let key = (resource.resource_type(), resource.meta.mesh.clone(), resource.meta.name.clone());
-        let stored = Arc::new(StoredResource { resource: resource.clone(), origin });
+        let key = (
+            resource.resource_type(),
+            resource.meta.mesh.clone(),
+            resource.meta.name.clone(),
+        );
+        let stored = Arc::new(StoredResource {
+            resource: resource.clone(),
+            origin,
+        });
         self.publish(|c| {
             c.resources.insert(key, stored);
         });
@@ -96,12 +136,18 @@ impl Resources {
         if rtype == ResourceType::Mesh && catalog.dataplanes(name).next().is_some() {
             return Err(ValidationError::single(
                 "mesh",
-                format!("unable to delete mesh {name:?}: there are still dataplanes attached to it"),
+                format!(
+                    "unable to delete mesh {name:?}: there are still dataplanes attached to it"
+                ),
             )
             .into());
         }
         if !self.store.delete(rtype, mesh, name)? {
-            return Err(ResourceError::NotFound { kind: rtype.kind(), mesh: mesh.to_string(), name: name.to_string() });
+            return Err(ResourceError::NotFound {
+                kind: rtype.kind(),
+                mesh: mesh.to_string(),
+                name: name.to_string(),
+            });
         }
         let key = (rtype, mesh.to_string(), name.to_string());
         self.publish(|c| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::api_server::{self, ApiState};
@@ -49,11 +49,16 @@ pub struct RunArgs {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for the {what}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
 }
 
 async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };
@@ -76,7 +81,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &[args.dp_server_address.ip()],
     )?;
     let status = Arc::new(StatusRegistry::default());
-    let dp_server = DpServer::new(resources.clone(), status.clone(), args.dp_deregistration_delay);
+    let dp_server = DpServer::new(
+        resources.clone(),
+        status.clone(),
+        args.dp_deregistration_delay,
+    );
 
     let api_listener = bind(args.api_address, "REST API").await?;
     let dp_listener = bind(args.dp_server_address, "DP server").await?;
@@ -89,16 +98,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let api = axum::serve(api_listener, api_server::router(ApiState { resources, status }))
-        .with_graceful_shutdown(stopped());
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+    let api = axum::serve(
+        api_listener,
+        api_server::router(ApiState { resources, status }),
+    )
+    .with_graceful_shutdown(stopped());
+    let tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
     let dp = Server::builder()
         .tls_config(tls)
         .context("DP server TLS")?
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(Duration::from_secs(15)))
         .add_service(DataplaneDiscoveryServer::new(DpService(dp_server)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(dp_listener), stopped());
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(dp_listener),
+            stopped(),
+        );
 
     tracing::info!(
         api = %format!("http://{}", args.api_address),

@@ -10,16 +10,22 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("--tls-cert-file and --tls-key-file go together: give both or neither")]
     HalfPair,
     #[error("cannot create certificate: {0}")]
@@ -34,28 +40,45 @@ pub struct ServerIdentity {
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
-    fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    fs::read_to_string(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn write(path: &Path, content: &str, private: bool) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(err)?;
     }
     let mode = if private { 0o600 } else { 0o644 };
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(err)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
     f.write_all(content.as_bytes()).map_err(err)
 }
 
 /// Names and addresses the server certificate must cover.
 fn subject_alt_names(extra_ips: &[IpAddr]) -> Vec<SanType> {
-    let mut sans = vec![SanType::DnsName("localhost".try_into().expect("valid DNS name"))];
-    if let Ok(host) = nix::unistd::gethostname() {
-        if let Some(name) = host.to_str().and_then(|h| h.to_string().try_into().ok()) {
-            sans.push(SanType::DnsName(name));
-        }
+    let mut sans = vec![SanType::DnsName(
+        "localhost".try_into().expect("valid DNS name"),
+    )];
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(name) = host.to_str().and_then(|h| h.to_string().try_into().ok())
+    {
+        sans.push(SanType::DnsName(name));
     }
-    let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("literal"), "::1".parse().expect("literal")];
+    let mut ips: Vec<IpAddr> = vec![
+        "127.0.0.1".parse().expect("literal"),
+        "::1".parse().expect("literal"),
+    ];
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             let Some(addr) = a.address else { continue };
@@ -88,9 +111,15 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
     }
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "koguma-cp CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "koguma-cp CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     set_validity(&mut params, 10 * 365);
     let cert = params.self_signed(&key)?;
     write(&key_path, &key.serialize_pem(), true)?;
@@ -106,7 +135,13 @@ pub fn prepare(
     extra_ips: &[IpAddr],
 ) -> Result<ServerIdentity, TlsError> {
     match (cert_file, key_file) {
-        (Some(c), Some(k)) => return Ok(ServerIdentity { cert_pem: read(c)?, key_pem: read(k)?, ca_file: None }),
+        (Some(c), Some(k)) => {
+            return Ok(ServerIdentity {
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+                ca_file: None,
+            });
+        }
         (None, None) => {}
         _ => return Err(TlsError::HalfPair),
     }
@@ -115,7 +150,9 @@ pub fn prepare(
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "koguma-cp");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "koguma-cp");
     params.subject_alt_names = subject_alt_names(extra_ips);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -124,5 +161,9 @@ pub fn prepare(
     // Written for people who want to inspect it; the CP serves it from memory.
     write(&dir.join("server.crt"), &cert.pem(), false)?;
     write(&dir.join("server.key"), &key.serialize_pem(), true)?;
-    Ok(ServerIdentity { cert_pem: cert.pem(), key_pem: key.serialize_pem(), ca_file: Some(dir.join("ca.crt")) })
+    Ok(ServerIdentity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        ca_file: Some(dir.join("ca.crt")),
+    })
 }

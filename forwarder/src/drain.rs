@@ -22,7 +22,13 @@ pub struct DrainWatch {
 pub fn channel() -> (DrainTrigger, DrainWatch) {
     let (signal, signal_rx) = watch::channel(false);
     let (held, released) = mpsc::channel(1);
-    (DrainTrigger { signal, released }, DrainWatch { signal: signal_rx, _held: held })
+    (
+        DrainTrigger { signal, released },
+        DrainWatch {
+            signal: signal_rx,
+            _held: held,
+        },
+    )
 }
 
 impl DrainTrigger {
@@ -35,7 +41,9 @@ impl DrainTrigger {
     /// passes. Returns whether everyone finished in time.
     pub async fn drain(mut self, deadline: Duration) -> bool {
         self.signal();
-        tokio::time::timeout(deadline, self.released.recv()).await.is_ok()
+        tokio::time::timeout(deadline, self.released.recv())
+            .await
+            .is_ok()
     }
 }
 

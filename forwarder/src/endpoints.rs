@@ -24,12 +24,17 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 impl EndpointSet {
     pub fn new(endpoints: &[EndpointConfig]) -> EndpointSet {
-        let mut weights: Vec<u64> = endpoints.iter().map(|e| u64::from(e.weight.max(1))).collect();
+        let mut weights: Vec<u64> = endpoints
+            .iter()
+            .map(|e| u64::from(e.weight.max(1)))
+            .collect();
         let g = weights.iter().copied().fold(0, gcd).max(1);
         weights.iter_mut().for_each(|w| *w /= g);
         let total: u64 = weights.iter().sum();
         if total > MAX_SCHEDULE {
-            weights.iter_mut().for_each(|w| *w = (*w * MAX_SCHEDULE / total).max(1));
+            weights
+                .iter_mut()
+                .for_each(|w| *w = (*w * MAX_SCHEDULE / total).max(1));
         }
         let schedule = smooth_wrr(&weights);
         // Start each new set at a different place, so that frequent config
@@ -85,7 +90,10 @@ mod tests {
     use super::*;
 
     fn ep(port: u16, weight: u32) -> EndpointConfig {
-        EndpointConfig { addr: SocketAddr::from(([127, 0, 0, 1], port)), weight }
+        EndpointConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight,
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{ProxyConfig, Protocol};
+use crate::config::{Protocol, ProxyConfig};
 use crate::drain::DrainWatch;
 use crate::endpoints::EndpointSet;
 use crate::error::ForwarderError;
@@ -35,7 +35,11 @@ impl Forwarder {
     pub fn new(stats: Arc<Stats>, process: DrainWatch) -> Forwarder {
         Forwarder {
             stats,
-            inner: Mutex::new(Inner { listeners: HashMap::new(), clusters: HashMap::new(), process: Some(process) }),
+            inner: Mutex::new(Inner {
+                listeners: HashMap::new(),
+                clusters: HashMap::new(),
+                process: Some(process),
+            }),
         }
     }
 
@@ -63,18 +67,25 @@ impl Forwarder {
         let mut bound = Vec::new();
         for p in &planned {
             if !inner.listeners.contains_key(&p.listen) {
-                let socket = socket::bind_listener(p.listen).map_err(|source| ForwarderError::Bind {
-                    listener: p.route.name.clone(),
-                    addr: p.listen,
-                    source,
-                })?;
+                let socket =
+                    socket::bind_listener(p.listen).map_err(|source| ForwarderError::Bind {
+                        listener: p.route.name.clone(),
+                        addr: p.listen,
+                        source,
+                    })?;
                 bound.push((p.listen, socket));
             }
         }
         let mut sockets: HashMap<_, _> = bound.into_iter().collect();
 
-        let keep: std::collections::HashSet<SocketAddr> = planned.iter().map(|p| p.listen).collect();
-        let removed: Vec<SocketAddr> = inner.listeners.keys().filter(|a| !keep.contains(a)).copied().collect();
+        let keep: std::collections::HashSet<SocketAddr> =
+            planned.iter().map(|p| p.listen).collect();
+        let removed: Vec<SocketAddr> = inner
+            .listeners
+            .keys()
+            .filter(|a| !keep.contains(a))
+            .copied()
+            .collect();
         for addr in removed {
             if let Some(l) = inner.listeners.remove(&addr) {
                 tracing::info!(%addr, "listener removed from config: draining");
@@ -96,13 +107,22 @@ impl Forwarder {
         Ok(())
     }
 
-    fn plan(&self, inner: &mut Inner, config: &ProxyConfig) -> Result<Vec<Planned>, ForwarderError> {
+    fn plan(
+        &self,
+        inner: &mut Inner,
+        config: &ProxyConfig,
+    ) -> Result<Vec<Planned>, ForwarderError> {
         let mut planned: Vec<Planned> = Vec::new();
         let mut cluster = |name: &str| -> Arc<Cluster> {
             inner
                 .clusters
                 .entry(name.to_string())
-                .or_insert_with(|| Arc::new(Cluster::new(self.stats.cluster(name), config.connect_timeout)))
+                .or_insert_with(|| {
+                    Arc::new(Cluster::new(
+                        self.stats.cluster(name),
+                        config.connect_timeout,
+                    ))
+                })
                 .clone()
         };
         for inb in &config.inbounds {

@@ -28,7 +28,9 @@ impl RunningListener {
     /// Starts accepting on `socket`. Connections hold `process` until they
     /// end, so that a process drain can wait for them.
     pub fn spawn(socket: TcpListener, route: Arc<Route>, process: DrainWatch) -> RunningListener {
-        let shared = Arc::new(ListenerShared { route: ArcSwap::new(route) });
+        let shared = Arc::new(ListenerShared {
+            route: ArcSwap::new(route),
+        });
         let (stop, stop_watch) = drain::channel();
         let span = tracing::info_span!("listener", addr = ?socket.local_addr().ok());
         tokio::spawn(accept_loop(socket, shared.clone(), stop_watch, process).instrument(span));
@@ -50,7 +52,12 @@ impl Drop for ActiveConnection {
     }
 }
 
-async fn accept_loop(socket: TcpListener, shared: Arc<ListenerShared>, stop: DrainWatch, process: DrainWatch) {
+async fn accept_loop(
+    socket: TcpListener,
+    shared: Arc<ListenerShared>,
+    stop: DrainWatch,
+    process: DrainWatch,
+) {
     loop {
         let accepted = tokio::select! {
             biased;

@@ -35,7 +35,10 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(stats: Arc<ClusterStats>, connect_timeout: Duration) -> Cluster {
-        let connector = ClusterConnector { stats: stats.clone(), timeout: connect_timeout };
+        let connector = ClusterConnector {
+            stats: stats.clone(),
+            timeout: connect_timeout,
+        };
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new())
@@ -50,7 +53,11 @@ impl Cluster {
     }
 
     pub fn client(&self, protocol: Protocol) -> &UpstreamClient {
-        if protocol.upstream_h2() { &self.h2 } else { &self.h1 }
+        if protocol.upstream_h2() {
+            &self.h2
+        } else {
+            &self.h1
+        }
     }
 }
 
@@ -95,7 +102,9 @@ impl Route {
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
         for _ in 0..attempts {
             let Some(addr) = self.pick() else { break };
-            match CountedStream::connect(addr, self.cluster.stats.clone(), self.connect_timeout).await {
+            match CountedStream::connect(addr, self.cluster.stats.clone(), self.connect_timeout)
+                .await
+            {
                 Ok(s) => return Ok((addr, s)),
                 Err(e) => {
                     tracing::warn!(upstream = %addr, error = %e, "upstream connect failed");

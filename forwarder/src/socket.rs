@@ -30,7 +30,11 @@ pub fn tune_accepted(stream: &TcpStream) {
 }
 
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_nodelay(true)?;
     socket.connect(addr).await
 }

@@ -46,8 +46,8 @@ impl Gauge {
 
 /// Envoy's default histogram buckets, in milliseconds.
 const BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 #[derive(Default)]
@@ -98,7 +98,9 @@ impl StatusClasses {
     }
 
     pub fn get(&self, class: u16) -> u64 {
-        self.0.get(usize::from(class).wrapping_sub(1)).map_or(0, Counter::get)
+        self.0
+            .get(usize::from(class).wrapping_sub(1))
+            .map_or(0, Counter::get)
     }
 }
 
@@ -141,7 +143,15 @@ pub struct Stats {
 /// Prometheus label values cannot hold every byte; Envoy turns `:` and `.`
 /// into `_` in the names it exports, and so do we.
 fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,15 +206,29 @@ impl Stats {
         let listeners: Vec<_> = lock(&self.listeners).values().cloned().collect();
         let clusters: Vec<_> = lock(&self.clusters).values().cloned().collect();
 
-        type L = ListenerStats;
-        let l_counters: [(&str, fn(&L) -> i64); 2] = [
-            ("envoy_listener_downstream_cx_total", |l| l.cx_total.get() as i64),
+        let l_counters: [(&str, ListenerValue); 2] = [
+            ("envoy_listener_downstream_cx_total", |l| {
+                l.cx_total.get() as i64
+            }),
             ("envoy_listener_downstream_cx_active", |l| l.cx_active.get()),
         ];
         for (name, get) in l_counters {
-            family(&mut out, name, if name.ends_with("active") { "gauge" } else { "counter" });
+            family(
+                &mut out,
+                name,
+                if name.ends_with("active") {
+                    "gauge"
+                } else {
+                    "counter"
+                },
+            );
             for l in &listeners {
-                let _ = writeln!(out, "{name}{{envoy_listener_address=\"{}\"}} {}", l.address, get(l));
+                let _ = writeln!(
+                    out,
+                    "{name}{{envoy_listener_address=\"{}\"}} {}",
+                    l.address,
+                    get(l)
+                );
             }
         }
         let http: Vec<_> = listeners.iter().filter(|l| l.rq_total.get() > 0).collect();
@@ -231,26 +255,51 @@ impl Stats {
         family(&mut out, "envoy_http_downstream_rq_time", "histogram");
         for l in &http {
             let labels = format!("envoy_http_conn_manager_prefix=\"{}\"", l.http_prefix);
-            l.rq_time.render(&mut out, "envoy_http_downstream_rq_time", &labels);
+            l.rq_time
+                .render(&mut out, "envoy_http_downstream_rq_time", &labels);
         }
 
-        type C = ClusterStats;
-        let c_values: [(&str, &str, fn(&C) -> i64); 10] = [
-            ("envoy_cluster_upstream_cx_total", "counter", |c| c.cx_total.get() as i64),
-            ("envoy_cluster_upstream_cx_active", "gauge", |c| c.cx_active.get()),
-            ("envoy_cluster_upstream_cx_connect_fail", "counter", |c| c.cx_connect_fail.get() as i64),
-            ("envoy_cluster_upstream_cx_rx_bytes_total", "counter", |c| c.cx_rx_bytes.get() as i64),
-            ("envoy_cluster_upstream_cx_tx_bytes_total", "counter", |c| c.cx_tx_bytes.get() as i64),
-            ("envoy_cluster_upstream_rq_total", "counter", |c| c.rq_total.get() as i64),
-            ("envoy_cluster_upstream_rq_timeout", "counter", |c| c.rq_timeout.get() as i64),
-            ("envoy_cluster_membership_total", "gauge", |c| c.membership_total.get()),
-            ("envoy_cluster_membership_healthy", "gauge", |c| c.membership_total.get()),
-            ("envoy_cluster_lb_healthy_panic", "counter", |c| c.no_healthy_upstream.get() as i64),
+        let c_values: [(&str, &str, ClusterValue); 10] = [
+            ("envoy_cluster_upstream_cx_total", "counter", |c| {
+                c.cx_total.get() as i64
+            }),
+            ("envoy_cluster_upstream_cx_active", "gauge", |c| {
+                c.cx_active.get()
+            }),
+            ("envoy_cluster_upstream_cx_connect_fail", "counter", |c| {
+                c.cx_connect_fail.get() as i64
+            }),
+            ("envoy_cluster_upstream_cx_rx_bytes_total", "counter", |c| {
+                c.cx_rx_bytes.get() as i64
+            }),
+            ("envoy_cluster_upstream_cx_tx_bytes_total", "counter", |c| {
+                c.cx_tx_bytes.get() as i64
+            }),
+            ("envoy_cluster_upstream_rq_total", "counter", |c| {
+                c.rq_total.get() as i64
+            }),
+            ("envoy_cluster_upstream_rq_timeout", "counter", |c| {
+                c.rq_timeout.get() as i64
+            }),
+            ("envoy_cluster_membership_total", "gauge", |c| {
+                c.membership_total.get()
+            }),
+            ("envoy_cluster_membership_healthy", "gauge", |c| {
+                c.membership_total.get()
+            }),
+            ("envoy_cluster_lb_healthy_panic", "counter", |c| {
+                c.no_healthy_upstream.get() as i64
+            }),
         ];
         for (name, kind, get) in c_values {
             family(&mut out, name, kind);
             for c in &clusters {
-                let _ = writeln!(out, "{name}{{envoy_cluster_name=\"{}\"}} {}", c.name, get(c));
+                let _ = writeln!(
+                    out,
+                    "{name}{{envoy_cluster_name=\"{}\"}} {}",
+                    c.name,
+                    get(c)
+                );
             }
         }
         family(&mut out, "envoy_cluster_upstream_rq_xx", "counter");
@@ -267,15 +316,36 @@ impl Stats {
         family(&mut out, "envoy_cluster_upstream_rq_time", "histogram");
         for c in &clusters {
             let labels = format!("envoy_cluster_name=\"{}\"", c.name);
-            c.rq_time.render(&mut out, "envoy_cluster_upstream_rq_time", &labels);
+            c.rq_time
+                .render(&mut out, "envoy_cluster_upstream_rq_time", &labels);
         }
-        family(&mut out, "envoy_listener_manager_lds_update_success", "counter");
-        let _ = writeln!(out, "envoy_listener_manager_lds_update_success {}", self.config_update_success.get());
-        family(&mut out, "envoy_listener_manager_lds_update_rejected", "counter");
-        let _ = writeln!(out, "envoy_listener_manager_lds_update_rejected {}", self.config_update_rejected.get());
+        family(
+            &mut out,
+            "envoy_listener_manager_lds_update_success",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "envoy_listener_manager_lds_update_success {}",
+            self.config_update_success.get()
+        );
+        family(
+            &mut out,
+            "envoy_listener_manager_lds_update_rejected",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "envoy_listener_manager_lds_update_rejected {}",
+            self.config_update_rejected.get()
+        );
         out
     }
 }
+
+/// Reads one series' value off a stats object, for rendering tables.
+type ListenerValue = fn(&ListenerStats) -> i64;
+type ClusterValue = fn(&ClusterStats) -> i64;
 
 fn family(out: &mut String, name: &str, kind: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -297,9 +367,15 @@ mod tests {
         assert!(text.contains(
             "envoy_cluster_upstream_rq_xx{envoy_cluster_name=\"backend\",envoy_response_code_class=\"5\"} 1"
         ));
-        assert!(text.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"1\"} 0"));
-        assert!(text.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"5\"} 1"));
-        assert!(text.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"+Inf\"} 1"));
+        assert!(text.contains(
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"1\"} 0"
+        ));
+        assert!(text.contains(
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"5\"} 1"
+        ));
+        assert!(text.contains(
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"+Inf\"} 1"
+        ));
         assert!(Arc::ptr_eq(&c, &stats.cluster("backend")));
     }
 }

@@ -18,8 +18,17 @@ pub async fn proxy(mut downstream: TcpStream, route: Arc<Route>) {
             return;
         }
     };
-    match tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, BUF_SIZE, BUF_SIZE).await {
+    match tokio::io::copy_bidirectional_with_sizes(
+        &mut downstream,
+        &mut upstream,
+        BUF_SIZE,
+        BUF_SIZE,
+    )
+    .await
+    {
         Ok((tx, rx)) => tracing::debug!(upstream = %addr, tx, rx, "tcp connection closed"),
-        Err(e) => tracing::debug!(upstream = %addr, error = %e, "tcp connection ended with an error"),
+        Err(e) => {
+            tracing::debug!(upstream = %addr, error = %e, "tcp connection ended with an error")
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! A proxy config as JSON, for people: the CP's `_config` endpoint and the
 //! agent's `/config_dump` show the same shape.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::v1::{Protocol, ProxyConfig};
 

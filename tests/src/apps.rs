@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-type AppBody = http_body_util::Either<Full<Bytes>, StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>>;
+type AppBody = http_body_util::Either<
+    Full<Bytes>,
+    StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>,
+>;
 
 /// Aborts the server task on drop.
 pub struct Server {
@@ -40,7 +43,9 @@ impl Drop for Server {
 }
 
 async fn bind(addr: SocketAddr) -> TcpListener {
-    TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("app cannot listen on {addr}: {e}"))
+    TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("app cannot listen on {addr}: {e}"))
 }
 
 /// `GET /...` answers the app's `id`; `GET /slow?ms=N` first waits N ms;
@@ -52,7 +57,9 @@ pub async fn http(addr: SocketAddr, id: &str) -> Server {
     let (id, counter) = (Arc::<str>::from(id), hits.clone());
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (id, counter) = (id.clone(), counter.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -71,21 +78,40 @@ pub async fn http(addr: SocketAddr, id: &str) -> Server {
 async fn handle(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/slow" {
-        let ms: u64 = req.uri().query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(500);
+        let ms: u64 = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if path == "/echo" {
         let collected = match req.into_body().collect().await {
             Ok(c) => c,
-            Err(_) => return Ok(Response::builder().status(400).body(AppBody::Left(Full::default())).unwrap()),
+            Err(_) => {
+                return Ok(Response::builder()
+                    .status(400)
+                    .body(AppBody::Left(Full::default()))
+                    .unwrap());
+            }
         };
         let mut trailers = collected.trailers().cloned().unwrap_or_default();
         trailers.insert("x-app-id", HeaderValue::from_str(&id).unwrap());
-        let frames = vec![Ok(Frame::data(collected.to_bytes())), Ok(Frame::trailers(trailers))];
+        let frames = vec![
+            Ok(Frame::data(collected.to_bytes())),
+            Ok(Frame::trailers(trailers)),
+        ];
         let body = AppBody::Right(StreamBody::new(tokio_stream::iter(frames)));
-        return Ok(Response::builder().header("x-app-id", &*id).body(body).unwrap());
+        return Ok(Response::builder()
+            .header("x-app-id", &*id)
+            .body(body)
+            .unwrap());
     }
-    Ok(Response::builder().header("x-app-id", &*id).body(AppBody::Left(Full::new(Bytes::from(id.to_string())))).unwrap())
+    Ok(Response::builder()
+        .header("x-app-id", &*id)
+        .body(AppBody::Left(Full::new(Bytes::from(id.to_string()))))
+        .unwrap())
 }
 
 /// Echoes every byte back.
@@ -95,7 +121,9 @@ pub async fn tcp_echo(addr: SocketAddr) -> Server {
     let counter = hits.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
@@ -119,16 +147,27 @@ pub async fn tcp_echo(addr: SocketAddr) -> Server {
 pub async fn grpc_health(addr: SocketAddr) -> Server {
     let listener = bind(addr).await;
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter.set_service_status("koguma.test", tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status("koguma.test", tonic_health::ServingStatus::Serving)
+        .await;
     let task = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
         drop(reporter);
     });
-    Server { addr, hits: Arc::new(AtomicU64::new(0)), task }
+    Server {
+        addr,
+        hits: Arc::new(AtomicU64::new(0)),
+        task,
+    }
 }
 
 /// Trailers as a plain map, for comparing.
 pub fn trailer(map: &HeaderMap, name: &str) -> Option<String> {
-    map.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    map.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }

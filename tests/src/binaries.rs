@@ -8,7 +8,10 @@ use std::sync::OnceLock;
 fn target_dir() -> PathBuf {
     // .../target/<profile>/deps/<test binary>
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(|p| p.parent()).expect("target/<profile> directory").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile> directory")
+        .to_path_buf()
 }
 
 fn build() -> PathBuf {
@@ -19,8 +22,17 @@ fn build() -> PathBuf {
     let mut cmd = Command::new(cargo);
     // koguma-e2e is in the selection so that features unify exactly as in
     // `cargo test`: otherwise each build would undo the other's.
-    cmd.current_dir(&workspace)
-        .args(["build", "--quiet", "-p", "koguma-cp", "-p", "koguma-dp", "-p", "koguma-e2e", "--bins"]);
+    cmd.current_dir(&workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "koguma-cp",
+        "-p",
+        "koguma-dp",
+        "-p",
+        "koguma-e2e",
+        "--bins",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -29,7 +41,14 @@ fn build() -> PathBuf {
     // ring's watch them, so passing them on would rebuild half the tree.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        let per_package = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE"];
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_PRIMARY_PACKAGE",
+        ];
         if per_package.iter().any(|p| key.starts_with(p)) {
             cmd.env_remove(key.as_ref());
         }

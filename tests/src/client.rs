@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub struct Reply {
@@ -34,18 +34,26 @@ pub struct Http1 {
 
 impl Default for Http1 {
     fn default() -> Self {
-        Http1 { client: Client::builder(TokioExecutor::new()).build_http() }
+        Http1 {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 }
 
 impl Http1 {
     pub async fn get(&self, url: &str) -> Result<Reply, Error> {
         let req = Request::get(url).body(Full::default())?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await??;
+        let resp =
+            tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await??;
         let (parts, body) = resp.into_parts();
         let collected = body.collect().await?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
-        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: collected.to_bytes(), trailers })
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        })
     }
 }
 
@@ -56,20 +64,32 @@ pub async fn get(url: &str) -> Result<Reply, Error> {
 
 /// POST over HTTP/2 (prior knowledge) with a body and request trailers.
 pub async fn h2_post(url: &str, body: Bytes, trailers: HeaderMap) -> Result<Reply, Error> {
-    let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
-    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+        vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
     let req = Request::post(url).body(StreamBody::new(tokio_stream::iter(frames)))?;
     let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await??;
     let (parts, body) = resp.into_parts();
     let collected = body.collect().await?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: collected.to_bytes(), trailers })
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
 }
 
 /// Sends `n` GETs one after another on one keep-alive client and counts the
 /// answers by body (the answering app's id); failures count as
 /// `"status <code>"` or `"error"`.
-pub async fn tally(client: &Http1, url: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+pub async fn tally(
+    client: &Http1,
+    url: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..n {
         let key = match client.get(url).await {

@@ -25,7 +25,13 @@ impl ControlPlane {
     pub async fn start(ip: IpAddr, dir: &Path) -> ControlPlane {
         let data_dir = dir.join("cp-data");
         let process = Self::spawn(ip, &data_dir, dir, 0);
-        let cp = ControlPlane { ip, data_dir, log_dir: dir.to_path_buf(), process, restarts: 0 };
+        let cp = ControlPlane {
+            ip,
+            data_dir,
+            log_dir: dir.to_path_buf(),
+            process,
+            restarts: 0,
+        };
         cp.wait_ready().await;
         cp
     }
@@ -34,7 +40,12 @@ impl ControlPlane {
         let mut cmd = Command::new(binaries::path("koguma-cp"));
         cmd.args(["run", "--data-dir"])
             .arg(data_dir)
-            .args(["--api-address", &format!("{ip}:5681"), "--dp-server-address", &format!("{ip}:5678")])
+            .args([
+                "--api-address",
+                &format!("{ip}:5681"),
+                "--dp-server-address",
+                &format!("{ip}:5678"),
+            ])
             .args(["--dp-deregistration-delay", "3s"]);
         Process::spawn(&format!("koguma-cp-{n}"), cmd, log_dir)
     }
@@ -53,9 +64,17 @@ impl ControlPlane {
 
     pub async fn wait_ready(&self) {
         let url = format!("{}/", self.api_url());
-        eventually("koguma-cp API to answer", Duration::from_secs(20), || async {
-            client::get(&url).await.ok().filter(|r| r.status == 200).map(|_| ())
-        })
+        eventually(
+            "koguma-cp API to answer",
+            Duration::from_secs(20),
+            || async {
+                client::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 
@@ -79,14 +98,19 @@ impl ControlPlane {
     pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = tokio::process::Command::new(binaries::path("koguma-cp"));
         cmd.args(args).args(["--api-url", &self.api_url()]);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run koguma-cp CLI");
         let mut pipe = child.stdin.take().expect("stdin");
         if let Some(input) = stdin {
             pipe.write_all(input.as_bytes()).await.expect("write stdin");
         }
         drop(pipe);
-        child.wait_with_output().await.expect("koguma-cp CLI output")
+        child
+            .wait_with_output()
+            .await
+            .expect("koguma-cp CLI output")
     }
 
     /// `koguma-cp apply -f -`, asserting success.
@@ -101,12 +125,20 @@ impl ControlPlane {
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = client::get(&format!("{}{}", self.api_url(), path)).await.expect("CP API request");
-        (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+        let r = client::get(&format!("{}{}", self.api_url(), path))
+            .await
+            .expect("CP API request");
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
     }
 
     /// The dataplane's insight as the CP reports it.
     pub async fn insight(&self, name: &str) -> Value {
-        self.get_json(&format!("/meshes/default/dataplanes+insights/{name}")).await.1["dataplaneInsight"].clone()
+        self.get_json(&format!("/meshes/default/dataplanes+insights/{name}"))
+            .await
+            .1["dataplaneInsight"]
+            .clone()
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::cp::ControlPlane;
 use crate::process::Process;
-use crate::{binaries, client, eventually, TestNet};
+use crate::{TestNet, binaries, client, eventually};
 
 /// A Dataplane resource, written as a user would.
 #[derive(Clone)]
@@ -24,12 +24,18 @@ pub struct DataplaneYaml {
 
 impl DataplaneYaml {
     pub fn new(name: &str, address: IpAddr) -> Self {
-        DataplaneYaml { name: name.into(), address, inbounds: vec![], outbounds: vec![] }
+        DataplaneYaml {
+            name: name.into(),
+            address,
+            inbounds: vec![],
+            outbounds: vec![],
+        }
     }
 
     /// Listens on `address:port`, forwards to the app on `address:service_port`.
     pub fn inbound(mut self, port: u16, service_port: u16, service: &str, protocol: &str) -> Self {
-        self.inbounds.push((port, service_port, service.into(), protocol.into()));
+        self.inbounds
+            .push((port, service_port, service.into(), protocol.into()));
         self
     }
 
@@ -52,7 +58,10 @@ impl DataplaneYaml {
         if !self.outbounds.is_empty() {
             y.push_str("  outbound:\n");
             for (addr, port, service) in &self.outbounds {
-                let _ = write!(y, "  - address: {addr}\n    port: {port}\n    tags:\n      kuma.io/service: {service}\n");
+                let _ = write!(
+                    y,
+                    "  - address: {addr}\n    port: {port}\n    tags:\n      kuma.io/service: {service}\n"
+                );
             }
         }
         y
@@ -78,13 +87,23 @@ impl Dataplane {
     pub fn start_with(cp: &ControlPlane, name: &str, args: &[String], dir: &Path) -> Dataplane {
         let admin_port = TestNet::free_port();
         let mut cmd = Command::new(binaries::path("koguma-dp"));
-        cmd.arg("run")
-            .args(["--cp-address", &cp.dp_url(), "--ca-cert-file"])
-            .arg(cp.ca_file())
-            .args(["--admin-port", &admin_port.to_string(), "--concurrency", "1"])
-            .args(args);
+        cmd.arg("run").args(["--cp-address", &cp.dp_url()]);
+        if !args.iter().any(|a| a == "--ca-cert-file") {
+            cmd.arg("--ca-cert-file").arg(cp.ca_file());
+        }
+        cmd.args([
+            "--admin-port",
+            &admin_port.to_string(),
+            "--concurrency",
+            "1",
+        ])
+        .args(args);
         let process = Process::spawn(&format!("koguma-dp-{name}"), cmd, dir);
-        Dataplane { name: name.to_string(), admin_port, process }
+        Dataplane {
+            name: name.to_string(),
+            admin_port,
+            process,
+        }
     }
 
     fn admin(&self, path: &str) -> String {
@@ -92,18 +111,25 @@ impl Dataplane {
     }
 
     pub async fn ready_status(&self) -> Option<u16> {
-        client::get(&self.admin("/ready")).await.ok().map(|r| r.status)
+        client::get(&self.admin("/ready"))
+            .await
+            .ok()
+            .map(|r| r.status)
     }
 
     pub async fn wait_ready(&self) {
-        eventually(&format!("{} to be ready", self.name), Duration::from_secs(20), || async {
-            (self.ready_status().await == Some(200)).then_some(())
-        })
+        eventually(
+            &format!("{} to be ready", self.name),
+            Duration::from_secs(20),
+            || async { (self.ready_status().await == Some(200)).then_some(()) },
+        )
         .await;
     }
 
     pub async fn config_dump(&self) -> Value {
-        let r = client::get(&self.admin("/config_dump")).await.expect("config_dump");
+        let r = client::get(&self.admin("/config_dump"))
+            .await
+            .expect("config_dump");
         serde_json::from_slice(&r.body).expect("config_dump JSON")
     }
 
@@ -116,19 +142,26 @@ impl Dataplane {
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     }
 
     /// Waits until the dataplane's outbound `listener` has `n` endpoints.
     pub async fn wait_endpoints(&self, listener: &str, n: usize) {
-        eventually(&format!("{} to see {n} endpoints on {listener}", self.name), Duration::from_secs(10), || async {
-            let dump = self.config_dump().await;
-            let outbounds = dump["config"]["outbounds"].as_array()?.clone();
-            let o = outbounds.iter().find(|o| o["name"] == listener)?;
-            (o["endpoints"].as_array()?.len() == n).then_some(())
-        })
+        eventually(
+            &format!("{} to see {n} endpoints on {listener}", self.name),
+            Duration::from_secs(10),
+            || async {
+                let dump = self.config_dump().await;
+                let outbounds = dump["config"]["outbounds"].as_array()?.clone();
+                let o = outbounds.iter().find(|o| o["name"] == listener)?;
+                (o["endpoints"].as_array()?.len() == n).then_some(())
+            },
+        )
         .await;
     }
 

@@ -18,18 +18,29 @@ impl TestNet {
         assert!(block < 15, "one test process ran out of address blocks");
         let pid = std::process::id() % 65536;
         let a = 1 + ((pid >> 8) % 254) as u8;
-        TestNet { base: [127, a, (pid & 0xff) as u8], block: (block as u8 + 1) * 16 }
+        TestNet {
+            base: [127, a, (pid & 0xff) as u8],
+            block: (block as u8 + 1) * 16,
+        }
     }
 
     /// The `i`-th host address of this test (0..16).
     pub fn host(&self, i: u8) -> IpAddr {
         assert!(i < 16);
-        IpAddr::V4(Ipv4Addr::new(self.base[0], self.base[1], self.base[2], self.block + i))
+        IpAddr::V4(Ipv4Addr::new(
+            self.base[0],
+            self.base[1],
+            self.base[2],
+            self.block + i,
+        ))
     }
 
     /// A port free on 127.0.0.1 right now.
     pub fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
     }
 }
 

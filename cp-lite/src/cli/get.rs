@@ -5,7 +5,7 @@ use http::Method;
 use koguma_api::ResourceType;
 use serde_json::Value;
 
-use super::{describe_error, resource_path, ApiClient};
+use super::{ApiClient, describe_error, resource_path};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Output {
@@ -14,8 +14,15 @@ pub enum Output {
     Json,
 }
 
-pub async fn run(api: &ApiClient, kind: &str, name: Option<&str>, mesh: &str, output: Output) -> anyhow::Result<()> {
-    let rtype = ResourceType::from_cli_name(kind).ok_or_else(|| anyhow!("unknown resource type {kind:?}: use meshes or dataplanes"))?;
+pub async fn run(
+    api: &ApiClient,
+    kind: &str,
+    name: Option<&str>,
+    mesh: &str,
+    output: Output,
+) -> anyhow::Result<()> {
+    let rtype = ResourceType::from_cli_name(kind)
+        .ok_or_else(|| anyhow!("unknown resource type {kind:?}: use meshes or dataplanes"))?;
     let path = match name {
         Some(n) => resource_path(rtype, mesh, n),
         None if rtype.is_mesh_scoped() => format!("/meshes/{mesh}/{}", rtype.plural()),
@@ -29,7 +36,11 @@ pub async fn run(api: &ApiClient, kind: &str, name: Option<&str>, mesh: &str, ou
         Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(&body)?),
         Output::Table => {
-            let items = if name.is_some() { vec![body] } else { body["items"].as_array().cloned().unwrap_or_default() };
+            let items = if name.is_some() {
+                vec![body]
+            } else {
+                body["items"].as_array().cloned().unwrap_or_default()
+            };
             let rows = match rtype {
                 ResourceType::Mesh => mesh_rows(&items),
                 ResourceType::Dataplane => dataplane_rows(api, mesh, &items).await?,
@@ -41,10 +52,15 @@ pub async fn run(api: &ApiClient, kind: &str, name: Option<&str>, mesh: &str, ou
 }
 
 fn age(created: &Value) -> String {
-    let Some(t) = created.as_str().and_then(|s| humantime::parse_rfc3339_weak(s).ok()) else {
+    let Some(t) = created
+        .as_str()
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+    else {
         return "-".into();
     };
-    let secs = SystemTime::now().duration_since(t).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map_or(0, |d| d.as_secs());
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -54,9 +70,16 @@ fn age(created: &Value) -> String {
 }
 
 fn mesh_rows(items: &[Value]) -> Vec<Vec<String>> {
-    let mut rows = vec![vec!["NAME".into(), "MTLS".into(), "PASSTHROUGH".into(), "AGE".into()]];
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "MTLS".into(),
+        "PASSTHROUGH".into(),
+        "AGE".into(),
+    ]];
     for m in items {
-        let passthrough = m["networking"]["outbound"]["passthrough"].as_bool().unwrap_or(true);
+        let passthrough = m["networking"]["outbound"]["passthrough"]
+            .as_bool()
+            .unwrap_or(true);
         rows.push(vec![
             m["name"].as_str().unwrap_or_default().into(),
             "off".into(),
@@ -67,11 +90,33 @@ fn mesh_rows(items: &[Value]) -> Vec<Vec<String>> {
     rows
 }
 
-async fn dataplane_rows(api: &ApiClient, mesh: &str, items: &[Value]) -> anyhow::Result<Vec<Vec<String>>> {
-    let mut rows = vec![["MESH", "NAME", "TAGS", "STATUS", "VERSION", "LAST REJECTION", "AGE"].map(String::from).to_vec()];
+async fn dataplane_rows(
+    api: &ApiClient,
+    mesh: &str,
+    items: &[Value],
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut rows = vec![
+        [
+            "MESH",
+            "NAME",
+            "TAGS",
+            "STATUS",
+            "VERSION",
+            "LAST REJECTION",
+            "AGE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for dp in items {
         let name = dp["name"].as_str().unwrap_or_default();
-        let (_, overview) = api.call(Method::GET, &format!("/meshes/{mesh}/dataplanes+insights/{name}"), None).await?;
+        let (_, overview) = api
+            .call(
+                Method::GET,
+                &format!("/meshes/{mesh}/dataplanes+insights/{name}"),
+                None,
+            )
+            .await?;
         let insight = &overview["dataplaneInsight"];
         let mut tags: Vec<String> = Vec::new();
         for inbound in dp["networking"]["inbound"].as_array().into_iter().flatten() {
@@ -85,9 +130,17 @@ async fn dataplane_rows(api: &ApiClient, mesh: &str, items: &[Value]) -> anyhow:
             mesh.to_string(),
             name.to_string(),
             tags.join(" "),
-            if insight["online"].as_bool().unwrap_or(false) { "Online" } else { "Offline" }.into(),
+            if insight["online"].as_bool().unwrap_or(false) {
+                "Online"
+            } else {
+                "Offline"
+            }
+            .into(),
             insight["lastAckedVersion"].as_str().unwrap_or("-").into(),
-            insight["lastRejection"]["reason"].as_str().unwrap_or("-").into(),
+            insight["lastRejection"]["reason"]
+                .as_str()
+                .unwrap_or("-")
+                .into(),
             age(&dp["creationTime"]),
         ]);
     }
@@ -96,9 +149,15 @@ async fn dataplane_rows(api: &ApiClient, mesh: &str, items: &[Value]) -> anyhow:
 
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     for r in rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
         println!("{}", line.join("   ").trim_end());
     }
 }

@@ -4,12 +4,12 @@ pub mod apply;
 pub mod delete;
 pub mod get;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
@@ -31,21 +31,28 @@ impl ApiClient {
         })
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
         let req = Request::builder()
             .method(method)
             .uri(&url)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .with_context(|| format!("cannot reach the control plane at {url} (is koguma-cp running? see --api-url)"))?;
+        let resp = self.client.request(req).await.with_context(|| {
+            format!("cannot reach the control plane at {url} (is koguma-cp running? see --api-url)")
+        })?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         Ok((status, value))
     }
 }
@@ -53,7 +60,9 @@ impl ApiClient {
 /// An API error body as a person reads it: the detail, then one line per
 /// invalid field.
 pub fn describe_error(status: StatusCode, body: &Value) -> String {
-    let mut out = body["detail"].as_str().map_or_else(|| format!("request failed with {status}"), str::to_string);
+    let mut out = body["detail"]
+        .as_str()
+        .map_or_else(|| format!("request failed with {status}"), str::to_string);
     if let Some(params) = body["invalid_parameters"].as_array() {
         for p in params {
             out.push_str(&format!(

@@ -9,8 +9,8 @@ mod session;
 pub mod status;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
@@ -38,8 +38,17 @@ pub struct DpServer {
 }
 
 impl DpServer {
-    pub fn new(resources: Arc<Resources>, status: Arc<StatusRegistry>, deregistration_delay: Duration) -> Arc<DpServer> {
-        let server = Arc::new(DpServer { resources, status, next_stream: AtomicU64::new(1), deregistration_delay });
+    pub fn new(
+        resources: Arc<Resources>,
+        status: Arc<StatusRegistry>,
+        deregistration_delay: Duration,
+    ) -> Arc<DpServer> {
+        let server = Arc::new(DpServer {
+            resources,
+            status,
+            next_stream: AtomicU64::new(1),
+            deregistration_delay,
+        });
         // Agent-registered dataplanes from before a restart go unless their
         // agent reconnects. Agents back off for a few seconds while the CP is
         // away, so they get longer than a dropped stream does.
@@ -47,14 +56,22 @@ impl DpServer {
         let catalog = server.resources.catalog();
         for stored in catalog.list(koguma_api::ResourceType::Dataplane, None) {
             if stored.origin == Origin::Agent {
-                let key = (stored.resource.meta.mesh.clone(), stored.resource.meta.name.clone());
+                let key = (
+                    stored.resource.meta.mesh.clone(),
+                    stored.resource.meta.name.clone(),
+                );
                 server.schedule_deregistration(key, 0, grace);
             }
         }
         server
     }
 
-    fn schedule_deregistration(self: &Arc<Self>, key: crate::catalog::DataplaneKey, stream_id: u64, after: Duration) {
+    fn schedule_deregistration(
+        self: &Arc<Self>,
+        key: crate::catalog::DataplaneKey,
+        stream_id: u64,
+        after: Duration,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
@@ -67,7 +84,9 @@ impl DpServer {
                     this.status.forget(&key);
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(mesh = %key.0, dataplane = %key.1, error = %e, "cannot deregister dataplane"),
+                Err(e) => {
+                    tracing::warn!(mesh = %key.0, dataplane = %key.1, error = %e, "cannot deregister dataplane")
+                }
             }
         });
     }
@@ -88,19 +107,20 @@ impl DataplaneDiscovery for DpService {
     ) -> Result<Response<ResponseStream>, Status> {
         let peer = request.remote_addr();
         let mut incoming = request.into_inner();
-        let first = incoming
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the stream closed before its first request"))?;
-        let node = first
-            .node
-            .ok_or_else(|| Status::invalid_argument("the first request of a stream must carry the node"))?;
+        let first = incoming.message().await?.ok_or_else(|| {
+            Status::invalid_argument("the stream closed before its first request")
+        })?;
+        let node = first.node.ok_or_else(|| {
+            Status::invalid_argument("the first request of a stream must carry the node")
+        })?;
         let (key, origin) = registration::register(&self.0.resources, &node).inspect_err(|e| {
             tracing::warn!(mesh = %node.mesh, dataplane = %node.name, ?peer, reason = %e.message(), "dataplane refused");
         })?;
         let stream_id = self.0.next_stream.fetch_add(1, Ordering::Relaxed);
         tracing::info!(mesh = %key.0, dataplane = %key.1, ?peer, stream_id, "dataplane connected");
-        self.0.status.connected(&key, stream_id, &node.agent_version);
+        self.0
+            .status
+            .connected(&key, stream_id, &node.agent_version);
         self.0.resources.set_draining(&key, false);
         let (tx, rx) = mpsc::channel(4);
         let server = self.0.clone();

@@ -25,7 +25,11 @@ fn protocol(p: Protocol) -> pb::Protocol {
 /// one all its inbounds agree on, else tcp, as Kuma does. The protocol is
 /// taken from every inbound, ready or not, so that a service whose last
 /// endpoint goes away still answers HTTP callers with a 503.
-fn service_endpoints(catalog: &Catalog, mesh: &str, service: &str) -> (Vec<pb::Endpoint>, Protocol) {
+fn service_endpoints(
+    catalog: &Catalog,
+    mesh: &str,
+    service: &str,
+) -> (Vec<pb::Endpoint>, Protocol) {
     let mut endpoints = Vec::new();
     let mut protocols = BTreeSet::new();
     for (name, dp) in catalog.dataplanes(mesh) {
@@ -36,9 +40,16 @@ fn service_endpoints(catalog: &Catalog, mesh: &str, service: &str) -> (Vec<pb::E
             if draining || !inbound.is_ready() {
                 continue;
             }
-            let address = inbound.address.as_deref().unwrap_or_else(|| net.reachable_address());
+            let address = inbound
+                .address
+                .as_deref()
+                .unwrap_or_else(|| net.reachable_address());
             if address.parse::<IpAddr>().is_err() {
-                tracing::warn!(dataplane = name, address, "endpoint skipped: dataplane address is not an IP address");
+                tracing::warn!(
+                    dataplane = name,
+                    address,
+                    "endpoint skipped: dataplane address is not an IP address"
+                );
                 continue;
             }
             endpoints.push(pb::Endpoint {
@@ -99,7 +110,12 @@ pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfi
             }
         })
         .collect();
-    Some(pb::ProxyConfig { mesh: mesh.to_string(), name: name.to_string(), inbounds, outbounds })
+    Some(pb::ProxyConfig {
+        mesh: mesh.to_string(),
+        name: name.to_string(),
+        inbounds,
+        outbounds,
+    })
 }
 
 /// FNV-1a over the encoded config (maps are BTreeMaps: the encoding is
@@ -120,7 +136,13 @@ mod tests {
     use koguma_api::Resource;
     use std::sync::Arc;
 
-    fn dp(name: &str, addr: &str, service: &str, protocol: &str, outbound: Option<&str>) -> Arc<StoredResource> {
+    fn dp(
+        name: &str,
+        addr: &str,
+        service: &str,
+        protocol: &str,
+        outbound: Option<&str>,
+    ) -> Arc<StoredResource> {
         let mut v = serde_json::json!({
             "type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": addr, "inbound": [
@@ -128,15 +150,23 @@ mod tests {
             ]}
         });
         if let Some(o) = outbound {
-            v["networking"]["outbound"] = serde_json::json!([{"port": 10001, "tags": {"kuma.io/service": o}}]);
+            v["networking"]["outbound"] =
+                serde_json::json!([{"port": 10001, "tags": {"kuma.io/service": o}}]);
         }
-        Arc::new(StoredResource { resource: Resource::from_value(v).unwrap(), origin: Origin::Api })
+        Arc::new(StoredResource {
+            resource: Resource::from_value(v).unwrap(),
+            origin: Origin::Api,
+        })
     }
 
     fn catalog(dps: Vec<Arc<StoredResource>>) -> Catalog {
         let mut c = Catalog::default();
         for d in dps {
-            let key = (koguma_api::ResourceType::Dataplane, "default".to_string(), d.resource.meta.name.clone());
+            let key = (
+                koguma_api::ResourceType::Dataplane,
+                "default".to_string(),
+                d.resource.meta.name.clone(),
+            );
             c.resources.insert(key, d);
         }
         c
@@ -154,19 +184,32 @@ mod tests {
         assert_eq!(out.name, "outbound:127.0.0.1:10001");
         assert_eq!(out.protocol, pb::Protocol::Http as i32);
         let eps = &out.cluster.as_ref().unwrap().endpoints;
-        assert_eq!(eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["127.0.0.3", "127.0.0.4"]);
+        assert_eq!(
+            eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
+            ["127.0.0.3", "127.0.0.4"]
+        );
         assert_eq!(cfg.inbounds[0].service_port, 18080);
 
         let v1 = version(&cfg);
         assert_eq!(v1, version(&build(&c, "default", "web").unwrap()));
         c.draining.insert(("default".into(), "b2".into()));
         let cfg2 = build(&c, "default", "web").unwrap();
-        assert_eq!(cfg2.outbounds[0].cluster.as_ref().unwrap().endpoints.len(), 1);
+        assert_eq!(
+            cfg2.outbounds[0].cluster.as_ref().unwrap().endpoints.len(),
+            1
+        );
         assert_ne!(v1, version(&cfg2));
         // With every endpoint gone the service is still HTTP.
         c.draining.insert(("default".into(), "b1".into()));
         let cfg3 = build(&c, "default", "web").unwrap();
-        assert!(cfg3.outbounds[0].cluster.as_ref().unwrap().endpoints.is_empty());
+        assert!(
+            cfg3.outbounds[0]
+                .cluster
+                .as_ref()
+                .unwrap()
+                .endpoints
+                .is_empty()
+        );
         assert_eq!(cfg3.outbounds[0].protocol, pb::Protocol::Http as i32);
     }
 

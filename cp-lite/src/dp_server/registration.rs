@@ -11,7 +11,10 @@ use crate::store::Origin;
 
 pub fn register(resources: &Resources, node: &Node) -> Result<(DataplaneKey, Origin), Status> {
     if node.dataplane_json.is_empty() {
-        let exists = resources.catalog().get(ResourceType::Dataplane, &node.mesh, &node.name).is_some();
+        let exists = resources
+            .catalog()
+            .get(ResourceType::Dataplane, &node.mesh, &node.name)
+            .is_some();
         if !exists {
             return Err(Status::not_found(format!(
                 "Dataplane {:?} not found in mesh {:?}: create it with `koguma-cp apply` or run koguma-dp with --dataplane-file",
@@ -20,9 +23,11 @@ pub fn register(resources: &Resources, node: &Node) -> Result<(DataplaneKey, Ori
         }
         return Ok(((node.mesh.clone(), node.name.clone()), Origin::Api));
     }
-    let value: serde_json::Value = serde_json::from_str(&node.dataplane_json)
-        .map_err(|e| Status::invalid_argument(format!("the dataplane resource is not valid JSON: {e}")))?;
-    let resource = Resource::from_value(value).map_err(|e| Status::invalid_argument(format!("invalid Dataplane: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&node.dataplane_json).map_err(|e| {
+        Status::invalid_argument(format!("the dataplane resource is not valid JSON: {e}"))
+    })?;
+    let resource = Resource::from_value(value)
+        .map_err(|e| Status::invalid_argument(format!("invalid Dataplane: {e}")))?;
     if resource.resource_type() != ResourceType::Dataplane {
         return Err(Status::invalid_argument(format!(
             "type: expected Dataplane, got {}",
@@ -30,18 +35,23 @@ pub fn register(resources: &Resources, node: &Node) -> Result<(DataplaneKey, Ori
         )));
     }
     let key = (resource.meta.mesh.clone(), resource.meta.name.clone());
-    if let Some(existing) = resources.catalog().get(ResourceType::Dataplane, &key.0, &key.1) {
-        if existing.origin == Origin::Api && existing.resource.spec != resource.spec {
-            return Err(Status::already_exists(format!(
-                "Dataplane {:?} in mesh {:?} was created through the API with another spec: \
-                 run koguma-dp with --name/--mesh to use it, or delete it first",
-                key.1, key.0
-            )));
-        }
+    if let Some(existing) = resources
+        .catalog()
+        .get(ResourceType::Dataplane, &key.0, &key.1)
+        && existing.origin == Origin::Api
+        && existing.resource.spec != resource.spec
+    {
+        return Err(Status::already_exists(format!(
+            "Dataplane {:?} in mesh {:?} was created through the API with another spec: \
+             run koguma-dp with --name/--mesh to use it, or delete it first",
+            key.1, key.0
+        )));
     }
     match resources.upsert(resource, Origin::Agent) {
         Ok(_) => Ok((key, Origin::Agent)),
-        Err(ResourceError::Invalid(e)) => Err(Status::invalid_argument(format!("invalid Dataplane: {e}"))),
+        Err(ResourceError::Invalid(e)) => {
+            Err(Status::invalid_argument(format!("invalid Dataplane: {e}")))
+        }
         Err(e) => Err(Status::internal(e.to_string())),
     }
 }

@@ -7,7 +7,7 @@ use koguma_proto::v1::{ConfigRequest, ConfigResponse};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{proxy_config, DpServer};
+use super::{DpServer, proxy_config};
 use crate::catalog::DataplaneKey;
 
 pub async fn run(
@@ -24,14 +24,21 @@ pub async fn run(
         let catalog = catalog_rx.borrow_and_update().clone();
         let Some(config) = proxy_config::build(&catalog, &key.0, &key.1) else {
             let _ = tx
-                .send(Err(Status::not_found(format!("Dataplane {:?} in mesh {:?} was deleted", key.1, key.0))))
+                .send(Err(Status::not_found(format!(
+                    "Dataplane {:?} in mesh {:?} was deleted",
+                    key.1, key.0
+                ))))
                 .await;
             return;
         };
         let version = proxy_config::version(&config);
         if sent_version.as_deref() != Some(version.as_str()) {
             nonce += 1;
-            let response = ConfigResponse { version_info: version.clone(), nonce: nonce.to_string(), config: Some(config) };
+            let response = ConfigResponse {
+                version_info: version.clone(),
+                nonce: nonce.to_string(),
+                config: Some(config),
+            };
             if tx.send(Ok(response)).await.is_err() {
                 return;
             }
@@ -57,7 +64,14 @@ pub async fn run(
     }
 }
 
-fn on_request(server: &DpServer, key: &DataplaneKey, stream_id: u64, nonce: u64, sent: Option<&str>, req: ConfigRequest) {
+fn on_request(
+    server: &DpServer,
+    key: &DataplaneKey,
+    stream_id: u64,
+    nonce: u64,
+    sent: Option<&str>,
+    req: ConfigRequest,
+) {
     if req.leaving {
         tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane is draining: removing it from endpoints");
         server.resources.set_draining(key, true);
@@ -69,7 +83,9 @@ fn on_request(server: &DpServer, key: &DataplaneKey, stream_id: u64, nonce: u64,
         Some(err) => {
             let rejected = sent.unwrap_or_default();
             tracing::warn!(mesh = %key.0, dataplane = %key.1, version = rejected, reason = %err.message, "config rejected (NACK)");
-            server.status.rejected(key, stream_id, rejected, &err.message);
+            server
+                .status
+                .rejected(key, stream_id, rejected, &err.message);
         }
         None => server.status.acked(key, stream_id, &req.version_info),
     }

@@ -114,7 +114,10 @@ impl StatusRegistry {
 
     /// Whether `stream_id` is still the latest stream of `key` and offline.
     pub fn still_gone(&self, key: &DataplaneKey, stream_id: u64) -> bool {
-        self.with(|m| m.get(key).is_none_or(|s| s.stream_id == stream_id && !s.online))
+        self.with(|m| {
+            m.get(key)
+                .is_none_or(|s| s.stream_id == stream_id && !s.online)
+        })
     }
 
     pub fn get(&self, key: &DataplaneKey) -> Option<StreamStatus> {

@@ -26,7 +26,11 @@ impl Origin {
     }
 
     fn parse(s: &str) -> Origin {
-        if s == "agent" { Origin::Agent } else { Origin::Api }
+        if s == "agent" {
+            Origin::Agent
+        } else {
+            Origin::Api
+        }
     }
 }
 
@@ -41,9 +45,17 @@ pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("store: cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("store: stored {kind} {mesh}/{name} cannot be read back: {reason}")]
-    Corrupt { kind: String, mesh: String, name: String, reason: String },
+    Corrupt {
+        kind: String,
+        mesh: String,
+        name: String,
+        reason: String,
+    },
 }
 
 pub trait ResourceStore: Send + Sync {

@@ -3,7 +3,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use koguma_api::{Resource, ResourceType};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Origin, ResourceStore, StoreError, StoredResource};
 
@@ -34,8 +34,10 @@ fn now_rfc3339() -> String {
 
 impl SqliteStore {
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let conn = Connection::open(dir.join("koguma.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -48,7 +50,9 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -57,7 +61,16 @@ impl SqliteStore {
     }
 }
 
-type Row = (String, String, String, String, String, String, String, String);
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
 
 fn decode(row: Row) -> Result<StoredResource, StoreError> {
     let (kind, mesh, name, spec, labels, origin, created, modified) = row;
@@ -74,12 +87,17 @@ fn decode(row: Row) -> Result<StoredResource, StoreError> {
     if !mesh.is_empty() {
         obj.insert("mesh".into(), mesh.clone().into());
     }
-    let labels: serde_json::Value = serde_json::from_str(&labels).map_err(|e| corrupt(e.to_string()))?;
+    let labels: serde_json::Value =
+        serde_json::from_str(&labels).map_err(|e| corrupt(e.to_string()))?;
     obj.insert("labels".into(), labels);
     obj.insert("creationTime".into(), created.into());
     obj.insert("modificationTime".into(), modified.into());
-    let resource = Resource::from_value(serde_json::Value::Object(obj)).map_err(|e| corrupt(e.to_string()))?;
-    Ok(StoredResource { resource, origin: Origin::parse(&origin) })
+    let resource =
+        Resource::from_value(serde_json::Value::Object(obj)).map_err(|e| corrupt(e.to_string()))?;
+    Ok(StoredResource {
+        resource,
+        origin: Origin::parse(&origin),
+    })
 }
 
 impl ResourceStore for SqliteStore {
@@ -90,7 +108,16 @@ impl ResourceStore for SqliteStore {
              FROM resources ORDER BY type, mesh, name",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {

@@ -28,7 +28,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     // `te: trailers` is the one TE value HTTP/2 allows, and gRPC needs it.
-    let te_trailers = headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if !te_trailers {
         headers.remove(header::TE);
     }
@@ -49,12 +51,11 @@ pub fn to_upstream<B>(req: Request<B>, addr: SocketAddr, h2: bool) -> Result<Req
         // HTTP/2 carries the authority in `:authority`; a Host header beside
         // it would have to match, which it cannot once we rewrite the URI.
         parts.headers.remove(header::HOST);
-    } else if !parts.headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
+    } else if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = Uri::builder()
@@ -63,7 +64,11 @@ pub fn to_upstream<B>(req: Request<B>, addr: SocketAddr, h2: bool) -> Result<Req
         .path_and_query(path)
         .build()
         .map_err(|e| format!("cannot forward request target {path:?}: {e}"))?;
-    parts.version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    parts.version = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     Ok(Request::from_parts(parts, body))
 }
 

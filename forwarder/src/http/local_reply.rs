@@ -21,7 +21,9 @@ pub enum LocalReply {
 impl LocalReply {
     pub fn status(&self) -> StatusCode {
         match self {
-            LocalReply::NoHealthyUpstream | LocalReply::ConnectFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::NoHealthyUpstream | LocalReply::ConnectFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             LocalReply::Reset(_) => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -40,15 +42,17 @@ impl LocalReply {
 
     fn grpc_status(&self) -> &'static str {
         match self {
-            LocalReply::Timeout => "4",     // DEADLINE_EXCEEDED
+            LocalReply::Timeout => "4",        // DEADLINE_EXCEEDED
             LocalReply::BadRequest(_) => "13", // INTERNAL
-            _ => "14",                      // UNAVAILABLE
+            _ => "14",                         // UNAVAILABLE
         }
     }
 
     pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
         let message = self.message();
-        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!("{message}\n")))));
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!(
+            "{message}\n"
+        )))));
         let headers = resp.headers_mut();
         headers.insert("x-koguma-local-reply", HeaderValue::from_static("true"));
         if grpc {

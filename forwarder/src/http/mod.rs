@@ -8,8 +8,8 @@ mod headers;
 mod local_reply;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,7 +29,12 @@ use local_reply::{LocalReply, ProxyBody};
 /// Serves one downstream connection until it closes, or until `shutdown`
 /// resolves: then in-flight requests finish and the connection is closed
 /// (`Connection: close` / GOAWAY).
-pub async fn serve(stream: TcpStream, shared: Arc<ListenerShared>, conn_route: Arc<Route>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    stream: TcpStream,
+    shared: Arc<ListenerShared>,
+    conn_route: Arc<Route>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
@@ -58,7 +63,11 @@ fn finished(res: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
 /// protocol changed under this connection, which then keeps its own.
 fn current_route(shared: &ListenerShared, conn_route: &Arc<Route>) -> Arc<Route> {
     let latest = shared.route.load_full();
-    if latest.protocol.is_http() { latest } else { conn_route.clone() }
+    if latest.protocol.is_http() {
+        latest
+    } else {
+        conn_route.clone()
+    }
 }
 
 async fn forward(route: Arc<Route>, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -75,12 +84,23 @@ async fn forward(route: Arc<Route>, req: Request<Incoming>) -> Response<ProxyBod
     resp
 }
 
-async fn upstream(route: &Route, req: Request<Incoming>) -> Result<Response<ProxyBody>, LocalReply> {
+async fn upstream(
+    route: &Route,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, LocalReply> {
     let cluster = &route.cluster.stats;
     let (parts, body) = req.into_parts();
     // No request byte reaches an endpoint that refused the connection, so a
-    // request without a body can go to the next endpoint as it is.
-    let attempts = if body.is_end_stream() { route.connect_attempts().max(1) } else { 1 };
+    // request without a body can go to the next endpoint as it is. One whose
+    // connection was reset before any response (a pooled connection to an
+    // endpoint that just died) may have been seen, so only idempotent
+    // methods are sent again then (RFC 9110 §9.2.2).
+    let attempts = if body.is_end_stream() {
+        route.connect_attempts().max(1)
+    } else {
+        1
+    };
+    let idempotent = parts.method.is_idempotent();
     let mut body = Some(body);
     let mut last_failure = None;
     for attempt in 1..=attempts {
@@ -92,24 +112,39 @@ async fn upstream(route: &Route, req: Request<Incoming>) -> Result<Response<Prox
             Some(b) if attempts == 1 => Either::Left(b),
             _ => Either::Right(Empty::new()),
         };
-        let req = headers::to_upstream(Request::from_parts(parts.clone(), upstream_body), addr, route.protocol.upstream_h2())
-            .map_err(LocalReply::BadRequest)?;
+        let req = headers::to_upstream(
+            Request::from_parts(parts.clone(), upstream_body),
+            addr,
+            route.protocol.upstream_h2(),
+        )
+        .map_err(LocalReply::BadRequest)?;
         match send(route, addr, req).await {
-            Err(LocalReply::ConnectFailed(reason)) if attempt < attempts => {
-                tracing::debug!(upstream = %addr, %reason, "trying the next endpoint");
-                last_failure = Some(reason);
+            Err(failure @ LocalReply::ConnectFailed(_)) if attempt < attempts => {
+                last_failure = Some(failure)
+            }
+            Err(failure @ LocalReply::Reset(_)) if attempt < attempts && idempotent => {
+                last_failure = Some(failure)
             }
             result => return result,
         }
+        tracing::debug!(upstream = %addr, "trying the next endpoint");
     }
-    Err(LocalReply::ConnectFailed(last_failure.unwrap_or_default()))
+    Err(last_failure.unwrap_or(LocalReply::NoHealthyUpstream))
 }
 
-async fn send(route: &Route, addr: SocketAddr, req: Request<UpstreamBody>) -> Result<Response<ProxyBody>, LocalReply> {
+async fn send(
+    route: &Route,
+    addr: SocketAddr,
+    req: Request<UpstreamBody>,
+) -> Result<Response<ProxyBody>, LocalReply> {
     let cluster = &route.cluster.stats;
     cluster.rq_total.inc();
     let started = Instant::now();
-    let sent = tokio::time::timeout(route.request_timeout, route.cluster.client(route.protocol).request(req)).await;
+    let sent = tokio::time::timeout(
+        route.request_timeout,
+        route.cluster.client(route.protocol).request(req),
+    )
+    .await;
     let result = match sent {
         Ok(Ok(mut resp)) => {
             headers::strip_hop_by_hop(resp.headers_mut());
@@ -118,7 +153,11 @@ async fn send(route: &Route, addr: SocketAddr, req: Request<UpstreamBody>) -> Re
         Ok(Err(e)) => {
             let reason = local_reply::error_chain(&e);
             tracing::warn!(upstream = %addr, error = %reason, "upstream request failed");
-            Err(if e.is_connect() { LocalReply::ConnectFailed(reason) } else { LocalReply::Reset(reason) })
+            Err(if e.is_connect() {
+                LocalReply::ConnectFailed(reason)
+            } else {
+                LocalReply::Reset(reason)
+            })
         }
         Err(_) => {
             cluster.rq_timeout.inc();
