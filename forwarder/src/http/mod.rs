@@ -102,6 +102,7 @@ async fn upstream(
     };
     let idempotent = parts.method.is_idempotent();
     let mut body = Some(body);
+    let mut parts = Some(parts);
     let mut last_failure = None;
     for attempt in 1..=attempts {
         let Some(addr) = route.pick() else {
@@ -112,8 +113,15 @@ async fn upstream(
             Some(b) if attempts == 1 => Either::Left(b),
             _ => Either::Right(Empty::new()),
         };
+        // The head is cloned only when another attempt may need it.
+        let head = if attempt == attempts {
+            parts.take()
+        } else {
+            parts.clone()
+        };
+        let Some(head) = head else { break };
         let req = headers::to_upstream(
-            Request::from_parts(parts.clone(), upstream_body),
+            Request::from_parts(head, upstream_body),
             addr,
             route.protocol.upstream_h2(),
         )
