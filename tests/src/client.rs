@@ -26,6 +26,18 @@ impl Reply {
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+async fn read_reply(resp: http::Response<hyper::body::Incoming>) -> Result<Reply, Error> {
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
+}
+
 /// A pooled HTTP/1.1 client, reused across requests like a real app's.
 #[derive(Clone)]
 pub struct Http1 {
@@ -45,15 +57,7 @@ impl Http1 {
         let req = Request::get(url).body(Full::default())?;
         let resp =
             tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await??;
-        let (parts, body) = resp.into_parts();
-        let collected = body.collect().await?;
-        let trailers = collected.trailers().cloned().unwrap_or_default();
-        Ok(Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: collected.to_bytes(),
-            trailers,
-        })
+        read_reply(resp).await
     }
 }
 
@@ -71,15 +75,7 @@ pub async fn h2_post(url: &str, body: Bytes, trailers: HeaderMap) -> Result<Repl
         vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
     let req = Request::post(url).body(StreamBody::new(tokio_stream::iter(frames)))?;
     let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await??;
-    let (parts, body) = resp.into_parts();
-    let collected = body.collect().await?;
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    Ok(Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: collected.to_bytes(),
-        trailers,
-    })
+    read_reply(resp).await
 }
 
 /// Sends `n` GETs one after another on one keep-alive client and counts the

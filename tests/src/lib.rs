@@ -8,11 +8,13 @@ pub mod binaries;
 pub mod client;
 pub mod cp;
 pub mod dp;
+pub mod mesh;
 pub mod net;
 mod process;
 
 pub use cp::ControlPlane;
 pub use dp::Dataplane;
+pub use mesh::WebToBackend;
 pub use net::TestNet;
 
 use std::future::Future;

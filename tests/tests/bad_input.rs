@@ -2,11 +2,10 @@
 //! resource is not stored; a config the agent cannot apply is NACKed, the
 //! CP shows why, and the old config stays in force.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use koguma_e2e::dp::DataplaneYaml;
-use koguma_e2e::{ControlPlane, Dataplane, TestNet, apps, client, eventually};
+use koguma_e2e::{ControlPlane, Dataplane, TestNet, WebToBackend, client, eventually};
 
 const NO_SERVICE_TAG: &str = "type: Dataplane
 mesh: default
@@ -102,23 +101,8 @@ async fn an_agent_with_a_bad_template_exits_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_the_agent_cannot_apply_is_nacked_and_the_old_one_stays() {
-    let net = TestNet::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (cp_ip, web_ip, backend_ip) = (net.host(0), net.host(1), net.host(2));
-    let cp = ControlPlane::start(cp_ip, dir.path()).await;
-    let _app = apps::http(SocketAddr::new(backend_ip, 18081), "b1").await;
-    let _backend = Dataplane::start(
-        &cp,
-        &DataplaneYaml::new("backend-1", backend_ip).inbound(8081, 18081, "backend", "http"),
-        dir.path(),
-    );
-    let web_yaml = DataplaneYaml::new("web-1", web_ip)
-        .inbound(8080, 18080, "web", "http")
-        .outbound(web_ip, 10001, "backend");
-    let web = Dataplane::start(&cp, &web_yaml, dir.path());
-    web.wait_ready().await;
-    web.wait_endpoints(&format!("outbound:{web_ip}:10001"), 1)
-        .await;
+    let mesh = WebToBackend::start(1).await;
+    let (cp, web, web_ip) = (&mesh.cp, &mesh.web, mesh.web_ip);
     let good_version = web.config_dump().await["version"]
         .as_str()
         .unwrap()
@@ -126,13 +110,8 @@ async fn a_config_the_agent_cannot_apply_is_nacked_and_the_old_one_stays() {
 
     // Something else on the host holds the port the new config wants.
     let _squatter = std::net::TcpListener::bind((web_ip, 10009)).unwrap();
-    cp.apply(
-        &web_yaml
-            .clone()
-            .outbound(web_ip, 10009, "backend")
-            .to_yaml(),
-    )
-    .await;
+    cp.apply(&mesh.web_yaml().outbound(web_ip, 10009, "backend").to_yaml())
+        .await;
 
     let reason = eventually(
         "the NACK to reach the CP",
@@ -153,21 +132,12 @@ async fn a_config_the_agent_cannot_apply_is_nacked_and_the_old_one_stays() {
         good_version.as_str()
     );
     let table = cp.cli(&["get", "dataplanes"], None).await;
-    assert!(
-        String::from_utf8_lossy(&table.stdout).contains("in use"),
-        "{}",
-        String::from_utf8_lossy(&table.stdout)
-    );
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("in use"), "{table}");
 
     // The old config is still the one in force, and it still works.
     assert_eq!(web.config_dump().await["version"], good_version.as_str());
-    assert_eq!(
-        client::get(&format!("http://{web_ip}:10001/"))
-            .await
-            .unwrap()
-            .text(),
-        "b1"
-    );
+    assert_eq!(client::get(&mesh.url("/")).await.unwrap().text(), "b1");
     assert!(
         web.metric("envoy_listener_manager_lds_update_rejected")
             .await
