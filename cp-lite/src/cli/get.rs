@@ -90,11 +90,26 @@ fn mesh_rows(items: &[Value]) -> Vec<Vec<String>> {
     rows
 }
 
+/// One row per dataplane, with its stream status from the insights list
+/// (one request, however many dataplanes).
 async fn dataplane_rows(
     api: &ApiClient,
     mesh: &str,
     items: &[Value],
 ) -> anyhow::Result<Vec<Vec<String>>> {
+    let (_, overviews) = api
+        .call(
+            Method::GET,
+            &format!("/meshes/{mesh}/dataplanes+insights"),
+            None,
+        )
+        .await?;
+    let insights: std::collections::HashMap<&str, &Value> = overviews["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| Some((o["name"].as_str()?, &o["dataplaneInsight"])))
+        .collect();
     let mut rows = vec![
         [
             "MESH",
@@ -110,14 +125,7 @@ async fn dataplane_rows(
     ];
     for dp in items {
         let name = dp["name"].as_str().unwrap_or_default();
-        let (_, overview) = api
-            .call(
-                Method::GET,
-                &format!("/meshes/{mesh}/dataplanes+insights/{name}"),
-                None,
-            )
-            .await?;
-        let insight = &overview["dataplaneInsight"];
+        let insight = insights.get(name).copied().unwrap_or(&Value::Null);
         let mut tags: Vec<String> = Vec::new();
         for inbound in dp["networking"]["inbound"].as_array().into_iter().flatten() {
             for (k, v) in inbound["tags"].as_object().into_iter().flatten() {
