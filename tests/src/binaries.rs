@@ -17,7 +17,7 @@ fn target_dir() -> PathBuf {
 fn build() -> PathBuf {
     let dir = target_dir();
     let release = dir.file_name().is_some_and(|n| n == "release");
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = workspace();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     // koguma-e2e is in the selection so that features unify exactly as in
@@ -56,6 +56,11 @@ fn build() -> PathBuf {
     let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "building koguma-cp and koguma-dp failed");
     dir
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 pub fn path(name: &str) -> PathBuf {

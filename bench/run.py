@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Koguma against Envoy on this machine, side by side, in one run.
+
+Usually started through `bash bench/run.sh`, which installs the tools and
+builds Koguma first. Every process it starts is stopped before it exits, and
+all traffic stays on loopback."""
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import measure  # noqa: E402
+import report  # noqa: E402
+from targets import Direct, EnvoyPair, KogumaPair, Nginx  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = {
+    "tcp": {"name": "tcp", "title": "1. TCP through a sidecar pair", "protocol": "tcp", "path": "/", "kind": "rq"},
+    "http": {"name": "http", "title": "2. HTTP/1.1 through a sidecar pair", "protocol": "http", "path": "/", "kind": "rq"},
+    "http-64k": {"name": "http-64k", "title": "2b. HTTP/1.1, 64 KiB responses", "protocol": "http", "path": "/64k", "kind": "rq"},
+    "bulk": {"name": "bulk", "title": "5. Bulk TCP transfer (plaintext)", "protocol": "tcp", "path": "/bulk", "kind": "bulk"},
+}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per throughput and per latency run (default 10)")
+    p.add_argument("--rate", type=int, default=2000, help="fixed request rate for the latency runs (default 2000/s)")
+    p.add_argument("--scenarios", default="tcp,http,http-64k,bulk", help="comma-separated: " + ",".join(SCENARIOS))
+    p.add_argument("--bulk-mib", type=int, default=1024, help="size of the bulk transfer (default 1024 MiB)")
+    p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"), help="where koguma-cp, koguma-dp, koguma-loadgen are")
+    p.add_argument("--envoy", default=str(ROOT / "bench" / ".venv" / "bin" / "envoy"))
+    p.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    p.add_argument("--out-dir", default=str(ROOT / "bench"), help="where RESULTS.md, latency.svg and results.json go")
+    p.add_argument("--smoke", action="store_true", help="one very short run of the http scenario (for the test suite)")
+    args = p.parse_args()
+    if args.smoke:
+        args.reps, args.duration, args.rate, args.scenarios, args.bulk_mib = 1, 1, 200, "http", 1
+    return args
+
+
+def main():
+    args = parse_args()
+    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        sys.exit(f"--scenarios: unknown {unknown}; choose from {list(SCENARIOS)}")
+    scenarios = [SCENARIOS[n] for n in names]
+    bins = Path(args.bin_dir)
+    for tool in [bins / "koguma-cp", bins / "koguma-dp", bins / "koguma-loadgen", Path(args.envoy), Path(args.nginx)]:
+        if not tool.exists():
+            sys.exit(f"{tool} is missing: run `bash bench/run.sh`, which installs and builds everything")
+    for tool in ("wrk", "curl"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run `bash bench/setup.sh`")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results = {"direct": {}, "koguma": {}, "envoy": {}}
+    with tempfile.TemporaryDirectory(prefix="koguma-bench-") as tmp:
+        work = Path(tmp)
+        nginx = Nginx(args.nginx, work / "nginx", args.bulk_mib)
+        try:
+            for rep in range(args.reps):
+                for kind in ("direct", "koguma", "envoy"):
+                    for sc in scenarios:
+                        run_dir = work / f"{rep}-{kind}-{sc['name']}"
+                        run_dir.mkdir()
+                        print(f"[rep {rep + 1}/{args.reps}] {kind:6} {sc['name']}", flush=True)
+                        if kind == "direct":
+                            target = Direct(sc["protocol"], run_dir)
+                        elif kind == "koguma":
+                            target = KogumaPair(sc["protocol"], run_dir, bins)
+                        else:
+                            target = EnvoyPair(sc["protocol"], run_dir, args.envoy)
+                        try:
+                            r = measure.run(target, sc, args, bins / "koguma-loadgen")
+                        finally:
+                            target.stop()
+                        if "latency" in r:
+                            r["errors"] += r["latency"]["errors"]
+                        results[kind].setdefault(sc["name"], []).append(r)
+                        print("         " + summary(r), flush=True)
+        finally:
+            nginx.stop()
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "bash bench/run.sh" + "".join(f" {a}" for a in sys.argv[1:])
+    versions = report.versions(bins, args.envoy, args.nginx, date)
+    (out_dir / "results.json").write_text(json.dumps({"versions": versions, "args": vars(args), "results": results}, indent=1))
+    report.write(results, scenarios, args, command, out_dir, versions)
+    print(f"done in {time.monotonic() - started:.0f} s: {out_dir / 'RESULTS.md'}")
+
+
+def summary(r):
+    if "gbps" in r:
+        return f"{r['gbps']:.2f} Gbit/s"
+    lat = r["latency"]
+    return (f"{r['rps']:.0f} rq/s, p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms, "
+            f"cpu/10k {r['cpu_s_per_10k']:.3f} s, rss peak {r['rss_peak_kib'] / 1024:.1f} MiB, errors {r['errors']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""What is measured: nginx alone (direct), a Koguma sidecar pair configured
+by koguma-cp over its stream, and an Envoy pair with an equivalent static
+bootstrap. Each pair is: client -> outbound proxy (127.0.0.1:10001) ->
+inbound proxy (127.0.0.2:18081) -> nginx (127.0.0.1:18080)."""
+import json
+import time
+from pathlib import Path
+
+from procs import Proc, http_status, wait_until
+
+NGINX = ("127.0.0.1", 18080)
+OUTBOUND = ("127.0.0.1", 10001)
+INBOUND = ("127.0.0.2", 18081)
+SMALL_BODY = "x" * 100
+
+
+class Nginx:
+    def __init__(self, nginx, work: Path, bulk_mib: int):
+        root = work / "www"
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "64k").write_bytes(bytes(range(256)) * 256)
+        with open(root / "bulk", "wb") as f:
+            f.truncate(bulk_mib * 1024 * 1024)
+        conf = work / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 75s;
+  keepalive_requests 1000000;
+  server {{
+    listen {NGINX[0]}:{NGINX[1]} reuseport;
+    location = / {{ default_type text/plain; return 200 "{SMALL_BODY}"; }}
+    location / {{ root {root}; }}
+  }}
+}}
+""")
+        self.proc = Proc("nginx", [nginx, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log")], work)
+        wait_until("nginx", lambda: http_status(f"http://{NGINX[0]}:{NGINX[1]}/")[0] == 200, 10, [self.proc])
+
+    def stop(self):
+        self.proc.stop()
+
+
+class Direct:
+    name = "direct"
+
+    def __init__(self, protocol, work):
+        self.url_base = f"http://{NGINX[0]}:{NGINX[1]}"
+        self.procs = []
+        self.ready_ms = 0.0
+
+    def stop(self):
+        pass
+
+
+def _dataplane(name, address, inbound, outbound, protocol):
+    dp = {"type": "Dataplane", "mesh": "default", "name": name, "networking": {"address": address, "inbound": [inbound]}}
+    inbound["tags"]["kuma.io/protocol"] = protocol
+    if outbound:
+        dp["networking"]["outbound"] = [outbound]
+    return json.dumps(dp)
+
+
+class KogumaPair:
+    """koguma-cp plus two koguma-dp, as users run them: configured over the stream."""
+
+    name = "koguma"
+
+    def __init__(self, protocol, work: Path, bins: Path):
+        self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
+        cp_dir = work / "koguma-cp"
+        self.cp = Proc("koguma-cp", [str(bins / "koguma-cp"), "run", "--store", "memory", "--data-dir", str(cp_dir),
+                                     "--api-address", "127.0.0.1:25681", "--dp-server-address", "127.0.0.1:25678"], work)
+        wait_until("koguma-cp", lambda: http_status("http://127.0.0.1:25681/")[0] == 200, 20, [self.cp])
+        inbound = _dataplane("app-1", INBOUND[0], {"port": INBOUND[1], "servicePort": NGINX[1], "serviceAddress": NGINX[0],
+                                                    "tags": {"kuma.io/service": "app"}}, None, protocol)
+        outbound = _dataplane("client-1", "127.0.0.3", {"port": 18082, "servicePort": 18083, "tags": {"kuma.io/service": "client"}},
+                              {"address": OUTBOUND[0], "port": OUTBOUND[1], "tags": {"kuma.io/service": "app"}}, protocol)
+        self.procs = []
+        for name, spec, admin in (("app-1", inbound, 9911), ("client-1", outbound, 9912)):
+            path = work / f"{name}.json"
+            path.write_text(spec)
+            self.procs.append(Proc(f"koguma-dp-{name}", [
+                str(bins / "koguma-dp"), "run", "--cp-address", "https://127.0.0.1:25678",
+                "--ca-cert-file", str(cp_dir / "tls" / "ca.crt"), "--dataplane-file", str(path),
+                "--admin-port", str(admin), "--concurrency", "1", "--drain-time", "1s", "--log-level", "warn"], work))
+        ready = [wait_until(f"{p.name} ready", lambda a=a: http_status(f"http://127.0.0.1:{a}/ready")[0] == 200, 30, [p, self.cp])
+                 for p, a in zip(self.procs, (9911, 9912))]
+        self.ready_ms = max((r - p.started) * 1000 for r, p in zip(ready, self.procs))
+
+        def has_endpoint():
+            dump = json.loads(http_status("http://127.0.0.1:9912/config_dump")[1] or b"{}")
+            outs = (dump.get("config") or {}).get("outbounds") or []
+            return bool(outs and outs[0]["endpoints"])
+        wait_until("client-1 to know app-1", has_endpoint, 10, self.procs)
+
+    def stop(self):
+        for p in self.procs + [self.cp]:
+            p.stop()
+
+
+def _envoy_listener(name, addr, protocol, cluster):
+    if protocol == "tcp":
+        filt = {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": name, "cluster": cluster}}
+    else:
+        filt = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name, "codec_type": "AUTO",
+            "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "15s"}}]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
+    return {"name": name, "address": {"socket_address": {"address": addr[0], "port_value": addr[1]}},
+            "filter_chains": [{"filters": [filt]}]}
+
+
+def _envoy_cluster(name, addr, protocol):
+    c = {"name": name, "type": "STATIC", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
+         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+             {"endpoint": {"address": {"socket_address": {"address": addr[0], "port_value": addr[1]}}}}]}]}}
+    if protocol in ("http2", "grpc"):
+        c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+    return c
+
+
+class EnvoyPair:
+    """Two Envoys with static bootstraps doing what the Koguma pair does."""
+
+    name = "envoy"
+
+    def __init__(self, protocol, work: Path, envoy: str):
+        self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
+        self.procs = []
+        ready = []
+        sides = (("inbound", INBOUND, "localhost_18080", NGINX, 9921), ("outbound", OUTBOUND, "app", INBOUND, 9922))
+        for side, listen, cluster, target, admin in sides:
+            boot = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+                    "static_resources": {"listeners": [_envoy_listener(f"{side}:{listen[0]}:{listen[1]}", listen, protocol, cluster)],
+                                         "clusters": [_envoy_cluster(cluster, target, protocol)]}}
+            path = work / f"envoy-{side}.json"
+            path.write_text(json.dumps(boot))
+            p = Proc(f"envoy-{side}", [envoy, "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+                                        "--log-level", "warn"], work)
+            self.procs.append(p)
+            ready.append((p, admin))
+        times = [wait_until(f"{p.name} ready", lambda a=a: http_status(f"http://127.0.0.1:{a}/ready")[0] == 200, 30, [p])
+                 for p, a in ready]
+        self.ready_ms = max((t - p.started) * 1000 for t, (p, _) in zip(times, ready))
+
+    def stop(self):
+        for p in self.procs:
+            p.stop()
