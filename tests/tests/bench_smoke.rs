@@ -8,14 +8,19 @@ use std::process::Command;
 use koguma_e2e::binaries;
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 #[test]
 fn a_short_benchmark_run_measures_koguma_and_envoy() {
     let root = binaries::workspace();
     let envoy = root.join("bench/.venv/bin/envoy");
-    let mut missing: Vec<String> = ["wrk", "curl", "python3"].into_iter().filter(|t| !on_path(t)).map(String::from).collect();
+    let mut missing: Vec<String> = ["wrk", "curl", "python3"]
+        .into_iter()
+        .filter(|t| !on_path(t))
+        .map(String::from)
+        .collect();
     if !envoy.exists() {
         missing.push(envoy.display().to_string());
     }
@@ -23,11 +28,19 @@ fn a_short_benchmark_run_measures_koguma_and_envoy() {
         missing.push("nginx".into());
     }
     if !missing.is_empty() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install the benchmark's tools (bash bench/setup.sh); missing: {missing:?}");
-        eprintln!("SKIPPED: the benchmark smoke test needs {missing:?}; `bash bench/setup.sh` installs them");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install the benchmark's tools (bash bench/setup.sh); missing: {missing:?}"
+        );
+        eprintln!(
+            "SKIPPED: the benchmark smoke test needs {missing:?}; `bash bench/setup.sh` installs them"
+        );
         return;
     }
-    let bin_dir = binaries::path("koguma-loadgen").parent().expect("binary directory").to_path_buf();
+    let bin_dir = binaries::path("koguma-loadgen")
+        .parent()
+        .expect("binary directory")
+        .to_path_buf();
     let out = tempfile::tempdir().unwrap();
     let run = Command::new("python3")
         .arg(root.join("bench/run.py"))
@@ -38,20 +51,42 @@ fn a_short_benchmark_run_measures_koguma_and_envoy() {
         .output()
         .expect("run bench/run.py");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "bench/run.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "bench/run.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
     for proxy in ["koguma", "envoy", "direct"] {
         let run = &results["results"][proxy]["http"][0];
-        assert!(run["rps"].as_f64().unwrap_or(0.0) > 0.0, "{proxy} carried no traffic: {run}");
+        assert!(
+            run["rps"].as_f64().unwrap_or(0.0) > 0.0,
+            "{proxy} carried no traffic: {run}"
+        );
         assert_eq!(run["errors"], 0, "{proxy} had errors: {run}");
-        assert!(run["latency"]["p99_us"].as_u64().unwrap_or(0) > 0, "{proxy} has no latency figure: {run}");
+        assert!(
+            run["latency"]["p99_us"].as_u64().unwrap_or(0) > 0,
+            "{proxy} has no latency figure: {run}"
+        );
     }
     for proxy in ["koguma", "envoy"] {
         let run = &results["results"][proxy]["http"][0];
-        assert!(run["rss_peak_kib"].as_u64().unwrap_or(0) > 0 && run["cpu_s_per_10k"].as_f64().unwrap_or(0.0) > 0.0, "{run}");
+        assert!(
+            run["rss_peak_kib"].as_u64().unwrap_or(0) > 0
+                && run["cpu_s_per_10k"].as_f64().unwrap_or(0.0) > 0.0,
+            "{run}"
+        );
     }
     let report = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
-    assert!(report.contains("| max requests/s") && report.contains("Koguma/Envoy"), "{report}");
-    assert!(std::fs::read_to_string(out.path().join("latency.svg")).unwrap().contains("<polyline"));
+    assert!(
+        report.contains("| max requests/s") && report.contains("Koguma/Envoy"),
+        "{report}"
+    );
+    assert!(
+        std::fs::read_to_string(out.path().join("latency.svg"))
+            .unwrap()
+            .contains("<polyline")
+    );
 }

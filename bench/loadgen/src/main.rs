@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -41,7 +41,10 @@ struct Outcome {
 
 /// One keep-alive connection taking scheduled requests off the shared queue.
 async fn worker(uri: Uri, jobs: async_channel::Receiver<Instant>) -> Outcome {
-    let mut out = Outcome { latencies: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"), errors: 0 };
+    let mut out = Outcome {
+        latencies: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        errors: 0,
+    };
     let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
     let mut sender = None;
     while let Ok(intended) = jobs.recv().await {
@@ -71,7 +74,9 @@ async fn worker(uri: Uri, jobs: async_channel::Receiver<Instant>) -> Outcome {
     out
 }
 
-async fn connect(authority: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+async fn connect(
+    authority: &str,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
     let stream = TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -90,7 +95,9 @@ async fn main() -> anyhow::Result<()> {
         bail!("--rate and --connections must be positive");
     }
     let (tx, rx) = async_channel::unbounded();
-    let workers: Vec<_> = (0..args.connections).map(|_| tokio::spawn(worker(uri.clone(), rx.clone()))).collect();
+    let workers: Vec<_> = (0..args.connections)
+        .map(|_| tokio::spawn(worker(uri.clone(), rx.clone())))
+        .collect();
     drop(rx);
 
     let period = Duration::from_secs_f64(1.0 / args.rate as f64);
@@ -110,10 +117,12 @@ async fn main() -> anyhow::Result<()> {
         errors += o.errors;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let curve: Vec<(f64, u64)> = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]
-        .iter()
-        .map(|q| (*q, latencies.value_at_quantile(q / 100.0)))
-        .collect();
+    let curve: Vec<(f64, u64)> = [
+        50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
+    ]
+    .iter()
+    .map(|q| (*q, latencies.value_at_quantile(q / 100.0)))
+    .collect();
     let report = serde_json::json!({
         "requests": latencies.len(),
         "errors": errors,
