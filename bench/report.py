@@ -92,6 +92,10 @@ def write(results, scenarios, args, command, out_dir: Path, versions):
         lines.append("")
     lines += pending()
     lines += ["## Latency distribution", "", "![latency percentiles per scenario](latency.svg)", ""]
+    notes = Path(__file__).resolve().parent / "NOTES.md"
+    if notes.exists():
+        # Findings from profiling are written by people; each run carries them along.
+        lines += [notes.read_text().rstrip(), ""]
     (out_dir / "RESULTS.md").write_text("\n".join(lines) + "\n")
     (out_dir / "latency.svg").write_text(chart(results, scenarios))
 

@@ -7,13 +7,30 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use http::uri::Authority;
+
 use crate::config::EndpointConfig;
+
+/// Where requests go, with its URI authority rendered once per config
+/// rather than once per request.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub authority: Authority,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Endpoint {
+        let authority = Authority::try_from(addr.to_string())
+            .expect("an IP address and port is always a valid URI authority");
+        Endpoint { addr, authority }
+    }
+}
 
 /// Longest schedule kept; larger weight sums are scaled down to fit.
 const MAX_SCHEDULE: u64 = 4096;
 
 pub struct EndpointSet {
-    endpoints: Vec<SocketAddr>,
+    endpoints: Vec<Endpoint>,
     schedule: Vec<u32>,
     cursor: AtomicUsize,
 }
@@ -43,7 +60,7 @@ impl EndpointSet {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() as usize);
         EndpointSet {
-            endpoints: endpoints.iter().map(|e| e.addr).collect(),
+            endpoints: endpoints.iter().map(|e| Endpoint::new(e.addr)).collect(),
             schedule,
             cursor: AtomicUsize::new(start),
         }
@@ -58,12 +75,12 @@ impl EndpointSet {
     }
 
     /// The next endpoint in weighted round-robin order.
-    pub fn pick(&self) -> Option<SocketAddr> {
+    pub fn pick(&self) -> Option<&Endpoint> {
         if self.schedule.is_empty() {
             return None;
         }
         let i = self.cursor.fetch_add(1, Relaxed) % self.schedule.len();
-        Some(self.endpoints[self.schedule[i] as usize])
+        Some(&self.endpoints[self.schedule[i] as usize])
     }
 }
 
@@ -99,7 +116,7 @@ mod tests {
     #[test]
     fn equal_weights_alternate() {
         let set = EndpointSet::new(&[ep(1, 1), ep(2, 1), ep(3, 1)]);
-        let picks: Vec<u16> = (0..6).map(|_| set.pick().unwrap().port()).collect();
+        let picks: Vec<u16> = (0..6).map(|_| set.pick().unwrap().addr.port()).collect();
         for p in 1..=3 {
             assert_eq!(picks.iter().filter(|x| **x == p).count(), 2, "{picks:?}");
         }
@@ -109,7 +126,7 @@ mod tests {
     #[test]
     fn weights_are_respected_and_interleaved() {
         let set = EndpointSet::new(&[ep(1, 300), ep(2, 100)]);
-        let picks: Vec<u16> = (0..400).map(|_| set.pick().unwrap().port()).collect();
+        let picks: Vec<u16> = (0..400).map(|_| set.pick().unwrap().addr.port()).collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 300);
         // Smooth: never two picks of the light endpoint in a row.
         assert!(picks.windows(2).all(|w| !(w[0] == 2 && w[1] == 2)));

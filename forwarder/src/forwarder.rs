@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{Protocol, ProxyConfig};
 use crate::drain::DrainWatch;
-use crate::endpoints::EndpointSet;
+use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
 use crate::listener::RunningListener;
 use crate::route::{Cluster, Route, Target};
@@ -132,7 +132,7 @@ impl Forwarder {
                 route: Route {
                     name: inb.name.clone(),
                     protocol: inb.protocol,
-                    target: Target::Local(inb.upstream),
+                    target: Target::Local(Endpoint::new(inb.upstream)),
                     listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
                     cluster: cluster(&cluster_name),
                     connect_timeout: config.connect_timeout,

@@ -6,6 +6,7 @@
 
 mod config;
 mod connector;
+mod copy;
 pub mod drain;
 mod endpoints;
 mod error;

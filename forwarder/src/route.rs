@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Protocol;
 use crate::connector::{ClusterConnector, CountedStream};
-use crate::endpoints::EndpointSet;
+use crate::endpoints::{Endpoint, EndpointSet};
 use crate::stats::{ClusterStats, ListenerStats};
 
 /// At most this many endpoints are tried for one TCP connection.
@@ -63,7 +63,7 @@ impl Cluster {
 
 pub enum Target {
     /// The local application behind an inbound.
-    Local(SocketAddr),
+    Local(Endpoint),
     /// The endpoints of an outbound service.
     Balanced(EndpointSet),
 }
@@ -79,9 +79,9 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn pick(&self) -> Option<SocketAddr> {
+    pub fn pick(&self) -> Option<&Endpoint> {
         match &self.target {
-            Target::Local(addr) => Some(*addr),
+            Target::Local(endpoint) => Some(endpoint),
             Target::Balanced(set) => set.pick(),
         }
     }
@@ -101,7 +101,9 @@ impl Route {
         let attempts = self.connect_attempts();
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
         for _ in 0..attempts {
-            let Some(addr) = self.pick() else { break };
+            let Some(addr) = self.pick().map(|e| e.addr) else {
+                break;
+            };
             match CountedStream::connect(addr, self.cluster.stats.clone(), self.connect_timeout)
                 .await
             {

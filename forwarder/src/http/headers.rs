@@ -1,8 +1,7 @@
 //! Rewriting requests for the upstream hop.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
@@ -42,9 +41,14 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Points the request at `addr` (the pool key) in the version the upstream
-/// speaks. The client's Host (HTTP/1.1) is kept.
-pub fn to_upstream<B>(req: Request<B>, addr: SocketAddr, h2: bool) -> Result<Request<B>, String> {
+/// Points the request at `authority` (the pool key) in the version the
+/// upstream speaks. The client's Host (HTTP/1.1) is kept. The path moves
+/// over as it is: no allocation for the rewrite.
+pub fn to_upstream<B>(
+    req: Request<B>,
+    authority: &Authority,
+    h2: bool,
+) -> Result<Request<B>, String> {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if h2 {
@@ -57,13 +61,13 @@ pub fn to_upstream<B>(req: Request<B>, addr: SocketAddr, h2: bool) -> Result<Req
     {
         parts.headers.insert(header::HOST, v);
     }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| format!("cannot forward request target {path:?}: {e}"))?;
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query
+        .get_or_insert_with(|| PathAndQuery::from_static("/"));
+    parts.uri =
+        Uri::from_parts(uri).map_err(|e| format!("cannot forward the request target: {e}"))?;
     parts.version = if h2 {
         Version::HTTP_2
     } else {
@@ -87,8 +91,8 @@ mod tests {
             .header("x-keep", "1")
             .body(())
             .unwrap();
-        let addr: SocketAddr = "127.0.0.9:8080".parse().unwrap();
-        let up = to_upstream(req, addr, false).unwrap();
+        let authority = Authority::from_static("127.0.0.9:8080");
+        let up = to_upstream(req, &authority, false).unwrap();
         assert_eq!(up.uri(), "http://127.0.0.9:8080/a?b=1");
         assert_eq!(up.headers()["host"], "backend.mesh");
         assert!(up.headers().get("x-hop").is_none());

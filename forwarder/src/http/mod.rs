@@ -105,7 +105,7 @@ async fn upstream(
     let mut parts = Some(parts);
     let mut last_failure = None;
     for attempt in 1..=attempts {
-        let Some(addr) = route.pick() else {
+        let Some(endpoint) = route.pick() else {
             cluster.no_healthy_upstream.inc();
             return Err(LocalReply::NoHealthyUpstream);
         };
@@ -122,11 +122,11 @@ async fn upstream(
         let Some(head) = head else { break };
         let req = headers::to_upstream(
             Request::from_parts(head, upstream_body),
-            addr,
+            &endpoint.authority,
             route.protocol.upstream_h2(),
         )
         .map_err(LocalReply::BadRequest)?;
-        match send(route, addr, req).await {
+        match send(route, endpoint.addr, req).await {
             Err(failure @ LocalReply::ConnectFailed(_)) if attempt < attempts => {
                 last_failure = Some(failure)
             }
@@ -135,7 +135,7 @@ async fn upstream(
             }
             result => return result,
         }
-        tracing::debug!(upstream = %addr, "trying the next endpoint");
+        tracing::debug!(upstream = %endpoint.addr, "trying the next endpoint");
     }
     Err(last_failure.unwrap_or(LocalReply::NoHealthyUpstream))
 }
