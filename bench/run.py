@@ -8,6 +8,7 @@ import argparse
 import datetime
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -47,6 +48,9 @@ def parse_args():
 
 
 def main():
+    # SIGTERM becomes an ordinary exit, so that the `finally` blocks stop
+    # every process this run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     args = parse_args()
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [n for n in names if n not in SCENARIOS]

@@ -41,19 +41,16 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let Command::Run(args) = cli.command;
-    // One worker means one thread: a current-thread runtime runs the same
-    // tasks without the work-stealing scheduler's cross-thread wake-ups.
-    let runtime = if args.concurrency <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.concurrency)
-            .thread_name("koguma-worker")
-            .enable_all()
-            .build()
-    };
+    // The multi-thread scheduler even for one worker: when one task wakes
+    // another (a response body passed from the upstream connection to the
+    // downstream one) it runs the woken task next, while the current-thread
+    // scheduler queues it behind everything else. Measured: HTTP/1.1 with
+    // 64 KiB bodies, 25% more CPU per request on a current-thread runtime.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.concurrency.max(1))
+        .thread_name("koguma-worker")
+        .enable_all()
+        .build();
     let result = match runtime {
         Ok(rt) => rt.block_on(run::run(args)),
         Err(e) => Err(anyhow::anyhow!("cannot start the runtime: {e}")),
