@@ -120,9 +120,14 @@ def chart(results, scenarios):
         for t in TARGETS:
             runs = results.get(t, {}).get(sc["name"], [])
             if runs:
-                # The median run by p99 stands for the target.
-                run = sorted(runs, key=lambda r: r["latency"]["p99_us"])[len(runs) // 2]
-                curves[t] = [(q, us / 1000) for q, us in run["latency"]["percentiles_us"] if q in CHART_PERCENTILES]
+                # Each point is the median of that percentile over the runs,
+                # as in the tables (one run's tail spike would misrepresent).
+                per_q = {}
+                for r in runs:
+                    for q, us in r["latency"]["percentiles_us"]:
+                        if q in CHART_PERCENTILES:
+                            per_q.setdefault(q, []).append(us / 1000)
+                curves[t] = [(q, statistics.median(v)) for q, v in sorted(per_q.items())]
         all_ms = [ms for c in curves.values() for _, ms in c] or [1]
         lo, hi = math.log10(max(min(all_ms), 0.01)), math.log10(max(all_ms) * 1.2)
         hi = hi if hi > lo else lo + 1
