@@ -85,3 +85,63 @@ async fn resources_survive_a_restart_and_the_cli_shows_them() {
     );
     assert_eq!(cp.get_json("/meshes/payments").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataplane_created_through_the_api_is_served_by_name_and_outlives_its_agent() {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use koguma_e2e::dp::DataplaneYaml;
+    use koguma_e2e::{Dataplane, apps, client, eventually};
+
+    let net = TestNet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(net.host(0), dir.path()).await;
+    let ip = net.host(1);
+    let _app = apps::http(SocketAddr::new(ip, 18081), "pre-created").await;
+    cp.apply(
+        &DataplaneYaml::new("backend-1", ip)
+            .inbound(8081, 18081, "backend", "http")
+            .to_yaml(),
+    )
+    .await;
+
+    let args = ["--name", "backend-1", "--mesh", "default"].map(String::from);
+    let mut dp = Dataplane::start_with(&cp, "backend-1", &args, dir.path());
+    dp.wait_ready().await;
+    let r = client::get(&format!("http://{ip}:8081/")).await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "pre-created"));
+
+    dp.sigterm();
+    assert!(
+        dp.wait_exit(Duration::from_secs(10))
+            .await
+            .is_some_and(|s| s.success())
+    );
+    eventually(
+        "the CP to show it offline",
+        Duration::from_secs(5),
+        || async { (cp.insight("backend-1").await["online"] == false).then_some(()) },
+    )
+    .await;
+    // Longer than the deregistration delay (3 s in tests): a person created
+    // it, so it stays.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        cp.get_json("/meshes/default/dataplanes/backend-1").await.0,
+        200
+    );
+
+    // An agent asking for a dataplane that does not exist keeps waiting
+    // for it (it may be created later) and says why.
+    let args = ["--name", "nobody", "--mesh", "default"].map(String::from);
+    let mut ghost = Dataplane::start_with(&cp, "nobody", &args, dir.path());
+    eventually(
+        "the agent to report the missing dataplane",
+        Duration::from_secs(10),
+        || async { ghost.log().contains("not found").then_some(()) },
+    )
+    .await;
+    assert!(ghost.is_running());
+    assert_eq!(ghost.ready_status().await, Some(503));
+}
