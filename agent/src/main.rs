@@ -33,13 +33,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    koguma_telemetry::init_logging(&cli.log_level);
     let Command::Run(args) = cli.command;
     // The multi-thread scheduler even for one worker: when one task wakes
     // another (a response body passed from the upstream connection to the

@@ -16,8 +16,9 @@ pub type DataplaneKey = (String, String);
 #[derive(Default, Clone)]
 pub struct Catalog {
     pub resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
-    /// Dataplanes that announced they are shutting down: they keep their
-    /// config but get no new traffic.
+    /// Dataplanes that get no new traffic but keep their config: those
+    /// shutting down, and those whose agent has not yet applied a first
+    /// config (nothing listens there yet).
     pub draining: BTreeSet<DataplaneKey>,
 }
 

@@ -121,7 +121,11 @@ impl DataplaneDiscovery for DpService {
         self.0
             .status
             .connected(&key, stream_id, &node.agent_version);
-        self.0.resources.set_draining(&key, false);
+        // A fresh agent has bound nothing yet: it gets traffic once it has
+        // ACKed its first config. One that reconnects with a config in force
+        // is serving already and stays in its peers' endpoints.
+        let fresh = first.version_info.is_empty();
+        self.0.resources.set_draining(&key, fresh);
         let (tx, rx) = mpsc::channel(4);
         let server = self.0.clone();
         tokio::spawn(async move {

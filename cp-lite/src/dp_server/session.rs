@@ -87,6 +87,12 @@ fn on_request(
                 .status
                 .rejected(key, stream_id, rejected, &err.message);
         }
-        None => server.status.acked(key, stream_id, &req.version_info),
+        None => {
+            server.status.acked(key, stream_id, &req.version_info);
+            if !req.leaving {
+                // Its listeners are bound: peers may send it traffic now.
+                server.resources.set_draining(key, false);
+            }
+        }
     }
 }
