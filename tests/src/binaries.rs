@@ -30,6 +30,8 @@ fn build() -> PathBuf {
         "-p",
         "koguma-dp",
         "-p",
+        "koguma-loadgen",
+        "-p",
         "koguma-e2e",
         "--bins",
     ]);
@@ -54,7 +56,10 @@ fn build() -> PathBuf {
         }
     }
     let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "building koguma-cp and koguma-dp failed");
+    assert!(
+        status.success(),
+        "building koguma-cp, koguma-dp and koguma-loadgen failed"
+    );
     dir
 }
 
