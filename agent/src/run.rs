@@ -1,6 +1,5 @@
 //! `koguma-dp run`: wire the pieces together, then drain on SIGTERM.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,16 +85,14 @@ fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
             "--name and --mesh are taken from the template: do not give them with --dataplane-file"
         );
     }
-    let text = if file == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("cannot read the template from stdin")?;
-        s
-    } else {
-        std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read --dataplane-file {file}"))?
-    };
+    let text = koguma_api::read_source(file).with_context(|| {
+        let what = if file == "-" {
+            "the template from stdin".to_string()
+        } else {
+            format!("--dataplane-file {file}")
+        };
+        format!("cannot read {what}")
+    })?;
     let vars = template::parse_vars(&args.dataplane_vars)?;
     let t = template::load(&text, &vars)?;
     Ok((

@@ -11,6 +11,18 @@ pub struct DocumentError {
     pub message: String,
 }
 
+/// The text of `path`, or of stdin when `path` is `-` (as `apply -f -`
+/// and `--dataplane-file -` take it).
+pub fn read_source(path: &str) -> std::io::Result<String> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path)
+    }
+}
+
 /// Every non-empty document of `text`, as JSON values. JSON input is YAML.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, DocumentError> {
     let mut out = Vec::new();

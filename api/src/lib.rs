@@ -12,7 +12,7 @@ mod validation;
 pub use dataplane::{
     Admin, DEFAULT_ADMIN_PORT, DataplaneSpec, Health, Inbound, Networking, Outbound,
 };
-pub use document::{DocumentError, parse_documents};
+pub use document::{DocumentError, parse_documents, read_source};
 pub use mesh::MeshSpec;
 pub use resource::{Resource, ResourceMeta, ResourceType, Spec};
 pub use tags::Protocol;

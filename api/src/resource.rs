@@ -226,11 +226,7 @@ impl Resource {
         if !self.meta.labels.is_empty() {
             obj.insert("labels".into(), serde_json::json!(self.meta.labels));
         }
-        let spec = match &self.spec {
-            Spec::Mesh(m) => to_object(m),
-            Spec::Dataplane(d) => to_object(d),
-        };
-        for (k, v) in spec {
+        for (k, v) in self.spec_object() {
             if !META_KEYS.contains(&k.as_str()) {
                 obj.insert(k, v);
             }
@@ -240,10 +236,14 @@ impl Resource {
 
     /// The spec alone, as the store keeps it beside the meta columns.
     pub fn spec_value(&self) -> Value {
-        Value::Object(match &self.spec {
+        Value::Object(self.spec_object())
+    }
+
+    fn spec_object(&self) -> Map<String, Value> {
+        match &self.spec {
             Spec::Mesh(m) => to_object(m),
             Spec::Dataplane(d) => to_object(d),
-        })
+        }
     }
 }
 

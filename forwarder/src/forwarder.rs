@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{Protocol, ProxyConfig};
+use crate::config::ProxyConfig;
 use crate::drain::DrainWatch;
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
@@ -176,20 +176,5 @@ impl Forwarder {
         for (_, l) in inner.listeners.drain() {
             l.stop();
         }
-    }
-
-    /// Addresses being listened on, for diagnostics.
-    pub fn listening(&self) -> Vec<(SocketAddr, String, Protocol)> {
-        let inner = self.lock();
-        let mut out: Vec<_> = inner
-            .listeners
-            .iter()
-            .map(|(a, l)| {
-                let r = l.shared.route.load();
-                (*a, r.name.clone(), r.protocol)
-            })
-            .collect();
-        out.sort_by_key(|(a, _, _)| *a);
-        out
     }
 }

@@ -1,23 +1,19 @@
-use std::io::Read;
-
 use anyhow::{Context, anyhow, bail};
 use http::Method;
-use koguma_api::{ResourceType, parse_documents};
+use koguma_api::{ResourceType, parse_documents, read_source};
 
 use super::{ApiClient, describe_error, resource_path};
 
 /// Applies every document of `file` (`-` = stdin) in order; stops at the
 /// first one the CP refuses, which is then not stored.
 pub async fn run(api: &ApiClient, file: &str) -> anyhow::Result<()> {
-    let text = if file == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("cannot read stdin")?;
-        s
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
-    };
+    let text = read_source(file).with_context(|| {
+        if file == "-" {
+            "cannot read stdin".to_string()
+        } else {
+            format!("cannot read {file}")
+        }
+    })?;
     let docs = parse_documents(&text).map_err(|e| anyhow!("{file}: {e}"))?;
     if docs.is_empty() {
         bail!("{file}: no resource found");
