@@ -77,13 +77,14 @@ impl AdminServer {
         match req.uri().path() {
             "/ready" => self.ready(),
             "/config_dump" => self.config_dump(),
+            "/certs" => self.certs(),
             "/metrics" | "/stats/prometheus" => {
                 reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics())
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found: try /ready, /config_dump or /metrics\n",
+                "not found: try /ready, /config_dump, /certs or /metrics\n",
             ),
         }
     }
@@ -114,6 +115,27 @@ impl AdminServer {
             "controlPlaneConnected": self.state.cp_connected(),
             "config": applied.as_ref().map(|a| a.config.clone()),
         });
+        reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec_pretty(&body).unwrap_or_default(),
+        )
+    }
+
+    /// The workload certificate in force (never its key), as Envoy's /certs.
+    fn certs(&self) -> Response<Full<Bytes>> {
+        let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+        let body = match self.state.cert() {
+            None => json!({"certificates": []}),
+            Some(c) => json!({"certificates": [{
+                "serialNumber": c.serial,
+                "sha256": c.sha256,
+                "subjectAltNames": c.uris,
+                "validFrom": time(c.not_before),
+                "expirationTime": time(c.not_after),
+                "renewAt": time(c.renew_at()),
+            }]}),
+        };
         reply(
             StatusCode::OK,
             "application/json",

@@ -3,7 +3,7 @@
 //! config while reconnecting with backoff.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use koguma_forwarder::Forwarder;
 use koguma_proto::v1::dataplane_discovery_client::DataplaneDiscoveryClient;
@@ -11,13 +11,17 @@ use koguma_proto::v1::{ConfigRequest, ConfigResponse, ErrorDetail, Node};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::identity::{CertInfo, WorkloadKeys};
 use crate::state::AgentState;
 use crate::translate;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// How long a renewal CSR waits for its certificate before another is sent.
+const RENEW_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -32,6 +36,9 @@ pub struct ConfigStream {
     pub state: Arc<AgentState>,
     /// Becomes true when the agent starts draining.
     pub leaving: watch::Receiver<bool>,
+    pub keys: Arc<WorkloadKeys>,
+    /// Presented on every stream (`authorization: Bearer`).
+    pub token: Option<String>,
 }
 
 enum SessionEnd {
@@ -89,23 +96,72 @@ impl ConfigStream {
             response_nonce: nonce.to_string(),
             error_detail: error.map(|message| ErrorDetail { message }),
             leaving: *self.leaving.borrow(),
+            csr: Vec::new(),
         }
+    }
+
+    /// When to send the next CSR: at 80 % of the certificate's life, or a
+    /// while after an unanswered one. Far away without a certificate.
+    fn renewal_due(&self, last_request: Option<SystemTime>) -> tokio::time::Instant {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let Some(cert) = self.state.cert() else {
+            return far;
+        };
+        let mut at = cert.renew_at();
+        if let Some(t) = last_request {
+            at = at.max(t + RENEW_RETRY);
+        }
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::Instant::now() + wait
     }
 
     async fn session(&mut self) -> (SessionEnd, bool) {
         let (tx, rx) = mpsc::channel(4);
         let mut first = self.request("", None);
         first.node = Some(self.node.clone());
+        first.csr = self.keys.csr();
         let _ = tx.send(first).await;
         let mut client = DataplaneDiscoveryClient::new(self.channel.clone());
-        let mut responses = match client.stream_config(ReceiverStream::new(rx)).await {
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = &self.token {
+            match MetadataValue::try_from(format!("Bearer {}", token.trim())) {
+                Ok(v) => {
+                    request.metadata_mut().insert("authorization", v);
+                }
+                Err(_) => {
+                    return (
+                        SessionEnd::Refused(tonic::Status::invalid_argument(
+                            "the dataplane token contains characters that cannot be sent",
+                        )),
+                        false,
+                    );
+                }
+            }
+        }
+        let mut responses = match client.stream_config(request).await {
             Ok(r) => r.into_inner(),
             Err(status) => return (classify(status), false),
         };
         let mut got_config = false;
         let mut last_nonce = String::new();
+        let mut renewal_sent: Option<SystemTime> = None;
         loop {
+            let renewal = tokio::time::sleep_until(self.renewal_due(renewal_sent));
             tokio::select! {
+                _ = renewal => {
+                    match self.keys.renew() {
+                        Ok(csr) => {
+                            tracing::info!("renewing the workload certificate: new key, CSR sent");
+                            let mut req = self.request(&last_nonce, None);
+                            req.csr = csr;
+                            if tx.send(req).await.is_err() {
+                                return (SessionEnd::Lost("stream closed".into()), got_config);
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot renew the workload certificate"),
+                    }
+                    renewal_sent = Some(SystemTime::now());
+                }
                 msg = responses.message() => match msg {
                     Ok(Some(resp)) => {
                         if !got_config {
@@ -142,10 +198,22 @@ impl ConfigStream {
             .config
             .as_ref()
             .ok_or_else(|| "the response carries no config".to_string())
-            .and_then(translate::proxy_config)
+            .and_then(|c| translate::proxy_config(c, &self.keys))
             .and_then(|cfg| self.forwarder.apply(&cfg).map_err(|e| e.to_string()));
         match &result {
             Ok(()) => {
+                let cert = resp
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.mtls.as_ref())
+                    .and_then(|m| m.cert_chain.first())
+                    .and_then(|leaf| CertInfo::parse(leaf));
+                if let Some(c) = &cert
+                    && self.state.cert().is_none_or(|old| old.serial != c.serial)
+                {
+                    tracing::info!(serial = %c.serial, identities = ?c.uris, "workload certificate in force");
+                }
+                self.state.set_cert(cert);
                 stats.config_update_success.inc();
                 let json = resp
                     .config

@@ -66,7 +66,7 @@ pub fn parse_address(address: &str) -> Result<CpAddress, ChannelError> {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn tls_config(ca_file: Option<&Path>, skip_verify: bool) -> Result<ClientConfig, ChannelError> {

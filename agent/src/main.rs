@@ -4,6 +4,7 @@
 mod admin;
 mod config_stream;
 mod cp_channel;
+mod identity;
 mod run;
 mod state;
 mod template;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::admin::AdminServer;
 use crate::config_stream::ConfigStream;
+use crate::identity::WorkloadKeys;
 use crate::state::AgentState;
 use crate::{cp_channel, template};
 
@@ -46,6 +47,9 @@ pub struct RunArgs {
     name: Option<String>,
     #[arg(long, env = "KOGUMA_DATAPLANE_MESH")]
     mesh: Option<String>,
+    /// Dataplane token from `koguma-cp generate dataplane-token`.
+    #[arg(long, env = "KOGUMA_DATAPLANE_TOKEN_FILE")]
+    dataplane_token_file: Option<PathBuf>,
     /// Admin port on 127.0.0.1 (default: the template's networking.admin.port, else 9901).
     #[arg(long)]
     admin_port: Option<u16>,
@@ -133,6 +137,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cp = cp_channel::parse_address(&args.cp_address)?;
     let channel = cp_channel::connect(&cp, args.ca_cert_file.as_deref(), args.skip_verify)?;
     let mut signals = StopSignals::new().context("cannot install signal handlers")?;
+    let token = match &args.dataplane_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --dataplane-token-file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let keys = Arc::new(WorkloadKeys::new()?);
 
     let stats = Arc::new(Stats::default());
     let (drain_trigger, drain_watch) = drain::channel();
@@ -161,6 +175,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         forwarder: forwarder.clone(),
         state: state.clone(),
         leaving,
+        keys,
+        token,
     };
     let stream_task = tokio::spawn(stream.run());
 

@@ -8,6 +8,8 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
+use crate::identity::CertInfo;
+
 pub struct AppliedConfig {
     pub version: String,
     pub config: serde_json::Value,
@@ -18,6 +20,7 @@ pub struct AgentState {
     applied: ArcSwapOption<AppliedConfig>,
     terminating: AtomicBool,
     cp_connected: AtomicBool,
+    cert: ArcSwapOption<CertInfo>,
     pub started: Instant,
 }
 
@@ -27,6 +30,7 @@ impl Default for AgentState {
             applied: ArcSwapOption::empty(),
             terminating: AtomicBool::new(false),
             cp_connected: AtomicBool::new(false),
+            cert: ArcSwapOption::empty(),
             started: Instant::now(),
         }
     }
@@ -47,6 +51,15 @@ impl AgentState {
             config,
             applied_at: SystemTime::now(),
         })));
+    }
+
+    /// The workload certificate in force, if mesh mTLS is on.
+    pub fn cert(&self) -> Option<Arc<CertInfo>> {
+        self.cert.load_full()
+    }
+
+    pub fn set_cert(&self, cert: Option<CertInfo>) {
+        self.cert.store(cert.map(Arc::new));
     }
 
     pub fn set_terminating(&self) {

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use koguma_forwarder as fwd;
 use koguma_proto::v1 as pb;
 
+use crate::identity::WorkloadKeys;
+
 fn protocol(p: i32, listener: &str) -> Result<fwd::Protocol, String> {
     match pb::Protocol::try_from(p) {
         Ok(pb::Protocol::Tcp) => Ok(fwd::Protocol::Tcp),
@@ -30,8 +32,59 @@ fn socket(address: &str, port: u32, what: &str, listener: &str) -> Result<Socket
     Ok(SocketAddr::new(ip, port))
 }
 
-pub fn proxy_config(config: &pb::ProxyConfig) -> Result<fwd::ProxyConfig, String> {
+fn permissions(p: Option<&pb::Permissions>) -> Vec<fwd::PermissionRule> {
+    p.into_iter()
+        .flat_map(|p| &p.rules)
+        .map(|r| fwd::PermissionRule {
+            // An action this agent does not know denies: fail closed.
+            action: match pb::PermissionAction::try_from(r.action) {
+                Ok(pb::PermissionAction::Allow) => fwd::PermissionAction::Allow,
+                Ok(pb::PermissionAction::AllowWithShadowDeny) => {
+                    fwd::PermissionAction::AllowWithShadowDeny
+                }
+                _ => fwd::PermissionAction::Deny,
+            },
+            required_uris: r.required_uris.clone(),
+            policy: r.policy.clone(),
+        })
+        .collect()
+}
+
+fn mesh_tls(m: &pb::MeshTls, keys: &WorkloadKeys) -> Result<fwd::MeshTlsConfig, String> {
+    let leaf = m
+        .cert_chain
+        .first()
+        .ok_or("mesh mTLS is on but the control plane sent no certificate for this dataplane")?;
+    let key = keys.key_for(leaf).ok_or(
+        "mesh mTLS: the certificate sent is not for a key this agent generated (an older CSR?)",
+    )?;
+    let mode = match pb::MtlsMode::try_from(m.mode) {
+        Ok(pb::MtlsMode::Strict) => fwd::MtlsMode::Strict,
+        Ok(pb::MtlsMode::Permissive) => fwd::MtlsMode::Permissive,
+        Err(_) => {
+            return Err(format!(
+                "mesh mTLS mode {} is not supported by this agent",
+                m.mode
+            ));
+        }
+    };
+    Ok(fwd::MeshTlsConfig {
+        mode,
+        ca_certs: m.ca_certs.clone(),
+        cert_chain: m.cert_chain.clone(),
+        key,
+        peer_uri_prefix: m.peer_uri_prefix.clone(),
+    })
+}
+
+pub fn proxy_config(
+    config: &pb::ProxyConfig,
+    keys: &WorkloadKeys,
+) -> Result<fwd::ProxyConfig, String> {
     let mut out = fwd::ProxyConfig::default();
+    if let Some(m) = &config.mtls {
+        out.mtls = Some(mesh_tls(m, keys)?);
+    }
     for i in &config.inbounds {
         out.inbounds.push(fwd::InboundConfig {
             name: i.name.clone(),
@@ -39,6 +92,7 @@ pub fn proxy_config(config: &pb::ProxyConfig) -> Result<fwd::ProxyConfig, String
             service: i.service.clone(),
             upstream: socket(&i.service_address, i.service_port, "service", &i.name)?,
             protocol: protocol(i.protocol, &i.name)?,
+            permissions: permissions(i.permissions.as_ref()),
         });
     }
     for o in &config.outbounds {
@@ -59,6 +113,11 @@ pub fn proxy_config(config: &pb::ProxyConfig) -> Result<fwd::ProxyConfig, String
             service: o.service.clone(),
             protocol: protocol(o.protocol, &o.name)?,
             endpoints,
+            identity: o
+                .cluster
+                .as_ref()
+                .map(|c| c.identity.clone())
+                .filter(|i| !i.is_empty()),
         });
     }
     Ok(out)
@@ -87,7 +146,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let err = proxy_config(&cfg).unwrap_err();
+        let keys = WorkloadKeys::new().unwrap();
+        let err = proxy_config(&cfg, &keys).unwrap_err();
         assert_eq!(
             err,
             "outbound:127.0.0.1:10001: endpoint address \"backend.local\" is not an IP address"

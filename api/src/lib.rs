@@ -4,16 +4,26 @@
 
 mod dataplane;
 mod document;
+mod duration;
 mod mesh;
 mod resource;
 pub mod tags;
+mod traffic_permission;
 mod validation;
 
 pub use dataplane::{
     Admin, DEFAULT_ADMIN_PORT, DataplaneSpec, Health, Inbound, Networking, Outbound,
 };
 pub use document::{DocumentError, parse_documents, read_source};
-pub use mesh::MeshSpec;
+pub use duration::parse_duration;
+pub use mesh::{
+    BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshSpec, Mtls,
+    MtlsBackend, MtlsMode, Rotation,
+};
 pub use resource::{Resource, ResourceMeta, ResourceType, Spec};
 pub use tags::Protocol;
+pub use traffic_permission::{
+    Action, From, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionConf, Selector,
+    TargetRef,
+};
 pub use validation::{ValidationError, Violation, validate_name};

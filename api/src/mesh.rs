@@ -1,16 +1,25 @@
 //! The `Mesh` resource. Fields this control plane does not enforce yet are
 //! kept as given, except those whose silent absence would weaken security.
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::duration::parse_duration;
 use crate::validation::ValidationError;
+
+/// Kuma's defaults for the builtin CA and the certificates it issues.
+pub const DEFAULT_DP_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// Shorter would make rotation churn faster than configs can follow.
+const MIN_DP_CERT_LIFETIME: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtls: Option<Value>,
+    pub mtls: Option<Mtls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networking: Option<MeshNetworking>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +52,196 @@ pub struct MeshOutbound {
     pub passthrough: Option<bool>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mtls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled_backend: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<MtlsBackend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_validation: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MtlsBackend {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MtlsMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_cert: Option<DpCert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_chain: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<BuiltinConf>,
+}
+
+/// Strict refuses plaintext on inbounds; Permissive accepts it too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MtlsMode {
+    #[default]
+    Strict,
+    Permissive,
+}
+
+impl MtlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtlsMode::Strict => "STRICT",
+            MtlsMode::Permissive => "PERMISSIVE",
+        }
+    }
+}
+
+impl Serialize for MtlsMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Kuma writes `STRICT`; its newer policies write `Strict`: both are taken.
+impl<'de> Deserialize<'de> for MtlsMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_uppercase().as_str() {
+            "STRICT" => Ok(MtlsMode::Strict),
+            "PERMISSIVE" => Ok(MtlsMode::Permissive),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown mode {s:?}: expected STRICT or PERMISSIVE"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DpCert {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rotation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BuiltinConf {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<CaCert>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaCert {
+    #[serde(rename = "RSAbits", default, skip_serializing_if = "Option::is_none")]
+    pub rsa_bits: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+}
+
+impl MtlsBackend {
+    pub fn mode(&self) -> MtlsMode {
+        self.mode.unwrap_or_default()
+    }
+
+    /// Workload certificate lifetime; the default when unset or invalid
+    /// (validation refuses invalid values before they are stored).
+    pub fn dp_cert_lifetime(&self) -> Duration {
+        self.dp_cert
+            .as_ref()
+            .and_then(|d| d.rotation.as_ref())
+            .and_then(|r| r.expiration.as_deref())
+            .and_then(|e| parse_duration(e).ok())
+            .unwrap_or(DEFAULT_DP_CERT_LIFETIME)
+    }
+
+    fn ca_cert(&self) -> Option<&CaCert> {
+        self.conf.as_ref().and_then(|c| c.ca_cert.as_ref())
+    }
+
+    pub fn ca_lifetime(&self) -> Duration {
+        self.ca_cert()
+            .and_then(|c| c.expiration.as_deref())
+            .and_then(|e| parse_duration(e).ok())
+            .unwrap_or(DEFAULT_CA_LIFETIME)
+    }
+
+    /// `None`: ECDSA P-256, Koguma's default (Kuma's is RSA 2048).
+    pub fn rsa_bits(&self) -> Option<u32> {
+        self.ca_cert().and_then(|c| c.rsa_bits)
+    }
+
+    fn validate(&self, field: &str, errs: &mut ValidationError) {
+        if self.name.is_empty() {
+            errs.add(format!("{field}.name"), "cannot be empty");
+        }
+        match self.kind.as_str() {
+            "builtin" => {}
+            "provided" => errs.add(
+                format!("{field}.type"),
+                "the provided CA backend is not supported by this version of koguma-cp: use builtin",
+            ),
+            other => errs.add(
+                format!("{field}.type"),
+                format!("unknown backend type {other:?}: expected builtin"),
+            ),
+        }
+        if let Some(e) = self
+            .dp_cert
+            .as_ref()
+            .and_then(|d| d.rotation.as_ref())
+            .and_then(|r| r.expiration.as_deref())
+        {
+            let f = format!("{field}.dpCert.rotation.expiration");
+            match parse_duration(e) {
+                Ok(d) if d < MIN_DP_CERT_LIFETIME => {
+                    errs.add(f, format!("{e:?} is too short: at least 5s"))
+                }
+                Ok(_) => {}
+                Err(msg) => errs.add(f, msg),
+            }
+        }
+        if let Some(ca) = self.ca_cert() {
+            if let Some(e) = ca.expiration.as_deref() {
+                let f = format!("{field}.conf.caCert.expiration");
+                match parse_duration(e) {
+                    Ok(d) if d <= self.dp_cert_lifetime() => errs.add(
+                        f,
+                        format!("{e:?} must be longer than the workload certificates' lifetime"),
+                    ),
+                    Ok(_) => {}
+                    Err(msg) => errs.add(f, msg),
+                }
+            }
+            if let Some(bits) = ca.rsa_bits
+                && ![2048, 3072, 4096].contains(&bits)
+            {
+                errs.add(
+                    format!("{field}.conf.caCert.RSAbits"),
+                    format!("{bits} is not supported: use 2048, 3072 or 4096"),
+                );
+            }
+        }
+    }
+}
+
 impl MeshSpec {
+    /// The backend mTLS runs on, when mTLS is enabled.
+    pub fn mtls_backend(&self) -> Option<&MtlsBackend> {
+        let mtls = self.mtls.as_ref()?;
+        let name = mtls.enabled_backend.as_deref().filter(|n| !n.is_empty())?;
+        mtls.backends.iter().find(|b| b.name == name)
+    }
+
     /// Kuma: unset means passthrough is on.
     pub fn passthrough(&self) -> bool {
         self.networking
@@ -54,20 +252,27 @@ impl MeshSpec {
     }
 
     pub fn validate(&self, errs: &mut ValidationError) {
-        // A user who enables mTLS or membership constraints expects them to
-        // be enforced; accepting them unenforced would be a silent hole.
-        let mtls_enabled = self
-            .mtls
-            .as_ref()
-            .and_then(|m| m.get("enabledBackend"))
-            .and_then(Value::as_str)
-            .is_some_and(|b| !b.is_empty());
-        if mtls_enabled {
-            errs.add(
-                "mtls.enabledBackend",
-                "mesh mTLS is not supported by this version of koguma-cp; remove it rather than run unprotected",
-            );
+        if let Some(mtls) = &self.mtls {
+            for (i, b) in mtls.backends.iter().enumerate() {
+                b.validate(&format!("mtls.backends[{i}]"), errs);
+                if mtls.backends[..i].iter().any(|o| o.name == b.name) {
+                    errs.add(
+                        format!("mtls.backends[{i}].name"),
+                        format!("{:?} is used by another backend", b.name),
+                    );
+                }
+            }
+            if let Some(enabled) = mtls.enabled_backend.as_deref().filter(|n| !n.is_empty())
+                && !mtls.backends.iter().any(|b| b.name == enabled)
+            {
+                errs.add(
+                    "mtls.enabledBackend",
+                    format!("{enabled:?} is not the name of a backend in mtls.backends"),
+                );
+            }
         }
+        // A user who sets membership constraints expects them to be
+        // enforced; accepting them unenforced would be a silent hole.
         if self.constraints.is_some() {
             errs.add(
                 "constraints",

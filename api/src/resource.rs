@@ -9,22 +9,29 @@ use serde_json::{Map, Value};
 
 use crate::dataplane::DataplaneSpec;
 use crate::mesh::MeshSpec;
+use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::{ValidationError, validate_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
     Mesh,
     Dataplane,
+    MeshTrafficPermission,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 2] = [ResourceType::Mesh, ResourceType::Dataplane];
+    pub const ALL: [ResourceType; 3] = [
+        ResourceType::Mesh,
+        ResourceType::Dataplane,
+        ResourceType::MeshTrafficPermission,
+    ];
 
     /// The `type` field's value.
     pub fn kind(self) -> &'static str {
         match self {
             ResourceType::Mesh => "Mesh",
             ResourceType::Dataplane => "Dataplane",
+            ResourceType::MeshTrafficPermission => "MeshTrafficPermission",
         }
     }
 
@@ -33,6 +40,7 @@ impl ResourceType {
         match self {
             ResourceType::Mesh => "meshes",
             ResourceType::Dataplane => "dataplanes",
+            ResourceType::MeshTrafficPermission => "meshtrafficpermissions",
         }
     }
 
@@ -69,6 +77,7 @@ pub struct ResourceMeta {
 pub enum Spec {
     Mesh(MeshSpec),
     Dataplane(DataplaneSpec),
+    MeshTrafficPermission(MeshTrafficPermission),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,12 +127,20 @@ impl Resource {
         match self.spec {
             Spec::Mesh(_) => ResourceType::Mesh,
             Spec::Dataplane(_) => ResourceType::Dataplane,
+            Spec::MeshTrafficPermission(_) => ResourceType::MeshTrafficPermission,
         }
     }
 
     pub fn as_dataplane(&self) -> Option<&DataplaneSpec> {
         match &self.spec {
             Spec::Dataplane(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_traffic_permission(&self) -> Option<&MeshTrafficPermission> {
+        match &self.spec {
+            Spec::MeshTrafficPermission(p) => Some(p),
             _ => None,
         }
     }
@@ -165,7 +182,9 @@ impl Resource {
             Some(k) => ResourceType::from_kind(k).or_else(|| {
                 errs.add(
                     "type",
-                    format!("unknown type {k:?}: expected Mesh or Dataplane"),
+                    format!(
+                        "unknown type {k:?}: expected Mesh, Dataplane or MeshTrafficPermission"
+                    ),
                 );
                 None
             }),
@@ -175,6 +194,7 @@ impl Resource {
         let spec = match rtype {
             ResourceType::Mesh => Spec::Mesh(spec_from(obj)?),
             ResourceType::Dataplane => Spec::Dataplane(spec_from(obj)?),
+            ResourceType::MeshTrafficPermission => Spec::MeshTrafficPermission(spec_from(obj)?),
         };
         Ok(Resource {
             meta: ResourceMeta {
@@ -205,6 +225,7 @@ impl Resource {
         match &self.spec {
             Spec::Mesh(m) => m.validate(&mut errs),
             Spec::Dataplane(d) => d.validate(&mut errs),
+            Spec::MeshTrafficPermission(p) => p.spec.validate(&mut errs),
         }
         errs.into_result()
     }
@@ -243,6 +264,7 @@ impl Resource {
         match &self.spec {
             Spec::Mesh(m) => to_object(m),
             Spec::Dataplane(d) => to_object(d),
+            Spec::MeshTrafficPermission(p) => to_object(p),
         }
     }
 }

@@ -6,13 +6,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use koguma_api::{Resource, ResourceType, ValidationError, parse_documents};
 use serde_json::{Value, json};
 
 use crate::dp_server::proxy_config;
 use crate::dp_server::status::StatusRegistry;
+use crate::identity_api;
+use crate::mesh_ca::MeshCas;
 use crate::resources::{ResourceError, Resources};
 use crate::store::{Origin, StoredResource};
 
@@ -20,6 +22,7 @@ use crate::store::{Origin, StoredResource};
 pub struct ApiState {
     pub resources: Arc<Resources>,
     pub status: Arc<StatusRegistry>,
+    pub cas: Arc<MeshCas>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -41,7 +44,22 @@ pub fn router(state: ApiState) -> Router {
             "/meshes/{mesh}/dataplanes/{name}/_config",
             get(dataplane_config),
         )
+        .route(
+            "/meshes/{mesh}/meshtrafficpermissions",
+            get(list_permissions),
+        )
+        .route(
+            "/meshes/{mesh}/meshtrafficpermissions/{name}",
+            get(get_permission)
+                .put(put_permission)
+                .delete(delete_permission),
+        )
         .route("/meshes/{mesh}/dataplanes+insights", get(list_overviews))
+        .route("/tokens/dataplane", post(identity_api::dataplane_token))
+        .route(
+            "/meshes/{mesh}/workload-certificates",
+            post(identity_api::workload_certificate),
+        )
         .route(
             "/meshes/{mesh}/dataplanes+insights/{name}",
             get(get_overview),
@@ -192,6 +210,15 @@ fn put(state: &ApiState, rtype: ResourceType, mesh: &str, name: &str, body: &[u8
         );
     }
     errs.into_result().map_err(ApiError::Invalid)?;
+    // A mesh that enables mTLS gets its CA before it is stored: if the CA
+    // cannot be made, the mesh is left as it was.
+    if let Some(backend) = resource.as_mesh().and_then(|m| m.mtls_backend()) {
+        resource.validate().map_err(ApiError::Invalid)?;
+        state
+            .cas
+            .get(name, backend)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
     let (_, created) = state.resources.upsert(resource, Origin::Api)?;
     tracing::info!(kind = rtype.kind(), mesh, name, created, "resource applied");
     let status = if created {
@@ -226,7 +253,11 @@ async fn put_mesh(State(s): State<ApiState>, Path(name): Path<String>, body: Byt
 }
 
 async fn delete_mesh(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult {
-    delete(&s, ResourceType::Mesh, "", &name)
+    let r = delete(&s, ResourceType::Mesh, "", &name);
+    if r.is_ok() {
+        s.cas.retain(|mesh, _| mesh != name);
+    }
+    r
 }
 
 async fn list_dataplanes(State(s): State<ApiState>, Path(mesh): Path<String>) -> Response {
@@ -260,6 +291,35 @@ async fn delete_dataplane(
     Path((mesh, name)): Path<(String, String)>,
 ) -> ApiResult {
     delete(&s, ResourceType::Dataplane, &mesh, &name)
+}
+
+async fn list_permissions(State(s): State<ApiState>, Path(mesh): Path<String>) -> Response {
+    list(&s, ResourceType::MeshTrafficPermission, Some(&mesh), |r| {
+        r.resource.to_value()
+    })
+}
+
+async fn get_permission(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
+    let r = found(&s, ResourceType::MeshTrafficPermission, &mesh, &name)?;
+    Ok(Json(r.resource.to_value()).into_response())
+}
+
+async fn put_permission(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    put(&s, ResourceType::MeshTrafficPermission, &mesh, &name, &body)
+}
+
+async fn delete_permission(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
+    delete(&s, ResourceType::MeshTrafficPermission, &mesh, &name)
 }
 
 async fn dataplane_config(

@@ -1,10 +1,13 @@
 //! koguma-cp: the control plane (`run`) and its command-line client
-//! (`apply`, `get`, `delete`).
+//! (`apply`, `get`, `delete`, `generate`).
 
 mod api_server;
 mod catalog;
 mod cli;
 mod dp_server;
+mod dp_token;
+mod identity_api;
+mod mesh_ca;
 mod resources;
 mod run;
 mod store;
@@ -37,9 +40,16 @@ enum Command {
         #[arg(long, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
         api_url: String,
     },
-    /// Show meshes or dataplanes.
+    /// Issue credentials: dataplane tokens, workload certificates.
+    Generate {
+        #[command(subcommand)]
+        what: cli::generate::Generate,
+        #[arg(long, global = true, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
+        api_url: String,
+    },
+    /// Show meshes, dataplanes or meshtrafficpermissions.
     Get {
-        /// meshes or dataplanes
+        /// meshes, dataplanes or meshtrafficpermissions
         kind: String,
         name: Option<String>,
         #[arg(long, short = 'm', default_value = "default")]
@@ -49,9 +59,9 @@ enum Command {
         #[arg(long, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
         api_url: String,
     },
-    /// Delete a mesh or a dataplane.
+    /// Delete a mesh, a dataplane or a meshtrafficpermission.
     Delete {
-        /// mesh or dataplane
+        /// mesh, dataplane or meshtrafficpermission
         kind: String,
         name: String,
         #[arg(long, short = 'm', default_value = "default")]
@@ -68,6 +78,9 @@ async fn main() {
         Command::Run(args) => {
             koguma_telemetry::init_logging(&cli.log_level);
             run::run(args).await
+        }
+        Command::Generate { what, api_url } => {
+            async { cli::generate::run(&cli::ApiClient::new(&api_url)?, what).await }.await
         }
         Command::Apply { file, api_url } => {
             async { cli::apply::run(&cli::ApiClient::new(&api_url)?, &file).await }.await

@@ -142,6 +142,10 @@ impl Resources {
             )
             .into());
         }
+        if rtype == ResourceType::Mesh {
+            // Kuma deletes a mesh's policies and secrets with it.
+            self.store.delete_mesh_contents(name)?;
+        }
         if !self.store.delete(rtype, mesh, name)? {
             return Err(ResourceError::NotFound {
                 kind: rtype.kind(),
@@ -152,6 +156,9 @@ impl Resources {
         let key = (rtype, mesh.to_string(), name.to_string());
         self.publish(|c| {
             c.resources.remove(&key);
+            if rtype == ResourceType::Mesh {
+                c.resources.retain(|(_, m, _), _| m != name);
+            }
             if rtype == ResourceType::Dataplane {
                 c.draining.remove(&(mesh.to_string(), name.to_string()));
             }
@@ -171,6 +178,32 @@ impl Resources {
         }
         self.delete(ResourceType::Dataplane, &key.0, &key.1)?;
         Ok(true)
+    }
+
+    pub fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, ResourceError> {
+        Ok(self.store.secret(mesh, name)?)
+    }
+
+    pub fn replace_secret(&self, mesh: &str, name: &str, data: &str) -> Result<(), ResourceError> {
+        Ok(self.store.put_secret(mesh, name, data)?)
+    }
+
+    /// The stored secret, or `make()`'s, stored now. `make` may run even
+    /// when another writer wins the race; the winner's secret is returned.
+    pub fn secret_or_insert<E: From<ResourceError>>(
+        &self,
+        mesh: &str,
+        name: &str,
+        make: impl FnOnce() -> Result<String, E>,
+    ) -> Result<String, E> {
+        if let Some(s) = self.secret(mesh, name)? {
+            return Ok(s);
+        }
+        let data = make()?;
+        Ok(self
+            .store
+            .insert_secret(mesh, name, &data)
+            .map_err(ResourceError::from)?)
     }
 
     pub fn set_draining(&self, key: &DataplaneKey, draining: bool) {

@@ -12,7 +12,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::api_server::{self, ApiState};
 use crate::dp_server::status::StatusRegistry;
-use crate::dp_server::{DataplaneDiscoveryServer, DpServer, DpService};
+use crate::dp_server::{DataplaneDiscoveryServer, DpAuth, DpServer, DpService};
+use crate::mesh_ca::MeshCas;
 use crate::resources::Resources;
 use crate::store::{ResourceStore, SqliteStore};
 use crate::tls;
@@ -46,6 +47,10 @@ pub struct RunArgs {
     /// How long an agent-registered dataplane outlives its stream.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     dp_deregistration_delay: Duration,
+    /// How dataplanes prove who they are. `none` lets any agent register
+    /// any dataplane: for local experiments only.
+    #[arg(long, value_enum, default_value = "dp-token", env = "KOGUMA_DP_AUTH")]
+    dp_auth: DpAuth,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -81,11 +86,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &[args.dp_server_address.ip()],
     )?;
     let status = Arc::new(StatusRegistry::default());
+    let cas = Arc::new(MeshCas::new(resources.clone()));
     let dp_server = DpServer::new(
         resources.clone(),
         status.clone(),
+        cas.clone(),
+        args.dp_auth,
         args.dp_deregistration_delay,
     );
+    if args.dp_auth == DpAuth::None {
+        tracing::warn!(
+            "--dp-auth none: any agent can register as any dataplane; use it for local experiments only"
+        );
+    }
 
     let api_listener = bind(args.api_address, "REST API").await?;
     let dp_listener = bind(args.dp_server_address, "DP server").await?;
@@ -100,7 +113,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let api = axum::serve(
         api_listener,
-        api_server::router(ApiState { resources, status }),
+        api_server::router(ApiState {
+            resources,
+            status,
+            cas,
+        }),
     )
     .with_graceful_shutdown(stopped());
     let tls =

@@ -40,6 +40,54 @@ pub struct InboundConfig {
     pub service: String,
     pub upstream: SocketAddr,
     pub protocol: Protocol,
+    /// Who may call; enforced when mesh mTLS is on.
+    pub permissions: Vec<PermissionRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionAction {
+    Allow,
+    Deny,
+    AllowWithShadowDeny,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionRule {
+    pub action: PermissionAction,
+    /// The caller must present every one of these URI SANs; empty: anyone
+    /// of the mesh.
+    pub required_uris: Vec<String>,
+    /// The policy it comes from, for logs.
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtlsMode {
+    Strict,
+    Permissive,
+}
+
+/// A private key (PKCS#8 DER). Its `Debug` shows nothing of it, so that no
+/// log line or config dump can carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKey(pub Vec<u8>);
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKey(..)")
+    }
+}
+
+/// Mesh mTLS: this proxy's identity and the CA its peers chain to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshTlsConfig {
+    pub mode: MtlsMode,
+    pub ca_certs: Vec<Vec<u8>>,
+    /// Leaf first.
+    pub cert_chain: Vec<Vec<u8>>,
+    pub key: PrivateKey,
+    /// "spiffe://<mesh>/": what every peer's certificate must name.
+    pub peer_uri_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +97,8 @@ pub struct OutboundConfig {
     pub service: String,
     pub protocol: Protocol,
     pub endpoints: Vec<EndpointConfig>,
+    /// With mesh mTLS: the exact URI SAN the upstream must present.
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +111,7 @@ pub struct EndpointConfig {
 pub struct ProxyConfig {
     pub inbounds: Vec<InboundConfig>,
     pub outbounds: Vec<OutboundConfig>,
+    pub mtls: Option<MeshTlsConfig>,
     /// How long to wait for an upstream connection (Kuma's MeshTimeout default: 5 s).
     pub connect_timeout: Duration,
     /// How long to wait for an upstream's response headers (Kuma's default: 15 s).
@@ -72,6 +123,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             inbounds: Vec::new(),
             outbounds: Vec::new(),
+            mtls: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
         }

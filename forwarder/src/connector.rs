@@ -1,5 +1,6 @@
 //! Upstream connections: a stream that counts bytes and active connections
-//! into its cluster's stats, and the hyper connector that makes them.
+//! into its cluster's stats, mesh mTLS on top when the mesh has it, and the
+//! hyper connector that makes them.
 
 use std::future::Future;
 use std::io;
@@ -9,11 +10,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::socket;
 use crate::stats::ClusterStats;
@@ -99,7 +102,95 @@ impl AsyncWrite for CountedStream {
     }
 }
 
-impl Connection for CountedStream {
+/// The client side of mesh mTLS for one cluster; swapped when the
+/// certificate is renewed, so that new connections present the new one.
+pub type UpstreamTls = ArcSwapOption<rustls::ClientConfig>;
+
+/// A connection to an upstream: plain, or mesh mTLS.
+pub enum ClusterStream {
+    Plain(CountedStream),
+    Tls(Box<TlsStream<CountedStream>>),
+}
+
+impl ClusterStream {
+    /// Connects, then completes the TLS handshake when `tls` is set, all
+    /// within `timeout`. A failed handshake counts as a failed connection.
+    pub async fn connect(
+        addr: SocketAddr,
+        stats: Arc<ClusterStats>,
+        timeout: Duration,
+        tls: &UpstreamTls,
+    ) -> io::Result<ClusterStream> {
+        let tls = tls.load_full();
+        let started = tokio::time::Instant::now();
+        let tcp = CountedStream::connect(addr, stats.clone(), timeout).await?;
+        let Some(config) = tls else {
+            return Ok(ClusterStream::Plain(tcp));
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let left = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => Ok(ClusterStream::Tls(Box::new(s))),
+            Ok(Err(e)) => {
+                stats.cx_connect_fail.inc();
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("mesh mTLS handshake failed: {e}"),
+                ))
+            }
+            Err(_) => {
+                stats.cx_connect_fail.inc();
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("mesh mTLS handshake timed out after {timeout:?}"),
+                ))
+            }
+        }
+    }
+}
+
+impl AsyncRead for ClusterStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClusterStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClusterStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClusterStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClusterStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClusterStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for ClusterStream {
     fn connected(&self) -> Connected {
         Connected::new()
     }
@@ -111,10 +202,11 @@ impl Connection for CountedStream {
 pub struct ClusterConnector {
     pub stats: Arc<ClusterStats>,
     pub timeout: Duration,
+    pub tls: Arc<UpstreamTls>,
 }
 
 impl tower::Service<Uri> for ClusterConnector {
-    type Response = TokioIo<CountedStream>;
+    type Response = TokioIo<ClusterStream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -125,6 +217,7 @@ impl tower::Service<Uri> for ClusterConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let stats = self.stats.clone();
         let timeout = self.timeout;
+        let tls = self.tls.clone();
         Box::pin(async move {
             let addr: SocketAddr = uri
                 .authority()
@@ -136,7 +229,7 @@ impl tower::Service<Uri> for ClusterConnector {
                     )
                 })?;
             Ok(TokioIo::new(
-                CountedStream::connect(addr, stats, timeout).await?,
+                ClusterStream::connect(addr, stats, timeout, &tls).await?,
             ))
         })
     }

@@ -17,4 +17,6 @@ pub enum ForwarderError {
     },
     #[error("the forwarder is draining and takes no new config")]
     Draining,
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }

@@ -4,14 +4,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::authz::Permissions;
 use crate::config::ProxyConfig;
 use crate::drain::DrainWatch;
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
+use crate::inbound::InboundMesh;
 use crate::listener::RunningListener;
 use crate::route::{Cluster, Route, Target};
 use crate::socket;
 use crate::stats::Stats;
+use crate::tls::MeshTls;
 
 pub struct Forwarder {
     stats: Arc<Stats>,
@@ -29,6 +32,14 @@ struct Inner {
 struct Planned {
     listen: SocketAddr,
     route: Route,
+}
+
+/// A config's listeners and the mTLS client side of each of its clusters,
+/// all prepared before anything running changes.
+struct Plan {
+    listeners: Vec<Planned>,
+    cluster_tls: Vec<(Arc<Cluster>, Option<Arc<rustls::ClientConfig>>)>,
+    clusters: HashMap<String, Arc<Cluster>>,
 }
 
 impl Forwarder {
@@ -60,7 +71,11 @@ impl Forwarder {
         let Some(process) = inner.process.clone() else {
             return Err(ForwarderError::Draining);
         };
-        let planned = self.plan(&mut inner, config)?;
+        let Plan {
+            listeners: planned,
+            cluster_tls,
+            clusters,
+        } = self.plan(&inner, config)?;
 
         // Bind every new socket first: if one fails, the new ones are
         // dropped and the running config is untouched.
@@ -92,10 +107,15 @@ impl Forwarder {
                 l.stop();
             }
         }
+        // Renewed certificates go to clusters before routes point at them.
+        for (cluster, tls) in cluster_tls {
+            cluster.tls.store(tls);
+        }
+        inner.clusters = clusters;
         for p in planned {
             let route = Arc::new(p.route);
             match (inner.listeners.get(&p.listen), sockets.remove(&p.listen)) {
-                (Some(running), _) => running.shared.route.store(route),
+                (Some(running), _) => running.shared.set_route(route),
                 (None, Some(socket)) => {
                     tracing::info!(addr = %p.listen, listener = %route.name, protocol = route.protocol.as_str(), "listening");
                     let running = RunningListener::spawn(socket, route, process.clone());
@@ -107,23 +127,37 @@ impl Forwarder {
         Ok(())
     }
 
-    fn plan(
-        &self,
-        inner: &mut Inner,
-        config: &ProxyConfig,
-    ) -> Result<Vec<Planned>, ForwarderError> {
+    fn plan(&self, inner: &Inner, config: &ProxyConfig) -> Result<Plan, ForwarderError> {
+        let mesh_tls = match &config.mtls {
+            Some(cfg) => Some(Arc::new(MeshTls::new(cfg)?)),
+            None => None,
+        };
         let mut planned: Vec<Planned> = Vec::new();
-        let mut cluster = |name: &str| -> Arc<Cluster> {
-            inner
+        let mut cluster_tls = Vec::new();
+        let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
+        // Clusters are kept across configs by name, and under mTLS by CA,
+        // own certificate and expected identity: pooled connections made
+        // under other settings (or none) are not reused, and after a renewal
+        // new requests go out on new connections with the new certificate
+        // while requests in flight finish on theirs.
+        let mut cluster = |name: &str, tls_key: Option<String>| -> Arc<Cluster> {
+            let key = match tls_key {
+                Some(k) => format!("{name}|{k}"),
+                None => name.to_string(),
+            };
+            let c = inner
                 .clusters
-                .entry(name.to_string())
-                .or_insert_with(|| {
+                .get(&key)
+                .or_else(|| clusters.get(&key))
+                .cloned()
+                .unwrap_or_else(|| {
                     Arc::new(Cluster::new(
                         self.stats.cluster(name),
                         config.connect_timeout,
                     ))
-                })
-                .clone()
+                });
+            clusters.insert(key, c.clone());
+            c
         };
         for inb in &config.inbounds {
             let cluster_name = format!("localhost:{}", inb.upstream.port());
@@ -134,14 +168,30 @@ impl Forwarder {
                     protocol: inb.protocol,
                     target: Target::Local(Endpoint::new(inb.upstream)),
                     listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
-                    cluster: cluster(&cluster_name),
+                    cluster: cluster(&cluster_name, None),
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
+                    mesh: mesh_tls.as_ref().map(|tls| InboundMesh {
+                        tls: tls.clone(),
+                        permissions: Permissions::new(inb.permissions.clone()),
+                    }),
                 },
             });
         }
         for out in &config.outbounds {
-            let c = cluster(&out.service);
+            let tls = match (&mesh_tls, &out.identity) {
+                (Some(tls), Some(identity)) => Some((tls, identity)),
+                _ => None,
+            };
+            let c = cluster(
+                &out.service,
+                tls.map(|(t, id)| format!("{:x}|{id}", t.fingerprint)),
+            );
+            let client = match tls {
+                Some((t, id)) => Some(t.client_for(id)?),
+                None => None,
+            };
+            cluster_tls.push((c.clone(), client));
             c.stats.membership_total.set(out.endpoints.len() as i64);
             planned.push(Planned {
                 listen: out.listen,
@@ -153,6 +203,7 @@ impl Forwarder {
                     cluster: c,
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
+                    mesh: None,
                 },
             });
         }
@@ -165,7 +216,11 @@ impl Forwarder {
                 });
             }
         }
-        Ok(planned)
+        Ok(Plan {
+            listeners: planned,
+            cluster_tls,
+            clusters,
+        })
     }
 
     /// Stops every listener and refuses further configs; connections finish

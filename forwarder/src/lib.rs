@@ -4,6 +4,7 @@
 //! changes nothing), kept sockets get the new routes behind an `ArcSwap`,
 //! and removed ones stop accepting while their connections finish.
 
+mod authz;
 mod config;
 mod connector;
 mod copy;
@@ -12,13 +13,18 @@ mod endpoints;
 mod error;
 mod forwarder;
 mod http;
+mod inbound;
 mod listener;
 mod route;
 mod socket;
 pub mod stats;
 mod tcp;
+mod tls;
 
-pub use config::{EndpointConfig, InboundConfig, OutboundConfig, Protocol, ProxyConfig};
+pub use config::{
+    EndpointConfig, InboundConfig, MeshTlsConfig, MtlsMode, OutboundConfig, PermissionAction,
+    PermissionRule, PrivateKey, Protocol, ProxyConfig,
+};
 pub use endpoints::EndpointSet;
 pub use error::ForwarderError;
 pub use forwarder::Forwarder;

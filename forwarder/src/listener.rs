@@ -5,18 +5,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::authz::Peer;
 use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::route::Route;
 use crate::stats::ListenerStats;
-use crate::{http, socket, tcp};
+use crate::{http, inbound, socket, tcp};
 
 /// State shared by a listener and its connections.
 pub struct ListenerShared {
     pub route: ArcSwap<Route>,
+    /// Ticks at each new route, so that connections can re-check whether
+    /// they are still allowed.
+    pub changes: watch::Sender<()>,
+}
+
+impl ListenerShared {
+    pub fn set_route(&self, route: Arc<Route>) {
+        self.route.store(route);
+        self.changes.send_replace(());
+    }
 }
 
 pub struct RunningListener {
@@ -30,6 +45,7 @@ impl RunningListener {
     pub fn spawn(socket: TcpListener, route: Arc<Route>, process: DrainWatch) -> RunningListener {
         let shared = Arc::new(ListenerShared {
             route: ArcSwap::new(route),
+            changes: watch::Sender::new(()),
         });
         let (stop, stop_watch) = drain::channel();
         let span = tracing::info_span!("listener", addr = ?socket.local_addr().ok());
@@ -89,11 +105,7 @@ async fn accept_loop(
                         _ = process.signaled() => {},
                     }
                 };
-                if route.protocol.is_http() {
-                    http::serve(stream, shared, route, shutdown).await;
-                } else {
-                    tcp::proxy(stream, route).await;
-                }
+                serve_connection(stream, shared, route, shutdown).await;
                 // `process` (borrowed by `shutdown`) is released here, when
                 // the task ends: that is what a process drain waits for.
                 drop(active);
@@ -102,4 +114,59 @@ async fn accept_loop(
         );
     }
     tracing::info!("listener stopped accepting");
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    shared: Arc<ListenerShared>,
+    route: Arc<Route>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let Some(mesh) = &route.mesh else {
+        return serve_stream(
+            stream,
+            Arc::new(Peer::Unauthenticated),
+            shared,
+            route,
+            shutdown,
+        )
+        .await;
+    };
+    let stats = route.listener_stats.clone();
+    let (io, peer) = match inbound::accept(stream, mesh).await {
+        Ok((io, peer)) => (io, Arc::new(peer)),
+        Err(e) => {
+            stats.ssl_connection_error.inc();
+            tracing::info!(error = %e, "inbound connection refused: mesh mTLS handshake failed");
+            return;
+        }
+    };
+    if matches!(io, inbound::InboundIo::Tls(_)) {
+        stats.ssl_handshake.inc();
+    }
+    // HTTP is authorized per request (a denial is a 403); TCP here, once.
+    if !route.protocol.is_http() && !inbound::authorize(&route, &peer) {
+        return;
+    }
+    let watched = shared.clone();
+    tokio::select! {
+        _ = serve_stream(io, peer.clone(), shared, route, shutdown) => {},
+        _ = inbound::revoked(&watched, &peer) => {},
+    }
+}
+
+async fn serve_stream<S>(
+    io: S,
+    peer: Arc<Peer>,
+    shared: Arc<ListenerShared>,
+    route: Arc<Route>,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if route.protocol.is_http() {
+        http::serve(io, peer, shared, route, shutdown).await;
+    } else {
+        tcp::proxy(io, route).await;
+    }
 }

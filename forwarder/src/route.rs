@@ -12,8 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Protocol;
-use crate::connector::{ClusterConnector, CountedStream};
+use crate::connector::{ClusterConnector, ClusterStream, UpstreamTls};
 use crate::endpoints::{Endpoint, EndpointSet};
+use crate::inbound::InboundMesh;
 use crate::stats::{ClusterStats, ListenerStats};
 
 /// At most this many endpoints are tried for one TCP connection.
@@ -25,19 +26,23 @@ pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<b
 
 pub type UpstreamClient = Client<ClusterConnector, UpstreamBody>;
 
-/// One upstream cluster: its stats and its pooled HTTP clients, kept across
-/// config updates so that pooled connections survive them.
+/// One upstream cluster: its stats, its mesh mTLS client side and its
+/// pooled HTTP clients, kept across config updates so that pooled
+/// connections survive them.
 pub struct Cluster {
     pub stats: Arc<ClusterStats>,
+    pub tls: Arc<UpstreamTls>,
     pub h1: UpstreamClient,
     pub h2: UpstreamClient,
 }
 
 impl Cluster {
     pub fn new(stats: Arc<ClusterStats>, connect_timeout: Duration) -> Cluster {
+        let tls = Arc::new(UpstreamTls::empty());
         let connector = ClusterConnector {
             stats: stats.clone(),
             timeout: connect_timeout,
+            tls: tls.clone(),
         };
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -49,7 +54,7 @@ impl Cluster {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
-        Cluster { stats, h1, h2 }
+        Cluster { stats, tls, h1, h2 }
     }
 
     pub fn client(&self, protocol: Protocol) -> &UpstreamClient {
@@ -76,6 +81,8 @@ pub struct Route {
     pub cluster: Arc<Cluster>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Set on inbounds when mesh mTLS is on.
+    pub mesh: Option<InboundMesh>,
 }
 
 impl Route {
@@ -97,15 +104,15 @@ impl Route {
 
     /// Connects to an upstream, moving on to the next endpoint when one
     /// refuses, so that one dead endpoint does not fail the connection.
-    pub async fn connect(&self) -> io::Result<(SocketAddr, CountedStream)> {
+    pub async fn connect(&self) -> io::Result<(SocketAddr, ClusterStream)> {
         let attempts = self.connect_attempts();
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
         for _ in 0..attempts {
             let Some(addr) = self.pick().map(|e| e.addr) else {
                 break;
             };
-            match CountedStream::connect(addr, self.cluster.stats.clone(), self.connect_timeout)
-                .await
+            let stats = self.cluster.stats.clone();
+            match ClusterStream::connect(addr, stats, self.connect_timeout, &self.cluster.tls).await
             {
                 Ok(s) => return Ok((addr, s)),
                 Err(e) => {

@@ -113,6 +113,11 @@ pub struct ListenerStats {
     pub rq_total: Counter,
     pub rq_xx: StatusClasses,
     pub rq_time: Histogram,
+    pub ssl_handshake: Counter,
+    pub ssl_connection_error: Counter,
+    pub rbac_allowed: Counter,
+    pub rbac_denied: Counter,
+    pub rbac_shadow_denied: Counter,
 }
 
 /// Upstream side: one cluster (an outbound service, or an inbound's local
@@ -173,6 +178,11 @@ impl Stats {
                     rq_total: Counter::default(),
                     rq_xx: StatusClasses::default(),
                     rq_time: Histogram::default(),
+                    ssl_handshake: Counter::default(),
+                    ssl_connection_error: Counter::default(),
+                    rbac_allowed: Counter::default(),
+                    rbac_denied: Counter::default(),
+                    rbac_shadow_denied: Counter::default(),
                 })
             })
             .clone()
@@ -206,11 +216,22 @@ impl Stats {
         let listeners: Vec<_> = lock(&self.listeners).values().cloned().collect();
         let clusters: Vec<_> = lock(&self.clusters).values().cloned().collect();
 
-        let l_counters: [(&str, ListenerValue); 2] = [
+        let l_counters: [(&str, ListenerValue); 7] = [
             ("envoy_listener_downstream_cx_total", |l| {
                 l.cx_total.get() as i64
             }),
             ("envoy_listener_downstream_cx_active", |l| l.cx_active.get()),
+            ("envoy_listener_ssl_handshake", |l| {
+                l.ssl_handshake.get() as i64
+            }),
+            ("envoy_listener_ssl_connection_error", |l| {
+                l.ssl_connection_error.get() as i64
+            }),
+            ("envoy_rbac_allowed", |l| l.rbac_allowed.get() as i64),
+            ("envoy_rbac_denied", |l| l.rbac_denied.get() as i64),
+            ("envoy_rbac_shadow_denied", |l| {
+                l.rbac_shadow_denied.get() as i64
+            }),
         ];
         for (name, get) in l_counters {
             family(

@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::copy;
 use crate::route::Route;
 
-pub async fn proxy(mut downstream: TcpStream, route: Arc<Route>) {
+pub async fn proxy<S>(mut downstream: S, route: Arc<Route>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (addr, mut upstream) = match route.connect().await {
         Ok(up) => up,
         Err(e) => {

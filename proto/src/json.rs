@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::v1::{Protocol, ProxyConfig};
+use crate::v1::{MtlsMode, PermissionAction, Permissions, Protocol, ProxyConfig};
 
 fn protocol(p: i32) -> &'static str {
     match Protocol::try_from(p) {
@@ -12,6 +12,21 @@ fn protocol(p: i32) -> &'static str {
         Ok(Protocol::Grpc) => "grpc",
         _ => "tcp",
     }
+}
+
+fn permissions(p: Option<&Permissions>) -> Value {
+    let Some(p) = p else { return Value::Null };
+    p.rules
+        .iter()
+        .map(|r| {
+            let action = match PermissionAction::try_from(r.action) {
+                Ok(PermissionAction::Deny) => "Deny",
+                Ok(PermissionAction::AllowWithShadowDeny) => "AllowWithShadowDeny",
+                _ => "Allow",
+            };
+            json!({"action": action, "requiredUris": r.required_uris, "policy": r.policy})
+        })
+        .collect()
 }
 
 pub fn proxy_config(config: &ProxyConfig) -> Value {
@@ -28,6 +43,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
                 "protocol": protocol(i.protocol),
                 "service": i.service,
                 "tags": i.tags,
+                "permissions": permissions(i.permissions.as_ref()),
             })
         })
         .collect();
@@ -48,8 +64,17 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
                 "service": o.service,
                 "protocol": protocol(o.protocol),
                 "endpoints": endpoints,
+                "identity": o.cluster.as_ref().map(|c| c.identity.as_str()).filter(|i| !i.is_empty()),
             })
         })
         .collect();
-    json!({"mesh": config.mesh, "name": config.name, "inbounds": inbounds, "outbounds": outbounds})
+    // Certificates are shown by count: /certs on the agent describes them.
+    let mtls = config.mtls.as_ref().map(|m| {
+        let mode = match MtlsMode::try_from(m.mode) {
+            Ok(MtlsMode::Permissive) => "PERMISSIVE",
+            _ => "STRICT",
+        };
+        json!({"mode": mode, "peerUriPrefix": m.peer_uri_prefix, "caCerts": m.ca_certs.len(), "certChain": m.cert_chain.len()})
+    });
+    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "inbounds": inbounds, "outbounds": outbounds})
 }

@@ -21,8 +21,9 @@ pub async fn run(
     mesh: &str,
     output: Output,
 ) -> anyhow::Result<()> {
-    let rtype = ResourceType::from_cli_name(kind)
-        .ok_or_else(|| anyhow!("unknown resource type {kind:?}: use meshes or dataplanes"))?;
+    let rtype = ResourceType::from_cli_name(kind).ok_or_else(|| {
+        anyhow!("unknown resource type {kind:?}: use meshes, dataplanes or meshtrafficpermissions")
+    })?;
     let path = match name {
         Some(n) => resource_path(rtype, mesh, n),
         None if rtype.is_mesh_scoped() => format!("/meshes/{mesh}/{}", rtype.plural()),
@@ -44,6 +45,7 @@ pub async fn run(
             let rows = match rtype {
                 ResourceType::Mesh => mesh_rows(&items),
                 ResourceType::Dataplane => dataplane_rows(api, mesh, &items).await?,
+                ResourceType::MeshTrafficPermission => permission_rows(mesh, &items),
             };
             print_table(&rows);
         }
@@ -80,11 +82,69 @@ fn mesh_rows(items: &[Value]) -> Vec<Vec<String>> {
         let passthrough = m["networking"]["outbound"]["passthrough"]
             .as_bool()
             .unwrap_or(true);
+        let mtls = match m["mtls"]["enabledBackend"].as_str() {
+            Some(b) if !b.is_empty() => {
+                let backend = m["mtls"]["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|x| x["name"] == b);
+                let mode = backend.and_then(|x| x["mode"].as_str()).unwrap_or("STRICT");
+                format!("builtin/{b} ({mode})")
+            }
+            _ => "off".into(),
+        };
         rows.push(vec![
             m["name"].as_str().unwrap_or_default().into(),
-            "off".into(),
+            mtls,
             if passthrough { "on" } else { "off" }.into(),
             age(&m["creationTime"]),
+        ]);
+    }
+    rows
+}
+
+fn target_text(t: &Value) -> String {
+    match t["kind"].as_str().unwrap_or("Mesh") {
+        "MeshService" => format!("MeshService/{}", t["name"].as_str().unwrap_or_default()),
+        "MeshSubset" => {
+            let tags: Vec<String> = t["tags"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            format!("MeshSubset[{}]", tags.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn permission_rows(mesh: &str, items: &[Value]) -> Vec<Vec<String>> {
+    let mut rows = vec![
+        ["MESH", "NAME", "TARGET", "FROM", "AGE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for p in items {
+        let from: Vec<String> = p["spec"]["from"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                format!(
+                    "{}:{}",
+                    target_text(&f["targetRef"]),
+                    f["default"]["action"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        rows.push(vec![
+            mesh.to_string(),
+            p["name"].as_str().unwrap_or_default().into(),
+            target_text(&p["spec"]["targetRef"]),
+            from.join(" "),
+            age(&p["creationTime"]),
         ]);
     }
     rows

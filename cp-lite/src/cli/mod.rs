@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod delete;
+pub mod generate;
 pub mod get;
 
 use anyhow::{Context, bail};
@@ -37,6 +38,22 @@ impl ApiClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        let (status, bytes) = self.call_raw(method, path, body).await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Ok((status, value))
+    }
+
+    /// The response body as sent (for endpoints that answer plain text).
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let url = format!("{}{}", self.base, path);
         let req = Request::builder()
             .method(method)
@@ -47,13 +64,7 @@ impl ApiClient {
             format!("cannot reach the control plane at {url} (is koguma-cp running? see --api-url)")
         })?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        Ok((status, value))
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
 }
 

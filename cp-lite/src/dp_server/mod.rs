@@ -3,6 +3,8 @@
 //! whenever the catalog changes what that dataplane should run, and records
 //! ACKs and NACKs.
 
+mod identity;
+mod permissions;
 pub mod proxy_config;
 mod registration;
 mod session;
@@ -21,7 +23,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscoveryServer;
+pub use registration::DpAuth;
 
+use crate::mesh_ca::MeshCas;
 use crate::resources::Resources;
 use crate::store::Origin;
 use status::StatusRegistry;
@@ -32,6 +36,8 @@ const STARTUP_GRACE: Duration = Duration::from_secs(30);
 pub struct DpServer {
     resources: Arc<Resources>,
     status: Arc<StatusRegistry>,
+    cas: Arc<MeshCas>,
+    auth: DpAuth,
     next_stream: AtomicU64,
     /// How long an agent-registered dataplane outlives its stream (Kuma: 10 s).
     deregistration_delay: Duration,
@@ -41,11 +47,15 @@ impl DpServer {
     pub fn new(
         resources: Arc<Resources>,
         status: Arc<StatusRegistry>,
+        cas: Arc<MeshCas>,
+        auth: DpAuth,
         deregistration_delay: Duration,
     ) -> Arc<DpServer> {
         let server = Arc::new(DpServer {
             resources,
             status,
+            cas,
+            auth,
             next_stream: AtomicU64::new(1),
             deregistration_delay,
         });
@@ -106,6 +116,12 @@ impl DataplaneDiscovery for DpService {
         request: Request<Streaming<ConfigRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let peer = request.remote_addr();
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream closed before its first request")
@@ -113,7 +129,7 @@ impl DataplaneDiscovery for DpService {
         let node = first.node.ok_or_else(|| {
             Status::invalid_argument("the first request of a stream must carry the node")
         })?;
-        let (key, origin) = registration::register(&self.0.resources, &node).inspect_err(|e| {
+        let (key, origin) = registration::register(&self.0.resources, self.0.auth, token.as_deref(), &node).inspect_err(|e| {
             tracing::warn!(mesh = %node.mesh, dataplane = %node.name, ?peer, reason = %e.message(), "dataplane refused");
         })?;
         let stream_id = self.0.next_stream.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +145,7 @@ impl DataplaneDiscovery for DpService {
         let (tx, rx) = mpsc::channel(4);
         let server = self.0.clone();
         tokio::spawn(async move {
-            session::run(&server, &key, stream_id, incoming, tx).await;
+            session::run(&server, &key, stream_id, first.csr, incoming, tx).await;
             server.status.disconnected(&key, stream_id);
             tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected");
             if origin == Origin::Agent {

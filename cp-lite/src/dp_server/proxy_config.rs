@@ -9,6 +9,7 @@ use koguma_api::Protocol;
 use koguma_proto::v1 as pb;
 use prost::Message;
 
+use super::permissions;
 use crate::catalog::Catalog;
 
 fn protocol(p: Protocol) -> pb::Protocol {
@@ -68,9 +69,23 @@ fn service_endpoints(
     (endpoints, proto)
 }
 
+/// The config of dataplane `name`. With mesh mTLS on it carries the mode
+/// and permissions but no certificates: the session adds those.
 pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfig> {
     let stored = catalog.get(koguma_api::ResourceType::Dataplane, mesh, name)?;
     let net = stored.resource.as_dataplane()?.networking()?;
+    let mtls = catalog
+        .mesh(mesh)
+        .and_then(|m| m.mtls_backend())
+        .map(|b| pb::MeshTls {
+            mode: match b.mode() {
+                koguma_api::MtlsMode::Strict => pb::MtlsMode::Strict,
+                koguma_api::MtlsMode::Permissive => pb::MtlsMode::Permissive,
+            }
+            .into(),
+            peer_uri_prefix: format!("spiffe://{mesh}/"),
+            ..Default::default()
+        });
     let inbounds = net
         .inbound
         .iter()
@@ -86,6 +101,9 @@ pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfi
                 protocol: protocol(i.protocol()).into(),
                 service: i.service().to_string(),
                 tags: i.tags.clone(),
+                permissions: mtls
+                    .as_ref()
+                    .map(|_| permissions::for_inbound(catalog, mesh, &i.tags)),
             }
         })
         .collect();
@@ -105,6 +123,11 @@ pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfi
                     name: service.clone(),
                     lb_policy: pb::LbPolicy::RoundRobin.into(),
                     endpoints,
+                    identity: if mtls.is_some() {
+                        format!("spiffe://{mesh}/{service}")
+                    } else {
+                        String::new()
+                    },
                 }),
                 service,
             }
@@ -115,6 +138,7 @@ pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfi
         name: name.to_string(),
         inbounds,
         outbounds,
+        mtls,
     })
 }
 

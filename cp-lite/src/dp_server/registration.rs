@@ -1,21 +1,72 @@
 //! Who is on the other end of a stream: a Dataplane registered from the
 //! agent's template, or one that already exists on the CP.
 
-use koguma_api::{Resource, ResourceType};
+use koguma_api::{DataplaneSpec, Resource, ResourceType};
 use koguma_proto::v1::Node;
 use tonic::Status;
 
 use crate::catalog::DataplaneKey;
+use crate::dp_token;
 use crate::resources::{ResourceError, Resources};
 use crate::store::Origin;
 
-pub fn register(resources: &Resources, node: &Node) -> Result<(DataplaneKey, Origin), Status> {
+/// How agents prove which dataplane they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DpAuth {
+    /// A dataplane token from `koguma-cp generate dataplane-token`.
+    DpToken,
+    /// No proof: any agent may register any dataplane. Local experiments only.
+    None,
+}
+
+/// Refuses the dataplane unless `token` is valid and allows it. Nothing is
+/// registered before this passes.
+fn check_token(
+    resources: &Resources,
+    auth: DpAuth,
+    token: Option<&str>,
+    mesh: &str,
+    name: &str,
+    dp: &DataplaneSpec,
+) -> Result<(), Status> {
+    if auth == DpAuth::None {
+        return Ok(());
+    }
+    let result = token
+        .ok_or(dp_token::TokenError::Missing)
+        .and_then(|t| dp_token::verify(resources, mesh, t))
+        .and_then(|claims| dp_token::authorize(&claims, mesh, name, dp));
+    result.map_err(|e| match e {
+        dp_token::TokenError::Store(s) => Status::internal(s.to_string()),
+        e => Status::permission_denied(format!(
+            "dataplane {name:?} in mesh {mesh:?} is not allowed to register: {e}"
+        )),
+    })
+}
+
+pub fn register(
+    resources: &Resources,
+    auth: DpAuth,
+    token: Option<&str>,
+    node: &Node,
+) -> Result<(DataplaneKey, Origin), Status> {
     if node.dataplane_json.is_empty() {
-        let exists = resources
-            .catalog()
+        let catalog = resources.catalog();
+        let existing = catalog
             .get(ResourceType::Dataplane, &node.mesh, &node.name)
-            .is_some();
-        if !exists {
+            .and_then(|r| r.resource.as_dataplane());
+        if let Some(dp) = existing {
+            check_token(resources, auth, token, &node.mesh, &node.name, dp)?;
+        } else {
+            // Say nothing of what exists to an agent that cannot prove who it is.
+            check_token(
+                resources,
+                auth,
+                token,
+                &node.mesh,
+                &node.name,
+                &DataplaneSpec::default(),
+            )?;
             return Err(Status::not_found(format!(
                 "Dataplane {:?} not found in mesh {:?}: create it with `koguma-cp apply` or run koguma-dp with --dataplane-file",
                 node.name, node.mesh
@@ -35,6 +86,9 @@ pub fn register(resources: &Resources, node: &Node) -> Result<(DataplaneKey, Ori
         )));
     }
     let key = (resource.meta.mesh.clone(), resource.meta.name.clone());
+    if let Some(dp) = resource.as_dataplane() {
+        check_token(resources, auth, token, &key.0, &key.1, dp)?;
+    }
     if let Some(existing) = resources
         .catalog()
         .get(ResourceType::Dataplane, &key.0, &key.1)

@@ -7,6 +7,7 @@ use koguma_proto::v1::{ConfigRequest, ConfigResponse};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use super::identity::SessionIdentity;
 use super::{DpServer, proxy_config};
 use crate::catalog::DataplaneKey;
 
@@ -14,15 +15,20 @@ pub async fn run(
     server: &Arc<DpServer>,
     key: &DataplaneKey,
     stream_id: u64,
+    first_csr: Vec<u8>,
     mut incoming: Streaming<ConfigRequest>,
     tx: mpsc::Sender<Result<ConfigResponse, Status>>,
 ) {
     let mut catalog_rx = server.resources.subscribe();
     let mut sent_version: Option<String> = None;
     let mut nonce: u64 = 0;
+    let mut identity = SessionIdentity::default();
+    if !first_csr.is_empty() {
+        identity.set_csr(first_csr);
+    }
     loop {
         let catalog = catalog_rx.borrow_and_update().clone();
-        let Some(config) = proxy_config::build(&catalog, &key.0, &key.1) else {
+        let Some(mut config) = proxy_config::build(&catalog, &key.0, &key.1) else {
             let _ = tx
                 .send(Err(Status::not_found(format!(
                     "Dataplane {:?} in mesh {:?} was deleted",
@@ -31,6 +37,7 @@ pub async fn run(
                 .await;
             return;
         };
+        identity.fill(server, &catalog, key, &mut config);
         let version = proxy_config::version(&config);
         if sent_version.as_deref() != Some(version.as_str()) {
             nonce += 1;
@@ -53,7 +60,14 @@ pub async fn run(
                 }
             }
             msg = incoming.message() => match msg {
-                Ok(Some(req)) => on_request(server, key, stream_id, nonce, sent_version.as_deref(), req),
+                Ok(Some(mut req)) => {
+                    let csr = std::mem::take(&mut req.csr);
+                    if !csr.is_empty() {
+                        tracing::debug!(mesh = %key.0, dataplane = %key.1, "certificate signing request received");
+                        identity.set_csr(csr);
+                    }
+                    on_request(server, key, stream_id, nonce, sent_version.as_deref(), req)
+                }
                 Ok(None) => return,
                 Err(e) => {
                     tracing::debug!(mesh = %key.0, dataplane = %key.1, error = %e, "stream error");

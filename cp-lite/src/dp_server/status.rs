@@ -30,6 +30,8 @@ pub struct StreamStatus {
     pub responses_sent: u64,
     pub responses_acked: u64,
     pub responses_rejected: u64,
+    pub cert_expiration: Option<SystemTime>,
+    pub cert_regenerations: u64,
 }
 
 #[derive(Default)]
@@ -64,6 +66,8 @@ impl StatusRegistry {
                     responses_sent: 0,
                     responses_acked: 0,
                     responses_rejected: 0,
+                    cert_expiration: None,
+                    cert_regenerations: 0,
                 },
             );
         });
@@ -105,6 +109,17 @@ impl StatusRegistry {
         });
     }
 
+    pub fn cert_issued(&self, key: &DataplaneKey, not_after: time::OffsetDateTime) {
+        let expires = SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(not_after.unix_timestamp().max(0) as u64);
+        self.with(|m| {
+            if let Some(s) = m.get_mut(key) {
+                s.cert_expiration = Some(expires);
+                s.cert_regenerations += 1;
+            }
+        });
+    }
+
     pub fn disconnected(&self, key: &DataplaneKey, stream_id: u64) {
         self.update(key, stream_id, |s| {
             s.online = false;
@@ -142,6 +157,10 @@ impl StreamStatus {
                 "version": r.version,
                 "reason": r.reason,
                 "time": time(r.time),
+            })),
+            "mTLS": self.cert_expiration.map(|t| json!({
+                "certificateExpirationTime": time(t),
+                "certificateRegenerations": self.cert_regenerations,
             })),
             "subscriptions": [{
                 "id": self.stream_id.to_string(),

@@ -65,4 +65,13 @@ pub trait ResourceStore: Send + Sync {
     fn upsert(&self, resource: &mut Resource, origin: Origin) -> Result<bool, StoreError>;
     /// Returns whether something was deleted.
     fn delete(&self, rtype: ResourceType, mesh: &str, name: &str) -> Result<bool, StoreError>;
+    /// Secrets (CA keys, token signing keys) are never served by the API.
+    fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, StoreError>;
+    /// Stores `data` unless the secret exists; returns the one stored, so
+    /// that two writers racing end up using the same secret.
+    fn insert_secret(&self, mesh: &str, name: &str, data: &str) -> Result<String, StoreError>;
+    /// Creates or replaces a secret.
+    fn put_secret(&self, mesh: &str, name: &str, data: &str) -> Result<(), StoreError>;
+    /// Deletes every resource and secret of a mesh (the mesh goes with them).
+    fn delete_mesh_contents(&self, mesh: &str) -> Result<(), StoreError>;
 }

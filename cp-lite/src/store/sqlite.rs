@@ -20,6 +20,13 @@ CREATE TABLE IF NOT EXISTS resources (
     modification_time TEXT NOT NULL,
     PRIMARY KEY (type, mesh, name)
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    mesh          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    data          TEXT NOT NULL,
+    creation_time TEXT NOT NULL,
+    PRIMARY KEY (mesh, name)
+);
 ";
 
 pub struct SqliteStore {
@@ -165,6 +172,52 @@ impl ResourceStore for SqliteStore {
         )?;
         Ok(n > 0)
     }
+
+    fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT data FROM secrets WHERE mesh = ?1 AND name = ?2",
+                params![mesh, name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn insert_secret(&self, mesh: &str, name: &str, data: &str) -> Result<String, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO secrets (mesh, name, data, creation_time) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (mesh, name) DO NOTHING",
+            params![mesh, name, data, now_rfc3339()],
+        )?;
+        let stored: String = tx.query_row(
+            "SELECT data FROM secrets WHERE mesh = ?1 AND name = ?2",
+            params![mesh, name],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn put_secret(&self, mesh: &str, name: &str, data: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO secrets (mesh, name, data, creation_time) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (mesh, name) DO UPDATE SET data = excluded.data",
+            params![mesh, name, data, now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    fn delete_mesh_contents(&self, mesh: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM secrets WHERE mesh = ?1", params![mesh])?;
+        tx.execute("DELETE FROM resources WHERE mesh = ?1", params![mesh])?;
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +245,15 @@ mod tests {
         assert!(all[0].resource.meta.creation_time.is_some());
         assert!(store.delete(ResourceType::Mesh, "", "a").unwrap());
         assert!(!store.delete(ResourceType::Mesh, "", "a").unwrap());
+    }
+
+    #[test]
+    fn the_first_secret_written_stays() {
+        let store = SqliteStore::in_memory().unwrap();
+        assert_eq!(store.secret("m", "k").unwrap(), None);
+        assert_eq!(store.insert_secret("m", "k", "one").unwrap(), "one");
+        assert_eq!(store.insert_secret("m", "k", "two").unwrap(), "one");
+        store.delete_mesh_contents("m").unwrap();
+        assert_eq!(store.secret("m", "k").unwrap(), None);
     }
 }

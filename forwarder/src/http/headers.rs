@@ -76,6 +76,18 @@ pub fn to_upstream<B>(
     Ok(Request::from_parts(parts, body))
 }
 
+const XFCC: &str = "x-forwarded-client-cert";
+
+/// On a mesh inbound, the caller's verified identity replaces whatever
+/// `x-forwarded-client-cert` the request carried (Envoy's SANITIZE_SET):
+/// an application can trust it.
+pub fn set_client_cert(headers: &mut HeaderMap, peer: &crate::authz::Peer) {
+    headers.remove(XFCC);
+    if let crate::authz::Peer::Mesh { xfcc: Some(v), .. } = peer {
+        headers.insert(XFCC, v.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@ pub enum LocalReply {
     Reset(String),
     Timeout,
     BadRequest(String),
+    /// Denied by MeshTrafficPermission.
+    Forbidden(String),
 }
 
 impl LocalReply {
@@ -27,6 +29,7 @@ impl LocalReply {
             LocalReply::Reset(_) => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
+            LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -36,7 +39,7 @@ impl LocalReply {
             LocalReply::ConnectFailed(e) => format!("upstream connect error: {e}"),
             LocalReply::Reset(e) => format!("upstream reset before response: {e}"),
             LocalReply::Timeout => "upstream request timeout".into(),
-            LocalReply::BadRequest(e) => e.clone(),
+            LocalReply::BadRequest(e) | LocalReply::Forbidden(e) => e.clone(),
         }
     }
 
@@ -44,6 +47,7 @@ impl LocalReply {
         match self {
             LocalReply::Timeout => "4",        // DEADLINE_EXCEEDED
             LocalReply::BadRequest(_) => "13", // INTERNAL
+            LocalReply::Forbidden(_) => "7",   // PERMISSION_DENIED
             _ => "14",                         // UNAVAILABLE
         }
     }

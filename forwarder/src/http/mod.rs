@@ -20,8 +20,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::authz::Peer;
 use crate::listener::ListenerShared;
 use crate::route::{Route, UpstreamBody};
 use local_reply::{LocalReply, ProxyBody};
@@ -29,18 +30,22 @@ use local_reply::{LocalReply, ProxyBody};
 /// Serves one downstream connection until it closes, or until `shutdown`
 /// resolves: then in-flight requests finish and the connection is closed
 /// (`Connection: close` / GOAWAY).
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S>(
+    stream: S,
+    peer: Arc<Peer>,
     shared: Arc<ListenerShared>,
     conn_route: Arc<Route>,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
     let service = service_fn(move |req| {
         let route = current_route(&shared, &conn_route);
-        async move { Ok::<_, Infallible>(forward(route, req).await) }
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(forward(route, &peer, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -70,12 +75,24 @@ fn current_route(shared: &ListenerShared, conn_route: &Arc<Route>) -> Arc<Route>
     }
 }
 
-async fn forward(route: Arc<Route>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(route: Arc<Route>, peer: &Peer, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let listener = &route.listener_stats;
     listener.rq_total.inc();
     let grpc = headers::is_grpc(req.headers());
-    let resp = match upstream(&route, req).await {
+    let result = if crate::inbound::authorize(&route, peer) {
+        upstream(&route, peer, req).await
+    } else {
+        Err(LocalReply::Forbidden(format!(
+            "RBAC: access denied: {} may not call {}",
+            peer.identity(),
+            route
+                .mesh
+                .as_ref()
+                .map_or("", |m| m.tls.own_identity.as_str())
+        )))
+    };
+    let resp = match result {
         Ok(resp) => resp,
         Err(reply) => reply.into_response(grpc),
     };
@@ -86,6 +103,7 @@ async fn forward(route: Arc<Route>, req: Request<Incoming>) -> Response<ProxyBod
 
 async fn upstream(
     route: &Route,
+    peer: &Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
     let cluster = &route.cluster.stats;
@@ -120,12 +138,15 @@ async fn upstream(
             parts.clone()
         };
         let Some(head) = head else { break };
-        let req = headers::to_upstream(
+        let mut req = headers::to_upstream(
             Request::from_parts(head, upstream_body),
             &endpoint.authority,
             route.protocol.upstream_h2(),
         )
         .map_err(LocalReply::BadRequest)?;
+        if route.mesh.is_some() {
+            headers::set_client_cert(req.headers_mut(), peer);
+        }
         match send(route, endpoint.addr, req).await {
             Err(failure @ LocalReply::ConnectFailed(_)) if attempt < attempts => {
                 last_failure = Some(failure)

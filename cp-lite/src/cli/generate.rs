@@ -1,0 +1,137 @@
+//! `koguma-cp generate dataplane-token` and `generate workload-certificate`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use http::Method;
+use serde_json::{Value, json};
+
+use super::{ApiClient, describe_error};
+
+#[derive(clap::Subcommand)]
+pub enum Generate {
+    /// Print a token that lets one dataplane register (koguma-dp --dataplane-token-file).
+    DataplaneToken {
+        #[arg(long, short = 'm', default_value = "default")]
+        mesh: String,
+        /// The dataplane's name; empty allows any name in the mesh.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// k=v: every inbound of the dataplane must carry one of the values
+        /// given for k (repeat the flag to allow several).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        #[arg(long, default_value = "24h")]
+        valid_for: String,
+    },
+    /// Issue a workload certificate of the mesh CA for a proxy that is not
+    /// koguma-dp (e.g. an Envoy). The key is generated here and never sent.
+    WorkloadCertificate {
+        #[arg(long, short = 'm', default_value = "default")]
+        mesh: String,
+        /// The kuma.io/service the certificate names (spiffe://<mesh>/<service>).
+        #[arg(long)]
+        service: String,
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Defaults to the mesh's dpCert.rotation.expiration.
+        #[arg(long)]
+        valid_for: Option<String>,
+        #[arg(long)]
+        cert_file: PathBuf,
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Where to write the mesh CA certificate, for the peer's validation.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("{s:?}: expected key=value")),
+    }
+}
+
+pub async fn run(api: &ApiClient, what: Generate) -> anyhow::Result<()> {
+    match what {
+        Generate::DataplaneToken {
+            mesh,
+            name,
+            tags,
+            valid_for,
+        } => {
+            let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (k, v) in tags {
+                grouped.entry(k).or_default().push(v);
+            }
+            let body = json!({"mesh": mesh, "name": name, "tags": grouped, "type": "dataplane", "validFor": valid_for});
+            let (status, bytes) = api
+                .call_raw(
+                    Method::POST,
+                    "/tokens/dataplane",
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?;
+            if !status.is_success() {
+                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                bail!("{}", describe_error(status, &v));
+            }
+            println!("{}", String::from_utf8_lossy(&bytes).trim());
+        }
+        Generate::WorkloadCertificate {
+            mesh,
+            service,
+            tags,
+            valid_for,
+            cert_file,
+            key_file,
+            ca_file,
+        } => {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+            let body = json!({
+                "csr": csr.pem()?,
+                "service": service,
+                "tags": tags.into_iter().collect::<BTreeMap<_, _>>(),
+                "validFor": valid_for,
+            });
+            let (status, v) = api
+                .call(
+                    Method::POST,
+                    &format!("/meshes/{mesh}/workload-certificates"),
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?;
+            if !status.is_success() {
+                bail!("{}", describe_error(status, &v));
+            }
+            let cert = v["certificate"].as_str().unwrap_or_default();
+            write_private(&key_file, &key.serialize_pem())?;
+            std::fs::write(&cert_file, cert)
+                .with_context(|| format!("cannot write {}", cert_file.display()))?;
+            if let Some(ca) = ca_file {
+                std::fs::write(&ca, v["caCertificate"].as_str().unwrap_or_default())
+                    .with_context(|| format!("cannot write {}", ca.display()))?;
+            }
+            eprintln!("wrote {} for {}", cert_file.display(), v["identities"]);
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &PathBuf, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(pem.as_bytes())?;
+    Ok(())
+}

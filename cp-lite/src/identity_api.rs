@@ -1,0 +1,159 @@
+//! REST endpoints that hand out credentials: dataplane tokens (Kuma's
+//! `POST /tokens/dataplane`) and workload certificates for proxies that are
+//! not Koguma's (an Envoy, a test client), signed over a CSR so that the
+//! key stays with whoever asked. Both are admin operations: the API listens
+//! on loopback by default.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use koguma_api::{ValidationError, parse_duration, validate_name};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api_server::{ApiError, ApiState};
+use crate::dp_token::{self, Claims};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRequest {
+    #[serde(default)]
+    name: String,
+    mesh: String,
+    #[serde(default)]
+    tags: BTreeMap<String, Vec<String>>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    valid_for: Option<String>,
+}
+
+fn lifetime(
+    field: &str,
+    text: Option<&str>,
+    default: &str,
+) -> Result<std::time::Duration, ApiError> {
+    let text = text.unwrap_or(default);
+    parse_duration(text).map_err(|m| ApiError::Invalid(ValidationError::single(field, m)))
+}
+
+fn existing_mesh(s: &ApiState, mesh: &str) -> Result<(), ApiError> {
+    if s.resources.catalog().mesh(mesh).is_none() {
+        return Err(ApiError::Invalid(ValidationError::single(
+            "mesh",
+            format!("mesh {mesh:?} does not exist"),
+        )));
+    }
+    Ok(())
+}
+
+pub async fn dataplane_token(
+    State(s): State<ApiState>,
+    Json(req): Json<TokenRequest>,
+) -> Result<Response, ApiError> {
+    existing_mesh(&s, &req.mesh)?;
+    let mut errs = ValidationError::default();
+    if !req.name.is_empty() {
+        validate_name("name", &req.name, &mut errs);
+    }
+    if let Some(k) = req.kind.as_deref().filter(|k| *k != "dataplane") {
+        errs.add(
+            "type",
+            format!("{k:?} is not supported: expected dataplane"),
+        );
+    }
+    errs.into_result().map_err(ApiError::Invalid)?;
+    let valid_for = lifetime("validFor", req.valid_for.as_deref(), "24h")?;
+    let claims = Claims {
+        name: req.name.clone(),
+        mesh: req.mesh.clone(),
+        tags: req.tags,
+        ..Default::default()
+    };
+    let token = dp_token::issue(&s.resources, claims, valid_for)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(mesh = %req.mesh, name = %req.name, ?valid_for, "dataplane token issued");
+    Ok(token.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateRequest {
+    /// PEM-encoded PKCS#10 request.
+    csr: String,
+    service: String,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    valid_for: Option<String>,
+}
+
+pub async fn workload_certificate(
+    State(s): State<ApiState>,
+    Path(mesh): Path<String>,
+    Json(req): Json<CertificateRequest>,
+) -> Result<Response, ApiError> {
+    existing_mesh(&s, &mesh)?;
+    let catalog = s.resources.catalog();
+    let backend = catalog
+        .mesh(&mesh)
+        .and_then(|m| m.mtls_backend())
+        .ok_or_else(|| {
+            ApiError::Invalid(ValidationError::single(
+                "mesh",
+                format!("mesh {mesh:?} does not have mTLS enabled"),
+            ))
+        })?;
+    if req.service.is_empty() {
+        return Err(ApiError::Invalid(ValidationError::single(
+            "service",
+            "cannot be empty",
+        )));
+    }
+    let valid_for = match req.valid_for.as_deref() {
+        Some(text) => lifetime("validFor", Some(text), "")?,
+        None => backend.dp_cert_lifetime(),
+    };
+    let csr_der = {
+        use rustls::pki_types::CertificateSigningRequestDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateSigningRequestDer::from_pem_slice(req.csr.as_bytes()).map_err(|e| {
+            ApiError::Invalid(ValidationError::single(
+                "csr",
+                format!("not a PEM CSR: {e}"),
+            ))
+        })?
+    };
+    let mut uris = vec![format!("spiffe://{mesh}/{}", req.service)];
+    uris.push(format!("kuma://kuma.io/service/{}", req.service));
+    uris.extend(req.tags.iter().map(|(k, v)| format!("kuma://{k}/{v}")));
+    let ca = s
+        .cas
+        .get(&mesh, backend)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let issued = ca
+        .issue(csr_der.as_ref(), &uris, valid_for)
+        .map_err(|e| ApiError::Invalid(ValidationError::single("csr", e.to_string())))?;
+    tracing::info!(%mesh, service = %req.service, identities = ?uris, "workload certificate issued through the API");
+    let pem = |label: &str, der: &[u8]| {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    };
+    Ok(Json(json!({
+        "certificate": pem("CERTIFICATE", &issued.cert_der),
+        "caCertificate": pem("CERTIFICATE", &ca.cert_der),
+        "identities": uris,
+    }))
+    .into_response())
+}

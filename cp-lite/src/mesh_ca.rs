@@ -1,0 +1,239 @@
+//! The builtin CA of each mTLS mesh and the workload certificates it signs.
+//! The CA is created when a backend is first enabled and kept in the store
+//! as secrets (Kuma's names: `<mesh>.ca-builtin-cert-<backend>` and
+//! `<mesh>.ca-builtin-key-<backend>`). Workload certificates are signed
+//! over the agent's CSR: the CP never sees a workload's private key, and it
+//! writes the identities itself from the Dataplane, whatever the CSR asks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use koguma_api::MtlsBackend;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SanType,
+    SerialNumber,
+};
+use rustls::pki_types::CertificateSigningRequestDer;
+
+use crate::resources::{ResourceError, Resources};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("mesh {mesh:?}, backend {backend:?}: cannot create the CA: {source}")]
+    Create {
+        mesh: String,
+        backend: String,
+        source: rcgen::Error,
+    },
+    #[error("mesh {mesh:?}, backend {backend:?}: the stored CA cannot be loaded: {reason}")]
+    Load {
+        mesh: String,
+        backend: String,
+        reason: String,
+    },
+    #[error("the certificate signing request is not valid: {0}")]
+    BadCsr(rcgen::Error),
+    #[error("cannot sign the workload certificate: {0}")]
+    Sign(rcgen::Error),
+    #[error("identity {0:?} cannot be written into a certificate")]
+    BadIdentity(String),
+    #[error("{0}")]
+    Store(#[from] ResourceError),
+}
+
+pub struct MeshCa {
+    pub cert_der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A signed workload certificate.
+pub struct Issued {
+    pub cert_der: Vec<u8>,
+    pub not_after: time::OffsetDateTime,
+}
+
+pub struct MeshCas {
+    resources: Arc<Resources>,
+    // Serializes CA creation so that the stored key and certificate are one
+    // pair; held only around synchronous work.
+    cache: Mutex<HashMap<(String, String), Arc<MeshCa>>>,
+}
+
+fn secret_names(mesh: &str, backend: &str) -> (String, String) {
+    (
+        format!("{mesh}.ca-builtin-cert-{backend}"),
+        format!("{mesh}.ca-builtin-key-{backend}"),
+    )
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    // aws-lc's RNG does not fail on Linux; a zero serial would still be a
+    // valid, if unlucky, certificate.
+    let _ = rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes);
+    bytes[0] &= 0x7f; // positive, as RFC 5280 asks
+    bytes[0] |= 0x01; // and never zero
+    SerialNumber::from_slice(&bytes)
+}
+
+fn create(mesh: &str, backend: &MtlsBackend) -> Result<(String, String), rcgen::Error> {
+    let key = match backend.rsa_bits() {
+        None => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+        Some(bits) => {
+            let size = match bits {
+                3072 => RsaKeySize::_3072,
+                4096 => RsaKeySize::_4096,
+                _ => RsaKeySize::_2048,
+            };
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)?
+        }
+    };
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Koguma");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, "Mesh");
+    params.distinguished_name.push(DnType::CommonName, mesh);
+    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{mesh}").try_into()?)];
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::seconds(10);
+    params.not_after = now + backend.ca_lifetime();
+    params.serial_number = Some(random_serial());
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+impl MeshCas {
+    pub fn new(resources: Arc<Resources>) -> MeshCas {
+        MeshCas {
+            resources,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The CA of `backend` in `mesh`, created and stored on first use.
+    pub fn get(&self, mesh: &str, backend: &MtlsBackend) -> Result<Arc<MeshCa>, CaError> {
+        let key = (mesh.to_string(), backend.name.clone());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ca) = cache.get(&key) {
+            return Ok(ca.clone());
+        }
+        let (cert_name, key_name) = secret_names(mesh, &backend.name);
+        let stored = (
+            self.resources.secret(mesh, &cert_name)?,
+            self.resources.secret(mesh, &key_name)?,
+        );
+        let (cert_pem, key_pem) = match stored {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                let (c, k) = create(mesh, backend).map_err(|source| CaError::Create {
+                    mesh: mesh.into(),
+                    backend: backend.name.clone(),
+                    source,
+                })?;
+                // Key first: a crash in between leaves a key without a
+                // certificate, which the next start replaces whole.
+                self.resources.replace_secret(mesh, &key_name, &k)?;
+                self.resources.replace_secret(mesh, &cert_name, &c)?;
+                tracing::info!(mesh, backend = %backend.name, rsa_bits = ?backend.rsa_bits(), "created the mesh CA");
+                (c, k)
+            }
+        };
+        let load_err = |reason: String| CaError::Load {
+            mesh: mesh.into(),
+            backend: backend.name.clone(),
+            reason,
+        };
+        let signing_key = KeyPair::from_pem(&key_pem).map_err(|e| load_err(e.to_string()))?;
+        let cert_der = rustls_pemfile_der(&cert_pem).ok_or_else(|| load_err("bad PEM".into()))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, signing_key)
+            .map_err(|e| load_err(e.to_string()))?;
+        let ca = Arc::new(MeshCa { cert_der, issuer });
+        cache.insert(key, ca.clone());
+        Ok(ca)
+    }
+
+    /// Forgets cached CAs of meshes that were deleted or changed backend.
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(m, b), _| keep(m, b));
+    }
+}
+
+fn rustls_pemfile_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c| c.to_vec())
+}
+
+impl MeshCa {
+    /// Signs a workload certificate for the public key of `csr_der`, with
+    /// exactly `uris` as its identities.
+    pub fn issue(
+        &self,
+        csr_der: &[u8],
+        uris: &[String],
+        lifetime: Duration,
+    ) -> Result<Issued, CaError> {
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(CaError::BadCsr)?;
+        let mut params = CertificateParams::default();
+        for uri in uris {
+            let ia5 = uri
+                .as_str()
+                .try_into()
+                .map_err(|_| CaError::BadIdentity(uri.clone()))?;
+            params.subject_alt_names.push(SanType::URI(ia5));
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+            KeyUsagePurpose::KeyAgreement,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::seconds(10);
+        params.not_after = now + lifetime;
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let not_after = params.not_after;
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)
+        .map_err(CaError::Sign)?;
+        Ok(Issued {
+            cert_der: signed.der().to_vec(),
+            not_after,
+        })
+    }
+}
+
+/// The identities a dataplane is entitled to: `spiffe://<mesh>/<service>`
+/// for each service of its inbounds, and `kuma://<tag>/<value>` for every
+/// inbound tag, as Kuma issues them.
+pub fn workload_uris(mesh: &str, dp: &koguma_api::DataplaneSpec) -> Vec<String> {
+    let mut services = std::collections::BTreeSet::new();
+    let mut tags = std::collections::BTreeSet::new();
+    for inbound in dp.networking().into_iter().flat_map(|n| &n.inbound) {
+        services.insert(format!("spiffe://{mesh}/{}", inbound.service()));
+        for (k, v) in &inbound.tags {
+            tags.insert(format!("kuma://{k}/{v}"));
+        }
+    }
+    services.into_iter().chain(tags).collect()
+}

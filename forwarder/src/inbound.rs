@@ -1,0 +1,155 @@
+//! Inbound connections under mesh mTLS: the TLS handshake (or, in
+//! Permissive mode, the choice between mesh mTLS and pass-through), the
+//! caller's identity, and authorization. A connection is re-checked when
+//! the listener's permissions change and closed if it is no longer allowed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::authz::{Decision, Peer, Permissions};
+use crate::config::MtlsMode;
+use crate::listener::ListenerShared;
+use crate::route::Route;
+use crate::stats::ListenerStats;
+use crate::tls::verify::uri_sans;
+use crate::tls::{Detected, MeshTls, PrefixedIo, detect};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An inbound's mesh policy: its TLS side and who may call it.
+pub struct InboundMesh {
+    pub tls: Arc<MeshTls>,
+    pub permissions: Permissions,
+}
+
+pub enum InboundIo {
+    Plain(PrefixedIo<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>>),
+}
+
+/// Completes the handshake the inbound's mode calls for and says who the
+/// caller is. Strict takes mesh mTLS only: plaintext fails the handshake.
+pub async fn accept(stream: TcpStream, mesh: &InboundMesh) -> io::Result<(InboundIo, Peer)> {
+    let (verdict, io) = match mesh.tls.mode {
+        MtlsMode::Strict => (Detected::MeshTls, PrefixedIo::new(Vec::new(), stream)),
+        MtlsMode::Permissive => detect(stream).await?,
+    };
+    if verdict == Detected::Other {
+        return Ok((InboundIo::Plain(io), Peer::Unauthenticated));
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.tls.server.clone());
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate"))?;
+    let uris = uri_sans(leaf);
+    let xfcc = xfcc(&mesh.tls.own_identity, leaf, &uris);
+    Ok((InboundIo::Tls(Box::new(tls)), Peer::Mesh { uris, xfcc }))
+}
+
+/// Envoy's `x-forwarded-client-cert` with By, Hash and URI: the application
+/// learns its caller's verified identity.
+fn xfcc(own: &str, leaf: &[u8], uris: &[String]) -> Option<HeaderValue> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let uri = uris.iter().find(|u| u.starts_with("spiffe://"))?;
+    HeaderValue::from_str(&format!("By={own};Hash={hash};URI={uri}")).ok()
+}
+
+/// Checks `peer` against the route's permissions, counting and logging the
+/// outcome. True when the connection or request may go on.
+pub fn authorize(route: &Route, peer: &Peer) -> bool {
+    let Some(mesh) = &route.mesh else {
+        return true;
+    };
+    let stats: &ListenerStats = &route.listener_stats;
+    if let (MtlsMode::Strict, Peer::Unauthenticated) = (mesh.tls.mode, peer) {
+        stats.rbac_denied.inc();
+        tracing::info!(listener = %route.name, "denied: plaintext to a Strict inbound");
+        return false;
+    }
+    match mesh.permissions.check(peer) {
+        Decision::Allow => {
+            stats.rbac_allowed.inc();
+            true
+        }
+        Decision::ShadowDeny(policy) => {
+            stats.rbac_allowed.inc();
+            stats.rbac_shadow_denied.inc();
+            tracing::info!(source = peer.identity(), destination = %mesh.tls.own_identity, %policy, "would be denied (AllowWithShadowDeny)");
+            true
+        }
+        Decision::Deny(policy) => {
+            stats.rbac_denied.inc();
+            tracing::info!(source = peer.identity(), destination = %mesh.tls.own_identity, policy = policy.unwrap_or("(no permission allows it)"), "denied by MeshTrafficPermission");
+            false
+        }
+    }
+}
+
+/// Resolves when the listener's latest route no longer allows `peer`.
+pub async fn revoked(shared: &ListenerShared, peer: &Peer) {
+    let mut changes = shared.changes.subscribe();
+    loop {
+        if changes.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let route = shared.route.load_full();
+        if route.mesh.is_some() && !authorize(&route, peer) {
+            tracing::info!(source = peer.identity(), listener = %route.name, "closing an established connection: no longer allowed");
+            return;
+        }
+    }
+}
+
+impl AsyncRead for InboundIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for InboundIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
