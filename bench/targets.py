@@ -3,6 +3,7 @@ by koguma-cp over its stream, and an Envoy pair with an equivalent static
 bootstrap. Each pair is: client -> outbound proxy (127.0.0.1:10001) ->
 inbound proxy (127.0.0.2:18081) -> nginx (127.0.0.1:18080)."""
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -79,18 +80,30 @@ class KogumaPair:
         cp_dir = work / "koguma-cp"
         self.cp = Proc("koguma-cp", [str(bins / "koguma-cp"), "run", "--store", "memory", "--data-dir", str(cp_dir),
                                      "--api-address", "127.0.0.1:25681", "--dp-server-address", "127.0.0.1:25678"], work)
+        self.procs = []
+        try:
+            self._start_dataplanes(protocol, work, bins, cp_dir)
+        except BaseException:
+            self.stop()  # nothing started here outlives a failed start
+            raise
+
+    def _start_dataplanes(self, protocol, work, bins, cp_dir):
         wait_until("koguma-cp", lambda: http_status("http://127.0.0.1:25681/")[0] == 200, 20, [self.cp])
         inbound = _dataplane("app-1", INBOUND[0], {"port": INBOUND[1], "servicePort": NGINX[1], "serviceAddress": NGINX[0],
                                                     "tags": {"kuma.io/service": "app"}}, None, protocol)
         outbound = _dataplane("client-1", "127.0.0.3", {"port": 18082, "servicePort": 18083, "tags": {"kuma.io/service": "client"}},
                               {"address": OUTBOUND[0], "port": OUTBOUND[1], "tags": {"kuma.io/service": "app"}}, protocol)
-        self.procs = []
         for name, spec, admin in (("app-1", inbound, 9911), ("client-1", outbound, 9912)):
             path = work / f"{name}.json"
             path.write_text(spec)
+            token = work / f"{name}.token"
+            token.write_bytes(subprocess.run(
+                [str(bins / "koguma-cp"), "generate", "dataplane-token", "--name", name,
+                 "--api-url", "http://127.0.0.1:25681"], check=True, capture_output=True).stdout)
             self.procs.append(Proc(f"koguma-dp-{name}", [
                 str(bins / "koguma-dp"), "run", "--cp-address", "https://127.0.0.1:25678",
                 "--ca-cert-file", str(cp_dir / "tls" / "ca.crt"), "--dataplane-file", str(path),
+                "--dataplane-token-file", str(token),
                 "--admin-port", str(admin), "--concurrency", "1", "--drain-time", "1s", "--log-level", "warn"], work))
         ready = [wait_until(f"{p.name} ready", lambda a=a: http_status(f"http://127.0.0.1:{a}/ready")[0] == 200, 30, [p, self.cp])
                  for p, a in zip(self.procs, (9911, 9912))]

@@ -50,6 +50,9 @@ echo "==> starting koguma-cp (store: SQLite in $work/cp-data)"
 "$bin/koguma-cp" run --data-dir "$work/cp-data" > "$work/koguma-cp.log" 2>&1 &
 echo $! >> "$pids"
 wait_for http://127.0.0.1:5681/ "koguma-cp"
+# The store outlives runs: start from the plain mesh this script describes,
+# whatever an earlier run applied (mtls.yaml, say).
+printf 'type: Mesh\nname: default\n' | "$bin/koguma-cp" apply -f - > /dev/null
 
 echo "==> starting the sample apps"
 python3 "$here/app.py" backend 18081 > "$work/backend-app.log" 2>&1 &
@@ -57,10 +60,17 @@ echo $! >> "$pids"
 python3 "$here/app.py" web 18080 http://127.0.0.1:10001/ > "$work/web-app.log" 2>&1 &
 echo $! >> "$pids"
 
+echo "==> a dataplane token for each sidecar: it may register only its own dataplane"
+for svc in backend web; do
+  "$bin/koguma-cp" generate dataplane-token --name "$svc-1" --tag "kuma.io/service=$svc" \
+    --valid-for 24h > "$work/$svc.token"
+done
+
 echo "==> starting a koguma-dp beside each app"
 for svc in backend web; do
   "$bin/koguma-dp" run --cp-address https://127.0.0.1:5678 --ca-cert-file "$work/cp-data/tls/ca.crt" \
-    --dataplane-file "$here/$svc.yaml" > "$work/koguma-dp-$svc.log" 2>&1 &
+    --dataplane-file "$here/$svc.yaml" --dataplane-token-file "$work/$svc.token" \
+    > "$work/koguma-dp-$svc.log" 2>&1 &
   echo $! >> "$pids"
 done
 wait_for http://127.0.0.1:9902/ready "backend's koguma-dp"
@@ -83,6 +93,10 @@ The mesh is running. What to look at next:
   curl http://127.0.0.1:9901/config_dump           # the config web's sidecar runs
   $bin/koguma-cp get dataplanes -o yaml
   curl http://127.0.0.1:5681/meshes/default/dataplanes/web-1/_config
+  $bin/koguma-cp apply -f $here/mtls.yaml           # zero trust: mesh mTLS, only web may call backend
+  curl http://127.0.0.1:18080/                     # web app -> its sidecar -> mTLS -> backend's sidecar
+  curl http://127.0.0.1:9902/certs                 # backend's SPIFFE certificate (its key never left it)
+  (with mTLS on, the sidecars' inbounds such as :8080 take mesh mTLS only)
   logs: $work/*.log
 Stop it all with: $here/run.sh stop
 TXT

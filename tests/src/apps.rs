@@ -49,6 +49,7 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 }
 
 /// `GET /...` answers the app's `id`; `GET /slow?ms=N` first waits N ms;
+/// `GET /xfcc` answers the `x-forwarded-client-cert` it received;
 /// `POST /echo` returns the body and trailers it was sent, plus a trailer
 /// `x-app-id`.
 pub async fn http(addr: SocketAddr, id: &str) -> Server {
@@ -85,6 +86,16 @@ async fn handle(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody
             .and_then(|v| v.parse().ok())
             .unwrap_or(500);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path == "/xfcc" {
+        // Who the sidecar says called: the caller's verified identity.
+        let xfcc = req
+            .headers()
+            .get("x-forwarded-client-cert")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        return Ok(Response::new(AppBody::Left(Full::new(Bytes::from(xfcc)))));
     }
     if path == "/echo" {
         let collected = match req.into_body().collect().await {

@@ -113,6 +113,26 @@ impl ControlPlane {
             .expect("koguma-cp CLI output")
     }
 
+    /// `koguma-cp generate dataplane-token` for `name` (extra flags as
+    /// given), written to `dir/<file>`. Blocking: it is called while
+    /// starting a process, which blocks too.
+    pub fn token_file(&self, name: &str, extra: &[&str], dir: &Path, file: &str) -> PathBuf {
+        let out = Command::new(binaries::path("koguma-cp"))
+            .args(["generate", "dataplane-token", "--name", name])
+            .args(extra)
+            .args(["--api-url", &self.api_url()])
+            .output()
+            .expect("run koguma-cp generate");
+        assert!(
+            out.status.success(),
+            "generate dataplane-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join(file);
+        std::fs::write(&path, &out.stdout).expect("write token");
+        path
+    }
+
     /// `koguma-cp apply -f -`, asserting success.
     pub async fn apply(&self, yaml: &str) {
         let out = self.cli(&["apply", "-f", "-"], Some(yaml)).await;

@@ -68,6 +68,9 @@ impl DataplaneYaml {
     }
 }
 
+/// Give this among `start_with`'s args to start an agent without a token.
+pub const NO_TOKEN: &str = "<no token>";
+
 pub struct Dataplane {
     pub name: String,
     pub admin_port: u16,
@@ -85,11 +88,20 @@ impl Dataplane {
     }
 
     pub fn start_with(cp: &ControlPlane, name: &str, args: &[String], dir: &Path) -> Dataplane {
+        let n_args = args.len();
         let admin_port = TestNet::free_port();
         let mut cmd = Command::new(binaries::path("koguma-dp"));
         cmd.arg("run").args(["--cp-address", &cp.dp_url()]);
         if !args.iter().any(|a| a == "--ca-cert-file") {
             cmd.arg("--ca-cert-file").arg(cp.ca_file());
+        }
+        // Every agent proves who it is, as users run it, unless the test
+        // brings its own token (or deliberately none: NO_TOKEN).
+        let args: Vec<&String> = args.iter().filter(|a| *a != NO_TOKEN).collect();
+        let no_token = args.len() < n_args;
+        if !no_token && !args.iter().any(|a| *a == "--dataplane-token-file") {
+            let token = cp.token_file(name, &[], dir, &format!("{name}.token"));
+            cmd.arg("--dataplane-token-file").arg(token);
         }
         cmd.args([
             "--admin-port",
@@ -148,6 +160,25 @@ impl Dataplane {
             })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// The sum of every series of metric `name`, whatever its labels.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The agent's /certs: its workload certificate in force.
+    pub async fn cert(&self) -> Option<Value> {
+        let r = client::get(&self.admin("/certs")).await.ok()?;
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        v["certificates"].get(0).cloned()
     }
 
     /// Waits until the dataplane's outbound `listener` has `n` endpoints.

@@ -9,8 +9,9 @@ pub mod client;
 pub mod cp;
 pub mod dp;
 pub mod mesh;
+pub mod mtls;
 pub mod net;
-mod process;
+pub mod process;
 
 pub use cp::ControlPlane;
 pub use dp::Dataplane;
