@@ -55,21 +55,7 @@ impl CertInfo {
         let time = |t: x509_parser::time::ASN1Time| {
             SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
         };
-        let uris = cert
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let uris = koguma_forwarder::uri_sans(der);
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
         Some(CertInfo {
             serial: cert.raw_serial_as_string(),
