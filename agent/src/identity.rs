@@ -56,10 +56,9 @@ impl CertInfo {
             SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
         };
         let uris = koguma_forwarder::uri_sans(der);
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
         Some(CertInfo {
             serial: cert.raw_serial_as_string(),
-            sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: koguma_forwarder::cert_sha256(der),
             uris,
             not_before: time(cert.validity().not_before),
             not_after: time(cert.validity().not_after),

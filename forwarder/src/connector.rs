@@ -20,6 +20,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::socket;
 use crate::stats::ClusterStats;
+use crate::tls::MaybeTls;
 
 /// A TCP stream to an upstream whose traffic shows in its cluster's stats.
 /// Counting happens once per read or write call, not per byte.
@@ -107,12 +108,9 @@ impl AsyncWrite for CountedStream {
 pub type UpstreamTls = ArcSwapOption<rustls::ClientConfig>;
 
 /// A connection to an upstream: plain, or mesh mTLS.
-pub enum ClusterStream {
-    Plain(CountedStream),
-    Tls(Box<TlsStream<CountedStream>>),
-}
+pub type ClusterStream = MaybeTls<CountedStream, TlsStream<CountedStream>>;
 
-impl ClusterStream {
+impl MaybeTls<CountedStream, TlsStream<CountedStream>> {
     /// Connects, then completes the TLS handshake when `tls` is set, all
     /// within `timeout`. A failed handshake counts as a failed connection.
     pub async fn connect(
@@ -146,46 +144,6 @@ impl ClusterStream {
                     format!("mesh mTLS handshake timed out after {timeout:?}"),
                 ))
             }
-        }
-    }
-}
-
-impl AsyncRead for ClusterStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClusterStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClusterStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClusterStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClusterStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClusterStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClusterStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

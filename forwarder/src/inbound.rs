@@ -4,13 +4,10 @@
 //! the listener's permissions change and closed if it is no longer allowed.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::HeaderValue;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::authz::{Decision, Peer, Permissions};
@@ -18,8 +15,8 @@ use crate::config::MtlsMode;
 use crate::listener::ListenerShared;
 use crate::route::Route;
 use crate::stats::ListenerStats;
-use crate::tls::verify::uri_sans;
-use crate::tls::{Detected, MeshTls, PrefixedIo, detect};
+use crate::tls::verify::{cert_sha256, uri_sans};
+use crate::tls::{Detected, MaybeTls, MeshTls, PrefixedIo, detect};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -29,10 +26,8 @@ pub struct InboundMesh {
     pub permissions: Permissions,
 }
 
-pub enum InboundIo {
-    Plain(PrefixedIo<TcpStream>),
-    Tls(Box<tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>>),
-}
+pub type InboundIo =
+    MaybeTls<PrefixedIo<TcpStream>, tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>>;
 
 /// Completes the handshake the inbound's mode calls for and says who the
 /// caller is. Strict takes mesh mTLS only: plaintext fails the handshake.
@@ -62,8 +57,7 @@ pub async fn accept(stream: TcpStream, mesh: &InboundMesh) -> io::Result<(Inboun
 /// Envoy's `x-forwarded-client-cert` with By, Hash and URI: the application
 /// learns its caller's verified identity.
 fn xfcc(own: &str, leaf: &[u8], uris: &[String]) -> Option<HeaderValue> {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
-    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hash = cert_sha256(leaf);
     let uri = uris.iter().find(|u| u.starts_with("spiffe://"))?;
     HeaderValue::from_str(&format!("By={own};Hash={hash};URI={uri}")).ok()
 }
@@ -110,46 +104,6 @@ pub async fn revoked(shared: &ListenerShared, peer: &Peer) {
         if route.mesh.is_some() && !authorize(&route, peer) {
             tracing::info!(source = peer.identity(), listener = %route.name, "closing an established connection: no longer allowed");
             return;
-        }
-    }
-}
-
-impl AsyncRead for InboundIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for InboundIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

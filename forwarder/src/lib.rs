@@ -29,4 +29,4 @@ pub use endpoints::EndpointSet;
 pub use error::ForwarderError;
 pub use forwarder::Forwarder;
 pub use stats::Stats;
-pub use tls::verify::uri_sans;
+pub use tls::verify::{cert_sha256, uri_sans};

@@ -8,6 +8,7 @@
 //! per second and ~45 % more bulk throughput than ring; see bench/NOTES.md.
 
 mod detect;
+mod maybe_tls;
 pub mod verify;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{MeshTlsConfig, MtlsMode};
 pub use detect::{Detected, PrefixedIo, detect};
+pub use maybe_tls::MaybeTls;
 use verify::{MeshClientVerifier, MeshServerVerifier, uri_sans};
 
 pub const ALPN_KUMA: &[u8] = b"kuma";

@@ -32,6 +32,13 @@ pub fn uri_sans(cert: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Hex SHA-256 of a certificate's DER: how `x-forwarded-client-cert` and
+/// the agent's /certs name a certificate.
+pub fn cert_sha256(cert: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn identity_error(what: String) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
         std::io::Error::new(std::io::ErrorKind::PermissionDenied, what),
