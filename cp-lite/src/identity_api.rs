@@ -137,22 +137,9 @@ pub async fn workload_certificate(
         .issue(csr_der.as_ref(), &uris, valid_for)
         .map_err(|e| ApiError::Invalid(ValidationError::single("csr", e.to_string())))?;
     tracing::info!(%mesh, service = %req.service, identities = ?uris, "workload certificate issued through the API");
-    let pem = |label: &str, der: &[u8]| {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap_or_default())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    };
     Ok(Json(json!({
-        "certificate": pem("CERTIFICATE", &issued.cert_der),
-        "caCertificate": pem("CERTIFICATE", &ca.cert_der),
+        "certificate": issued.cert_pem,
+        "caCertificate": ca.cert_pem,
         "identities": uris,
     }))
     .into_response())

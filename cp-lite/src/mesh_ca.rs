@@ -45,12 +45,14 @@ pub enum CaError {
 
 pub struct MeshCa {
     pub cert_der: Vec<u8>,
+    pub cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 /// A signed workload certificate.
 pub struct Issued {
     pub cert_der: Vec<u8>,
+    pub cert_pem: String,
     pub not_after: time::OffsetDateTime,
 }
 
@@ -156,7 +158,11 @@ impl MeshCas {
         let cert_der = rustls_pemfile_der(&cert_pem).ok_or_else(|| load_err("bad PEM".into()))?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, signing_key)
             .map_err(|e| load_err(e.to_string()))?;
-        let ca = Arc::new(MeshCa { cert_der, issuer });
+        let ca = Arc::new(MeshCa {
+            cert_der,
+            cert_pem,
+            issuer,
+        });
         cache.insert(key, ca.clone());
         Ok(ca)
     }
@@ -218,6 +224,7 @@ impl MeshCa {
         .map_err(CaError::Sign)?;
         Ok(Issued {
             cert_der: signed.der().to_vec(),
+            cert_pem: signed.pem(),
             not_after,
         })
     }
