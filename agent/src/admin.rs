@@ -16,11 +16,13 @@ use koguma_forwarder::Stats;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::dns_proxy::DnsProxy;
 use crate::state::AgentState;
 
 pub struct AdminServer {
     pub state: Arc<AgentState>,
     pub stats: Arc<Stats>,
+    pub dns: Arc<DnsProxy>,
 }
 
 fn reply(
@@ -102,6 +104,13 @@ impl AdminServer {
                 "text/plain",
                 "NOT_READY: no config from the control plane yet\n",
             )
+        } else if let Some(names) = self.dns.entries() {
+            // The DNS map comes with the config: applied means loaded.
+            reply(
+                StatusCode::OK,
+                "text/plain",
+                format!("READY (DNS: {names} names)\n"),
+            )
         } else {
             reply(StatusCode::OK, "text/plain", "READY\n")
         }
@@ -145,6 +154,9 @@ impl AdminServer {
 
     fn metrics(&self) -> String {
         let mut out = self.stats.render();
+        if self.dns.entries().is_some() {
+            self.dns.stats.render(&mut out);
+        }
         let live = if self.state.is_terminating() { 0 } else { 1 };
         let _ = writeln!(
             out,

@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use koguma_forwarder::Forwarder;
 use koguma_proto::v1::dataplane_discovery_client::DataplaneDiscoveryClient;
-use koguma_proto::v1::{ConfigRequest, ConfigResponse, ErrorDetail, Node};
+use koguma_proto::v1::{self as pb, ConfigRequest, ConfigResponse, ErrorDetail, Node};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::dns_proxy::DnsProxy;
 use crate::identity::{CertInfo, WorkloadKeys};
 use crate::state::AgentState;
 use crate::translate;
@@ -39,6 +40,7 @@ pub struct ConfigStream {
     pub keys: Arc<WorkloadKeys>,
     /// Presented on every stream (`authorization: Bearer`).
     pub token: Option<String>,
+    pub dns: Arc<DnsProxy>,
 }
 
 enum SessionEnd {
@@ -169,7 +171,7 @@ impl ConfigStream {
                         }
                         got_config = true;
                         self.state.set_cp_connected(true);
-                        let outcome = self.apply(&resp);
+                        let outcome = self.apply(&resp).await;
                         last_nonce = resp.nonce.clone();
                         if tx.send(self.request(&resp.nonce, outcome.err())).await.is_err() {
                             return (SessionEnd::Lost("stream closed".into()), got_config);
@@ -188,18 +190,13 @@ impl ConfigStream {
     }
 
     /// Applies a response, or says why not; the config in force is kept then.
-    fn apply(&self, resp: &ConfigResponse) -> Result<(), String> {
+    async fn apply(&self, resp: &ConfigResponse) -> Result<(), String> {
         let version = &resp.version_info;
         if self.state.applied_version().as_deref() == Some(version.as_str()) {
             return Ok(()); // resync after a reconnect: nothing changed
         }
         let stats = self.forwarder.stats();
-        let result = resp
-            .config
-            .as_ref()
-            .ok_or_else(|| "the response carries no config".to_string())
-            .and_then(|c| translate::proxy_config(c, &self.keys))
-            .and_then(|cfg| self.forwarder.apply(&cfg).map_err(|e| e.to_string()));
+        let result = self.apply_config(resp.config.as_ref()).await;
         match &result {
             Ok(()) => {
                 let cert = resp
@@ -229,6 +226,24 @@ impl ConfigStream {
             }
         }
         result
+    }
+}
+
+impl ConfigStream {
+    /// Everything that can fail is checked (and the DNS server started)
+    /// before the forwarder changes; DNS names change only once it has.
+    async fn apply_config(&self, config: Option<&pb::ProxyConfig>) -> Result<(), String> {
+        let config = config.ok_or("the response carries no config")?;
+        let records = DnsProxy::records(config)?;
+        let forwarder_config = translate::proxy_config(config, &self.keys)?;
+        if let (Some(tp), Some(_)) = (&config.transparent_proxy, &records) {
+            self.dns.ensure_started(tp.ipv6).await?;
+        }
+        self.forwarder
+            .apply(&forwarder_config)
+            .map_err(|e| e.to_string())?;
+        self.dns.set_records(records.as_deref().unwrap_or_default());
+        Ok(())
     }
 }
 

@@ -4,11 +4,13 @@
 mod admin;
 mod config_stream;
 mod cp_channel;
+mod dns_proxy;
 mod identity;
 mod run;
 mod state;
 mod template;
 mod translate;
+mod transparent_proxy;
 
 use clap::{Parser, Subcommand};
 
@@ -30,12 +32,39 @@ struct Cli {
 enum Command {
     /// Run the sidecar.
     Run(run::RunArgs),
+    /// Install something on this host.
+    #[command(subcommand)]
+    Install(InstallCommand),
+    /// Remove what `install` put on this host.
+    #[command(subcommand)]
+    Uninstall(UninstallCommand),
+}
+
+#[derive(Subcommand)]
+enum InstallCommand {
+    /// iptables rules that send this host's traffic through koguma-dp
+    /// (as `kumactl install transparent-proxy`).
+    TransparentProxy(transparent_proxy::InstallArgs),
+}
+
+#[derive(Subcommand)]
+enum UninstallCommand {
+    /// Remove the transparent proxy rules, and only them.
+    TransparentProxy(transparent_proxy::UninstallArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     koguma_telemetry::init_logging(&cli.log_level);
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Install(InstallCommand::TransparentProxy(args)) => {
+            exit_on_error(transparent_proxy::install(args))
+        }
+        Command::Uninstall(UninstallCommand::TransparentProxy(args)) => {
+            exit_on_error(transparent_proxy::uninstall(args))
+        }
+    };
     // The multi-thread scheduler even for one worker: when one task wakes
     // another (a response body passed from the upstream connection to the
     // downstream one) it runs the woken task next, while the current-thread
@@ -50,8 +79,15 @@ fn main() {
         Ok(rt) => rt.block_on(run::run(args)),
         Err(e) => Err(anyhow::anyhow!("cannot start the runtime: {e}")),
     };
-    if let Err(e) = result {
-        eprintln!("Error: {e:#}");
-        std::process::exit(1);
+    exit_on_error(result)
+}
+
+fn exit_on_error(result: anyhow::Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use koguma_forwarder::{Forwarder, Stats, drain};
-use koguma_proto::v1::Node;
+use koguma_proto::v1::{Node, TransparentProxy};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::AdminServer;
 use crate::config_stream::ConfigStream;
+use crate::dns_proxy::{DnsProxy, DnsSettings};
 use crate::identity::WorkloadKeys;
 use crate::state::AgentState;
 use crate::{cp_channel, template};
@@ -56,6 +57,24 @@ pub struct RunArgs {
     /// How long in-flight connections get to finish after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "KOGUMA_DATAPLANE_DRAIN_TIME")]
     drain_time: Duration,
+    /// Transparent proxying: take the connections iptables redirects (see
+    /// `koguma-dp install transparent-proxy`) on the Dataplane's
+    /// transparentProxying ports, else 15006 and 15001. Run the agent as
+    /// the UID the rules exclude (`--kuma-dp-user`, default 5678).
+    #[arg(long, env = "KOGUMA_DATAPLANE_RUNTIME_TRANSPARENT_PROXY")]
+    transparent_proxy: bool,
+    /// Serve `<service>.mesh` on 127.0.0.1:<dns-port> under transparent proxying.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "KOGUMA_DNS_ENABLED")]
+    dns_enabled: bool,
+    #[arg(long, default_value_t = 15053, env = "KOGUMA_DNS_PORT")]
+    dns_port: u16,
+    /// Names outside the mesh go to this file's first nameserver.
+    #[arg(
+        long,
+        default_value = "/etc/resolv.conf",
+        env = "KOGUMA_DNS_RESOLV_CONF"
+    )]
+    resolv_conf: PathBuf,
     /// Worker threads.
     #[arg(
         long,
@@ -80,6 +99,7 @@ fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
                 name: name.clone(),
                 dataplane_json: String::new(),
                 agent_version: version,
+                transparent_proxy: announced_tp(args),
             },
             None,
         ));
@@ -105,9 +125,21 @@ fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
             name: t.name,
             dataplane_json: t.json,
             agent_version: version,
+            transparent_proxy: announced_tp(args),
         },
         t.admin_port,
     ))
+}
+
+/// `--transparent-proxy` tells the CP that this dataplane runs under the
+/// rules; the ports (0 here) come from the Dataplane or Kuma's defaults.
+fn announced_tp(args: &RunArgs) -> Option<TransparentProxy> {
+    args.transparent_proxy.then_some(TransparentProxy {
+        redirect_port_inbound: 0,
+        redirect_port_outbound: 0,
+        ipv6: true,
+        passthrough: false,
+    })
 }
 
 /// SIGTERM and SIGINT, either of which asks the agent to stop.
@@ -152,6 +184,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (drain_trigger, drain_watch) = drain::channel();
     let forwarder = Arc::new(Forwarder::new(stats.clone(), drain_watch));
     let state = Arc::new(AgentState::default());
+    let dns = Arc::new(DnsProxy::new(DnsSettings {
+        enabled: args.dns_enabled,
+        port: args.dns_port,
+        resolv_conf: args.resolv_conf.clone(),
+    }));
 
     let admin_port = args
         .admin_port
@@ -163,6 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(AdminServer {
             state: state.clone(),
             stats,
+            dns: dns.clone(),
         })
         .serve(admin_listener),
     );
@@ -177,6 +215,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         leaving,
         keys,
         token,
+        dns,
     };
     let stream_task = tokio::spawn(stream.run());
 

@@ -77,6 +77,21 @@ fn mesh_tls(m: &pb::MeshTls, keys: &WorkloadKeys) -> Result<fwd::MeshTlsConfig, 
     })
 }
 
+fn transparent(tp: &pb::TransparentProxy) -> Result<fwd::TransparentConfig, String> {
+    let port = |p: u32, what: &str| {
+        u16::try_from(p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("transparent proxy: {what} port {p} is not in 1..65535"))
+    };
+    Ok(fwd::TransparentConfig {
+        inbound_port: port(tp.redirect_port_inbound, "inbound redirect")?,
+        outbound_port: port(tp.redirect_port_outbound, "outbound redirect")?,
+        ipv6: tp.ipv6,
+        passthrough: tp.passthrough,
+    })
+}
+
 pub fn proxy_config(
     config: &pb::ProxyConfig,
     keys: &WorkloadKeys,
@@ -84,6 +99,9 @@ pub fn proxy_config(
     let mut out = fwd::ProxyConfig::default();
     if let Some(m) = &config.mtls {
         out.mtls = Some(mesh_tls(m, keys)?);
+    }
+    if let Some(tp) = &config.transparent_proxy {
+        out.transparent = Some(transparent(tp)?);
     }
     for i in &config.inbounds {
         out.inbounds.push(fwd::InboundConfig {
@@ -118,6 +136,7 @@ pub fn proxy_config(
                 .as_ref()
                 .map(|c| c.identity.clone())
                 .filter(|i| !i.is_empty()),
+            transparent: o.transparent,
         });
     }
     Ok(out)

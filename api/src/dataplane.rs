@@ -31,6 +31,80 @@ pub struct Networking {
     pub outbound: Vec<Outbound>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transparent_proxying: Option<TransparentProxying>,
+}
+
+/// Kuma's `networking.transparentProxying`: the rules installed by
+/// `koguma-dp install transparent-proxy` redirect to these ports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransparentProxying {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_port_inbound: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_port_outbound: Option<u32>,
+    /// `DualStack` (also `UnSpecified`, Kuma's default) or `IPv4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family_mode: Option<String>,
+    /// The services this dataplane may reach by name; empty: all of the mesh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reachable_services: Vec<String>,
+}
+
+impl TransparentProxying {
+    pub const DEFAULT_INBOUND_PORT: u16 = 15006;
+    pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
+
+    pub fn inbound_port(&self) -> u16 {
+        self.redirect_port_inbound
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(Self::DEFAULT_INBOUND_PORT)
+    }
+
+    pub fn outbound_port(&self) -> u16 {
+        self.redirect_port_outbound
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(Self::DEFAULT_OUTBOUND_PORT)
+    }
+
+    pub fn ipv6(&self) -> bool {
+        !matches!(self.ip_family_mode.as_deref(), Some("IPv4"))
+    }
+
+    fn validate(&self, errs: &mut ValidationError) {
+        let f = "networking.transparentProxying";
+        for (name, port) in [
+            ("redirectPortInbound", self.redirect_port_inbound),
+            ("redirectPortOutbound", self.redirect_port_outbound),
+        ] {
+            if let Some(p) = port {
+                check_port(format!("{f}.{name}"), p, errs);
+            }
+        }
+        if self.inbound_port() == self.outbound_port() {
+            errs.add(
+                format!("{f}.redirectPortOutbound"),
+                format!(
+                    "port {} is also the inbound redirect port: the two have to differ",
+                    self.outbound_port()
+                ),
+            );
+        }
+        if let Some(mode) = &self.ip_family_mode
+            && !matches!(mode.as_str(), "DualStack" | "IPv4" | "UnSpecified")
+        {
+            errs.add(
+                format!("{f}.ipFamilyMode"),
+                format!("{mode:?} is not one of DualStack, IPv4, UnSpecified"),
+            );
+        }
+        for (i, s) in self.reachable_services.iter().enumerate() {
+            if s.is_empty() {
+                errs.add(format!("{f}.reachableServices[{i}]"), "cannot be empty");
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -246,6 +320,12 @@ impl DataplaneSpec {
             }
             check_tags(&format!("{f}.tags"), &inb.tags, errs);
             let listen = inb.listen_address(net);
+            if net.transparent_proxying.is_some() {
+                // Under transparent proxying the inbound binds no socket of
+                // its own: traffic to address:port is redirected to the
+                // proxy, which hands it to the application on that port.
+                continue;
+            }
             if inb.service_target(net) == (listen, inb.port) {
                 errs.add(
                     f.clone(),
@@ -265,6 +345,9 @@ impl DataplaneSpec {
             }
             check_tags(&format!("{f}.tags"), &out.tags, errs);
             bound.push((f, out.listen_address().to_string(), out.port));
+        }
+        if let Some(tp) = &net.transparent_proxying {
+            tp.validate(errs);
         }
         if let Some(admin) = &net.admin {
             check_port("networking.admin.port".into(), admin.port, errs);

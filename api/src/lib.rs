@@ -13,6 +13,7 @@ mod validation;
 
 pub use dataplane::{
     Admin, DEFAULT_ADMIN_PORT, DataplaneSpec, Health, Inbound, Networking, Outbound,
+    TransparentProxying,
 };
 pub use document::{DocumentError, parse_documents, read_source};
 pub use duration::parse_duration;

@@ -118,6 +118,7 @@ impl From<ResourceError> for ApiError {
             ResourceError::Invalid(v) => ApiError::Invalid(v),
             ResourceError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             ResourceError::Store(s) => ApiError::Internal(s.to_string()),
+            ResourceError::Vips { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -328,7 +329,7 @@ async fn dataplane_config(
 ) -> ApiResult {
     found(&s, ResourceType::Dataplane, &mesh, &name)?;
     let catalog = s.resources.catalog();
-    let config = proxy_config::build(&catalog, &mesh, &name).ok_or_else(|| {
+    let config = proxy_config::build(&catalog, &mesh, &name, None).ok_or_else(|| {
         ApiError::NotFound(format!("Dataplane {name:?} has no networking section"))
     })?;
     Ok(Json(json!({"version": proxy_config::version(&config), "config": koguma_proto::json::proxy_config(&config)})).into_response())

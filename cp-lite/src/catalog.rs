@@ -9,6 +9,7 @@ use std::sync::Arc;
 use koguma_api::{DataplaneSpec, MeshSpec, ResourceType};
 
 use crate::store::StoredResource;
+use crate::vips::VipMap;
 
 pub type ResourceKey = (ResourceType, String, String);
 pub type DataplaneKey = (String, String);
@@ -20,6 +21,8 @@ pub struct Catalog {
     /// shutting down, and those whose agent has not yet applied a first
     /// config (nothing listens there yet).
     pub draining: BTreeSet<DataplaneKey>,
+    /// Each mesh's service VIPs.
+    pub vips: BTreeMap<String, Arc<VipMap>>,
 }
 
 impl Catalog {
@@ -55,6 +58,15 @@ impl Catalog {
                     .as_dataplane()
                     .map(|d| (r.resource.meta.name.as_str(), d))
             })
+    }
+
+    /// The `kuma.io/service` names on the inbounds of `mesh`'s dataplanes.
+    pub fn services<'a>(&'a self, mesh: &'a str) -> BTreeSet<&'a str> {
+        self.dataplanes(mesh)
+            .filter_map(|(_, d)| d.networking())
+            .flat_map(|n| n.inbound.iter().map(|i| i.service()))
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 
     pub fn is_draining(&self, mesh: &str, name: &str) -> bool {

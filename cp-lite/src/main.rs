@@ -12,6 +12,7 @@ mod resources;
 mod run;
 mod store;
 mod tls;
+mod vips;
 
 use clap::{Parser, Subcommand};
 

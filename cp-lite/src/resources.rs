@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::catalog::{Catalog, DataplaneKey};
 use crate::store::{Origin, ResourceStore, StoreError, StoredResource};
+use crate::vips::{self, VipMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -21,6 +22,8 @@ pub enum ResourceError {
     },
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("the stored VIPs of mesh {mesh:?} cannot be read: {reason}")]
+    Vips { mesh: String, reason: String },
 }
 
 fn mesh_suffix(mesh: &str) -> String {
@@ -54,12 +57,36 @@ impl Resources {
             let key = (r.resource_type(), r.meta.mesh.clone(), r.meta.name.clone());
             catalog.resources.insert(key, Arc::new(stored));
         }
+        let meshes: Vec<String> = catalog
+            .list(ResourceType::Mesh, None)
+            .map(|m| m.resource.meta.name.clone())
+            .collect();
+        for mesh in meshes {
+            let stored = match store.secret(&mesh, &vips::record_name(&mesh))? {
+                Some(json) => vips::parse(&json).map_err(|reason| ResourceError::Vips {
+                    mesh: mesh.clone(),
+                    reason,
+                })?,
+                None => VipMap::new(),
+            };
+            catalog.vips.insert(mesh, Arc::new(stored));
+        }
         let (tx, _) = watch::channel(Arc::new(catalog));
         let resources = Resources {
             store,
             write: Mutex::new(()),
             catalog: tx,
         };
+        // Services that arrived in a store written by an older version.
+        let catalog = resources.catalog();
+        for mesh in catalog.vips.keys() {
+            let services = catalog.services(mesh).into_iter();
+            if let Some(map) = resources.allocate_vips(&catalog, mesh, services)? {
+                resources.publish(|c| {
+                    c.vips.insert(mesh.clone(), map);
+                });
+            }
+        }
         if resources.catalog().mesh("default").is_none() {
             let default =
                 Resource::from_value(serde_json::json!({"type": "Mesh", "name": "default"}))?;
@@ -114,6 +141,13 @@ impl Resources {
             Some(existing) if origin == Origin::Api => existing.origin,
             _ => origin,
         };
+        // VIPs are stored first: should the resource then fail to store, a
+        // service merely holds a VIP early.
+        let mut new_vips = None;
+        if let Some(net) = resource.as_dataplane().and_then(|d| d.networking()) {
+            let services = net.inbound.iter().map(|i| i.service());
+            new_vips = self.allocate_vips(&catalog, &resource.meta.mesh, services)?;
+        }
         let created = self.store.upsert(&mut resource, origin)?;
         let key = (
             resource.resource_type(),
@@ -124,8 +158,12 @@ impl Resources {
             resource: resource.clone(),
             origin,
         });
+        let mesh = resource.meta.mesh.clone();
         self.publish(|c| {
             c.resources.insert(key, stored);
+            if let Some(map) = new_vips {
+                c.vips.insert(mesh, map);
+            }
         });
         Ok((resource, created))
     }
@@ -158,6 +196,7 @@ impl Resources {
             c.resources.remove(&key);
             if rtype == ResourceType::Mesh {
                 c.resources.retain(|(_, m, _), _| m != name);
+                c.vips.remove(name);
             }
             if rtype == ResourceType::Dataplane {
                 c.draining.remove(&(mesh.to_string(), name.to_string()));
@@ -178,6 +217,36 @@ impl Resources {
         }
         self.delete(ResourceType::Dataplane, &key.0, &key.1)?;
         Ok(true)
+    }
+
+    /// Gives the services that have none a VIP and stores the mesh's new
+    /// map; `None` when nothing changed. Running out of addresses is
+    /// logged, not fatal (as in Kuma): such a service has no name.
+    fn allocate_vips<'a>(
+        &self,
+        catalog: &Catalog,
+        mesh: &str,
+        services: impl Iterator<Item = &'a str>,
+    ) -> Result<Option<Arc<VipMap>>, ResourceError> {
+        let mut map = catalog
+            .vips
+            .get(mesh)
+            .map(|m| VipMap::clone(m))
+            .unwrap_or_default();
+        let changed = match vips::allocate(&mut map, services) {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!(mesh, error = %e, "VIP allocation failed");
+                return Ok(None);
+            }
+        };
+        if !changed {
+            return Ok(None);
+        }
+        self.store
+            .put_secret(mesh, &vips::record_name(mesh), &vips::render(&map))?;
+        tracing::info!(mesh, vips = map.len(), "service VIPs allocated");
+        Ok(Some(Arc::new(map)))
     }
 
     pub fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, ResourceError> {

@@ -1,34 +1,15 @@
-//! `<service>.mesh` names. The DNS server itself (hickory-server, inside
-//! koguma-dp) arrives with transparent proxying; this crate already owns the
-//! mapping from a query name to the service it names, so that the control
-//! plane and the agent agree on it.
+//! The DNS server inside koguma-dp (Kuma's embedded DNS proxy): `A` and
+//! `AAAA` for the `.mesh` names the control plane sends, answered from
+//! memory with a 30 s TTL; every other query is relayed as it came to the
+//! host's first nameserver, and a failing upstream gets SERVFAIL.
 
-/// The service a `.mesh` query names, in Kuma's spelling: `backend.mesh`
-/// names `backend`; a service whose name has `_` is also reachable with
-/// `.` in its place (`backend_v1.mesh` and `backend.v1.mesh`), so callers
-/// try both [`service_candidates`].
-pub fn mesh_service_name(query: &str) -> Option<&str> {
-    let q = query.strip_suffix('.').unwrap_or(query);
-    let name = q.strip_suffix(".mesh")?;
-    (!name.is_empty()).then_some(name)
-}
+mod resolv_conf;
+mod server;
+mod stats;
+mod table;
+mod upstream;
 
-/// Service names a `.mesh` label sequence may stand for: itself, and the
-/// variant with dots turned back into underscores.
-pub fn service_candidates(name: &str) -> [String; 2] {
-    [name.to_string(), name.replace('.', "_")]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(mesh_service_name("backend.mesh."), Some("backend"));
-        assert_eq!(mesh_service_name("backend.mesh"), Some("backend"));
-        assert_eq!(mesh_service_name("example.com"), None);
-        assert_eq!(mesh_service_name(".mesh"), None);
-        assert_eq!(service_candidates("backend.v1")[1], "backend_v1");
-    }
-}
+pub use resolv_conf::{ResolvConfError, first_nameserver, nameservers};
+pub use server::{DnsError, DnsServer};
+pub use stats::DnsStats;
+pub use table::{DnsRecord, DnsTable, TTL};

@@ -99,6 +99,21 @@ pub struct OutboundConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// With mesh mTLS: the exact URI SAN the upstream must present.
     pub identity: Option<String>,
+    /// A service VIP: no socket of its own, reached through the transparent
+    /// outbound listener by original destination.
+    pub transparent: bool,
+}
+
+/// Transparent proxying: the ports iptables redirects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransparentConfig {
+    pub inbound_port: u16,
+    pub outbound_port: u16,
+    /// Listen on [::] too.
+    pub ipv6: bool,
+    /// Connections to addresses outside the mesh go to their original
+    /// destination; otherwise they are refused.
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +127,9 @@ pub struct ProxyConfig {
     pub inbounds: Vec<InboundConfig>,
     pub outbounds: Vec<OutboundConfig>,
     pub mtls: Option<MeshTlsConfig>,
+    /// With transparent proxying, inbounds bind no socket of their own:
+    /// the inbound redirect listener hands them connections by port.
+    pub transparent: Option<TransparentConfig>,
     /// How long to wait for an upstream connection (Kuma's MeshTimeout default: 5 s).
     pub connect_timeout: Duration,
     /// How long to wait for an upstream's response headers (Kuma's default: 15 s).
@@ -124,6 +142,7 @@ impl Default for ProxyConfig {
             inbounds: Vec::new(),
             outbounds: Vec::new(),
             mtls: None,
+            transparent: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
         }

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,10 +33,11 @@ impl CountedStream {
     /// Connects within `timeout`, counting the attempt and its outcome.
     pub async fn connect(
         addr: SocketAddr,
+        source: Option<IpAddr>,
         stats: Arc<ClusterStats>,
         timeout: Duration,
     ) -> io::Result<CountedStream> {
-        let result = match tokio::time::timeout(timeout, socket::connect(addr)).await {
+        let result = match tokio::time::timeout(timeout, socket::connect(addr, source)).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -110,18 +111,15 @@ pub type UpstreamTls = ArcSwapOption<rustls::ClientConfig>;
 /// A connection to an upstream: plain, or mesh mTLS.
 pub type ClusterStream = MaybeTls<CountedStream, TlsStream<CountedStream>>;
 
-impl MaybeTls<CountedStream, TlsStream<CountedStream>> {
-    /// Connects, then completes the TLS handshake when `tls` is set, all
-    /// within `timeout`. A failed handshake counts as a failed connection.
-    pub async fn connect(
-        addr: SocketAddr,
-        stats: Arc<ClusterStats>,
-        timeout: Duration,
-        tls: &UpstreamTls,
-    ) -> io::Result<ClusterStream> {
-        let tls = tls.load_full();
+impl ClusterConnector {
+    /// Connects, then completes the TLS handshake when the cluster has mesh
+    /// mTLS, all within `timeout`. A failed handshake counts as a failed
+    /// connection.
+    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<ClusterStream> {
+        let tls = self.tls.load_full();
+        let stats = &self.stats;
         let started = tokio::time::Instant::now();
-        let tcp = CountedStream::connect(addr, stats.clone(), timeout).await?;
+        let tcp = CountedStream::connect(addr, self.source, stats.clone(), timeout).await?;
         let Some(config) = tls else {
             return Ok(ClusterStream::Plain(tcp));
         };
@@ -161,6 +159,8 @@ pub struct ClusterConnector {
     pub stats: Arc<ClusterStats>,
     pub timeout: Duration,
     pub tls: Arc<UpstreamTls>,
+    /// The local address connections leave from; `None`: the kernel's pick.
+    pub source: Option<IpAddr>,
 }
 
 impl tower::Service<Uri> for ClusterConnector {
@@ -173,9 +173,7 @@ impl tower::Service<Uri> for ClusterConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let stats = self.stats.clone();
-        let timeout = self.timeout;
-        let tls = self.tls.clone();
+        let this = self.clone();
         Box::pin(async move {
             let addr: SocketAddr = uri
                 .authority()
@@ -186,9 +184,7 @@ impl tower::Service<Uri> for ClusterConnector {
                         format!("not an upstream address: {uri}"),
                     )
                 })?;
-            Ok(TokioIo::new(
-                ClusterStream::connect(addr, stats, timeout, &tls).await?,
-            ))
+            Ok(TokioIo::new(this.connect(addr, this.timeout).await?))
         })
     }
 }

@@ -15,6 +15,8 @@ pub enum ForwarderError {
         first: String,
         second: String,
     },
+    #[error("{listener} is a transparent (VIP) outbound, but transparent proxying is off")]
+    NotTransparent { listener: String },
     #[error("the forwarder is draining and takes no new config")]
     Draining,
     #[error(transparent)]

@@ -1,11 +1,13 @@
 //! The set of running listeners and its reconciliation against new configs.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use crate::authz::Permissions;
-use crate::config::ProxyConfig;
+use crate::config::{MtlsMode, ProxyConfig};
 use crate::drain::DrainWatch;
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
@@ -15,15 +17,20 @@ use crate::route::{Cluster, Route, Target};
 use crate::socket;
 use crate::stats::Stats;
 use crate::tls::MeshTls;
+use crate::transparent::{Direction, RedirectListeners, TransparentTable};
 
 pub struct Forwarder {
     stats: Arc<Stats>,
     inner: Mutex<Inner>,
+    /// Read by the transparent listeners on every connection.
+    table: Arc<ArcSwap<TransparentTable>>,
 }
 
 struct Inner {
     listeners: HashMap<SocketAddr, RunningListener>,
     clusters: HashMap<String, Arc<Cluster>>,
+    /// The listeners iptables redirects to, when transparent proxying is on.
+    redirect: RedirectListeners,
     /// `None` once the process drains: no more configs are taken.
     process: Option<DrainWatch>,
 }
@@ -31,6 +38,10 @@ struct Inner {
 /// One listener of a config, before it is bound.
 struct Planned {
     listen: SocketAddr,
+    direction: Direction,
+    /// Whether it has a socket of its own (else the transparent listeners
+    /// hand it connections).
+    bound: bool,
     route: Route,
 }
 
@@ -49,8 +60,10 @@ impl Forwarder {
             inner: Mutex::new(Inner {
                 listeners: HashMap::new(),
                 clusters: HashMap::new(),
+                redirect: RedirectListeners::default(),
                 process: Some(process),
             }),
+            table: Arc::new(ArcSwap::from_pointee(TransparentTable::default())),
         }
     }
 
@@ -79,27 +92,26 @@ impl Forwarder {
 
         // Bind every new socket first: if one fails, the new ones are
         // dropped and the running config is untouched.
-        let mut bound = Vec::new();
-        for p in &planned {
-            if !inner.listeners.contains_key(&p.listen) {
+        let mut sockets = HashMap::new();
+        for p in planned.iter().filter(|p| p.bound) {
+            if inner.listeners.get(&p.listen).is_none_or(|l| !l.bound) {
                 let socket =
                     socket::bind_listener(p.listen).map_err(|source| ForwarderError::Bind {
                         listener: p.route.name.clone(),
                         addr: p.listen,
                         source,
                     })?;
-                bound.push((p.listen, socket));
+                sockets.insert(p.listen, socket);
             }
         }
-        let mut sockets: HashMap<_, _> = bound.into_iter().collect();
+        let redirect_sockets = inner.redirect.bind_missing(config.transparent.as_ref())?;
 
-        let keep: std::collections::HashSet<SocketAddr> =
-            planned.iter().map(|p| p.listen).collect();
+        let keep: HashMap<SocketAddr, bool> = planned.iter().map(|p| (p.listen, p.bound)).collect();
         let removed: Vec<SocketAddr> = inner
             .listeners
-            .keys()
-            .filter(|a| !keep.contains(a))
-            .copied()
+            .iter()
+            .filter(|(a, l)| keep.get(a) != Some(&l.bound))
+            .map(|(a, _)| *a)
             .collect();
         for addr in removed {
             if let Some(l) = inner.listeners.remove(&addr) {
@@ -112,6 +124,17 @@ impl Forwarder {
             cluster.tls.store(tls);
         }
         inner.clusters = clusters;
+        let mut table = TransparentTable {
+            connect_timeout: config.connect_timeout,
+            outbound_passthrough: config.transparent.is_some_and(|t| t.passthrough),
+            // Kuma's strict inbound ports: under Strict mTLS only declared
+            // inbounds take traffic.
+            inbound_passthrough: config
+                .mtls
+                .as_ref()
+                .is_none_or(|m| m.mode != MtlsMode::Strict),
+            ..TransparentTable::default()
+        };
         for p in planned {
             let route = Arc::new(p.route);
             match (inner.listeners.get(&p.listen), sockets.remove(&p.listen)) {
@@ -121,9 +144,25 @@ impl Forwarder {
                     let running = RunningListener::spawn(socket, route, process.clone());
                     inner.listeners.insert(p.listen, running);
                 }
-                (None, None) => {} // unreachable: every new address was bound above
+                (None, None) => {
+                    tracing::info!(addr = %p.listen, listener = %route.name, protocol = route.protocol.as_str(), "reachable through the transparent proxy");
+                    inner
+                        .listeners
+                        .insert(p.listen, RunningListener::unbound(route));
+                }
+            }
+            if let Some(l) = inner.listeners.get(&p.listen).filter(|l| !l.bound) {
+                match p.direction {
+                    Direction::Outbound => table.outbound.insert(p.listen, l.shared.clone()),
+                    Direction::Inbound => table.inbound.insert(p.listen.port(), l.shared.clone()),
+                };
             }
         }
+        self.table.store(Arc::new(table));
+        let table = self.table.clone();
+        inner
+            .redirect
+            .commit(redirect_sockets, &table, &self.stats, &process);
         Ok(())
     }
 
@@ -140,35 +179,46 @@ impl Forwarder {
         // under other settings (or none) are not reused, and after a renewal
         // new requests go out on new connections with the new certificate
         // while requests in flight finish on theirs.
-        let mut cluster = |name: &str, tls_key: Option<String>| -> Arc<Cluster> {
-            let key = match tls_key {
-                Some(k) => format!("{name}|{k}"),
-                None => name.to_string(),
+        let mut cluster =
+            |name: &str, tls_key: Option<String>, source: Option<IpAddr>| -> Arc<Cluster> {
+                let key = match (tls_key, source) {
+                    (Some(k), _) => format!("{name}|{k}"),
+                    (None, Some(ip)) => format!("{name}|from {ip}"),
+                    (None, None) => name.to_string(),
+                };
+                let c = inner
+                    .clusters
+                    .get(&key)
+                    .or_else(|| clusters.get(&key))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Cluster::new(
+                            self.stats.cluster(name),
+                            config.connect_timeout,
+                            source,
+                        ))
+                    });
+                clusters.insert(key, c.clone());
+                c
             };
-            let c = inner
-                .clusters
-                .get(&key)
-                .or_else(|| clusters.get(&key))
-                .cloned()
-                .unwrap_or_else(|| {
-                    Arc::new(Cluster::new(
-                        self.stats.cluster(name),
-                        config.connect_timeout,
-                    ))
-                });
-            clusters.insert(key, c.clone());
-            c
-        };
+        let transparent = config.transparent.is_some();
         for inb in &config.inbounds {
             let cluster_name = format!("localhost:{}", inb.upstream.port());
+            let source = if transparent {
+                socket::passthrough_source(inb.upstream.ip())
+            } else {
+                None
+            };
             planned.push(Planned {
                 listen: inb.listen,
+                direction: Direction::Inbound,
+                bound: !transparent,
                 route: Route {
                     name: inb.name.clone(),
                     protocol: inb.protocol,
                     target: Target::Local(Endpoint::new(inb.upstream)),
                     listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
-                    cluster: cluster(&cluster_name, None),
+                    cluster: cluster(&cluster_name, None, source),
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
                     mesh: mesh_tls.as_ref().map(|tls| InboundMesh {
@@ -186,6 +236,7 @@ impl Forwarder {
             let c = cluster(
                 &out.service,
                 tls.map(|(t, id)| format!("{:x}|{id}", t.fingerprint)),
+                None,
             );
             let client = match tls {
                 Some((t, id)) => Some(t.client_for(id)?),
@@ -193,8 +244,15 @@ impl Forwarder {
             };
             cluster_tls.push((c.clone(), client));
             c.stats.membership_total.set(out.endpoints.len() as i64);
+            if out.transparent && !transparent {
+                return Err(ForwarderError::NotTransparent {
+                    listener: out.name.clone(),
+                });
+            }
             planned.push(Planned {
                 listen: out.listen,
+                direction: Direction::Outbound,
+                bound: !out.transparent,
                 route: Route {
                     name: out.name.clone(),
                     protocol: out.protocol,
@@ -231,5 +289,6 @@ impl Forwarder {
         for (_, l) in inner.listeners.drain() {
             l.stop();
         }
+        inner.redirect.stop_all();
     }
 }

@@ -20,10 +20,11 @@ mod socket;
 pub mod stats;
 mod tcp;
 mod tls;
+mod transparent;
 
 pub use config::{
     EndpointConfig, InboundConfig, MeshTlsConfig, MtlsMode, OutboundConfig, PermissionAction,
-    PermissionRule, PrivateKey, Protocol, ProxyConfig,
+    PermissionRule, PrivateKey, Protocol, ProxyConfig, TransparentConfig,
 };
 pub use endpoints::EndpointSet;
 pub use error::ForwarderError;

@@ -1,7 +1,8 @@
-//! One listening socket and its accept loop. The socket knows nothing of
-//! protocols: each accepted connection takes the listener's route at that
-//! moment and is served by it until it ends.
+//! One listener of the config and its accept loop. The socket knows
+//! nothing of protocols: each accepted connection takes the listener's
+//! route at that moment and is served by it until it ends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub struct ListenerShared {
     /// Ticks at each new route, so that connections can re-check whether
     /// they are still allowed.
     pub changes: watch::Sender<()>,
+    /// Signalled when the listener leaves the config: its connections
+    /// finish what is in flight and close.
+    pub stopped: DrainWatch,
 }
 
 impl ListenerShared {
@@ -34,8 +38,12 @@ impl ListenerShared {
     }
 }
 
+/// A listener of the config: with its own socket and accept loop, or
+/// unbound (a VIP outbound, or an inbound under transparent proxying),
+/// handed connections by a transparent listener.
 pub struct RunningListener {
     pub shared: Arc<ListenerShared>,
+    pub bound: bool,
     stop: DrainTrigger,
 }
 
@@ -43,14 +51,25 @@ impl RunningListener {
     /// Starts accepting on `socket`. Connections hold `process` until they
     /// end, so that a process drain can wait for them.
     pub fn spawn(socket: TcpListener, route: Arc<Route>, process: DrainWatch) -> RunningListener {
+        let mut listener = RunningListener::unbound(route);
+        listener.bound = true;
+        let span = tracing::info_span!("listener", addr = ?socket.local_addr().ok());
+        tokio::spawn(accept_loop(socket, listener.shared.clone(), process).instrument(span));
+        listener
+    }
+
+    pub fn unbound(route: Arc<Route>) -> RunningListener {
+        let (stop, stopped) = drain::channel();
         let shared = Arc::new(ListenerShared {
             route: ArcSwap::new(route),
             changes: watch::Sender::new(()),
+            stopped,
         });
-        let (stop, stop_watch) = drain::channel();
-        let span = tracing::info_span!("listener", addr = ?socket.local_addr().ok());
-        tokio::spawn(accept_loop(socket, shared.clone(), stop_watch, process).instrument(span));
-        RunningListener { shared, stop }
+        RunningListener {
+            shared,
+            bound: false,
+            stop,
+        }
     }
 
     /// Stops accepting; open connections finish their in-flight work.
@@ -68,16 +87,11 @@ impl Drop for ActiveConnection {
     }
 }
 
-async fn accept_loop(
-    socket: TcpListener,
-    shared: Arc<ListenerShared>,
-    stop: DrainWatch,
-    process: DrainWatch,
-) {
+async fn accept_loop(socket: TcpListener, shared: Arc<ListenerShared>, process: DrainWatch) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stop.signaled() => break,
+            _ = shared.stopped.signaled() => break,
             _ = process.signaled() => break,
             r = socket.accept() => r,
         };
@@ -91,29 +105,40 @@ async fn accept_loop(
             }
         };
         socket::tune_accepted(&stream);
-        let route = shared.route.load_full();
-        route.listener_stats.cx_total.inc();
-        route.listener_stats.cx_active.inc();
-        let active = ActiveConnection(route.listener_stats.clone());
-        let span = tracing::debug_span!("conn", listener = %route.name, %peer, protocol = route.protocol.as_str());
-        let (stop, process, shared) = (stop.clone(), process.clone(), shared.clone());
-        tokio::spawn(
-            async move {
-                let shutdown = async {
-                    tokio::select! {
-                        _ = stop.signaled() => {},
-                        _ = process.signaled() => {},
-                    }
-                };
-                serve_connection(stream, shared, route, shutdown).await;
-                // `process` (borrowed by `shutdown`) is released here, when
-                // the task ends: that is what a process drain waits for.
-                drop(active);
-            }
-            .instrument(span),
-        );
+        spawn_connection(stream, peer, shared.clone(), &process);
     }
     tracing::info!("listener stopped accepting");
+}
+
+/// Serves one accepted connection on the listener's route of this moment.
+pub fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<ListenerShared>,
+    process: &DrainWatch,
+) {
+    let route = shared.route.load_full();
+    route.listener_stats.cx_total.inc();
+    route.listener_stats.cx_active.inc();
+    let active = ActiveConnection(route.listener_stats.clone());
+    let span = tracing::debug_span!("conn", listener = %route.name, %peer, protocol = route.protocol.as_str());
+    let process = process.clone();
+    tokio::spawn(
+        async move {
+            let stopped = shared.stopped.clone();
+            let shutdown = async {
+                tokio::select! {
+                    _ = stopped.signaled() => {},
+                    _ = process.signaled() => {},
+                }
+            };
+            serve_connection(stream, shared, route, shutdown).await;
+            // `process` (borrowed by `shutdown`) is released here, when
+            // the task ends: that is what a process drain waits for.
+            drop(active);
+        }
+        .instrument(span),
+    );
 }
 
 async fn serve_connection(

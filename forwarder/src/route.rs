@@ -3,7 +3,7 @@
 //! swaps in a new `Route`; connections keep the one they started with.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,17 +32,25 @@ pub type UpstreamClient = Client<ClusterConnector, UpstreamBody>;
 pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     pub tls: Arc<UpstreamTls>,
+    pub connector: ClusterConnector,
     pub h1: UpstreamClient,
     pub h2: UpstreamClient,
 }
 
 impl Cluster {
-    pub fn new(stats: Arc<ClusterStats>, connect_timeout: Duration) -> Cluster {
+    /// `source`: the address connections leave from, when it matters (the
+    /// local application under transparent proxying).
+    pub fn new(
+        stats: Arc<ClusterStats>,
+        connect_timeout: Duration,
+        source: Option<IpAddr>,
+    ) -> Cluster {
         let tls = Arc::new(UpstreamTls::empty());
         let connector = ClusterConnector {
             stats: stats.clone(),
             timeout: connect_timeout,
             tls: tls.clone(),
+            source,
         };
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -53,8 +61,14 @@ impl Cluster {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
-        Cluster { stats, tls, h1, h2 }
+            .build(connector.clone());
+        Cluster {
+            stats,
+            tls,
+            connector,
+            h1,
+            h2,
+        }
     }
 
     pub fn client(&self, protocol: Protocol) -> &UpstreamClient {
@@ -111,8 +125,11 @@ impl Route {
             let Some(addr) = self.pick().map(|e| e.addr) else {
                 break;
             };
-            let stats = self.cluster.stats.clone();
-            match ClusterStream::connect(addr, stats, self.connect_timeout, &self.cluster.tls).await
+            match self
+                .cluster
+                .connector
+                .connect(addr, self.connect_timeout)
+                .await
             {
                 Ok(s) => return Ok((addr, s)),
                 Err(e) => {

@@ -65,6 +65,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
                 "protocol": protocol(o.protocol),
                 "endpoints": endpoints,
                 "identity": o.cluster.as_ref().map(|c| c.identity.as_str()).filter(|i| !i.is_empty()),
+                "transparent": o.transparent,
             })
         })
         .collect();
@@ -76,5 +77,13 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
         };
         json!({"mode": mode, "peerUriPrefix": m.peer_uri_prefix, "caCerts": m.ca_certs.len(), "certChain": m.cert_chain.len()})
     });
-    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "inbounds": inbounds, "outbounds": outbounds})
+    let tp = config.transparent_proxy.as_ref().map(|t| {
+        json!({"redirectPortInbound": t.redirect_port_inbound, "redirectPortOutbound": t.redirect_port_outbound, "ipv6": t.ipv6, "passthrough": t.passthrough})
+    });
+    let dns: Vec<Value> = config
+        .dns_records
+        .iter()
+        .map(|r| json!({"name": r.name, "ips": r.ips}))
+        .collect();
+    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "transparentProxy": tp, "inbounds": inbounds, "outbounds": outbounds, "dnsRecords": dns})
 }

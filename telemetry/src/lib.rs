@@ -2,6 +2,8 @@
 //! `koguma-dp` log the same way: `tracing` to stderr, at `--log-level`
 //! unless RUST_LOG says otherwise, with colours only on a terminal.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;

@@ -9,6 +9,7 @@ pub mod proxy_config;
 mod registration;
 mod session;
 pub mod status;
+mod transparent;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -145,7 +146,8 @@ impl DataplaneDiscovery for DpService {
         let (tx, rx) = mpsc::channel(4);
         let server = self.0.clone();
         tokio::spawn(async move {
-            session::run(&server, &key, stream_id, first.csr, incoming, tx).await;
+            let node_tp = node.transparent_proxy;
+            session::run(&server, &key, stream_id, first.csr, node_tp, incoming, tx).await;
             server.status.disconnected(&key, stream_id);
             tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected");
             if origin == Origin::Agent {

@@ -9,7 +9,7 @@ use koguma_api::Protocol;
 use koguma_proto::v1 as pb;
 use prost::Message;
 
-use super::permissions;
+use super::{permissions, transparent};
 use crate::catalog::Catalog;
 
 fn protocol(p: Protocol) -> pb::Protocol {
@@ -70,10 +70,18 @@ fn service_endpoints(
 }
 
 /// The config of dataplane `name`. With mesh mTLS on it carries the mode
-/// and permissions but no certificates: the session adds those.
-pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfig> {
+/// and permissions but no certificates: the session adds those. `node_tp`
+/// is the transparent proxy the agent announced, if any.
+pub fn build(
+    catalog: &Catalog,
+    mesh: &str,
+    name: &str,
+    node_tp: Option<&pb::TransparentProxy>,
+) -> Option<pb::ProxyConfig> {
     let stored = catalog.get(koguma_api::ResourceType::Dataplane, mesh, name)?;
     let net = stored.resource.as_dataplane()?.networking()?;
+    let passthrough = catalog.mesh(mesh).is_none_or(|m| m.passthrough());
+    let transparent_proxy = transparent::settings(node_tp, net, passthrough);
     let mtls = catalog
         .mesh(mesh)
         .and_then(|m| m.mtls_backend())
@@ -107,38 +115,47 @@ pub fn build(catalog: &Catalog, mesh: &str, name: &str) -> Option<pb::ProxyConfi
             }
         })
         .collect();
-    let outbounds = net
+    let outbound = |service: &str, address: String, port: u32| {
+        let (endpoints, proto) = service_endpoints(catalog, mesh, service);
+        pb::OutboundListener {
+            name: format!("outbound:{address}:{port}"),
+            address,
+            port,
+            protocol: protocol(proto).into(),
+            cluster: Some(pb::Cluster {
+                name: service.to_string(),
+                lb_policy: pb::LbPolicy::RoundRobin.into(),
+                endpoints,
+                identity: if mtls.is_some() {
+                    format!("spiffe://{mesh}/{service}")
+                } else {
+                    String::new()
+                },
+            }),
+            service: service.to_string(),
+            transparent: false,
+        }
+    };
+    let mut outbounds: Vec<pb::OutboundListener> = net
         .outbound
         .iter()
-        .map(|o| {
-            let service = o.service().to_string();
-            let (endpoints, proto) = service_endpoints(catalog, mesh, &service);
-            let address = o.listen_address().to_string();
-            pb::OutboundListener {
-                name: format!("outbound:{address}:{}", o.port),
-                address,
-                port: o.port,
-                protocol: protocol(proto).into(),
-                cluster: Some(pb::Cluster {
-                    name: service.clone(),
-                    lb_policy: pb::LbPolicy::RoundRobin.into(),
-                    endpoints,
-                    identity: if mtls.is_some() {
-                        format!("spiffe://{mesh}/{service}")
-                    } else {
-                        String::new()
-                    },
-                }),
-                service,
-            }
-        })
+        .map(|o| outbound(o.service(), o.listen_address().to_string(), o.port))
         .collect();
+    let mut dns_records = Vec::new();
+    if let Some(tp) = &transparent_proxy {
+        let (vip_outbounds, records) =
+            transparent::vip_outbounds(catalog, mesh, net, tp.ipv6, outbound);
+        outbounds.extend(vip_outbounds);
+        dns_records = records;
+    }
     Some(pb::ProxyConfig {
         mesh: mesh.to_string(),
         name: name.to_string(),
         inbounds,
         outbounds,
         mtls,
+        transparent_proxy,
+        dns_records,
     })
 }
 
@@ -203,7 +220,7 @@ mod tests {
             dp("b1", "127.0.0.3", "backend", "http", None),
             dp("b2", "127.0.0.4", "backend", "http", None),
         ]);
-        let cfg = build(&c, "default", "web").unwrap();
+        let cfg = build(&c, "default", "web", None).unwrap();
         let out = &cfg.outbounds[0];
         assert_eq!(out.name, "outbound:127.0.0.1:10001");
         assert_eq!(out.protocol, pb::Protocol::Http as i32);
@@ -215,9 +232,9 @@ mod tests {
         assert_eq!(cfg.inbounds[0].service_port, 18080);
 
         let v1 = version(&cfg);
-        assert_eq!(v1, version(&build(&c, "default", "web").unwrap()));
+        assert_eq!(v1, version(&build(&c, "default", "web", None).unwrap()));
         c.draining.insert(("default".into(), "b2".into()));
-        let cfg2 = build(&c, "default", "web").unwrap();
+        let cfg2 = build(&c, "default", "web", None).unwrap();
         assert_eq!(
             cfg2.outbounds[0].cluster.as_ref().unwrap().endpoints.len(),
             1
@@ -225,7 +242,7 @@ mod tests {
         assert_ne!(v1, version(&cfg2));
         // With every endpoint gone the service is still HTTP.
         c.draining.insert(("default".into(), "b1".into()));
-        let cfg3 = build(&c, "default", "web").unwrap();
+        let cfg3 = build(&c, "default", "web", None).unwrap();
         assert!(
             cfg3.outbounds[0]
                 .cluster
@@ -244,7 +261,83 @@ mod tests {
             dp("b1", "127.0.0.3", "backend", "http", None),
             dp("b2", "127.0.0.4", "backend", "grpc", None),
         ]);
-        let cfg = build(&c, "default", "web").unwrap();
+        let cfg = build(&c, "default", "web", None).unwrap();
         assert_eq!(cfg.outbounds[0].protocol, pb::Protocol::Tcp as i32);
+    }
+
+    #[test]
+    fn transparent_proxy_gets_vip_outbounds_and_names() {
+        let mut c = catalog(vec![
+            dp("web", "127.0.0.2", "web", "http", None),
+            dp("b1", "127.0.0.3", "backend_v1", "http", None),
+        ]);
+        let web = Arc::make_mut(
+            c.resources
+                .values_mut()
+                .find(|r| r.resource.meta.name == "web")
+                .unwrap(),
+        );
+        let mut v = web.resource.to_value();
+        v["networking"]["transparentProxying"] =
+            serde_json::json!({"redirectPortInbound": 15006, "redirectPortOutbound": 15001});
+        web.resource = Resource::from_value(v).unwrap();
+        let mut vips = crate::vips::VipMap::new();
+        crate::vips::allocate(&mut vips, ["backend_v1", "web"]).unwrap();
+        c.vips.insert("default".into(), Arc::new(vips));
+
+        let cfg = build(&c, "default", "web", None).unwrap();
+        let tp = cfg.transparent_proxy.as_ref().unwrap();
+        assert_eq!(
+            (
+                tp.redirect_port_inbound,
+                tp.redirect_port_outbound,
+                tp.passthrough
+            ),
+            (15006, 15001, true)
+        );
+        let names: Vec<_> = cfg
+            .outbounds
+            .iter()
+            .map(|o| (o.name.as_str(), o.service.as_str(), o.transparent))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("outbound:240.0.0.0:80", "backend_v1", true),
+                ("outbound:240.0.0.0:8080", "backend_v1", true),
+                ("outbound:240.0.0.1:80", "web", true),
+                ("outbound:240.0.0.1:8080", "web", true),
+            ]
+        );
+        let eps = &cfg.outbounds[0].cluster.as_ref().unwrap().endpoints;
+        assert_eq!(eps[0].address, "127.0.0.3");
+        let dns: Vec<_> = cfg
+            .dns_records
+            .iter()
+            .map(|r| (r.name.as_str(), r.ips.join(",")))
+            .collect();
+        assert_eq!(
+            dns,
+            [
+                ("backend.v1.mesh", "240.0.0.0,::ffff:240.0.0.0".to_string()),
+                ("backend_v1.mesh", "240.0.0.0,::ffff:240.0.0.0".to_string()),
+                ("web.mesh", "240.0.0.1,::ffff:240.0.0.1".to_string()),
+            ]
+        );
+        // Without transparent proxying: no names, no VIP listeners.
+        let b1 = build(&c, "default", "b1", None).unwrap();
+        assert!(
+            b1.transparent_proxy.is_none() && b1.dns_records.is_empty() && b1.outbounds.is_empty()
+        );
+        // An agent that announces it gets it all the same.
+        let announced = pb::TransparentProxy {
+            redirect_port_inbound: 0,
+            redirect_port_outbound: 0,
+            ipv6: false,
+            passthrough: false,
+        };
+        let b1 = build(&c, "default", "b1", Some(&announced)).unwrap();
+        assert_eq!(b1.transparent_proxy.unwrap().redirect_port_outbound, 15001);
+        assert_eq!(b1.dns_records[0].ips, ["240.0.0.0"]);
     }
 }

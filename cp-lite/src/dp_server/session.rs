@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use koguma_proto::v1::{ConfigRequest, ConfigResponse};
+use koguma_proto::v1::{ConfigRequest, ConfigResponse, TransparentProxy};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -16,6 +16,7 @@ pub async fn run(
     key: &DataplaneKey,
     stream_id: u64,
     first_csr: Vec<u8>,
+    node_tp: Option<TransparentProxy>,
     mut incoming: Streaming<ConfigRequest>,
     tx: mpsc::Sender<Result<ConfigResponse, Status>>,
 ) {
@@ -28,7 +29,8 @@ pub async fn run(
     }
     loop {
         let catalog = catalog_rx.borrow_and_update().clone();
-        let Some(mut config) = proxy_config::build(&catalog, &key.0, &key.1) else {
+        let Some(mut config) = proxy_config::build(&catalog, &key.0, &key.1, node_tp.as_ref())
+        else {
             let _ = tx
                 .send(Err(Status::not_found(format!(
                     "Dataplane {:?} in mesh {:?} was deleted",

@@ -66,6 +66,8 @@ pub trait ResourceStore: Send + Sync {
     /// Returns whether something was deleted.
     fn delete(&self, rtype: ResourceType, mesh: &str, name: &str) -> Result<bool, StoreError>;
     /// Secrets (CA keys, token signing keys) are never served by the API.
+    /// The CP keeps its own per-mesh records there too (the VIP map): they
+    /// live and die with the mesh, as secrets do.
     fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, StoreError>;
     /// Stores `data` unless the secret exists; returns the one stored, so
     /// that two writers racing end up using the same secret.

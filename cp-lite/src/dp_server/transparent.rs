@@ -1,0 +1,115 @@
+//! What a dataplane under transparent proxying gets on top of its declared
+//! listeners: an outbound at every service VIP (port 80, and each port the
+//! service's inbounds use), and the `.mesh` names for its DNS server.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use koguma_api::{Networking, TransparentProxying};
+use koguma_proto::v1 as pb;
+
+use crate::catalog::Catalog;
+use crate::vips;
+
+/// Kuma's `serviceVipPort`: `http://backend.mesh` works whatever port the
+/// backend listens on.
+const SERVICE_VIP_PORT: u32 = 80;
+
+/// The transparent proxy in force: on when the agent announced it
+/// (`--transparent-proxy`) or the Dataplane has `transparentProxying`.
+/// Ports the agent names win, then the Dataplane's, then Kuma's defaults.
+/// `None`: not transparently proxied.
+pub fn settings(
+    node: Option<&pb::TransparentProxy>,
+    net: &Networking,
+    passthrough: bool,
+) -> Option<pb::TransparentProxy> {
+    let dp = net.transparent_proxying.as_ref();
+    if node.is_none() && dp.is_none() {
+        return None;
+    }
+    let port = |announced: Option<u32>, declared: fn(&TransparentProxying) -> u16, default: u16| {
+        announced
+            .filter(|p| *p != 0)
+            .unwrap_or_else(|| u32::from(dp.map_or(default, declared)))
+    };
+    Some(pb::TransparentProxy {
+        redirect_port_inbound: port(
+            node.map(|n| n.redirect_port_inbound),
+            TransparentProxying::inbound_port,
+            TransparentProxying::DEFAULT_INBOUND_PORT,
+        ),
+        redirect_port_outbound: port(
+            node.map(|n| n.redirect_port_outbound),
+            TransparentProxying::outbound_port,
+            TransparentProxying::DEFAULT_OUTBOUND_PORT,
+        ),
+        ipv6: dp.map_or_else(|| node.is_some_and(|n| n.ipv6), TransparentProxying::ipv6),
+        passthrough,
+    })
+}
+
+/// Each service of `mesh` this dataplane may reach, with the ports its
+/// VIP answers on.
+fn reachable<'a>(
+    catalog: &'a Catalog,
+    mesh: &'a str,
+    net: &Networking,
+) -> BTreeMap<&'a str, BTreeSet<u32>> {
+    let allowed = net
+        .transparent_proxying
+        .as_ref()
+        .map(|t| t.reachable_services.as_slice())
+        .unwrap_or_default();
+    let mut services: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
+    for (_, dp) in catalog.dataplanes(mesh) {
+        let Some(n) = dp.networking() else { continue };
+        for inbound in &n.inbound {
+            let s = inbound.service();
+            if s.is_empty() || !(allowed.is_empty() || allowed.iter().any(|a| a == s)) {
+                continue;
+            }
+            let ports = services.entry(s).or_default();
+            ports.insert(SERVICE_VIP_PORT);
+            ports.insert(inbound.port);
+        }
+    }
+    services
+}
+
+/// The VIP outbounds (built by `outbound`, given service, address and port)
+/// and DNS records of this dataplane.
+pub fn vip_outbounds(
+    catalog: &Catalog,
+    mesh: &str,
+    net: &Networking,
+    ipv6: bool,
+    outbound: impl Fn(&str, String, u32) -> pb::OutboundListener,
+) -> (Vec<pb::OutboundListener>, Vec<pb::DnsRecord>) {
+    let Some(map) = catalog.vips.get(mesh) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut listeners = Vec::new();
+    let mut records = Vec::new();
+    for (service, ports) in reachable(catalog, mesh, net) {
+        let Some(vip) = map.get(service) else {
+            continue;
+        };
+        for port in ports {
+            let mut l = outbound(service, vip.to_string(), port);
+            l.transparent = true;
+            listeners.push(l);
+        }
+        let mut ips = vec![vip.to_string()];
+        if ipv6 {
+            ips.push(vip.to_ipv6_mapped().to_string());
+        }
+        for name in vips::dns_names(service) {
+            records.push(pb::DnsRecord {
+                name,
+                ips: ips.clone(),
+            });
+        }
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    (listeners, records)
+}

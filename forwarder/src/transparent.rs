@@ -1,0 +1,318 @@
+//! The two listeners iptables redirects to under transparent proxying.
+//! Each accepted connection is handed, by the destination it had before
+//! the redirect, to the listener of the config that serves it: a service
+//! VIP:port on the outbound side, an inbound's port on the inbound side.
+//! Anything else passes through to where it was going (outbound: unless
+//! the mesh turned passthrough off; inbound: unless mesh mTLS is Strict,
+//! whose undeclared ports are refused).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use crate::config::TransparentConfig;
+use crate::connector::CountedStream;
+use crate::copy;
+use crate::drain::{self, DrainTrigger, DrainWatch};
+use crate::error::ForwarderError;
+use crate::listener::{ListenerShared, spawn_connection};
+use crate::socket;
+use crate::stats::{ClusterStats, ListenerStats, Stats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Where redirected connections go, as one snapshot per config.
+#[derive(Default)]
+pub struct TransparentTable {
+    pub outbound: HashMap<SocketAddr, Arc<ListenerShared>>,
+    /// By port: the inbound answers on whichever local address the caller used.
+    pub inbound: HashMap<u16, Arc<ListenerShared>>,
+    pub outbound_passthrough: bool,
+    pub inbound_passthrough: bool,
+    pub connect_timeout: Duration,
+}
+
+/// Kuma's names for the catch-all clusters, per address family.
+struct PassthroughStats {
+    v4: Arc<ClusterStats>,
+    v6: Arc<ClusterStats>,
+}
+
+impl PassthroughStats {
+    fn new(stats: &Stats, direction: Direction) -> PassthroughStats {
+        let d = direction.as_str();
+        PassthroughStats {
+            v4: stats.cluster(&format!("{d}:passthrough:ipv4")),
+            v6: stats.cluster(&format!("{d}:passthrough:ipv6")),
+        }
+    }
+
+    fn for_dst(&self, dst: SocketAddr) -> Arc<ClusterStats> {
+        if dst.is_ipv4() {
+            self.v4.clone()
+        } else {
+            self.v6.clone()
+        }
+    }
+}
+
+/// The redirect listeners in force, by direction and address: a config
+/// that keeps an address keeps its socket (rebinding it would race the old
+/// one), so only added addresses are bound and only dropped ones stop.
+#[derive(Default)]
+pub struct RedirectListeners {
+    running: HashMap<(Direction, SocketAddr), TransparentListener>,
+}
+
+/// Sockets bound for a config, not yet serving.
+pub struct RedirectSockets {
+    wanted: HashSet<(Direction, SocketAddr)>,
+    new: Vec<(Direction, TcpListener)>,
+}
+
+fn redirect_addrs(tp: &TransparentConfig) -> Vec<(Direction, SocketAddr)> {
+    let mut addrs = Vec::new();
+    for (direction, port) in [
+        (Direction::Outbound, tp.outbound_port),
+        (Direction::Inbound, tp.inbound_port),
+    ] {
+        addrs.push((direction, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))));
+        if tp.ipv6 {
+            addrs.push((direction, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))));
+        }
+    }
+    addrs
+}
+
+impl RedirectListeners {
+    /// Binds what `tp` adds; an error changes nothing. A host without IPv6
+    /// gets IPv4 listeners only.
+    pub fn bind_missing(
+        &self,
+        tp: Option<&TransparentConfig>,
+    ) -> Result<RedirectSockets, ForwarderError> {
+        let mut sockets = RedirectSockets {
+            wanted: HashSet::new(),
+            new: Vec::new(),
+        };
+        for (direction, addr) in tp.map(redirect_addrs).unwrap_or_default() {
+            if self.running.contains_key(&(direction, addr)) {
+                sockets.wanted.insert((direction, addr));
+                continue;
+            }
+            match socket::bind_listener(addr) {
+                Ok(s) => {
+                    sockets.wanted.insert((direction, addr));
+                    sockets.new.push((direction, s));
+                }
+                Err(e) if socket::is_family_unavailable(addr, &e) => {
+                    tracing::info!(%addr, error = %e, "no IPv6 on this host: transparent proxying on IPv4 only");
+                }
+                Err(source) => {
+                    return Err(ForwarderError::Bind {
+                        listener: format!("{}:passthrough", direction.as_str()),
+                        addr,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(sockets)
+    }
+
+    pub fn commit(
+        &mut self,
+        sockets: RedirectSockets,
+        table: &Arc<ArcSwap<TransparentTable>>,
+        stats: &Stats,
+        process: &DrainWatch,
+    ) {
+        let gone: Vec<_> = self
+            .running
+            .keys()
+            .filter(|k| !sockets.wanted.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(l) = self.running.remove(&key) {
+                tracing::info!(addr = %key.1, "transparent proxy listener removed from config");
+                l.stop();
+            }
+        }
+        for (direction, socket) in sockets.new {
+            let Ok(addr) = socket.local_addr() else {
+                continue;
+            };
+            tracing::info!(%addr, direction = direction.as_str(), "transparent proxy listening");
+            let l = TransparentListener::spawn(
+                socket,
+                direction,
+                table.clone(),
+                stats,
+                process.clone(),
+            );
+            self.running.insert((direction, addr), l);
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for (_, l) in self.running.drain() {
+            l.stop();
+        }
+    }
+}
+
+pub struct TransparentListener {
+    stop: DrainTrigger,
+}
+
+impl TransparentListener {
+    pub fn spawn(
+        socket: TcpListener,
+        direction: Direction,
+        table: Arc<ArcSwap<TransparentTable>>,
+        stats: &Stats,
+        process: DrainWatch,
+    ) -> TransparentListener {
+        let (stop, stopped) = drain::channel();
+        let local = socket.local_addr().ok();
+        let accept = AcceptLoop {
+            socket,
+            direction,
+            table,
+            listener_stats: stats.listener(
+                &local.map(|a| a.to_string()).unwrap_or_default(),
+                &format!("{}:passthrough", direction.as_str()),
+            ),
+            passthrough: PassthroughStats::new(stats, direction),
+        };
+        let span =
+            tracing::info_span!("transparent", direction = direction.as_str(), addr = ?local);
+        tokio::spawn(accept.run(stopped, process).instrument(span));
+        TransparentListener { stop }
+    }
+
+    pub fn stop(self) {
+        self.stop.signal();
+    }
+}
+
+struct AcceptLoop {
+    socket: TcpListener,
+    direction: Direction,
+    table: Arc<ArcSwap<TransparentTable>>,
+    listener_stats: Arc<ListenerStats>,
+    passthrough: PassthroughStats,
+}
+
+impl AcceptLoop {
+    async fn run(self, stopped: DrainWatch, process: DrainWatch) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = stopped.signaled() => break,
+                _ = process.signaled() => break,
+                r = self.socket.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => self.dispatch(stream, peer, &process),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        tracing::info!("transparent listener stopped accepting");
+    }
+
+    fn dispatch(&self, stream: TcpStream, peer: SocketAddr, process: &DrainWatch) {
+        socket::tune_accepted(&stream);
+        self.listener_stats.cx_total.inc();
+        let dst = match socket::original_dst(&stream) {
+            Ok(dst) => dst,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "refused: the connection has no original destination (was it redirected by iptables?)");
+                return;
+            }
+        };
+        // Not redirected: someone dialled the redirect port itself, and
+        // passing it through would connect us to ourselves.
+        if stream.local_addr().is_ok_and(|l| l == dst) {
+            tracing::info!(%peer, %dst, "refused: a direct connection to the redirect port");
+            return;
+        }
+        let table = self.table.load();
+        let (target, passthrough) = match self.direction {
+            Direction::Outbound => (table.outbound.get(&dst), table.outbound_passthrough),
+            Direction::Inbound => (table.inbound.get(&dst.port()), table.inbound_passthrough),
+        };
+        if let Some(shared) = target {
+            spawn_connection(stream, peer, shared.clone(), process);
+            return;
+        }
+        if !passthrough {
+            let why = match self.direction {
+                Direction::Outbound => "passthrough is off in this mesh",
+                Direction::Inbound => "mesh mTLS is Strict and no inbound declares this port",
+            };
+            tracing::info!(%peer, %dst, "refused: {why}");
+            return;
+        }
+        let source = match self.direction {
+            Direction::Outbound => None,
+            Direction::Inbound => socket::passthrough_source(dst.ip()),
+        };
+        let stats = self.passthrough.for_dst(dst);
+        let timeout = table.connect_timeout;
+        let process = process.clone();
+        let span =
+            tracing::debug_span!("passthrough", direction = self.direction.as_str(), %peer, %dst);
+        tokio::spawn(
+            async move {
+                let _held = process;
+                pass_through(stream, dst, source, stats, timeout).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// L4 to the original destination: the proxy's own connections are not
+/// redirected again (its UID, or the passthrough source, is excluded).
+async fn pass_through(
+    mut downstream: TcpStream,
+    dst: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    stats: Arc<ClusterStats>,
+    timeout: Duration,
+) {
+    let mut upstream = match CountedStream::connect(dst, source, stats, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(error = %e, "passthrough: cannot reach the original destination");
+            return;
+        }
+    };
+    match copy::bidirectional(&mut downstream, &mut upstream).await {
+        Ok((tx, rx)) => tracing::debug!(tx, rx, "passthrough connection closed"),
+        Err(e) => tracing::debug!(error = %e, "passthrough connection ended with an error"),
+    }
+}
