@@ -11,6 +11,7 @@ pub mod dp;
 pub mod mesh;
 pub mod mtls;
 pub mod net;
+pub mod netns;
 pub mod process;
 
 pub use cp::ControlPlane;

@@ -1,0 +1,471 @@
+//! Transparent proxying and `.mesh` DNS on hosts of their own: four network
+//! namespaces on a bridge (the CP; web and backend, each with an application
+//! and a koguma-dp under installed iptables rules; an outside host with a
+//! DNS server and a web server that are not in the mesh). Applications run
+//! as an ordinary UID and call names, never the proxy.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use koguma_e2e::binaries;
+use koguma_e2e::netns::{Lan, Netns, root_or_skip};
+use koguma_e2e::process::Process;
+
+/// The UID the rules exclude: koguma-dp runs as it.
+const DP_UID: u32 = 5678;
+/// An application user.
+const APP_UID: u32 = 1000;
+const CP: usize = 0;
+const WEB: usize = 1;
+const BACKEND: usize = 2;
+const OUTSIDE: usize = 3;
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `curl` as the application user: (status code, body); code 0 when no
+/// HTTP answer came.
+fn curl(ns: &Netns, url: &str) -> (u16, String) {
+    let out = ns.output_as(
+        Some(APP_UID),
+        &["curl", "-s", "-m", "5", "-w", "\n%{http_code}", url],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn dig(ns: &Netns, args: &[&str]) -> String {
+    let mut all = vec!["dig", "+short", "+time=3", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = ns.output_as(Some(APP_UID), &all);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The sum of the series of `name` whose labels contain `label`.
+fn metric(ns: &Netns, name: &str, label: &str) -> f64 {
+    let text = ns.run(&["curl", "-s", "http://127.0.0.1:9901/metrics"]);
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+struct Mesh {
+    procs: Vec<Process>,
+    dir: tempfile::TempDir,
+    // Last: namespaces go once every process in them is gone.
+    lan: Lan,
+}
+
+impl Mesh {
+    fn cp_url(&self) -> String {
+        format!("http://{}:5681", self.lan.addr(CP))
+    }
+
+    fn spawn(&mut self, name: &str, cmd: Command) {
+        let p = Process::spawn(name, cmd, self.dir.path());
+        self.procs.push(p);
+    }
+
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut cmd = self.lan.ns(CP).command(binaries::path("koguma-cp"), None);
+        cmd.args(args).args(["--api-url", &self.cp_url()]);
+        let out = match stdin {
+            Some(input) => {
+                let path = self.dir.path().join("stdin.yaml");
+                std::fs::write(&path, input).expect("write resource");
+                cmd.stdin(std::fs::File::open(&path).expect("open resource"));
+                cmd.output()
+            }
+            None => cmd.output(),
+        }
+        .expect("run koguma-cp");
+        assert!(
+            out.status.success(),
+            "koguma-cp {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.cli(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    fn start_cp(&mut self) {
+        let ip = self.lan.addr(CP);
+        let mut cmd = self.lan.ns(CP).command(binaries::path("koguma-cp"), None);
+        cmd.args(["run", "--data-dir"])
+            .arg(self.dir.path().join("cp-data"))
+            .args(["--api-address", &format!("{ip}:5681")])
+            .args(["--dp-server-address", &format!("{ip}:5678")]);
+        self.spawn("koguma-cp", cmd);
+        let url = format!("{}/", self.cp_url());
+        wait_for("the CP API", Duration::from_secs(20), || {
+            curl_root_ok(self.lan.ns(CP), &url).then_some(())
+        });
+        // The agents run as another user: they get their own copy of the
+        // CA certificate, not the CP's data directory.
+        std::fs::copy(
+            self.dir.path().join("cp-data/tls/ca.crt"),
+            self.dir.path().join("ca.crt"),
+        )
+        .expect("copy the CP's CA certificate");
+    }
+
+    /// The outside host: a nameserver answering outside.test, and a web
+    /// server on :8000, neither in the mesh.
+    fn start_outside(&mut self) {
+        let ns = self.lan.ns(OUTSIDE);
+        let ip = self.lan.addr(OUTSIDE);
+        let mut dns = ns.command("dnsmasq", None);
+        dns.args([
+            "-k",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--listen-address={ip}"))
+        .arg(format!("--address=/outside.test/{ip}"));
+        let root = self.dir.path().join("outside-www");
+        std::fs::create_dir_all(&root).expect("www dir");
+        std::fs::write(root.join("index.html"), "outside\n").expect("index");
+        let www = python_server(ns, 8000, &root);
+        self.spawn("dnsmasq", dns);
+        self.spawn("outside-www", www);
+    }
+
+    /// An application on :8080 (and an undeclared one on :9000), the rules,
+    /// and koguma-dp as DP_UID with the Dataplane `name` of `service`.
+    fn start_host(&mut self, host: usize, name: &str, service: &str) {
+        let ns_name = self.lan.ns(host).name.clone();
+        let ip = self.lan.addr(host);
+        let ns = self.lan.ns(host);
+        ns.set_resolv_conf(&format!("nameserver {}\n", self.lan.addr(OUTSIDE)));
+        ns.run(&[
+            binaries::path("koguma-dp").to_str().expect("path"),
+            "install",
+            "transparent-proxy",
+            "--redirect-dns",
+        ]);
+        let root = self.dir.path().join(format!("{name}-www"));
+        std::fs::create_dir_all(&root).expect("www dir");
+        std::fs::write(root.join("index.html"), format!("{service}\n")).expect("index");
+        let app = python_server(ns, 8080, &root);
+        let other = python_server(ns, 9000, &root);
+        let yaml = format!(
+            "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  inbound:\n  - port: 8080\n    tags:\n      kuma.io/service: {service}\n      kuma.io/protocol: http\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n"
+        );
+        let dp_file = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&dp_file, yaml).expect("dataplane file");
+        let token = self.cli(&["generate", "dataplane-token", "--name", name], None);
+        let token_file = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&token_file, token).expect("token file");
+        let mut agent = ns.command(binaries::path("koguma-dp"), Some(DP_UID));
+        agent
+            .args(["run", "--transparent-proxy", "--cp-address"])
+            .arg(format!("https://{}:5678", self.lan.addr(CP)))
+            .arg("--ca-cert-file")
+            .arg(self.dir.path().join("ca.crt"))
+            .arg("--dataplane-file")
+            .arg(&dp_file)
+            .arg("--dataplane-token-file")
+            .arg(&token_file);
+        self.spawn(&format!("{name}-app"), app);
+        self.spawn(&format!("{name}-other-app"), other);
+        self.spawn(&format!("{name}-dp"), agent);
+        let ns = self.lan.ns(host);
+        wait_for(
+            &format!("{ns_name}'s koguma-dp /ready"),
+            Duration::from_secs(30),
+            || curl_root_ok(ns, "http://127.0.0.1:9901/ready").then_some(()),
+        );
+    }
+}
+
+fn curl_root_ok(ns: &Netns, url: &str) -> bool {
+    ns.output_as(None, &["curl", "-sf", "-m", "2", "-o", "/dev/null", url])
+        .status
+        .success()
+}
+
+fn python_server(ns: &Netns, port: u16, root: &Path) -> Command {
+    let mut cmd = ns.command("python3", None);
+    cmd.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "0.0.0.0",
+        "--directory",
+    ])
+    .arg(root);
+    cmd
+}
+
+fn world_readable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn mesh() -> Mesh {
+    let dir = tempfile::tempdir().expect("temp dir");
+    world_readable(dir.path());
+    let mut m = Mesh {
+        procs: Vec::new(),
+        dir,
+        lan: Lan::new(&["cp", "web", "be", "out"]),
+    };
+    m.start_cp();
+    m.start_outside();
+    m.start_host(BACKEND, "backend-1", "backend");
+    m.start_host(WEB, "web-1", "web");
+    m
+}
+
+/// The VIP web's DNS gives backend.mesh, once backend is known to it.
+fn backend_vip(m: &Mesh) -> String {
+    let web = m.lan.ns(WEB);
+    wait_for(
+        "backend.mesh to resolve on web's host",
+        Duration::from_secs(15),
+        || {
+            let a = dig(web, &["@127.0.0.1", "-p", "15053", "backend.mesh"]);
+            a.starts_with("240.").then_some(a)
+        },
+    )
+}
+
+#[test]
+fn applications_call_mesh_names_through_both_proxies() {
+    if !root_or_skip("applications_call_mesh_names_through_both_proxies") {
+        return;
+    }
+    let m = mesh();
+    let (web, backend) = (m.lan.ns(WEB), m.lan.ns(BACKEND));
+    let vip = backend_vip(&m);
+
+    // DNS: the agent's own server, the same through the redirect of the
+    // host's nameserver, and names outside the mesh from that nameserver.
+    assert_eq!(
+        dig(web, &["backend.mesh"]),
+        vip,
+        "plain dig goes through the DNS redirect"
+    );
+    assert_eq!(
+        dig(web, &["@127.0.0.1", "-p", "15053", "backend.mesh", "AAAA"]),
+        format!("::ffff:{vip}")
+    );
+    assert_eq!(dig(web, &["outside.test"]), m.lan.addr(OUTSIDE).to_string());
+    assert!(metric(web, "kuma_dp_dns_queries_total", "source=\"local\"") >= 2.0);
+    assert!(metric(web, "kuma_dp_dns_queries_total", "source=\"upstream\"") >= 1.0);
+
+    // Port 80 of the VIP and the service's own port both reach backend,
+    // through web's outbound and backend's inbound.
+    let before_out = metric(
+        web,
+        "envoy_cluster_upstream_rq_total",
+        "envoy_cluster_name=\"backend\"",
+    );
+    let before_in = metric(backend, "envoy_http_downstream_rq_total", "localhost_8080");
+    assert_eq!(curl(web, "http://backend.mesh/"), (200, "backend\n".into()));
+    assert_eq!(
+        curl(web, "http://backend.mesh:8080/"),
+        (200, "backend\n".into())
+    );
+    assert_eq!(
+        metric(
+            web,
+            "envoy_cluster_upstream_rq_total",
+            "envoy_cluster_name=\"backend\""
+        ) - before_out,
+        2.0
+    );
+    assert_eq!(
+        metric(backend, "envoy_http_downstream_rq_total", "localhost_8080") - before_in,
+        2.0
+    );
+
+    // Outside the mesh: passed through, counted as Kuma's passthrough.
+    let outside = format!("http://{}:8000/", m.lan.addr(OUTSIDE));
+    assert_eq!(curl(web, &outside), (200, "outside\n".into()));
+    assert!(
+        metric(
+            web,
+            "envoy_cluster_upstream_cx_total",
+            "outbound_passthrough_ipv4"
+        ) >= 1.0
+    );
+    // A port no inbound declares on backend's host passes through too (no mTLS yet).
+    let undeclared = format!("http://{}:9000/", m.lan.addr(BACKEND));
+    assert_eq!(curl(web, &undeclared), (200, "backend\n".into()));
+    assert!(
+        metric(
+            backend,
+            "envoy_cluster_upstream_cx_total",
+            "inbound_passthrough_ipv4"
+        ) >= 1.0
+    );
+    // An application talking to its own loopback is left alone.
+    assert_eq!(curl(web, "http://127.0.0.1:8080/"), (200, "web\n".into()));
+
+    // Mesh mTLS, Strict: names still work, now over mTLS; the undeclared
+    // port is refused.
+    m.apply("type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n");
+    m.apply("type: MeshTrafficPermission\nmesh: default\nname: allow-all\nspec:\n  targetRef:\n    kind: Mesh\n  from:\n  - targetRef:\n      kind: Mesh\n    default:\n      action: Allow\n");
+    wait_for(
+        "backend's certificate-secured inbound to answer web",
+        Duration::from_secs(20),
+        || {
+            let handshakes = metric(backend, "envoy_listener_ssl_handshake", "10_77_0_3_8080");
+            (curl(web, "http://backend.mesh/") == (200, "backend\n".into()) && handshakes >= 1.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(curl(web, "http://backend.mesh:8080/").0, 200);
+    assert!(metric(backend, "envoy_rbac_allowed", "10_77_0_3_8080") >= 2.0);
+    assert_eq!(
+        curl(web, &undeclared).0,
+        0,
+        "Strict mTLS refuses ports no inbound declares"
+    );
+
+    // Passthrough off: outside addresses are refused; the mesh still works.
+    m.apply("type: Mesh\nname: default\nnetworking:\n  outbound:\n    passthrough: false\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n");
+    wait_for("passthrough to be refused", Duration::from_secs(15), || {
+        (curl(web, &outside).0 == 0).then_some(())
+    });
+    assert_eq!(curl(web, "http://backend.mesh/"), (200, "backend\n".into()));
+}
+
+/// Install, reinstall, uninstall and dry runs, on both iptables back ends.
+#[test]
+fn rules_install_idempotently_and_uninstall_exactly() {
+    if !root_or_skip("rules_install_idempotently_and_uninstall_exactly") {
+        return;
+    }
+    let dp = binaries::path("koguma-dp");
+    let dp = dp.to_str().expect("path");
+    for (backend, save) in [
+        ("nft", "iptables-nft-save"),
+        ("legacy", "iptables-legacy-save"),
+    ] {
+        let ns = Netns::create(backend);
+        ns.set_resolv_conf("nameserver 10.99.0.53\n");
+        // Someone else's rule, in the back end under test: it must survive,
+        // and it tells auto-detection which back end is in use.
+        let other = if backend == "nft" {
+            "iptables-nft"
+        } else {
+            "iptables-legacy"
+        };
+        ns.run(&[
+            other,
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-d",
+            "10.9.9.9/32",
+            "-j",
+            "RETURN",
+        ]);
+        let v6save = save.replace("iptables", "ip6tables");
+        if backend == "legacy" {
+            // The kernel keeps a legacy table once a namespace has used it
+            // (nf_tables ones are deleted when left empty): on a host with
+            // legacy iptables in use these already exist.
+            ns.run(&["iptables-legacy", "-t", "raw", "-S"]);
+            ns.run(&["ip6tables-legacy", "-t", "nat", "-S"]);
+        }
+        let before = (ns.iptables_state(save), ns.iptables_state(&v6save));
+
+        let dry = ns.run(&[
+            dp,
+            "install",
+            "transparent-proxy",
+            "--redirect-dns",
+            "--dry-run",
+        ]);
+        assert!(dry.contains("-A KUMA_MESH_OUTBOUND_REDIRECT -p tcp -m comment --comment kuma/mesh/transparent/proxy/outbound/to-proxy -j REDIRECT --to-ports 15001"), "{dry}");
+        assert!(
+            dry.contains("-d 10.99.0.53 -p udp -m udp --dport 53"),
+            "{dry}"
+        );
+        assert_eq!(
+            (ns.iptables_state(save), ns.iptables_state(&v6save)),
+            before,
+            "--dry-run changed nothing"
+        );
+
+        let args = [
+            dp,
+            "install",
+            "transparent-proxy",
+            "--redirect-dns",
+            "--exclude-inbound-ports",
+            "22",
+        ];
+        let said = ns.run(&args);
+        assert!(
+            said.contains(if backend == "nft" {
+                "nf_tables"
+            } else {
+                "legacy"
+            }),
+            "{said}"
+        );
+        let installed = ns.iptables_state(save);
+        assert!(
+            installed.contains("--to-ports 15006") && installed.contains("--dport 22"),
+            "{installed}"
+        );
+        assert!(installed.contains("-A OUTPUT -d 10.9.9.9/32 -j RETURN"));
+        assert!(ns.iptables_state(&v6save).contains("-s ::6/128 -o lo"));
+        ns.run(&args);
+        assert_eq!(
+            ns.iptables_state(save),
+            installed,
+            "installing twice leaves the same rules"
+        );
+
+        // A bad flag changes nothing and names itself.
+        let bad = ns.output_as(
+            None,
+            &[
+                dp,
+                "install",
+                "transparent-proxy",
+                "--exclude-outbound-ips",
+                "10.0.0.300",
+            ],
+        );
+        assert!(!bad.status.success());
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("--exclude-outbound-ips: \"10.0.0.300\"")
+        );
+        assert_eq!(ns.iptables_state(save), installed);
+
+        ns.run(&[dp, "uninstall", "transparent-proxy"]);
+        assert_eq!(
+            (ns.iptables_state(save), ns.iptables_state(&v6save)),
+            before,
+            "uninstall restores the {backend} rules"
+        );
+    }
+}
