@@ -104,6 +104,12 @@ impl AdminServer {
                 "text/plain",
                 "NOT_READY: no config from the control plane yet\n",
             )
+        } else if let Some(problem) = self.state.problem() {
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("NOT_READY: {problem}\n"),
+            )
         } else if let Some(names) = self.dns.entries() {
             // The DNS map comes with the config: applied means loaded.
             reply(

@@ -3,6 +3,7 @@
 //! config while reconnecting with backoff.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use koguma_forwarder::Forwarder;
@@ -41,6 +42,8 @@ pub struct ConfigStream {
     /// Presented on every stream (`authorization: Bearer`).
     pub token: Option<String>,
     pub dns: Arc<DnsProxy>,
+    /// Whether the rules were checked to spare this process's own traffic.
+    pub own_traffic_checked: AtomicBool,
 }
 
 enum SessionEnd {
@@ -243,6 +246,16 @@ impl ConfigStream {
             .apply(&forwarder_config)
             .map_err(|e| e.to_string())?;
         self.dns.set_records(records.as_deref().unwrap_or_default());
+        if config.transparent_proxy.is_some()
+            && !self.own_traffic_checked.swap(true, Ordering::Relaxed)
+        {
+            let (forwarder, state) = (self.forwarder.clone(), self.state.clone());
+            tokio::spawn(async move {
+                if forwarder.own_traffic_redirected().await {
+                    state.set_problem("iptables redirects this process's own connections back to it: run koguma-dp as the UID the rules exclude (--kuma-dp-user, 5678 by default)".into());
+                }
+            });
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -216,6 +217,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         keys,
         token,
         dns,
+        own_traffic_checked: AtomicBool::new(false),
     };
     let stream_task = tokio::spawn(stream.run());
 

@@ -21,6 +21,8 @@ pub struct AgentState {
     terminating: AtomicBool,
     cp_connected: AtomicBool,
     cert: ArcSwapOption<CertInfo>,
+    /// Why this agent must not take traffic although it is configured.
+    problem: ArcSwapOption<String>,
     pub started: Instant,
 }
 
@@ -31,6 +33,7 @@ impl Default for AgentState {
             terminating: AtomicBool::new(false),
             cp_connected: AtomicBool::new(false),
             cert: ArcSwapOption::empty(),
+            problem: ArcSwapOption::empty(),
             started: Instant::now(),
         }
     }
@@ -60,6 +63,14 @@ impl AgentState {
 
     pub fn set_cert(&self, cert: Option<CertInfo>) {
         self.cert.store(cert.map(Arc::new));
+    }
+
+    pub fn problem(&self) -> Option<Arc<String>> {
+        self.problem.load_full()
+    }
+
+    pub fn set_problem(&self, problem: String) {
+        self.problem.store(Some(Arc::new(problem)));
     }
 
     pub fn set_terminating(&self) {

@@ -105,3 +105,37 @@ fn several_documents() {
     assert_eq!(docs.len(), 2);
     assert!(parse_documents("a: [").is_err());
 }
+
+#[test]
+fn transparent_proxying_is_checked_and_frees_the_inbound_port() {
+    let tp = |extra: &str| {
+        format!(
+            "type: Dataplane\nmesh: default\nname: web-01\nnetworking:\n  address: 10.0.0.2\n  inbound:\n  - port: 8080\n    tags:\n      kuma.io/service: web\n  transparentProxying:\n{extra}"
+        )
+    };
+    // Under transparent proxying the inbound binds nothing: the application
+    // listens on address:port itself.
+    let r = parse(&tp(
+        "    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n",
+    ))
+    .unwrap();
+    let v = r.to_value();
+    assert_eq!(
+        v["networking"]["transparentProxying"]["redirectPortOutbound"],
+        15001
+    );
+    let err = parse(&tp(
+        "    redirectPortInbound: 15001\n    redirectPortOutbound: 15001\n",
+    ))
+    .unwrap_err();
+    assert!(err.contains("networking.transparentProxying.redirectPortOutbound: port 15001 is also the inbound redirect port"), "{err}");
+    let err = parse(&tp("    redirectPortInbound: 70000\n")).unwrap_err();
+    assert!(
+        err.contains("networking.transparentProxying.redirectPortInbound: port 70000"),
+        "{err}"
+    );
+    let err = parse(&tp("    ipFamilyMode: IPv5\n")).unwrap_err();
+    assert!(err.contains("networking.transparentProxying.ipFamilyMode: \"IPv5\" is not one of DualStack, IPv4, UnSpecified"), "{err}");
+    let err = parse(&tp("    directAccessServices: ['*']\n")).unwrap_err();
+    assert!(err.contains("directAccessServices"), "{err}");
+}

@@ -289,3 +289,45 @@ impl Resources {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+    use std::net::Ipv4Addr;
+
+    fn dataplane(name: &str, service: &str) -> Resource {
+        Resource::from_value(serde_json::json!({
+            "type": "Dataplane", "mesh": "default", "name": name,
+            "networking": {"address": "10.0.0.1", "inbound": [
+                {"port": 8080, "servicePort": 18080, "tags": {"kuma.io/service": service}}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    fn vip(r: &Resources, service: &str) -> Option<Ipv4Addr> {
+        r.catalog().vips.get("default")?.get(service).copied()
+    }
+
+    #[test]
+    fn vips_are_lowest_free_first_and_survive_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let r = Resources::open(Box::new(SqliteStore::open(dir.path()).unwrap())).unwrap();
+            r.upsert(dataplane("b1", "backend"), Origin::Api).unwrap();
+            r.upsert(dataplane("w1", "web"), Origin::Api).unwrap();
+            r.upsert(dataplane("b2", "backend"), Origin::Api).unwrap();
+            assert_eq!(vip(&r, "backend"), Some(Ipv4Addr::new(240, 0, 0, 0)));
+            assert_eq!(vip(&r, "web"), Some(Ipv4Addr::new(240, 0, 0, 1)));
+            // A service whose dataplanes go keeps its VIP.
+            r.delete(ResourceType::Dataplane, "default", "w1").unwrap();
+            assert_eq!(vip(&r, "web"), Some(Ipv4Addr::new(240, 0, 0, 1)));
+        }
+        let r = Resources::open(Box::new(SqliteStore::open(dir.path()).unwrap())).unwrap();
+        assert_eq!(vip(&r, "backend"), Some(Ipv4Addr::new(240, 0, 0, 0)));
+        assert_eq!(vip(&r, "web"), Some(Ipv4Addr::new(240, 0, 0, 1)));
+        r.upsert(dataplane("d1", "db"), Origin::Api).unwrap();
+        assert_eq!(vip(&r, "db"), Some(Ipv4Addr::new(240, 0, 0, 2)));
+    }
+}

@@ -42,6 +42,7 @@ pub struct DnsServer {
     table: Arc<ArcSwap<DnsTable>>,
     stats: Arc<DnsStats>,
     upstream: SocketAddr,
+    listening: Vec<SocketAddr>,
     // Dropping the server stops its listeners.
     _server: Server<MeshDns>,
 }
@@ -86,7 +87,9 @@ impl DnsServer {
                 }
             }
         }
+        let mut listening = Vec::new();
         for (udp, tcp) in sockets {
+            listening.extend(udp.local_addr().ok());
             server.register_socket(udp);
             server.register_listener(tcp, TCP_TIMEOUT, 16);
         }
@@ -95,6 +98,7 @@ impl DnsServer {
             table,
             stats,
             upstream,
+            listening,
             _server: server,
         })
     }
@@ -108,6 +112,11 @@ impl DnsServer {
 
     pub fn upstream(&self) -> SocketAddr {
         self.upstream
+    }
+
+    /// Where it listens (UDP; TCP on the same addresses).
+    pub fn listening(&self) -> &[SocketAddr] {
+        &self.listening
     }
 }
 
@@ -232,5 +241,75 @@ async fn send<'a, R: ResponseHandler>(
                 counts: HeaderCounts::default(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::op::{MessageType, Query};
+
+    async fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+        let mut q = Message::new(7, MessageType::Query, OpCode::Query);
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+        let mut buf = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        Message::from_vec(&buf[..n]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_mesh_names_and_fails_closed_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        // Nothing listens there: the upstream fails at once.
+        std::fs::write(&resolv, "nameserver 127.0.0.77\n").unwrap();
+        let stats = Arc::new(DnsStats::default());
+        let listen = [SocketAddr::from(([127, 0, 0, 1], 0))];
+        let server = DnsServer::start(&listen, &resolv, stats.clone())
+            .await
+            .unwrap();
+        server.set_records(&[DnsRecord {
+            name: "backend_v1.mesh".into(),
+            ips: vec![
+                "240.0.0.3".parse().unwrap(),
+                "::ffff:240.0.0.3".parse().unwrap(),
+            ],
+        }]);
+        let addr = server.listening()[0];
+
+        let a = ask(addr, "Backend_V1.mesh.", RecordType::A).await;
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        assert!(a.metadata.authoritative);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].ttl, TTL);
+        assert_eq!(a.answers[0].data, RData::A(A("240.0.0.3".parse().unwrap())));
+        let aaaa = ask(addr, "backend_v1.mesh.", RecordType::AAAA).await;
+        assert_eq!(
+            aaaa.answers[0].data,
+            RData::AAAA(AAAA("::ffff:240.0.0.3".parse().unwrap()))
+        );
+
+        let out = ask(addr, "example.com.", RecordType::A).await;
+        assert_eq!(out.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(stats.upstream_failures.get(), 1);
+        assert_eq!(stats.local[0].get(), 1);
+        assert_eq!(stats.local[1].get(), 1);
+        assert_eq!(stats.entries.get(), 1);
+        let mut text = String::new();
+        stats.render(&mut text);
+        assert!(
+            text.contains("kuma_dp_dns_response_codes_total{rcode=\"SERVFAIL\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kuma_dp_dns_request_duration_seconds_count 3"),
+            "{text}"
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -17,13 +19,15 @@ use crate::route::{Cluster, Route, Target};
 use crate::socket;
 use crate::stats::Stats;
 use crate::tls::MeshTls;
-use crate::transparent::{Direction, RedirectListeners, TransparentTable};
+use crate::transparent::{Direction, RedirectListeners, SELF_PROBE, TransparentTable};
 
 pub struct Forwarder {
     stats: Arc<Stats>,
     inner: Mutex<Inner>,
     /// Read by the transparent listeners on every connection.
     table: Arc<ArcSwap<TransparentTable>>,
+    /// Whether the self-probe found our own traffic redirected to us.
+    own_traffic: Arc<AtomicBool>,
 }
 
 struct Inner {
@@ -64,6 +68,7 @@ impl Forwarder {
                 process: Some(process),
             }),
             table: Arc::new(ArcSwap::from_pointee(TransparentTable::default())),
+            own_traffic: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -160,9 +165,13 @@ impl Forwarder {
         }
         self.table.store(Arc::new(table));
         let table = self.table.clone();
-        inner
-            .redirect
-            .commit(redirect_sockets, &table, &self.stats, &process);
+        inner.redirect.commit(
+            redirect_sockets,
+            &table,
+            &self.stats,
+            &self.own_traffic,
+            &process,
+        );
         Ok(())
     }
 
@@ -279,6 +288,28 @@ impl Forwarder {
             cluster_tls,
             clusters,
         })
+    }
+
+    /// Under transparent proxying, whether the rules redirect this
+    /// process's own connections back to it (it runs as the wrong UID):
+    /// one connection to [`SELF_PROBE`] tells. Passthrough is refused once
+    /// it is known, so that connections cannot loop.
+    pub async fn own_traffic_redirected(&self) -> bool {
+        let connected = tokio::time::timeout(
+            Duration::from_millis(500),
+            socket::connect(SELF_PROBE, None),
+        )
+        .await;
+        if matches!(connected, Ok(Ok(_))) {
+            // Connected: to ourselves, surely; the accept loop says so soon.
+            for _ in 0..50 {
+                if self.own_traffic.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.own_traffic.load(Ordering::Relaxed)
     }
 
     /// Stops every listener and refuses further configs; connections finish

@@ -7,8 +7,9 @@
 //! whose undeclared ports are refused).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -23,6 +24,13 @@ use crate::error::ForwarderError;
 use crate::listener::{ListenerShared, spawn_connection};
 use crate::socket;
 use crate::stats::{ClusterStats, ListenerStats, Stats};
+
+/// Where the agent sends one connection to learn whether the rules capture
+/// its own traffic (it must run as the UID they exclude): TEST-NET-1
+/// (RFC 5737), which no real destination uses. If it arrives at our own
+/// redirect listener, every upstream connection would loop back to us.
+pub const SELF_PROBE: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 9));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -143,6 +151,7 @@ impl RedirectListeners {
         sockets: RedirectSockets,
         table: &Arc<ArcSwap<TransparentTable>>,
         stats: &Stats,
+        own_traffic: &Arc<AtomicBool>,
         process: &DrainWatch,
     ) {
         let gone: Vec<_> = self
@@ -167,6 +176,7 @@ impl RedirectListeners {
                 direction,
                 table.clone(),
                 stats,
+                own_traffic.clone(),
                 process.clone(),
             );
             self.running.insert((direction, addr), l);
@@ -190,6 +200,7 @@ impl TransparentListener {
         direction: Direction,
         table: Arc<ArcSwap<TransparentTable>>,
         stats: &Stats,
+        own_traffic: Arc<AtomicBool>,
         process: DrainWatch,
     ) -> TransparentListener {
         let (stop, stopped) = drain::channel();
@@ -203,6 +214,7 @@ impl TransparentListener {
                 &format!("{}:passthrough", direction.as_str()),
             ),
             passthrough: PassthroughStats::new(stats, direction),
+            own_traffic,
         };
         let span =
             tracing::info_span!("transparent", direction = direction.as_str(), addr = ?local);
@@ -221,6 +233,8 @@ struct AcceptLoop {
     table: Arc<ArcSwap<TransparentTable>>,
     listener_stats: Arc<ListenerStats>,
     passthrough: PassthroughStats,
+    /// Set when the probe came back: our own connections are redirected.
+    own_traffic: Arc<AtomicBool>,
 }
 
 impl AcceptLoop {
@@ -259,6 +273,13 @@ impl AcceptLoop {
             tracing::info!(%peer, %dst, "refused: a direct connection to the redirect port");
             return;
         }
+        if dst == SELF_PROBE {
+            self.own_traffic.store(true, Ordering::Relaxed);
+            tracing::error!(
+                "this process's own connections are redirected to it by iptables: run koguma-dp as the UID the rules exclude (--kuma-dp-user, 5678 by default); passthrough is refused until then, so that connections cannot loop"
+            );
+            return;
+        }
         let table = self.table.load();
         let (target, passthrough) = match self.direction {
             Direction::Outbound => (table.outbound.get(&dst), table.outbound_passthrough),
@@ -266,6 +287,10 @@ impl AcceptLoop {
         };
         if let Some(shared) = target {
             spawn_connection(stream, peer, shared.clone(), process);
+            return;
+        }
+        if self.own_traffic.load(Ordering::Relaxed) {
+            tracing::info!(%peer, %dst, "refused: this process's own traffic is redirected (see the error above)");
             return;
         }
         if !passthrough {

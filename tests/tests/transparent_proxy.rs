@@ -256,9 +256,9 @@ fn applications_call_mesh_names_through_both_proxies() {
     if !root_or_skip("applications_call_mesh_names_through_both_proxies") {
         return;
     }
-    let m = mesh();
-    let (web, backend) = (m.lan.ns(WEB), m.lan.ns(BACKEND));
+    let mut m = mesh();
     let vip = backend_vip(&m);
+    let (web, backend) = (m.lan.ns(WEB), m.lan.ns(BACKEND));
 
     // DNS: the agent's own server, the same through the redirect of the
     // host's nameserver, and names outside the mesh from that nameserver.
@@ -351,6 +351,46 @@ fn applications_call_mesh_names_through_both_proxies() {
         (curl(web, &outside).0 == 0).then_some(())
     });
     assert_eq!(curl(web, "http://backend.mesh/"), (200, "backend\n".into()));
+
+    // An agent run as a UID the rules do not exclude (root here) would see
+    // its own connections come back to it. Reinstalled with the CP's port
+    // excluded so that it can get a config at all, it finds out, says so on
+    // /ready and refuses to pass anything through.
+    let dp = binaries::path("koguma-dp");
+    web.run(&[
+        dp.to_str().expect("path"),
+        "install",
+        "transparent-proxy",
+        "--redirect-dns",
+        "--exclude-outbound-ports",
+        "5678",
+    ]);
+    assert!(web.iptables_state("iptables-save").contains("--dport 5678"));
+    if let Some(old) = m.procs.iter_mut().find(|p| p.name == "web-1-dp") {
+        old.kill();
+    }
+    let mut root_agent = m.lan.ns(WEB).command(&dp, None);
+    root_agent
+        .args(["run", "--transparent-proxy", "--cp-address"])
+        .arg(format!("https://{}:5678", m.lan.addr(CP)))
+        .arg("--ca-cert-file")
+        .arg(m.dir.path().join("ca.crt"))
+        .arg("--dataplane-file")
+        .arg(m.dir.path().join("web-1.yaml"))
+        .arg("--dataplane-token-file")
+        .arg(m.dir.path().join("web-1.token"));
+    m.spawn("web-1-dp-as-root", root_agent);
+    let web = m.lan.ns(WEB);
+    wait_for(
+        "the root agent to report its own traffic redirected",
+        Duration::from_secs(20),
+        || {
+            let out = web.output_as(None, &["curl", "-s", "http://127.0.0.1:9901/ready"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("NOT_READY: iptables redirects this process's own connections")
+                .then_some(())
+        },
+    );
 }
 
 /// Install, reinstall, uninstall and dry runs, on both iptables back ends.
