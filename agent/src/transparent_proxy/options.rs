@@ -55,17 +55,22 @@ pub struct InstallArgs {
     /// Comma-separated ports or ranges (8000-8100) left alone.
     #[arg(long, value_delimiter = ',')]
     exclude_inbound_ports: Vec<String>,
+    /// Comma-separated destination ports or ranges never redirected.
     #[arg(long, value_delimiter = ',')]
     exclude_outbound_ports: Vec<String>,
     /// Comma-separated addresses or networks (10.0.0.0/8) left alone.
     #[arg(long, value_delimiter = ',')]
     exclude_inbound_ips: Vec<String>,
+    /// Comma-separated destination addresses or networks never redirected.
     #[arg(long, value_delimiter = ',')]
     exclude_outbound_ips: Vec<String>,
+    /// IPv4 only, or IPv6 too (skipped on hosts without IPv6).
     #[arg(long, value_enum, default_value_t = IpFamilyMode::Dualstack)]
     ip_family_mode: IpFamilyMode,
+    /// Which iptables holds the rules.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     iptables_backend: BackendChoice,
+    /// Where --redirect-dns finds the nameservers whose queries it redirects.
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
     /// Print the rules and change nothing.
@@ -78,11 +83,13 @@ pub struct InstallArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct UninstallArgs {
+    /// Which iptables holds the rules.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     iptables_backend: BackendChoice,
     /// Print what would be removed and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the removal as it is applied.
     #[arg(long)]
     pub verbose: bool,
 }
