@@ -164,10 +164,9 @@ impl Forwarder {
             }
         }
         self.table.store(Arc::new(table));
-        let table = self.table.clone();
         inner.redirect.commit(
             redirect_sockets,
-            &table,
+            &self.table,
             &self.stats,
             &self.own_traffic,
             &process,

@@ -88,26 +88,41 @@ impl Drop for ActiveConnection {
 }
 
 async fn accept_loop(socket: TcpListener, shared: Arc<ListenerShared>, process: DrainWatch) {
+    let stopped = shared.stopped.clone();
+    accept_until(&socket, &stopped, &process, |stream, peer| {
+        spawn_connection(stream, peer, shared.clone(), &process);
+    })
+    .await;
+    tracing::info!("listener stopped accepting");
+}
+
+/// Accepts on `socket` until `stopped` or `process` is signalled, handing
+/// each tuned connection to `on_accept`.
+pub async fn accept_until(
+    socket: &TcpListener,
+    stopped: &DrainWatch,
+    process: &DrainWatch,
+    mut on_accept: impl FnMut(TcpStream, SocketAddr),
+) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shared.stopped.signaled() => break,
+            _ = stopped.signaled() => break,
             _ = process.signaled() => break,
             r = socket.accept() => r,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
+        match accepted {
+            Ok((stream, peer)) => {
+                socket::tune_accepted(&stream);
+                on_accept(stream, peer);
+            }
             Err(e) => {
                 // EMFILE and friends: back off rather than spin.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        socket::tune_accepted(&stream);
-        spawn_connection(stream, peer, shared.clone(), &process);
+        }
     }
-    tracing::info!("listener stopped accepting");
 }
 
 /// Serves one accepted connection on the listener's route of this moment.

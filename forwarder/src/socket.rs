@@ -47,10 +47,11 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Tcp
 
 /// Where a connection was headed before iptables redirected it to us
 /// (SO_ORIGINAL_DST, or IP6T_SO_ORIGINAL_DST on IPv6 sockets).
-/// IPv4-mapped IPv6 addresses come back as IPv4.
-pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
+/// IPv4-mapped IPv6 addresses come back as IPv4. `local` is the
+/// stream's own address (the caller has it already), which says the family.
+pub fn original_dst(stream: &TcpStream, local: SocketAddr) -> io::Result<SocketAddr> {
     let sock = SockRef::from(stream);
-    let addr = if stream.local_addr()?.is_ipv4() {
+    let addr = if local.is_ipv4() {
         sock.original_dst_v4()?
     } else {
         sock.original_dst_v6()?

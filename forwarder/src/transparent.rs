@@ -21,7 +21,7 @@ use crate::connector::CountedStream;
 use crate::copy;
 use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::error::ForwarderError;
-use crate::listener::{ListenerShared, spawn_connection};
+use crate::listener::{ListenerShared, accept_until, spawn_connection};
 use crate::socket;
 use crate::stats::{ClusterStats, ListenerStats, Stats};
 
@@ -239,28 +239,23 @@ struct AcceptLoop {
 
 impl AcceptLoop {
     async fn run(self, stopped: DrainWatch, process: DrainWatch) {
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = stopped.signaled() => break,
-                _ = process.signaled() => break,
-                r = self.socket.accept() => r,
-            };
-            match accepted {
-                Ok((stream, peer)) => self.dispatch(stream, peer, &process),
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        accept_until(&self.socket, &stopped, &process, |stream, peer| {
+            self.dispatch(stream, peer, &process)
+        })
+        .await;
         tracing::info!("transparent listener stopped accepting");
     }
 
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr, process: &DrainWatch) {
-        socket::tune_accepted(&stream);
         self.listener_stats.cx_total.inc();
-        let dst = match socket::original_dst(&stream) {
+        let local = match stream.local_addr() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "refused: the connection has no local address");
+                return;
+            }
+        };
+        let dst = match socket::original_dst(&stream, local) {
             Ok(dst) => dst,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "refused: the connection has no original destination (was it redirected by iptables?)");
@@ -269,7 +264,7 @@ impl AcceptLoop {
         };
         // Not redirected: someone dialled the redirect port itself, and
         // passing it through would connect us to ourselves.
-        if stream.local_addr().is_ok_and(|l| l == dst) {
+        if local == dst {
             tracing::info!(%peer, %dst, "refused: a direct connection to the redirect port");
             return;
         }
