@@ -192,6 +192,32 @@ impl ConfigStream {
         }
     }
 
+    /// Everything that can fail is checked (and the DNS server started)
+    /// before the forwarder changes; DNS names change only once it has.
+    async fn apply_config(&self, config: Option<&pb::ProxyConfig>) -> Result<(), String> {
+        let config = config.ok_or("the response carries no config")?;
+        let records = DnsProxy::records(config)?;
+        let forwarder_config = translate::proxy_config(config, &self.keys)?;
+        if let Some(tp) = &config.transparent_proxy {
+            self.dns.ensure_started(tp.ipv6).await?;
+        }
+        self.forwarder
+            .apply(&forwarder_config)
+            .map_err(|e| e.to_string())?;
+        self.dns.set_records(records.as_deref().unwrap_or_default());
+        if config.transparent_proxy.is_some()
+            && !self.own_traffic_checked.swap(true, Ordering::Relaxed)
+        {
+            let (forwarder, state) = (self.forwarder.clone(), self.state.clone());
+            tokio::spawn(async move {
+                if forwarder.own_traffic_redirected().await {
+                    state.set_problem("iptables redirects this process's own connections back to it: run koguma-dp as the UID the rules exclude (--kuma-dp-user, 5678 by default)".into());
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Applies a response, or says why not; the config in force is kept then.
     async fn apply(&self, resp: &ConfigResponse) -> Result<(), String> {
         let version = &resp.version_info;
@@ -229,34 +255,6 @@ impl ConfigStream {
             }
         }
         result
-    }
-}
-
-impl ConfigStream {
-    /// Everything that can fail is checked (and the DNS server started)
-    /// before the forwarder changes; DNS names change only once it has.
-    async fn apply_config(&self, config: Option<&pb::ProxyConfig>) -> Result<(), String> {
-        let config = config.ok_or("the response carries no config")?;
-        let records = DnsProxy::records(config)?;
-        let forwarder_config = translate::proxy_config(config, &self.keys)?;
-        if let (Some(tp), Some(_)) = (&config.transparent_proxy, &records) {
-            self.dns.ensure_started(tp.ipv6).await?;
-        }
-        self.forwarder
-            .apply(&forwarder_config)
-            .map_err(|e| e.to_string())?;
-        self.dns.set_records(records.as_deref().unwrap_or_default());
-        if config.transparent_proxy.is_some()
-            && !self.own_traffic_checked.swap(true, Ordering::Relaxed)
-        {
-            let (forwarder, state) = (self.forwarder.clone(), self.state.clone());
-            tokio::spawn(async move {
-                if forwarder.own_traffic_redirected().await {
-                    state.set_problem("iptables redirects this process's own connections back to it: run koguma-dp as the UID the rules exclude (--kuma-dp-user, 5678 by default)".into());
-                }
-            });
-        }
-        Ok(())
     }
 }
 

@@ -25,11 +25,14 @@ fn socket(address: &str, port: u32, what: &str, listener: &str) -> Result<Socket
     let ip: IpAddr = address
         .parse()
         .map_err(|_| format!("{listener}: {what} address {address:?} is not an IP address"))?;
-    let port = u16::try_from(port)
+    Ok(SocketAddr::new(ip, port_number(port, what, listener)?))
+}
+
+fn port_number(port: u32, what: &str, listener: &str) -> Result<u16, String> {
+    u16::try_from(port)
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{listener}: {what} port {port} is not in 1..65535"))?;
-    Ok(SocketAddr::new(ip, port))
+        .ok_or_else(|| format!("{listener}: {what} port {port} is not in 1..65535"))
 }
 
 fn permissions(p: Option<&pb::Permissions>) -> Vec<fwd::PermissionRule> {
@@ -78,15 +81,10 @@ fn mesh_tls(m: &pb::MeshTls, keys: &WorkloadKeys) -> Result<fwd::MeshTlsConfig, 
 }
 
 fn transparent(tp: &pb::TransparentProxy) -> Result<fwd::TransparentConfig, String> {
-    let port = |p: u32, what: &str| {
-        u16::try_from(p)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("transparent proxy: {what} port {p} is not in 1..65535"))
-    };
+    let what = "transparent proxy";
     Ok(fwd::TransparentConfig {
-        inbound_port: port(tp.redirect_port_inbound, "inbound redirect")?,
-        outbound_port: port(tp.redirect_port_outbound, "outbound redirect")?,
+        inbound_port: port_number(tp.redirect_port_inbound, "inbound redirect", what)?,
+        outbound_port: port_number(tp.redirect_port_outbound, "outbound redirect", what)?,
         ipv6: tp.ipv6,
         passthrough: tp.passthrough,
     })

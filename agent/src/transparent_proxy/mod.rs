@@ -8,7 +8,6 @@ mod options;
 mod removal;
 mod rules;
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -199,8 +198,4 @@ fn add_ipv6_passthrough_address() -> anyhow::Result<()> {
         bail!("cannot add ::6 to lo: {}", stderr.trim());
     }
     Ok(())
-}
-
-pub(crate) fn read_nameservers(path: &Path) -> anyhow::Result<Vec<std::net::IpAddr>> {
-    koguma_dns::nameservers(path).map_err(Into::into)
 }

@@ -193,7 +193,7 @@ impl InstallArgs {
         }
         let redirect_dns = self.redirect_dns || self.redirect_all_dns_traffic;
         let nameservers = if redirect_dns && !self.redirect_all_dns_traffic {
-            let found = super::read_nameservers(&self.resolv_conf)
+            let found = koguma_dns::nameservers(&self.resolv_conf)
                 .with_context(|| "--redirect-dns needs the nameservers of resolv.conf")?;
             if found.is_empty() {
                 bail!(

@@ -80,24 +80,40 @@ impl Removal {
             .unwrap_or_default()
     }
 
-    /// The restore input that removes everything found: references
-    /// first, then our chains (flushed, then deleted).
+    /// The restore input that removes everything found.
     pub fn restore_input(&self) -> String {
         let mut out = String::new();
         for t in self.tables() {
-            let _ = writeln!(out, "*{t}");
-            for c in self.chains(t) {
-                let _ = writeln!(out, ":{c} - [0:0]");
-            }
-            for d in self.deletions(t) {
-                let _ = writeln!(out, "{d}");
-            }
-            for c in self.chains(t) {
-                let _ = writeln!(out, "-X {c}");
-            }
-            let _ = writeln!(out, "COMMIT");
+            self.write_table(&mut out, t, &[], &[]);
         }
         out
+    }
+
+    /// One table of restore input: the `keep` chains and ours that go are
+    /// flushed (declaring a chain that exists flushes it, with --noflush),
+    /// our rules in other chains deleted, our chains not kept deleted once
+    /// nothing refers to them, then `rules` appended.
+    pub fn write_table(&self, out: &mut String, table: &str, keep: &[&str], rules: &[String]) {
+        let drop: Vec<&str> = self
+            .chains(table)
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !keep.contains(c))
+            .collect();
+        let _ = writeln!(out, "*{table}");
+        for chain in keep.iter().chain(&drop) {
+            let _ = writeln!(out, ":{chain} - [0:0]");
+        }
+        for line in self.deletions(table) {
+            let _ = writeln!(out, "{line}");
+        }
+        for chain in &drop {
+            let _ = writeln!(out, "-X {chain}");
+        }
+        for rule in rules {
+            let _ = writeln!(out, "{rule}");
+        }
+        let _ = writeln!(out, "COMMIT");
     }
 }
 

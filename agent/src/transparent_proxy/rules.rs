@@ -308,29 +308,10 @@ impl RuleConfig {
             }
         }
         for name in names {
-            let _ = writeln!(out, "*{name}");
-            let table = tables.iter().find(|t| t.name == name);
-            let ours: Vec<&str> = table.map(|t| t.chains.clone()).unwrap_or_default();
-            // Declaring a chain that exists flushes it (with --noflush).
-            for chain in &ours {
-                let _ = writeln!(out, ":{chain} - [0:0]");
+            match tables.iter().find(|t| t.name == name) {
+                Some(t) => removal.write_table(&mut out, name, &t.chains, &t.rules),
+                None => removal.write_table(&mut out, name, &[], &[]),
             }
-            for line in removal.deletions(name) {
-                let _ = writeln!(out, "{line}");
-            }
-            for chain in removal
-                .chains(name)
-                .iter()
-                .filter(|c| !ours.contains(&c.as_str()))
-            {
-                let _ = writeln!(out, ":{chain} - [0:0]\n-X {chain}");
-            }
-            if let Some(t) = table {
-                for r in &t.rules {
-                    let _ = writeln!(out, "{r}");
-                }
-            }
-            let _ = writeln!(out, "COMMIT");
         }
         out
     }
