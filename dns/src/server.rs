@@ -41,7 +41,6 @@ pub enum DnsError {
 pub struct DnsServer {
     table: Arc<ArcSwap<DnsTable>>,
     stats: Arc<DnsStats>,
-    upstream: SocketAddr,
     listening: Vec<SocketAddr>,
     // Dropping the server stops its listeners.
     _server: Server<MeshDns>,
@@ -97,7 +96,6 @@ impl DnsServer {
         Ok(DnsServer {
             table,
             stats,
-            upstream,
             listening,
             _server: server,
         })
@@ -108,10 +106,6 @@ impl DnsServer {
         let table = DnsTable::new(records);
         self.stats.entries.set(table.len() as i64);
         self.table.store(Arc::new(table));
-    }
-
-    pub fn upstream(&self) -> SocketAddr {
-        self.upstream
     }
 
     /// Where it listens (UDP; TCP on the same addresses).
@@ -149,7 +143,7 @@ impl MeshDns {
             return send(response, reply, request).await;
         };
         let qtype = query.query_type();
-        let qtype_idx = qtype_index(&qtype.to_string());
+        let qtype_idx = qtype_index(qtype);
         if request.metadata.op_code == OpCode::Query
             && matches!(qtype, RecordType::A | RecordType::AAAA)
         {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use hickory_server::proto::rr::RecordType;
 use koguma_telemetry::metrics::{Counter, Gauge, Histogram};
 
 /// Query types counted on their own; the rest are "other".
@@ -21,8 +22,12 @@ pub struct DnsStats {
     pub entries: Gauge,
 }
 
-pub fn qtype_index(qtype: &str) -> usize {
-    QTYPES.iter().position(|q| *q == qtype).unwrap_or(2)
+pub fn qtype_index(qtype: RecordType) -> usize {
+    match qtype {
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        _ => 2,
+    }
 }
 
 pub fn rcode_index(rcode: u16) -> usize {
