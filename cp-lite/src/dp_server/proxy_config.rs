@@ -115,36 +115,41 @@ pub fn build(
             }
         })
         .collect();
-    let outbound = |service: &str, address: String, port: u32| {
+    // One cluster per service, however many ports it is reached on.
+    let outbounds_of = |service: &str, address: &str, ports: &[u32]| {
         let (endpoints, proto) = service_endpoints(catalog, mesh, service);
-        pb::OutboundListener {
-            name: format!("outbound:{address}:{port}"),
-            address,
-            port,
-            protocol: protocol(proto).into(),
-            cluster: Some(pb::Cluster {
-                name: service.to_string(),
-                lb_policy: pb::LbPolicy::RoundRobin.into(),
-                endpoints,
-                identity: if mtls.is_some() {
-                    format!("spiffe://{mesh}/{service}")
-                } else {
-                    String::new()
-                },
-            }),
-            service: service.to_string(),
-            transparent: false,
-        }
+        let cluster = pb::Cluster {
+            name: service.to_string(),
+            lb_policy: pb::LbPolicy::RoundRobin.into(),
+            endpoints,
+            identity: if mtls.is_some() {
+                format!("spiffe://{mesh}/{service}")
+            } else {
+                String::new()
+            },
+        };
+        ports
+            .iter()
+            .map(|&port| pb::OutboundListener {
+                name: format!("outbound:{address}:{port}"),
+                address: address.to_string(),
+                port,
+                protocol: protocol(proto).into(),
+                cluster: Some(cluster.clone()),
+                service: service.to_string(),
+                transparent: false,
+            })
+            .collect::<Vec<_>>()
     };
     let mut outbounds: Vec<pb::OutboundListener> = net
         .outbound
         .iter()
-        .map(|o| outbound(o.service(), o.listen_address().to_string(), o.port))
+        .flat_map(|o| outbounds_of(o.service(), o.listen_address(), &[o.port]))
         .collect();
     let mut dns_records = Vec::new();
     if let Some(tp) = &transparent_proxy {
         let (vip_outbounds, records) =
-            transparent::vip_outbounds(catalog, mesh, net, tp.ipv6, outbound);
+            transparent::vip_outbounds(catalog, mesh, net, tp.ipv6, outbounds_of);
         outbounds.extend(vip_outbounds);
         dns_records = records;
     }

@@ -76,14 +76,14 @@ fn reachable<'a>(
     services
 }
 
-/// The VIP outbounds (built by `outbound`, given service, address and port)
-/// and DNS records of this dataplane.
+/// The VIP outbounds (built by `outbounds`, given service, address and
+/// ports) and DNS records of this dataplane.
 pub fn vip_outbounds(
     catalog: &Catalog,
     mesh: &str,
     net: &Networking,
     ipv6: bool,
-    outbound: impl Fn(&str, String, u32) -> pb::OutboundListener,
+    outbounds: impl Fn(&str, &str, &[u32]) -> Vec<pb::OutboundListener>,
 ) -> (Vec<pb::OutboundListener>, Vec<pb::DnsRecord>) {
     let Some(map) = catalog.vips.get(mesh) else {
         return (Vec::new(), Vec::new());
@@ -94,8 +94,8 @@ pub fn vip_outbounds(
         let Some(vip) = map.get(service) else {
             continue;
         };
-        for port in ports {
-            let mut l = outbound(service, vip.to_string(), port);
+        let ports: Vec<u32> = ports.into_iter().collect();
+        for mut l in outbounds(service, &vip.to_string(), &ports) {
             l.transparent = true;
             listeners.push(l);
         }
