@@ -11,10 +11,10 @@ use axum::{Json, Router};
 use koguma_api::{Resource, ResourceType, ValidationError, parse_documents};
 use serde_json::{Value, json};
 
-use crate::dp_server::proxy_config;
 use crate::dp_server::status::StatusRegistry;
 use crate::identity_api;
 use crate::mesh_ca::MeshCas;
+use crate::proxy_config::{self, ConfigSnapshot};
 use crate::resources::{ResourceError, Resources};
 use crate::store::{Origin, StoredResource};
 
@@ -23,6 +23,7 @@ pub struct ApiState {
     pub resources: Arc<Resources>,
     pub status: Arc<StatusRegistry>,
     pub cas: Arc<MeshCas>,
+    pub snapshots: tokio::sync::watch::Receiver<Arc<ConfigSnapshot>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -328,8 +329,10 @@ async fn dataplane_config(
     Path((mesh, name)): Path<(String, String)>,
 ) -> ApiResult {
     found(&s, ResourceType::Dataplane, &mesh, &name)?;
-    let catalog = s.resources.catalog();
-    let config = proxy_config::build(&catalog, &mesh, &name, None).ok_or_else(|| {
+    // The config as of the latest published snapshot (at most one batching
+    // window behind the write that preceded this request).
+    let snapshot = s.snapshots.borrow().clone();
+    let config = snapshot.compute(&mesh, &name, None).ok_or_else(|| {
         ApiError::NotFound(format!("Dataplane {name:?} has no networking section"))
     })?;
     Ok(Json(json!({"version": proxy_config::version(&config), "config": koguma_proto::json::proxy_config(&config)})).into_response())

@@ -1,11 +1,16 @@
 //! An immutable snapshot of everything that shapes dataplane configs: the
 //! stored resources and which dataplanes are draining. Every change
-//! publishes a new snapshot on a watch channel; config streams read it and
-//! never lock anything.
+//! publishes a new snapshot on a watch channel; readers never lock anything.
+//!
+//! The maps are persistent (imbl): a write copies the O(log n) path to
+//! what it changes, not the whole catalog, and two snapshots share every
+//! subtree that neither changed, so comparing them (`diff`) costs what
+//! changed, not what exists.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use imbl::{OrdMap, OrdSet};
 use koguma_api::{DataplaneSpec, MeshSpec, ResourceType};
 
 use crate::store::StoredResource;
@@ -16,13 +21,13 @@ pub type DataplaneKey = (String, String);
 
 #[derive(Default, Clone)]
 pub struct Catalog {
-    pub resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
+    pub resources: OrdMap<ResourceKey, Arc<StoredResource>>,
     /// Dataplanes that get no new traffic but keep their config: those
     /// shutting down, and those whose agent has not yet applied a first
     /// config (nothing listens there yet).
-    pub draining: BTreeSet<DataplaneKey>,
+    pub draining: OrdSet<DataplaneKey>,
     /// Each mesh's service VIPs.
-    pub vips: BTreeMap<String, Arc<VipMap>>,
+    pub vips: OrdMap<String, Arc<VipMap>>,
 }
 
 impl Catalog {
@@ -31,14 +36,17 @@ impl Catalog {
             .get(&(rtype, mesh.to_string(), name.to_string()))
     }
 
-    pub fn list(
-        &self,
+    /// The resources of one type, of one mesh or of all: a range of the
+    /// ordered map, not a walk of the whole catalog.
+    pub fn list<'a>(
+        &'a self,
         rtype: ResourceType,
-        mesh: Option<&str>,
-    ) -> impl Iterator<Item = &Arc<StoredResource>> {
+        mesh: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Arc<StoredResource>> + 'a {
+        let start = (rtype, mesh.unwrap_or_default().to_string(), String::new());
         self.resources
-            .iter()
-            .filter(move |((t, m, _), _)| *t == rtype && mesh.is_none_or(|want| want == m))
+            .range(start..)
+            .take_while(move |((t, m, _), _)| *t == rtype && mesh.is_none_or(|want| want == m))
             .map(|(_, r)| r)
     }
 
@@ -72,5 +80,12 @@ impl Catalog {
     pub fn is_draining(&self, mesh: &str, name: &str) -> bool {
         self.draining
             .contains(&(mesh.to_string(), name.to_string()))
+    }
+
+    /// Test helper and loader: puts a stored resource in under its key.
+    pub fn insert(&mut self, stored: Arc<StoredResource>) {
+        let r = &stored.resource;
+        let key = (r.resource_type(), r.meta.mesh.clone(), r.meta.name.clone());
+        self.resources.insert(key, stored);
     }
 }

@@ -8,6 +8,7 @@ mod dp_server;
 mod dp_token;
 mod identity_api;
 mod mesh_ca;
+mod proxy_config;
 mod resources;
 mod run;
 mod store;

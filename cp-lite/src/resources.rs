@@ -53,9 +53,7 @@ impl Resources {
     pub fn open(store: Box<dyn ResourceStore>) -> Result<Resources, ResourceError> {
         let mut catalog = Catalog::default();
         for stored in store.list()? {
-            let r = &stored.resource;
-            let key = (r.resource_type(), r.meta.mesh.clone(), r.meta.name.clone());
-            catalog.resources.insert(key, Arc::new(stored));
+            catalog.insert(Arc::new(stored));
         }
         let meshes: Vec<String> = catalog
             .list(ResourceType::Mesh, None)
@@ -195,7 +193,21 @@ impl Resources {
         self.publish(|c| {
             c.resources.remove(&key);
             if rtype == ResourceType::Mesh {
-                c.resources.retain(|(_, m, _), _| m != name);
+                let gone: Vec<_> = c
+                    .resources
+                    .keys()
+                    .filter(|(_, m, _)| m == name)
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    c.resources.remove(&key);
+                }
+                c.draining = c
+                    .draining
+                    .iter()
+                    .filter(|(m, _)| m != name)
+                    .cloned()
+                    .collect();
                 c.vips.remove(name);
             }
             if rtype == ResourceType::Dataplane {

@@ -14,6 +14,7 @@ use crate::api_server::{self, ApiState};
 use crate::dp_server::status::StatusRegistry;
 use crate::dp_server::{DataplaneDiscoveryServer, DpAuth, DpServer, DpService};
 use crate::mesh_ca::MeshCas;
+use crate::proxy_config;
 use crate::resources::Resources;
 use crate::store::{ResourceStore, SqliteStore};
 use crate::tls;
@@ -51,6 +52,10 @@ pub struct RunArgs {
     /// any dataplane: for local experiments only.
     #[arg(long, value_enum, default_value = "dp-token", env = "KOGUMA_DP_AUTH")]
     dp_auth: DpAuth,
+    /// How long a change waits for more before dataplane configs are
+    /// recomputed: a burst of registrations costs one recomputation.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration, env = "KOGUMA_CONFIG_BATCH_WINDOW")]
+    config_batch_window: Duration,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -87,8 +92,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let status = Arc::new(StatusRegistry::default());
     let cas = Arc::new(MeshCas::new(resources.clone()));
+    let snapshots = proxy_config::publish(resources.subscribe(), args.config_batch_window);
     let dp_server = DpServer::new(
         resources.clone(),
+        snapshots.clone(),
         status.clone(),
         cas.clone(),
         args.dp_auth,
@@ -117,6 +124,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             resources,
             status,
             cas,
+            snapshots,
         }),
     )
     .with_graceful_shutdown(stopped());

@@ -218,8 +218,13 @@ async fn certificates_rotate_under_load_without_losing_a_request() {
     let m = WebToBackend::start(1).await;
     mtls::enable(&m.cp, "STRICT", "6s").await;
     mtls::forbid_nothing(&m.cp).await;
+    // The mesh change reaches the sidecars within a batching window: wait
+    // for web's certificate, then for traffic over it.
+    let first = eventually("web to have a certificate", Duration::from_secs(10), || {
+        m.web.cert()
+    })
+    .await;
     wait_status(&m, "/xfcc", 200).await;
-    let first = m.web.cert().await.expect("web has a certificate");
 
     // About 16 s at a steady pace: the 6 s certificates renew at 4.8 s,
     // so several renewals happen under load. Bounded in count and time.

@@ -4,12 +4,9 @@
 //! ACKs and NACKs.
 
 mod identity;
-mod permissions;
-pub mod proxy_config;
 mod registration;
 mod session;
 pub mod status;
-mod transparent;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +16,7 @@ use std::time::Duration;
 use futures::Stream;
 use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscovery;
 use koguma_proto::v1::{ConfigRequest, ConfigResponse};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,6 +24,7 @@ pub use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscoveryServer;
 pub use registration::DpAuth;
 
 use crate::mesh_ca::MeshCas;
+use crate::proxy_config::ConfigSnapshot;
 use crate::resources::Resources;
 use crate::store::Origin;
 use status::StatusRegistry;
@@ -36,6 +34,7 @@ const STARTUP_GRACE: Duration = Duration::from_secs(30);
 
 pub struct DpServer {
     resources: Arc<Resources>,
+    snapshots: watch::Receiver<Arc<ConfigSnapshot>>,
     status: Arc<StatusRegistry>,
     cas: Arc<MeshCas>,
     auth: DpAuth,
@@ -47,6 +46,7 @@ pub struct DpServer {
 impl DpServer {
     pub fn new(
         resources: Arc<Resources>,
+        snapshots: watch::Receiver<Arc<ConfigSnapshot>>,
         status: Arc<StatusRegistry>,
         cas: Arc<MeshCas>,
         auth: DpAuth,
@@ -54,6 +54,7 @@ impl DpServer {
     ) -> Arc<DpServer> {
         let server = Arc::new(DpServer {
             resources,
+            snapshots,
             status,
             cas,
             auth,

@@ -7,9 +7,10 @@ use koguma_proto::v1::{ConfigRequest, ConfigResponse, TransparentProxy};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use super::DpServer;
 use super::identity::SessionIdentity;
-use super::{DpServer, proxy_config};
 use crate::catalog::DataplaneKey;
+use crate::proxy_config::{self, DataplaneView, Refresh};
 
 pub async fn run(
     server: &Arc<DpServer>,
@@ -20,43 +21,52 @@ pub async fn run(
     mut incoming: Streaming<ConfigRequest>,
     tx: mpsc::Sender<Result<ConfigResponse, Status>>,
 ) {
-    let mut catalog_rx = server.resources.subscribe();
+    let mut snapshots = server.snapshots.clone();
+    let mut view = DataplaneView::new(&key.0, &key.1, node_tp);
     let mut sent_version: Option<String> = None;
     let mut nonce: u64 = 0;
     let mut identity = SessionIdentity::default();
-    if !first_csr.is_empty() {
+    let mut new_csr = !first_csr.is_empty();
+    if new_csr {
         identity.set_csr(first_csr);
     }
     loop {
-        let catalog = catalog_rx.borrow_and_update().clone();
-        let Some(mut config) = proxy_config::build(&catalog, &key.0, &key.1, node_tp.as_ref())
-        else {
-            let _ = tx
-                .send(Err(Status::not_found(format!(
-                    "Dataplane {:?} in mesh {:?} was deleted",
-                    key.1, key.0
-                ))))
-                .await;
-            return;
-        };
-        identity.fill(server, &catalog, key, &mut config);
-        let version = proxy_config::version(&config);
-        if sent_version.as_deref() != Some(version.as_str()) {
-            nonce += 1;
-            let response = ConfigResponse {
-                version_info: version.clone(),
-                nonce: nonce.to_string(),
-                config: Some(config),
-            };
-            if tx.send(Ok(response)).await.is_err() {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let rebuilt = match view.refresh(&snapshot) {
+            Refresh::Deleted => {
+                let _ = tx
+                    .send(Err(Status::not_found(format!(
+                        "Dataplane {:?} in mesh {:?} was deleted",
+                        key.1, key.0
+                    ))))
+                    .await;
                 return;
             }
-            tracing::debug!(mesh = %key.0, dataplane = %key.1, %version, "config sent");
-            server.status.sent(key, stream_id, &version);
-            sent_version = Some(version);
+            Refresh::Unchanged => false,
+            Refresh::Rebuilt => true,
+        };
+        if let Some(built) = view.config().filter(|_| rebuilt || new_csr) {
+            new_csr = false;
+            let mut config = built.clone();
+            identity.fill(server, &snapshot.catalog, key, &mut config);
+            let version = proxy_config::version(&config);
+            if sent_version.as_deref() != Some(version.as_str()) {
+                nonce += 1;
+                let response = ConfigResponse {
+                    version_info: version.clone(),
+                    nonce: nonce.to_string(),
+                    config: Some(config),
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+                tracing::debug!(mesh = %key.0, dataplane = %key.1, %version, "config sent");
+                server.status.sent(key, stream_id, &version);
+                sent_version = Some(version);
+            }
         }
         tokio::select! {
-            changed = catalog_rx.changed() => {
+            changed = snapshots.changed() => {
                 if changed.is_err() {
                     return; // the CP is shutting down
                 }
@@ -67,6 +77,7 @@ pub async fn run(
                     if !csr.is_empty() {
                         tracing::debug!(mesh = %key.0, dataplane = %key.1, "certificate signing request received");
                         identity.set_csr(csr);
+                        new_csr = true;
                     }
                     on_request(server, key, stream_id, nonce, sent_version.as_deref(), req)
                 }

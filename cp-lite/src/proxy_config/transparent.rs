@@ -2,12 +2,12 @@
 //! listeners: an outbound at every service VIP (port 80, and each port the
 //! service's inbounds use), and the `.mesh` names for its DNS server.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use koguma_api::{Networking, TransparentProxying};
 use koguma_proto::v1 as pb;
 
-use crate::catalog::Catalog;
+use super::index::MeshContext;
 use crate::vips;
 
 /// Kuma's `serviceVipPort`: `http://backend.mesh` works whatever port the
@@ -48,53 +48,34 @@ pub fn settings(
     })
 }
 
-/// Each service of `mesh` this dataplane may reach, with the ports its
-/// VIP answers on.
-fn reachable<'a>(
-    catalog: &'a Catalog,
-    mesh: &'a str,
-    net: &Networking,
-) -> BTreeMap<&'a str, BTreeSet<u32>> {
-    let allowed = net
-        .transparent_proxying
-        .as_ref()
-        .map(|t| t.reachable_services.as_slice())
-        .unwrap_or_default();
-    let mut services: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
-    for (_, dp) in catalog.dataplanes(mesh) {
-        let Some(n) = dp.networking() else { continue };
-        for inbound in &n.inbound {
-            let s = inbound.service();
-            if s.is_empty() || !(allowed.is_empty() || allowed.iter().any(|a| a == s)) {
-                continue;
-            }
-            let ports = services.entry(s).or_default();
-            ports.insert(SERVICE_VIP_PORT);
-            ports.insert(inbound.port);
-        }
-    }
-    services
-}
-
 /// The VIP outbounds (built by `outbounds`, given service, address and
-/// ports) and DNS records of this dataplane.
+/// ports) and DNS records for the `reachable` services of the mesh.
 pub fn vip_outbounds(
-    catalog: &Catalog,
-    mesh: &str,
-    net: &Networking,
+    ctx: &MeshContext,
+    reachable: &BTreeSet<String>,
     ipv6: bool,
     outbounds: impl Fn(&str, &str, &[u32]) -> Vec<pb::OutboundListener>,
 ) -> (Vec<pb::OutboundListener>, Vec<pb::DnsRecord>) {
-    let Some(map) = catalog.vips.get(mesh) else {
+    let Some(map) = &ctx.vips else {
         return (Vec::new(), Vec::new());
     };
     let mut listeners = Vec::new();
     let mut records = Vec::new();
-    for (service, ports) in reachable(catalog, mesh, net) {
-        let Some(vip) = map.get(service) else {
+    for service in reachable {
+        let (Some(vip), Some(entry)) = (map.get(service), ctx.services.get(service)) else {
             continue;
         };
-        let ports: Vec<u32> = ports.into_iter().collect();
+        let ports: Vec<u32> = std::iter::once(SERVICE_VIP_PORT)
+            .chain(
+                entry
+                    .ports
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != SERVICE_VIP_PORT),
+            )
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect();
         for mut l in outbounds(service, &vip.to_string(), &ports) {
             l.transparent = true;
             listeners.push(l);

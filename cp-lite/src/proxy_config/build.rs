@@ -1,0 +1,137 @@
+//! One dataplane's proxy config, assembled from its mesh's context: its
+//! inbounds, a listener per declared outbound and, under transparent
+//! proxying, one per reachable service VIP, each with the cluster the index
+//! computed once for every caller.
+
+use std::collections::BTreeSet;
+
+use koguma_api::{Networking, Protocol};
+use koguma_proto::v1 as pb;
+
+use super::index::MeshContext;
+use super::{permissions, transparent};
+use crate::catalog::Catalog;
+
+fn protocol(p: Protocol) -> pb::Protocol {
+    match p {
+        Protocol::Tcp => pb::Protocol::Tcp,
+        Protocol::Http => pb::Protocol::Http,
+        Protocol::Http2 => pb::Protocol::Http2,
+        Protocol::Grpc => pb::Protocol::Grpc,
+    }
+}
+
+/// What one config is made of besides the mesh context.
+pub struct Inputs<'a> {
+    pub catalog: &'a Catalog,
+    pub mesh: &'a str,
+    pub name: &'a str,
+    pub net: &'a Networking,
+    /// The transparent proxy in force (`transparent::settings`), if any.
+    pub transparent_proxy: Option<pb::TransparentProxy>,
+    /// The services that get a VIP outbound (transparent proxying only).
+    pub reachable: &'a BTreeSet<String>,
+}
+
+/// The config of one dataplane. With mesh mTLS on it carries the mode and
+/// permissions but no certificates: the session adds those.
+pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
+    let Inputs {
+        catalog,
+        mesh,
+        name,
+        net,
+        transparent_proxy,
+        reachable,
+    } = inputs;
+    let mtls = ctx.mtls_on().then(|| pb::MeshTls {
+        mode: match ctx
+            .mesh
+            .as_ref()
+            .and_then(|m| m.resource.as_mesh())
+            .and_then(|m| m.mtls_backend())
+            .map(|b| b.mode())
+        {
+            Some(koguma_api::MtlsMode::Permissive) => pb::MtlsMode::Permissive,
+            _ => pb::MtlsMode::Strict,
+        }
+        .into(),
+        peer_uri_prefix: format!("spiffe://{mesh}/"),
+        ..Default::default()
+    });
+    let inbounds = net
+        .inbound
+        .iter()
+        .map(|i| {
+            let address = i.listen_address(net).to_string();
+            let (service_address, service_port) = i.service_target(net);
+            pb::InboundListener {
+                name: format!("inbound:{address}:{}", i.port),
+                address,
+                port: i.port,
+                service_address: service_address.to_string(),
+                service_port,
+                protocol: protocol(i.protocol()).into(),
+                service: i.service().to_string(),
+                tags: i.tags.clone(),
+                permissions: mtls
+                    .as_ref()
+                    .map(|_| permissions::for_inbound(catalog, mesh, &i.tags)),
+            }
+        })
+        .collect();
+    // One cluster per service, however many ports it is reached on. A
+    // service nobody provides yet gets an empty cluster: its callers' HTTP
+    // requests get 503 until an instance comes.
+    let outbounds_of = |service: &str, address: &str, ports: &[u32]| {
+        let (cluster, proto) = match ctx.services.get(service) {
+            Some(entry) => (entry.cluster.clone(), entry.protocol),
+            None => (
+                pb::Cluster {
+                    name: service.to_string(),
+                    lb_policy: pb::LbPolicy::RoundRobin.into(),
+                    endpoints: Vec::new(),
+                    identity: if mtls.is_some() {
+                        format!("spiffe://{mesh}/{service}")
+                    } else {
+                        String::new()
+                    },
+                },
+                Protocol::Tcp,
+            ),
+        };
+        ports
+            .iter()
+            .map(|&port| pb::OutboundListener {
+                name: format!("outbound:{address}:{port}"),
+                address: address.to_string(),
+                port,
+                protocol: protocol(proto).into(),
+                cluster: Some(cluster.clone()),
+                service: service.to_string(),
+                transparent: false,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut outbounds: Vec<pb::OutboundListener> = net
+        .outbound
+        .iter()
+        .flat_map(|o| outbounds_of(o.service(), o.listen_address(), &[o.port]))
+        .collect();
+    let mut dns_records = Vec::new();
+    if let Some(tp) = &transparent_proxy {
+        let (vip_outbounds, records) =
+            transparent::vip_outbounds(ctx, reachable, tp.ipv6, outbounds_of);
+        outbounds.extend(vip_outbounds);
+        dns_records = records;
+    }
+    pb::ProxyConfig {
+        mesh: mesh.to_string(),
+        name: name.to_string(),
+        inbounds,
+        outbounds,
+        mtls,
+        transparent_proxy,
+        dns_records,
+    }
+}

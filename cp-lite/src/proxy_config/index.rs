@@ -1,0 +1,277 @@
+//! The catalog indexed the way configs read it: per mesh, each service's
+//! cluster (its ready endpoints), protocol, ports and who may call it.
+//!
+//! The index is updated from the difference between two catalog snapshots,
+//! so its cost follows what changed: a new instance of service S recomputes
+//! S alone; an unrelated resource recomputes nothing. A service entry that
+//! comes out the same keeps its old `Arc`, so a config stream finds out
+//! whether anything it uses changed by comparing pointers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet, ordmap, ordset};
+use koguma_api::{DataplaneSpec, Protocol, ResourceType};
+use koguma_proto::v1 as pb;
+
+use super::Shared;
+use super::permissions;
+use crate::catalog::Catalog;
+use crate::store::StoredResource;
+use crate::vips::VipMap;
+
+/// What the mesh's dataplanes say of one service.
+#[derive(Debug, PartialEq)]
+pub struct ServiceEntry {
+    /// What every caller gets: the ready endpoints of every inbound that
+    /// carries the service, on dataplanes that are not draining.
+    pub cluster: pb::Cluster,
+    /// The one protocol all its inbounds agree on, else tcp (Kuma's rule).
+    /// Taken from every inbound, ready or not, so that a service whose last
+    /// endpoint goes away still answers HTTP callers with a 503.
+    pub protocol: Protocol,
+    /// The ports its inbounds listen on: its VIP answers on these and 80.
+    pub ports: BTreeSet<u32>,
+    /// With mesh mTLS on, the permissions of each distinct tag set among
+    /// its inbounds: a caller may reach it if one of them lets it in.
+    pub permissions: Vec<pb::Permissions>,
+}
+
+/// One mesh as configs see it.
+#[derive(Clone, Default)]
+pub struct MeshContext {
+    pub mesh: Option<Arc<StoredResource>>,
+    pub services: OrdMap<String, Shared<ServiceEntry>>,
+    /// A new value whenever any MeshTrafficPermission of the mesh changes.
+    pub policies: Shared<()>,
+    pub vips: Option<Arc<VipMap>>,
+    /// service → the dataplanes that have an inbound of it.
+    members: OrdMap<String, OrdSet<String>>,
+}
+
+impl MeshContext {
+    pub fn mtls_on(&self) -> bool {
+        self.mesh
+            .as_ref()
+            .and_then(|m| m.resource.as_mesh())
+            .and_then(|m| m.mtls_backend())
+            .is_some()
+    }
+}
+
+/// Every mesh's context, as of one catalog snapshot.
+#[derive(Clone, Default)]
+pub struct ConfigIndex {
+    pub meshes: OrdMap<String, Arc<MeshContext>>,
+}
+
+/// What a catalog change means for one mesh.
+#[derive(Default)]
+struct MeshChange {
+    /// The mesh itself or its permissions changed: every service again.
+    all_services: bool,
+    policies: bool,
+    services: BTreeSet<String>,
+    /// (dataplane, services it had, services it has)
+    members: Vec<(String, BTreeSet<String>, BTreeSet<String>)>,
+}
+
+fn services_of(stored: Option<&Arc<StoredResource>>) -> BTreeSet<String> {
+    stored
+        .and_then(|r| r.resource.as_dataplane())
+        .and_then(DataplaneSpec::networking)
+        .map(|n| {
+            n.inbound
+                .iter()
+                .map(|i| i.service().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl ConfigIndex {
+    /// The index of `catalog` from nothing.
+    pub fn build(catalog: &Catalog) -> ConfigIndex {
+        ConfigIndex::default().update(&Catalog::default(), catalog)
+    }
+
+    /// This index (which is `old`'s) brought up to `new`.
+    pub fn update(&self, old: &Catalog, new: &Catalog) -> ConfigIndex {
+        let mut changes: BTreeMap<String, MeshChange> = BTreeMap::new();
+        for item in old.resources.diff(&new.resources) {
+            let ((rtype, mesh, name), before, after) = match item {
+                ordmap::DiffItem::Add(k, v) => (k, None, Some(v)),
+                ordmap::DiffItem::Update { old, new } => (old.0, Some(old.1), Some(new.1)),
+                ordmap::DiffItem::Remove(k, v) => (k, Some(v), None),
+            };
+            match rtype {
+                ResourceType::Mesh => changes.entry(name.clone()).or_default().all_services = true,
+                ResourceType::MeshTrafficPermission => {
+                    let c = changes.entry(mesh.clone()).or_default();
+                    c.all_services = true;
+                    c.policies = true;
+                }
+                ResourceType::Dataplane => {
+                    let (had, has) = (services_of(before), services_of(after));
+                    let c = changes.entry(mesh.clone()).or_default();
+                    c.services.extend(had.iter().chain(&has).cloned());
+                    c.members.push((name.clone(), had, has));
+                }
+            }
+        }
+        for item in old.draining.diff(&new.draining) {
+            let (ordset::DiffItem::Add((mesh, name)) | ordset::DiffItem::Remove((mesh, name))) =
+                item;
+            let dp = new.get(ResourceType::Dataplane, mesh, name);
+            let services = services_of(dp);
+            changes
+                .entry(mesh.clone())
+                .or_default()
+                .services
+                .extend(services);
+        }
+        for item in old.vips.diff(&new.vips) {
+            let mesh = match item {
+                ordmap::DiffItem::Add(m, _) | ordmap::DiffItem::Remove(m, _) => m,
+                ordmap::DiffItem::Update { new, .. } => new.0,
+            };
+            changes.entry(mesh.clone()).or_default();
+        }
+
+        let mut meshes = self.meshes.clone();
+        for (mesh, change) in changes {
+            let Some(stored_mesh) = new.get(ResourceType::Mesh, "", &mesh) else {
+                meshes.remove(&mesh);
+                continue;
+            };
+            let mut ctx = meshes
+                .get(&mesh)
+                .map_or_else(MeshContext::default, |c| MeshContext::clone(c));
+            ctx.mesh = Some(stored_mesh.clone());
+            ctx.vips = new.vips.get(&mesh).cloned();
+            if change.policies {
+                ctx.policies = Shared::new(());
+            }
+            for (dp, had, has) in &change.members {
+                for s in had.difference(has) {
+                    if let Some(set) = ctx.members.get_mut(s) {
+                        set.remove(dp);
+                        if set.is_empty() {
+                            ctx.members.remove(s);
+                        }
+                    }
+                }
+                for s in has {
+                    ctx.members.entry(s.clone()).or_default().insert(dp.clone());
+                }
+            }
+            // Services that lost their last member are in `change.services`.
+            let mut dirty = change.services;
+            if change.all_services {
+                dirty.extend(ctx.members.keys().cloned());
+            }
+            for service in dirty {
+                let entry = ctx
+                    .members
+                    .get(&service)
+                    .map(|m| service_entry(new, &ctx, &mesh, &service, m));
+                match entry {
+                    None => {
+                        ctx.services.remove(&service);
+                    }
+                    Some(entry) => {
+                        let unchanged = ctx.services.get(&service).is_some_and(|e| **e == entry);
+                        if !unchanged {
+                            ctx.services.insert(service, Shared::new(entry));
+                        }
+                    }
+                }
+            }
+            meshes.insert(mesh, Arc::new(ctx));
+        }
+        ConfigIndex { meshes }
+    }
+}
+
+/// Computes one service's entry from the dataplanes that carry it.
+fn service_entry(
+    catalog: &Catalog,
+    ctx: &MeshContext,
+    mesh: &str,
+    service: &str,
+    members: &OrdSet<String>,
+) -> ServiceEntry {
+    let mut endpoints = Vec::new();
+    let mut protocols = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    let mut tag_sets = BTreeSet::new();
+    for name in members {
+        let Some(net) = catalog
+            .get(ResourceType::Dataplane, mesh, name)
+            .and_then(|r| r.resource.as_dataplane())
+            .and_then(DataplaneSpec::networking)
+        else {
+            continue;
+        };
+        let draining = catalog.is_draining(mesh, name);
+        for inbound in net.inbound.iter().filter(|i| i.service() == service) {
+            protocols.insert(inbound.protocol().as_str());
+            ports.insert(inbound.port);
+            tag_sets.insert(&inbound.tags);
+            if draining || !inbound.is_ready() {
+                continue;
+            }
+            let address = inbound
+                .address
+                .as_deref()
+                .unwrap_or_else(|| net.reachable_address());
+            if address.parse::<IpAddr>().is_err() {
+                tracing::warn!(
+                    dataplane = %name,
+                    address,
+                    "endpoint skipped: dataplane address is not an IP address"
+                );
+                continue;
+            }
+            endpoints.push(pb::Endpoint {
+                address: address.to_string(),
+                port: inbound.port,
+                weight: 1,
+                tags: inbound.tags.clone(),
+            });
+        }
+    }
+    endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+    let protocol = match protocols.len() {
+        1 => Protocol::from_tag(protocols.first().copied()),
+        _ => Protocol::Tcp,
+    };
+    let mtls = ctx.mtls_on();
+    let permissions = if mtls {
+        let mut distinct: Vec<pb::Permissions> = tag_sets
+            .into_iter()
+            .map(|tags| permissions::for_inbound(catalog, mesh, tags))
+            .collect();
+        distinct.dedup();
+        distinct
+    } else {
+        Vec::new()
+    };
+    ServiceEntry {
+        cluster: pb::Cluster {
+            name: service.to_string(),
+            lb_policy: pb::LbPolicy::RoundRobin.into(),
+            endpoints,
+            identity: if mtls {
+                format!("spiffe://{mesh}/{service}")
+            } else {
+                String::new()
+            },
+        },
+        protocol,
+        ports,
+        permissions,
+    }
+}

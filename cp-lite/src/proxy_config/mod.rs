@@ -1,0 +1,132 @@
+//! Dataplane configs: computed from published snapshots of the catalog and
+//! its index, by the DP server for its streams and by the REST API for
+//! `_config`. Neither reaches into the other.
+//!
+//! Writes land in the catalog at once (the REST API reads its own writes);
+//! snapshots for configs are published at most once per batching window,
+//! so that a burst of registrations costs one index update and one round of
+//! config checks, not one per write.
+
+mod build;
+mod index;
+mod permissions;
+mod reachable;
+mod transparent;
+mod view;
+
+#[cfg(test)]
+mod build_tests;
+#[cfg(test)]
+mod equivalence_tests;
+#[cfg(test)]
+mod test_catalog;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use koguma_proto::v1 as pb;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::catalog::Catalog;
+
+pub use index::ConfigIndex;
+pub use view::{DataplaneView, Refresh};
+
+/// A shared value whose equality is identity: the index keeps a value's
+/// `Arc` while the value does not change, so "same pointer" is "unchanged"
+/// and costs nothing to check.
+#[derive(Debug, Default)]
+pub struct Shared<T>(Arc<T>);
+
+impl<T> Shared<T> {
+    pub fn new(value: T) -> Shared<T> {
+        Shared(Arc::new(value))
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T> Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The catalog as configs are computed from it, with its index.
+pub struct ConfigSnapshot {
+    pub catalog: Arc<Catalog>,
+    pub index: ConfigIndex,
+}
+
+impl ConfigSnapshot {
+    pub fn new(catalog: Arc<Catalog>) -> ConfigSnapshot {
+        let index = ConfigIndex::build(&catalog);
+        ConfigSnapshot { catalog, index }
+    }
+
+    fn next(&self, catalog: Arc<Catalog>) -> ConfigSnapshot {
+        let index = self.index.update(&self.catalog, &catalog);
+        ConfigSnapshot { catalog, index }
+    }
+
+    /// The config dataplane `mesh/name` is sent when it announced
+    /// `node_tp`, computed from scratch. `None`: no such dataplane.
+    pub fn compute(
+        &self,
+        mesh: &str,
+        name: &str,
+        node_tp: Option<&pb::TransparentProxy>,
+    ) -> Option<pb::ProxyConfig> {
+        let mut view = DataplaneView::new(mesh, name, node_tp.cloned());
+        match view.refresh(self) {
+            Refresh::Deleted => None,
+            Refresh::Unchanged | Refresh::Rebuilt => view.config().cloned(),
+        }
+    }
+}
+
+/// Publishes a snapshot of `catalog` after every change, at most once per
+/// `window`; the task ends when the catalog's sender goes.
+pub fn publish(
+    mut catalog: watch::Receiver<Arc<Catalog>>,
+    window: Duration,
+) -> watch::Receiver<Arc<ConfigSnapshot>> {
+    let first = catalog.borrow_and_update().clone();
+    let (tx, rx) = watch::channel(Arc::new(ConfigSnapshot::new(first)));
+    tokio::spawn(async move {
+        while catalog.changed().await.is_ok() {
+            tokio::time::sleep(window).await;
+            let latest = catalog.borrow_and_update().clone();
+            let next = tx.borrow().next(latest);
+            if tx.send(Arc::new(next)).is_err() {
+                return; // nobody reads configs any more
+            }
+        }
+    });
+    rx
+}
+
+/// FNV-1a over the encoded config (maps are BTreeMaps: the encoding is
+/// deterministic), so the same config always has the same version, across
+/// streams and CP restarts.
+pub fn version(config: &pb::ProxyConfig) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in config.encode_to_vec() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

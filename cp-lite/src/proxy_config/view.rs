@@ -1,0 +1,171 @@
+//! One dataplane's config as its stream keeps it: the config, and the
+//! pieces of the snapshot it was built from. A new snapshot rebuilds the
+//! config only when one of those pieces changed (pointer comparisons and a
+//! diff of the mesh's services that skips what both snapshots share), so a
+//! change elsewhere in the mesh costs a stream next to nothing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use imbl::{OrdMap, ordmap};
+use koguma_api::ResourceType;
+use koguma_proto::v1 as pb;
+
+use super::build::{self, Inputs};
+use super::index::ServiceEntry;
+use super::reachable::Caller;
+use super::{ConfigSnapshot, Shared, transparent};
+use crate::store::StoredResource;
+use crate::vips::VipMap;
+
+pub enum Refresh {
+    /// The dataplane (or its mesh) is gone.
+    Deleted,
+    Unchanged,
+    Rebuilt,
+}
+
+/// What the last config was computed from.
+struct BuiltFrom {
+    dataplane: Arc<StoredResource>,
+    mesh: Option<Arc<StoredResource>>,
+    policies: Shared<()>,
+    vips: Option<Arc<VipMap>>,
+    services: OrdMap<String, Shared<ServiceEntry>>,
+    /// Services whose cluster is in the config: declared outbounds and, under
+    /// transparent proxying, the reachable ones.
+    used: BTreeSet<String>,
+    /// Under transparent proxying: the services that get a VIP outbound.
+    reachable: BTreeSet<String>,
+    transparent: bool,
+}
+
+pub struct DataplaneView {
+    mesh: String,
+    name: String,
+    node_tp: Option<pb::TransparentProxy>,
+    built: Option<(BuiltFrom, pb::ProxyConfig)>,
+}
+
+impl DataplaneView {
+    pub fn new(mesh: &str, name: &str, node_tp: Option<pb::TransparentProxy>) -> DataplaneView {
+        DataplaneView {
+            mesh: mesh.to_string(),
+            name: name.to_string(),
+            node_tp,
+            built: None,
+        }
+    }
+
+    /// The config last built (before certificates are added).
+    pub fn config(&self) -> Option<&pb::ProxyConfig> {
+        self.built.as_ref().map(|(_, c)| c)
+    }
+
+    pub fn refresh(&mut self, snapshot: &ConfigSnapshot) -> Refresh {
+        let (mesh, name) = (self.mesh.as_str(), self.name.as_str());
+        let Some(stored) = snapshot.catalog.get(ResourceType::Dataplane, mesh, name) else {
+            return Refresh::Deleted;
+        };
+        let Some(dp) = stored.resource.as_dataplane() else {
+            return Refresh::Deleted;
+        };
+        let Some(net) = dp.networking() else {
+            return Refresh::Deleted;
+        };
+        let Some(ctx) = snapshot.index.meshes.get(mesh) else {
+            return Refresh::Deleted;
+        };
+        // Only services changed: the reachable set is updated from those;
+        // anything else (the dataplane, its mesh, the permissions, the
+        // VIPs, a first build) computes it from scratch.
+        let incremental = match &mut self.built {
+            Some((from, _))
+                if Arc::ptr_eq(&from.dataplane, stored)
+                    && opt_ptr_eq(&from.mesh, &ctx.mesh)
+                    && from.policies == ctx.policies
+                    && opt_ptr_eq(&from.vips, &ctx.vips) =>
+            {
+                if from.services.ptr_eq(&ctx.services) {
+                    return Refresh::Unchanged;
+                }
+                let mut reachable = from.reachable.clone();
+                let mut touched = false;
+                let caller = from.transparent.then(|| Caller::new(ctx, mesh, dp));
+                for item in from.services.diff(&ctx.services) {
+                    let (service, entry) = match item {
+                        ordmap::DiffItem::Add(s, e) => (s, Some(e)),
+                        ordmap::DiffItem::Update { new, .. } => (new.0, Some(new.1)),
+                        ordmap::DiffItem::Remove(s, _) => (s, None),
+                    };
+                    touched |= from.used.contains(service);
+                    if let Some(caller) = &caller {
+                        let may = entry.is_some_and(|e| caller.may_reach(service, e));
+                        let changed = if may {
+                            reachable.insert(service.clone())
+                        } else {
+                            reachable.remove(service)
+                        };
+                        touched |= changed;
+                    }
+                }
+                if !touched {
+                    from.services = ctx.services.clone();
+                    from.reachable = reachable;
+                    return Refresh::Unchanged;
+                }
+                Some(reachable)
+            }
+            _ => None,
+        };
+        let passthrough = ctx
+            .mesh
+            .as_ref()
+            .and_then(|m| m.resource.as_mesh())
+            .is_none_or(|m| m.passthrough());
+        let transparent_proxy = transparent::settings(self.node_tp.as_ref(), net, passthrough);
+        let transparent = transparent_proxy.is_some();
+        let reachable = match (transparent, incremental) {
+            (false, _) => BTreeSet::new(),
+            (true, Some(reachable)) => reachable,
+            (true, None) => Caller::new(ctx, mesh, dp).reachable(ctx),
+        };
+        let config = build::build(
+            ctx,
+            Inputs {
+                catalog: &snapshot.catalog,
+                mesh,
+                name,
+                net,
+                transparent_proxy,
+                reachable: &reachable,
+            },
+        );
+        let used = net
+            .outbound
+            .iter()
+            .map(|o| o.service().to_string())
+            .chain(reachable.iter().cloned())
+            .collect();
+        let from = BuiltFrom {
+            dataplane: stored.clone(),
+            mesh: ctx.mesh.clone(),
+            policies: ctx.policies.clone(),
+            vips: ctx.vips.clone(),
+            services: ctx.services.clone(),
+            used,
+            reachable,
+            transparent,
+        };
+        self.built = Some((from, config));
+        Refresh::Rebuilt
+    }
+}
+
+fn opt_ptr_eq<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
