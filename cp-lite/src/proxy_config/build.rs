@@ -3,7 +3,7 @@
 //! proxying, one per reachable service VIP, each with the cluster the index
 //! computed once for every caller.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use koguma_api::{Networking, Protocol};
 use koguma_proto::v1 as pb;
@@ -76,7 +76,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 tags: i.tags.clone(),
                 permissions: mtls
                     .as_ref()
-                    .map(|_| permissions::for_inbound(catalog, mesh, &i.tags)),
+                    .map(|_| inbound_permissions(ctx, catalog, mesh, &i.tags)),
             }
         })
         .collect();
@@ -134,4 +134,18 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         transparent_proxy,
         dns_records,
     }
+}
+
+/// What an inbound with `tags` enforces: its service's entry has it, computed
+/// once for every instance with the same tags.
+pub fn inbound_permissions(
+    ctx: &MeshContext,
+    catalog: &Catalog,
+    mesh: &str,
+    tags: &BTreeMap<String, String>,
+) -> pb::Permissions {
+    tags.get(koguma_api::tags::SERVICE)
+        .and_then(|s| ctx.services.get(s))
+        .and_then(|e| e.permissions.get(tags).cloned())
+        .unwrap_or_else(|| permissions::for_inbound(catalog, mesh, tags))
 }

@@ -50,7 +50,7 @@ fn change() -> impl Strategy<Value = Change> {
         1 => (0..8u8).prop_map(Change::DeleteDataplane),
         2 => (0..8u8, any::<bool>()).prop_map(|(n, d)| Change::Drain(n, d)),
         1 => any::<bool>().prop_map(Change::Mtls),
-        2 => (0..3u8, proptest::option::of(0..4usize), proptest::option::of(0..4usize), any::<bool>())
+        2 => (0..3u8, proptest::option::of(0..6usize), proptest::option::of(0..6usize), any::<bool>())
             .prop_map(|(name, target, from, deny)| Change::Permission { name, target, from, deny }),
         1 => (0..3u8).prop_map(Change::DeletePermission),
     ]
@@ -60,10 +60,14 @@ fn dp_name(n: u8) -> String {
     format!("dp-{n}")
 }
 
-fn selector(service: Option<usize>) -> serde_json::Value {
-    match service {
-        Some(s) => json!({"kind": "MeshService", "name": SERVICES[s]}),
-        None => json!({"kind": "Mesh"}),
+/// 0–3: a service; 4, 5: a version subset; anything else: the mesh.
+fn selector(choice: Option<usize>) -> serde_json::Value {
+    match choice {
+        Some(s) if s < SERVICES.len() => json!({"kind": "MeshService", "name": SERVICES[s]}),
+        Some(v @ 4..=5) => {
+            json!({"kind": "MeshSubset", "tags": {"version": format!("v{}", v - 4)}})
+        }
+        _ => json!({"kind": "Mesh"}),
     }
 }
 
@@ -85,6 +89,8 @@ fn apply(c: &mut Catalog, change: &Change) {
                 PROTOCOLS[*protocol],
                 outbound.map(|o| SERVICES[o]),
             );
+            // Instances of one service differ in tags: dp-0, 2, 4, 6 are v0.
+            v["networking"]["inbound"][0]["tags"]["version"] = json!(format!("v{}", name % 2));
             if !ready {
                 v["networking"]["inbound"][0]["health"] = json!({"ready": false});
             }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet, ordmap, ordset};
-use koguma_api::{DataplaneSpec, Protocol, ResourceType};
+use koguma_api::{DataplaneSpec, Protocol, ResourceType, Selector};
 use koguma_proto::v1 as pb;
 
 use super::Shared;
@@ -34,17 +34,18 @@ pub struct ServiceEntry {
     /// The ports its inbounds listen on: its VIP answers on these and 80.
     pub ports: BTreeSet<u32>,
     /// With mesh mTLS on, the permissions of each distinct tag set among
-    /// its inbounds: a caller may reach it if one of them lets it in.
-    pub permissions: Vec<pb::Permissions>,
+    /// its inbounds: what those inbounds enforce, and a caller may reach
+    /// the service if one of them lets it in.
+    pub permissions: BTreeMap<BTreeMap<String, String>, pb::Permissions>,
 }
 
 /// One mesh as configs see it.
 #[derive(Clone, Default)]
 pub struct MeshContext {
     pub mesh: Option<Arc<StoredResource>>,
+    /// Every permission change shows here, in the entries of the services
+    /// whose inbounds it changes.
     pub services: OrdMap<String, Shared<ServiceEntry>>,
-    /// A new value whenever any MeshTrafficPermission of the mesh changes.
-    pub policies: Shared<()>,
     pub vips: Option<Arc<VipMap>>,
     /// service → the dataplanes that have an inbound of it.
     members: OrdMap<String, OrdSet<String>>,
@@ -69,9 +70,9 @@ pub struct ConfigIndex {
 /// What a catalog change means for one mesh.
 #[derive(Default)]
 struct MeshChange {
-    /// The mesh itself or its permissions changed: every service again.
+    /// The mesh itself (its mTLS), or a permission that may select any
+    /// service, changed: every service again.
     all_services: bool,
-    policies: bool,
     services: BTreeSet<String>,
     /// (dataplane, services it had, services it has)
     members: Vec<(String, BTreeSet<String>, BTreeSet<String>)>,
@@ -110,8 +111,14 @@ impl ConfigIndex {
                 ResourceType::Mesh => changes.entry(name.clone()).or_default().all_services = true,
                 ResourceType::MeshTrafficPermission => {
                     let c = changes.entry(mesh.clone()).or_default();
-                    c.all_services = true;
-                    c.policies = true;
+                    for policy in before.into_iter().chain(after) {
+                        match selected_service(policy) {
+                            Some(service) => {
+                                c.services.insert(service);
+                            }
+                            None => c.all_services = true,
+                        }
+                    }
                 }
                 ResourceType::Dataplane => {
                     let (had, has) = (services_of(before), services_of(after));
@@ -151,9 +158,6 @@ impl ConfigIndex {
                 .map_or_else(MeshContext::default, |c| MeshContext::clone(c));
             ctx.mesh = Some(stored_mesh.clone());
             ctx.vips = new.vips.get(&mesh).cloned();
-            if change.policies {
-                ctx.policies = Shared::new(());
-            }
             for (dp, had, has) in &change.members {
                 for s in had.difference(has) {
                     if let Some(set) = ctx.members.get_mut(s) {
@@ -192,6 +196,17 @@ impl ConfigIndex {
             meshes.insert(mesh, Arc::new(ctx));
         }
         ConfigIndex { meshes }
+    }
+}
+
+/// The one service a MeshTrafficPermission's `targetRef` can select, if it
+/// names one (MeshService); `None` for Mesh and MeshSubset, which may select
+/// any service.
+fn selected_service(policy: &StoredResource) -> Option<String> {
+    let spec = &policy.resource.as_traffic_permission()?.spec;
+    match spec.selector()? {
+        Selector::Service(name) => Some(name),
+        Selector::Mesh | Selector::Subset(_) => None,
     }
 }
 
@@ -250,14 +265,12 @@ fn service_entry(
     };
     let mtls = ctx.mtls_on();
     let permissions = if mtls {
-        let mut distinct: Vec<pb::Permissions> = tag_sets
+        tag_sets
             .into_iter()
-            .map(|tags| permissions::for_inbound(catalog, mesh, tags))
-            .collect();
-        distinct.dedup();
-        distinct
+            .map(|tags| (tags.clone(), permissions::for_inbound(catalog, mesh, tags)))
+            .collect()
     } else {
-        Vec::new()
+        BTreeMap::new()
     };
     ServiceEntry {
         cluster: pb::Cluster {

@@ -40,7 +40,7 @@ impl Caller {
         }
         match &self.identities {
             None => true,
-            Some(uris) => entry.permissions.iter().any(|p| allows(p, uris)),
+            Some(uris) => entry.permissions.values().any(|p| allows(p, uris)),
         }
     }
 

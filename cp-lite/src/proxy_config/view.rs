@@ -29,7 +29,6 @@ pub enum Refresh {
 struct BuiltFrom {
     dataplane: Arc<StoredResource>,
     mesh: Option<Arc<StoredResource>>,
-    policies: Shared<()>,
     vips: Option<Arc<VipMap>>,
     services: OrdMap<String, Shared<ServiceEntry>>,
     /// Services whose cluster is in the config: declared outbounds and, under
@@ -76,21 +75,27 @@ impl DataplaneView {
         let Some(ctx) = snapshot.index.meshes.get(mesh) else {
             return Refresh::Deleted;
         };
-        // Only services changed: the reachable set is updated from those;
-        // anything else (the dataplane, its mesh, the permissions, the
-        // VIPs, a first build) computes it from scratch.
+        // Only services (their endpoints or permissions) or VIPs changed: the
+        // reachable set is updated from the services that did; anything else
+        // (the dataplane, its mesh, a first build) computes it from scratch.
         let incremental = match &mut self.built {
-            Some((from, _))
-                if Arc::ptr_eq(&from.dataplane, stored)
-                    && opt_ptr_eq(&from.mesh, &ctx.mesh)
-                    && from.policies == ctx.policies
-                    && opt_ptr_eq(&from.vips, &ctx.vips) =>
+            Some((from, config))
+                if Arc::ptr_eq(&from.dataplane, stored) && opt_ptr_eq(&from.mesh, &ctx.mesh) =>
             {
-                if from.services.ptr_eq(&ctx.services) {
+                // VIPs matter under transparent proxying only, and only
+                // those of the services it reaches (a new service brings a
+                // new VIP map: nobody else cares).
+                let mut touched = from.transparent
+                    && !opt_ptr_eq(&from.vips, &ctx.vips)
+                    && from
+                        .reachable
+                        .iter()
+                        .any(|s| vip(&from.vips, s) != vip(&ctx.vips, s));
+                if !touched && from.services.ptr_eq(&ctx.services) {
+                    from.vips = ctx.vips.clone();
                     return Refresh::Unchanged;
                 }
                 let mut reachable = from.reachable.clone();
-                let mut touched = false;
                 let caller = from.transparent.then(|| Caller::new(ctx, mesh, dp));
                 for item in from.services.diff(&ctx.services) {
                     let (service, entry) = match item {
@@ -99,6 +104,13 @@ impl DataplaneView {
                         ordmap::DiffItem::Remove(s, _) => (s, None),
                     };
                     touched |= from.used.contains(service);
+                    // Its own inbounds enforce what the entry says of their tags.
+                    for (inbound, listener) in net.inbound.iter().zip(&config.inbounds) {
+                        if inbound.service() == service && listener.permissions.is_some() {
+                            let now = entry.and_then(|e| e.permissions.get(&inbound.tags));
+                            touched |= now != listener.permissions.as_ref();
+                        }
+                    }
                     if let Some(caller) = &caller {
                         let may = entry.is_some_and(|e| caller.may_reach(service, e));
                         let changed = if may {
@@ -111,6 +123,7 @@ impl DataplaneView {
                 }
                 if !touched {
                     from.services = ctx.services.clone();
+                    from.vips = ctx.vips.clone();
                     from.reachable = reachable;
                     return Refresh::Unchanged;
                 }
@@ -150,7 +163,6 @@ impl DataplaneView {
         let from = BuiltFrom {
             dataplane: stored.clone(),
             mesh: ctx.mesh.clone(),
-            policies: ctx.policies.clone(),
             vips: ctx.vips.clone(),
             services: ctx.services.clone(),
             used,
@@ -168,4 +180,8 @@ fn opt_ptr_eq<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
         (None, None) => true,
         _ => false,
     }
+}
+
+fn vip<'a>(map: &'a Option<Arc<VipMap>>, service: &str) -> Option<&'a std::net::Ipv4Addr> {
+    map.as_ref().and_then(|m| m.get(service))
 }
