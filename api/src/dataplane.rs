@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::SpecType;
 use crate::tags::{self, Protocol};
 use crate::validation::ValidationError;
 
@@ -274,8 +275,10 @@ impl DataplaneSpec {
     pub fn networking(&self) -> Option<&Networking> {
         self.networking.as_ref()
     }
+}
 
-    pub fn validate(&self, errs: &mut ValidationError) {
+impl SpecType for DataplaneSpec {
+    fn validate(&self, errs: &mut ValidationError) {
         let Some(net) = &self.networking else {
             errs.add("networking", "must be defined");
             return;

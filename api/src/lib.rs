@@ -6,6 +6,7 @@ mod dataplane;
 mod document;
 mod duration;
 mod mesh;
+mod registry;
 mod resource;
 pub mod tags;
 mod traffic_permission;
@@ -21,7 +22,8 @@ pub use mesh::{
     BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshSpec, Mtls,
     MtlsBackend, MtlsMode, Rotation,
 };
-pub use resource::{Resource, ResourceMeta, ResourceType, Spec};
+pub use registry::{ResourceType, Scope, Spec, SpecType};
+pub use resource::{Resource, ResourceMeta};
 pub use tags::Protocol;
 pub use traffic_permission::{
     Action, From, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionConf, Selector,

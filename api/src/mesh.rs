@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::duration::parse_duration;
+use crate::registry::SpecType;
 use crate::validation::ValidationError;
 
 /// Kuma's defaults for the builtin CA and the certificates it issues.
@@ -250,8 +251,10 @@ impl MeshSpec {
             .and_then(|o| o.passthrough)
             .unwrap_or(true)
     }
+}
 
-    pub fn validate(&self, errs: &mut ValidationError) {
+impl SpecType for MeshSpec {
+    fn validate(&self, errs: &mut ValidationError) {
         if let Some(mtls) = &self.mtls {
             for (i, b) in mtls.backends.iter().enumerate() {
                 b.validate(&format!("mtls.backends[{i}]"), errs);

@@ -9,58 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::dataplane::DataplaneSpec;
 use crate::mesh::MeshSpec;
+use crate::registry::{ResourceType, Spec};
 use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::{ValidationError, validate_name};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    Mesh,
-    Dataplane,
-    MeshTrafficPermission,
-}
-
-impl ResourceType {
-    pub const ALL: [ResourceType; 3] = [
-        ResourceType::Mesh,
-        ResourceType::Dataplane,
-        ResourceType::MeshTrafficPermission,
-    ];
-
-    /// The `type` field's value.
-    pub fn kind(self) -> &'static str {
-        match self {
-            ResourceType::Mesh => "Mesh",
-            ResourceType::Dataplane => "Dataplane",
-            ResourceType::MeshTrafficPermission => "MeshTrafficPermission",
-        }
-    }
-
-    /// The REST collection name.
-    pub fn plural(self) -> &'static str {
-        match self {
-            ResourceType::Mesh => "meshes",
-            ResourceType::Dataplane => "dataplanes",
-            ResourceType::MeshTrafficPermission => "meshtrafficpermissions",
-        }
-    }
-
-    pub fn from_kind(kind: &str) -> Option<ResourceType> {
-        Self::ALL.into_iter().find(|t| t.kind() == kind)
-    }
-
-    /// Accepts what a person types on the command line: `mesh`, `meshes`,
-    /// `dataplane`, `dataplanes`, `Dataplane`.
-    pub fn from_cli_name(name: &str) -> Option<ResourceType> {
-        let lower = name.to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|t| lower == t.plural() || lower == t.kind().to_ascii_lowercase())
-    }
-
-    pub fn is_mesh_scoped(self) -> bool {
-        !matches!(self, ResourceType::Mesh)
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceMeta {
@@ -71,13 +22,6 @@ pub struct ResourceMeta {
     /// RFC 3339; set by the store.
     pub creation_time: Option<String>,
     pub modification_time: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Spec {
-    Mesh(MeshSpec),
-    Dataplane(DataplaneSpec),
-    MeshTrafficPermission(MeshTrafficPermission),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +54,9 @@ fn take_string(
     }
 }
 
-fn spec_from<T: DeserializeOwned>(obj: Map<String, Value>) -> Result<T, ValidationError> {
+pub(crate) fn spec_from<T: DeserializeOwned>(
+    obj: Map<String, Value>,
+) -> Result<T, ValidationError> {
     serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -124,11 +70,7 @@ fn spec_from<T: DeserializeOwned>(obj: Map<String, Value>) -> Result<T, Validati
 
 impl Resource {
     pub fn resource_type(&self) -> ResourceType {
-        match self.spec {
-            Spec::Mesh(_) => ResourceType::Mesh,
-            Spec::Dataplane(_) => ResourceType::Dataplane,
-            Spec::MeshTrafficPermission(_) => ResourceType::MeshTrafficPermission,
-        }
+        self.spec.resource_type()
     }
 
     pub fn as_dataplane(&self) -> Option<&DataplaneSpec> {
@@ -183,7 +125,8 @@ impl Resource {
                 errs.add(
                     "type",
                     format!(
-                        "unknown type {k:?}: expected Mesh, Dataplane or MeshTrafficPermission"
+                        "unknown type {k:?}: expected {}",
+                        ResourceType::known_kinds()
                     ),
                 );
                 None
@@ -191,11 +134,7 @@ impl Resource {
         };
         errs.clone().into_result()?;
         let rtype = rtype.ok_or(errs)?;
-        let spec = match rtype {
-            ResourceType::Mesh => Spec::Mesh(spec_from(obj)?),
-            ResourceType::Dataplane => Spec::Dataplane(spec_from(obj)?),
-            ResourceType::MeshTrafficPermission => Spec::MeshTrafficPermission(spec_from(obj)?),
-        };
+        let spec = Spec::parse(rtype, obj)?;
         Ok(Resource {
             meta: ResourceMeta {
                 mesh,
@@ -222,11 +161,7 @@ impl Resource {
                 ),
             );
         }
-        match &self.spec {
-            Spec::Mesh(m) => m.validate(&mut errs),
-            Spec::Dataplane(d) => d.validate(&mut errs),
-            Spec::MeshTrafficPermission(p) => p.spec.validate(&mut errs),
-        }
+        self.spec.validate(&mut errs);
         errs.into_result()
     }
 
@@ -261,15 +196,11 @@ impl Resource {
     }
 
     fn spec_object(&self) -> Map<String, Value> {
-        match &self.spec {
-            Spec::Mesh(m) => to_object(m),
-            Spec::Dataplane(d) => to_object(d),
-            Spec::MeshTrafficPermission(p) => to_object(p),
-        }
+        self.spec.to_object()
     }
 }
 
-fn to_object<T: Serialize>(spec: &T) -> Map<String, Value> {
+pub(crate) fn to_object<T: Serialize>(spec: &T) -> Map<String, Value> {
     match serde_json::to_value(spec) {
         Ok(Value::Object(m)) => m,
         // Specs are plain structs of strings, numbers and maps: they always

@@ -6,12 +6,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::SpecType;
 use crate::validation::ValidationError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshTrafficPermission {
     pub spec: MeshTrafficPermissionSpec,
+}
+
+impl SpecType for MeshTrafficPermission {
+    fn validate(&self, errs: &mut ValidationError) {
+        self.spec.validate(errs);
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -22,35 +22,69 @@ pub async fn run(
     output: Output,
 ) -> anyhow::Result<()> {
     let rtype = ResourceType::from_cli_name(kind).ok_or_else(|| {
-        anyhow!("unknown resource type {kind:?}: use meshes, dataplanes or meshtrafficpermissions")
+        anyhow!(
+            "unknown resource type {kind:?}: use {}",
+            ResourceType::known_plurals()
+        )
     })?;
-    let path = match name {
-        Some(n) => resource_path(rtype, mesh, n),
-        None if rtype.is_mesh_scoped() => format!("/meshes/{mesh}/{}", rtype.plural()),
-        None => format!("/{}", rtype.plural()),
+    let (body, items) = match name {
+        Some(n) => {
+            let (status, body) = api
+                .call(Method::GET, &resource_path(rtype, mesh, n), None)
+                .await?;
+            if !status.is_success() {
+                bail!("{}", describe_error(status, &body));
+            }
+            (body.clone(), vec![body])
+        }
+        None => {
+            let path = if rtype.is_mesh_scoped() {
+                format!("/meshes/{mesh}/{}", rtype.plural())
+            } else {
+                format!("/{}", rtype.plural())
+            };
+            let items = api.list_all(&path).await?;
+            let body = serde_json::json!({"total": items.len(), "items": items, "next": null});
+            (body, items)
+        }
     };
-    let (status, body) = api.call(Method::GET, &path, None).await?;
-    if !status.is_success() {
-        bail!("{}", describe_error(status, &body));
-    }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(&body)?),
         Output::Table => {
-            let items = if name.is_some() {
-                vec![body]
-            } else {
-                body["items"].as_array().cloned().unwrap_or_default()
-            };
+            // Types with a table of their own; any other gets the generic one.
             let rows = match rtype {
                 ResourceType::Mesh => mesh_rows(&items),
                 ResourceType::Dataplane => dataplane_rows(api, mesh, &items).await?,
                 ResourceType::MeshTrafficPermission => permission_rows(mesh, &items),
+                #[allow(unreachable_patterns)]
+                _ => generic_rows(rtype, &items),
             };
             print_table(&rows);
         }
     }
     Ok(())
+}
+
+/// MESH (for mesh-scoped types), NAME, AGE.
+fn generic_rows(rtype: ResourceType, items: &[Value]) -> Vec<Vec<String>> {
+    let scoped = rtype.is_mesh_scoped();
+    let mut header = vec!["NAME".to_string(), "AGE".to_string()];
+    if scoped {
+        header.insert(0, "MESH".into());
+    }
+    let mut rows = vec![header];
+    for r in items {
+        let mut row = vec![
+            r["name"].as_str().unwrap_or_default().to_string(),
+            age(&r["creationTime"]),
+        ];
+        if scoped {
+            row.insert(0, r["mesh"].as_str().unwrap_or_default().to_string());
+        }
+        rows.push(row);
+    }
+    rows
 }
 
 fn age(created: &Value) -> String {
@@ -157,17 +191,11 @@ async fn dataplane_rows(
     mesh: &str,
     items: &[Value],
 ) -> anyhow::Result<Vec<Vec<String>>> {
-    let (_, overviews) = api
-        .call(
-            Method::GET,
-            &format!("/meshes/{mesh}/dataplanes+insights"),
-            None,
-        )
+    let overviews = api
+        .list_all(&format!("/meshes/{mesh}/dataplanes+insights"))
         .await?;
-    let insights: std::collections::HashMap<&str, &Value> = overviews["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let insights: std::collections::HashMap<&str, &Value> = overviews
+        .iter()
         .filter_map(|o| Some((o["name"].as_str()?, &o["dataplaneInsight"])))
         .collect();
     let mut rows = vec![

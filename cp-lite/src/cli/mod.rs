@@ -68,6 +68,27 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// Every item of a list, page after page (the API serves at most 1000
+    /// a page).
+    pub async fn list_all(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        loop {
+            let page = format!("{path}?size=1000&offset={}", items.len());
+            let (status, body) = self.call(Method::GET, &page, None).await?;
+            if !status.is_success() {
+                bail!("{}", describe_error(status, &body));
+            }
+            let got = body["items"].as_array().cloned().unwrap_or_default();
+            let done = got.is_empty() || body["next"].is_null();
+            items.extend(got);
+            if done {
+                return Ok(items);
+            }
+        }
+    }
+}
+
 /// An API error body as a person reads it: the detail, then one line per
 /// invalid field.
 pub fn describe_error(status: StatusCode, body: &Value) -> String {

@@ -1,0 +1,134 @@
+//! The REST API, with Kuma's paths and JSON shapes: one set of handlers
+//! for every registered resource type, and the views Kuma adds on top
+//! (dataplane overviews, a dataplane's config, tokens).
+
+mod overview;
+mod resources;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use koguma_api::ValidationError;
+use serde_json::{Value, json};
+
+use crate::dp_server::status::StatusRegistry;
+use crate::identity_api;
+use crate::mesh_ca::MeshCas;
+use crate::proxy_config::ConfigSnapshot;
+use crate::resources::{ResourceError, Resources};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub resources: Arc<Resources>,
+    pub status: Arc<StatusRegistry>,
+    pub cas: Arc<MeshCas>,
+    pub snapshots: tokio::sync::watch::Receiver<Arc<ConfigSnapshot>>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    // Static segments win over captures, so the special paths come first
+    // in meaning, not in order; `/meshes/{name}` is spelled out because it
+    // is also the prefix of every mesh-scoped path.
+    Router::new()
+        .route("/", get(index))
+        .route("/meshes/{mesh}/dataplanes+insights", get(overview::list))
+        .route(
+            "/meshes/{mesh}/dataplanes+insights/{name}",
+            get(overview::get),
+        )
+        .route(
+            "/meshes/{mesh}/dataplanes/{name}/_config",
+            get(overview::config),
+        )
+        .route("/tokens/dataplane", post(identity_api::dataplane_token))
+        .route(
+            "/meshes/{mesh}/workload-certificates",
+            post(identity_api::workload_certificate),
+        )
+        .route("/{collection}", get(resources::list))
+        .route(
+            "/{collection}/{name}",
+            get(resources::get)
+                .put(resources::put)
+                .delete(resources::delete),
+        )
+        .route(
+            "/meshes/{name}",
+            get(resources::get)
+                .put(resources::put)
+                .delete(resources::delete),
+        )
+        .route("/meshes/{mesh}/{collection}", get(resources::list))
+        .route(
+            "/meshes/{mesh}/{collection}/{name}",
+            get(resources::get)
+                .put(resources::put)
+                .delete(resources::delete),
+        )
+        .with_state(state)
+}
+
+/// Kuma's error body: `{"type", "status", "title", "detail", "invalid_parameters"}`.
+pub enum ApiError {
+    Invalid(ValidationError),
+    NotFound(String),
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, title, detail, params) = match self {
+            ApiError::Invalid(e) => {
+                let params: Vec<Value> = e
+                    .violations
+                    .iter()
+                    .map(|v| json!({"field": v.field, "reason": v.message}))
+                    .collect();
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    "Resource is not valid".to_string(),
+                    params,
+                )
+            }
+            ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "Not found", d, vec![]),
+            ApiError::Internal(d) => {
+                tracing::error!(error = %d, "API request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal server error",
+                    d,
+                    vec![],
+                )
+            }
+        };
+        let body = json!({
+            "type": "/std-errors",
+            "status": status.as_u16(),
+            "title": title,
+            "detail": detail,
+            "invalid_parameters": params,
+        });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<ResourceError> for ApiError {
+    fn from(e: ResourceError) -> Self {
+        match e {
+            ResourceError::Invalid(v) => ApiError::Invalid(v),
+            ResourceError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            ResourceError::Store(s) => ApiError::Internal(s.to_string()),
+            ResourceError::Vips { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+async fn index() -> Json<Value> {
+    Json(json!({"product": "Koguma", "tagline": "Koguma", "version": env!("CARGO_PKG_VERSION")}))
+}

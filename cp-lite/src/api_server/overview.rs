@@ -1,0 +1,97 @@
+//! Kuma's views of dataplanes: overviews (the resource with its insight:
+//! online, versions, certificate) and the config a dataplane is sent.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use koguma_api::ResourceType;
+use serde_json::{Value, json};
+
+use super::resources::{Page, not_found};
+use super::{ApiError, ApiResult, ApiState};
+use crate::proxy_config;
+use crate::store::StoredResource;
+
+fn overview(s: &ApiState, r: &StoredResource) -> Value {
+    let meta = &r.resource.meta;
+    let mut dataplane = r.resource.to_value();
+    if let Some(obj) = dataplane.as_object_mut() {
+        for k in [
+            "type",
+            "mesh",
+            "name",
+            "creationTime",
+            "modificationTime",
+            "labels",
+        ] {
+            obj.remove(k);
+        }
+    }
+    let insight = s
+        .status
+        .get(&(meta.mesh.clone(), meta.name.clone()))
+        .map_or_else(
+            || json!({"online": false, "subscriptions": []}),
+            |st| st.insight_json(),
+        );
+    json!({
+        "type": "DataplaneOverview",
+        "mesh": meta.mesh,
+        "name": meta.name,
+        "creationTime": meta.creation_time,
+        "modificationTime": meta.modification_time,
+        "dataplane": dataplane,
+        "dataplaneInsight": insight,
+    })
+}
+
+pub async fn list(
+    State(s): State<ApiState>,
+    Path(mesh): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    let page = Page::from_query(&query)?;
+    let catalog = s.resources.catalog();
+    let items = catalog.list(ResourceType::Dataplane, Some(&mesh));
+    Ok(page.render(items, |r| overview(&s, r), &uri, &headers))
+}
+
+pub async fn get(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
+    let catalog = s.resources.catalog();
+    let r = catalog
+        .get(ResourceType::Dataplane, &mesh, &name)
+        .ok_or_else(|| not_found(ResourceType::Dataplane, &mesh, &name))?;
+    Ok(Json(overview(&s, r)).into_response())
+}
+
+pub async fn config(
+    State(s): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> ApiResult {
+    if s.resources
+        .catalog()
+        .get(ResourceType::Dataplane, &mesh, &name)
+        .is_none()
+    {
+        return Err(not_found(ResourceType::Dataplane, &mesh, &name));
+    }
+    // The config as of the latest published snapshot (at most one batching
+    // window behind the write that preceded this request).
+    let snapshot = s.snapshots.borrow().clone();
+    let config = snapshot.compute(&mesh, &name, None).ok_or_else(|| {
+        ApiError::NotFound(format!("Dataplane {name:?} has no networking section"))
+    })?;
+    Ok(Json(json!({
+        "version": proxy_config::version(&config),
+        "config": koguma_proto::json::proxy_config(&config),
+    }))
+    .into_response())
+}

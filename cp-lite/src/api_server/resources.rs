@@ -1,0 +1,234 @@
+//! GET, PUT, DELETE and lists for every registered resource type, at
+//! Kuma's paths: `/meshes/{mesh}/{plural}[/{name}]` for mesh-scoped types,
+//! `/{plural}[/{name}]` for global ones (and, for a mesh-scoped type, a
+//! list across every mesh). Lists are paginated as Kuma's are.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use koguma_api::{Resource, ResourceType, Scope, ValidationError, parse_documents};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, ApiState};
+use crate::resources::ResourceError;
+use crate::store::Origin;
+
+/// Kuma's page sizes.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+
+type Params = HashMap<String, String>;
+
+/// The type and mesh a path names. `/meshes/{name}` has no `collection`.
+fn target(params: &Params, item: bool) -> Result<(ResourceType, Option<String>), ApiError> {
+    let collection = params.get("collection").map_or("meshes", String::as_str);
+    let rtype = ResourceType::from_plural(collection).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "unknown resource type {collection:?}: expected {}",
+            ResourceType::known_plurals()
+        ))
+    })?;
+    let mesh = params.get("mesh").cloned();
+    match (rtype.scope(), &mesh) {
+        (Scope::Global, Some(_)) => Err(ApiError::NotFound(format!(
+            "a {} is not mesh-scoped: use /{}",
+            rtype.kind(),
+            rtype.plural()
+        ))),
+        (Scope::Mesh, None) if item => Err(ApiError::NotFound(format!(
+            "a {} is mesh-scoped: use /meshes/{{mesh}}/{}/{{name}}",
+            rtype.kind(),
+            rtype.plural()
+        ))),
+        _ => Ok((rtype, mesh)),
+    }
+}
+
+fn name(params: &Params) -> &str {
+    params.get("name").map_or("", String::as_str)
+}
+
+pub async fn get(State(s): State<ApiState>, Path(params): Path<Params>) -> ApiResult {
+    let (rtype, mesh) = target(&params, true)?;
+    let mesh = mesh.unwrap_or_default();
+    let stored = s
+        .resources
+        .catalog()
+        .get(rtype, &mesh, name(&params))
+        .cloned()
+        .ok_or_else(|| not_found(rtype, &mesh, name(&params)))?;
+    Ok(Json(stored.resource.to_value()).into_response())
+}
+
+pub fn not_found(rtype: ResourceType, mesh: &str, name: &str) -> ApiError {
+    ApiError::NotFound(
+        ResourceError::NotFound {
+            kind: rtype.kind(),
+            mesh: mesh.into(),
+            name: name.into(),
+        }
+        .to_string(),
+    )
+}
+
+pub async fn list(
+    State(s): State<ApiState>,
+    Path(params): Path<Params>,
+    Query(query): Query<Params>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (rtype, mesh) = target(&params, false)?;
+    let page = Page::from_query(&query)?;
+    let catalog = s.resources.catalog();
+    let items = catalog.list(rtype, mesh.as_deref());
+    Ok(page.render(items, |r| r.resource.to_value(), &uri, &headers))
+}
+
+pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: Bytes) -> ApiResult {
+    let (rtype, mesh) = target(&params, true)?;
+    let (mesh, name) = (mesh.unwrap_or_default(), name(&params));
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::Invalid(ValidationError::single("body", "is not UTF-8")))?;
+    let mut docs = parse_documents(text)
+        .map_err(|e| ApiError::Invalid(ValidationError::single("body", e.to_string())))?;
+    if docs.len() != 1 {
+        return Err(ApiError::Invalid(ValidationError::single(
+            "body",
+            format!("expected one resource, got {}", docs.len()),
+        )));
+    }
+    let mut value = docs.remove(0);
+    if rtype.is_mesh_scoped()
+        && let Some(obj) = value.as_object_mut()
+    {
+        obj.entry("mesh").or_insert_with(|| mesh.clone().into());
+    }
+    let resource = Resource::from_value(value).map_err(ApiError::Invalid)?;
+    let mut errs = ValidationError::default();
+    if resource.resource_type() != rtype {
+        errs.add(
+            "type",
+            format!(
+                "expected {}, got {}",
+                rtype.kind(),
+                resource.resource_type().kind()
+            ),
+        );
+    }
+    if resource.meta.name != name {
+        errs.add(
+            "name",
+            format!(
+                "the name in the URL ({name:?}) has to be the same as in the body ({:?})",
+                resource.meta.name
+            ),
+        );
+    }
+    if rtype.is_mesh_scoped() && resource.meta.mesh != mesh {
+        errs.add(
+            "mesh",
+            format!(
+                "the mesh in the URL ({mesh:?}) has to be the same as in the body ({:?})",
+                resource.meta.mesh
+            ),
+        );
+    }
+    errs.into_result().map_err(ApiError::Invalid)?;
+    // A mesh that enables mTLS gets its CA before it is stored: if the CA
+    // cannot be made, the mesh is left as it was.
+    if let Some(backend) = resource.as_mesh().and_then(|m| m.mtls_backend()) {
+        resource.validate().map_err(ApiError::Invalid)?;
+        s.cas
+            .get(name, backend)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    let (_, created) = s.resources.upsert(resource, Origin::Api)?;
+    tracing::info!(kind = rtype.kind(), mesh, name, created, "resource applied");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({}))).into_response())
+}
+
+pub async fn delete(State(s): State<ApiState>, Path(params): Path<Params>) -> ApiResult {
+    let (rtype, mesh) = target(&params, true)?;
+    let (mesh, name) = (mesh.unwrap_or_default(), name(&params));
+    s.resources.delete(rtype, &mesh, name)?;
+    if rtype == ResourceType::Mesh {
+        // Its CA went with its secrets: forget the cached one.
+        s.cas.retain(|m, _| m != name);
+    }
+    tracing::info!(kind = rtype.kind(), mesh, name, "resource deleted");
+    Ok(Json(json!({})).into_response())
+}
+
+/// `?size=&offset=` as Kuma reads them: at most 1000 a page, 100 unless
+/// asked; the offset is where the next page starts.
+pub struct Page {
+    size: usize,
+    offset: usize,
+}
+
+impl Page {
+    pub fn from_query(query: &Params) -> Result<Page, ApiError> {
+        let number = |field: &str, default: usize| match query.get(field) {
+            None => Ok(default),
+            Some(v) => v.parse::<usize>().map_err(|_| {
+                ApiError::Invalid(ValidationError::single(
+                    field,
+                    format!("{v:?} is not a whole number"),
+                ))
+            }),
+        };
+        let size = number("size", DEFAULT_PAGE_SIZE)?;
+        if size == 0 || size > MAX_PAGE_SIZE {
+            return Err(ApiError::Invalid(ValidationError::single(
+                "size",
+                format!("invalid page size of {size}: it must be between 1 and {MAX_PAGE_SIZE}"),
+            )));
+        }
+        Ok(Page {
+            size,
+            offset: number("offset", 0)?,
+        })
+    }
+
+    /// `{"total", "items", "next"}`; `next` is the URL of the next page, or
+    /// null on the last one.
+    pub fn render<T>(
+        &self,
+        items: impl Iterator<Item = T>,
+        item_json: impl Fn(T) -> Value,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+    ) -> Response {
+        let mut total = 0;
+        let mut page = Vec::new();
+        for item in items {
+            if total >= self.offset && page.len() < self.size {
+                page.push(item_json(item));
+            }
+            total += 1;
+        }
+        let end = self.offset + page.len();
+        let next = (end < total).then(|| {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!(
+                "http://{host}{}?offset={end}&size={}",
+                uri.path(),
+                self.size
+            )
+        });
+        Json(json!({"total": total, "items": page, "next": next})).into_response()
+    }
+}
