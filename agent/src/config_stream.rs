@@ -44,6 +44,9 @@ pub struct ConfigStream {
     pub dns: Arc<DnsProxy>,
     /// Whether the rules were checked to spare this process's own traffic.
     pub own_traffic_checked: AtomicBool,
+    /// The whole config in force, that deltas apply to. Only this task
+    /// touches it.
+    pub in_force: std::sync::Mutex<Option<pb::ProxyConfig>>,
 }
 
 enum SessionEnd {
@@ -192,10 +195,42 @@ impl ConfigStream {
         }
     }
 
+    /// The whole config a response stands for: as sent, or rebuilt from a
+    /// delta over the config in force. Either way it must have the version
+    /// the CP says, or the agent asks for the whole config (NACK).
+    fn whole_config(&self, resp: &ConfigResponse) -> Result<pb::ProxyConfig, String> {
+        let config = match (&resp.config, &resp.delta) {
+            (Some(config), _) => config.clone(),
+            (None, Some(delta)) => {
+                let in_force = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
+                let applied = self.state.applied_version().unwrap_or_default();
+                match in_force.as_ref() {
+                    Some(base) if applied == delta.base_version => {
+                        koguma_proto::apply_delta(base, delta)
+                    }
+                    _ => {
+                        return Err(format!(
+                            "a delta over version {:?}, but {applied:?} is in force: send the whole config",
+                            delta.base_version
+                        ));
+                    }
+                }
+            }
+            (None, None) => return Err("the response carries no config".into()),
+        };
+        let version = koguma_proto::version(&config);
+        if version != resp.version_info {
+            return Err(format!(
+                "the config received has version {version}, not {}: send the whole config",
+                resp.version_info
+            ));
+        }
+        Ok(config)
+    }
+
     /// Everything that can fail is checked (and the DNS server started)
     /// before the forwarder changes; DNS names change only once it has.
-    async fn apply_config(&self, config: Option<&pb::ProxyConfig>) -> Result<(), String> {
-        let config = config.ok_or("the response carries no config")?;
+    async fn apply_config(&self, config: &pb::ProxyConfig) -> Result<(), String> {
         let records = DnsProxy::records(config)?;
         let forwarder_config = translate::proxy_config(config, &self.keys)?;
         if let Some(tp) = &config.transparent_proxy {
@@ -225,36 +260,35 @@ impl ConfigStream {
             return Ok(()); // resync after a reconnect: nothing changed
         }
         let stats = self.forwarder.stats();
-        let result = self.apply_config(resp.config.as_ref()).await;
-        match &result {
-            Ok(()) => {
-                let cert = resp
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.mtls.as_ref())
-                    .and_then(|m| m.cert_chain.first())
-                    .and_then(|leaf| CertInfo::parse(leaf));
-                if let Some(c) = &cert
-                    && self.state.cert().is_none_or(|old| old.serial != c.serial)
-                {
-                    tracing::info!(serial = %c.serial, identities = ?c.uris, "workload certificate in force");
-                }
-                self.state.set_cert(cert);
-                stats.config_update_success.inc();
-                let json = resp
-                    .config
-                    .as_ref()
-                    .map(koguma_proto::json::proxy_config)
-                    .unwrap_or_default();
-                self.state.set_applied(version.clone(), json);
-                tracing::info!(%version, "config applied");
-            }
+        let applied = match self.whole_config(resp) {
+            Ok(config) => self.apply_config(&config).await.map(|()| config),
+            Err(e) => Err(e),
+        };
+        let config = match applied {
+            Ok(config) => config,
             Err(reason) => {
                 stats.config_update_rejected.inc();
                 tracing::warn!(%version, %reason, "config refused (NACK); keeping the config in force");
+                return Err(reason);
             }
+        };
+        let cert = config
+            .mtls
+            .as_ref()
+            .and_then(|m| m.cert_chain.first())
+            .and_then(|leaf| CertInfo::parse(leaf));
+        if let Some(c) = &cert
+            && self.state.cert().is_none_or(|old| old.serial != c.serial)
+        {
+            tracing::info!(serial = %c.serial, identities = ?c.uris, "workload certificate in force");
         }
-        result
+        self.state.set_cert(cert);
+        stats.config_update_success.inc();
+        self.state
+            .set_applied(version.clone(), koguma_proto::json::proxy_config(&config));
+        *self.in_force.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+        tracing::info!(%version, delta = resp.delta.is_some(), "config applied");
+        Ok(())
     }
 }
 

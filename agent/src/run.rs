@@ -218,6 +218,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         token,
         dns,
         own_traffic_checked: AtomicBool::new(false),
+        in_force: std::sync::Mutex::new(None),
     };
     let stream_task = tokio::spawn(stream.run());
 

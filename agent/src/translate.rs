@@ -2,6 +2,7 @@
 //! cannot run is refused here with the listener and field it concerns; the
 //! message goes back to the CP in the NACK.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use koguma_forwarder as fwd;
@@ -111,11 +112,18 @@ pub fn proxy_config(
             permissions: permissions(i.permissions.as_ref()),
         });
     }
+    let clusters: HashMap<&str, &pb::Cluster> = config
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     for o in &config.outbounds {
-        let endpoints = o
-            .cluster
+        let cluster = clusters
+            .get(o.cluster.as_str())
+            .ok_or_else(|| format!("{}: cluster {:?} is not in the config", o.name, o.cluster))?;
+        let endpoints = cluster
+            .endpoints
             .iter()
-            .flat_map(|c| &c.endpoints)
             .map(|e| {
                 Ok(fwd::EndpointConfig {
                     addr: socket(&e.address, e.port, "endpoint", &o.name)?,
@@ -129,11 +137,7 @@ pub fn proxy_config(
             service: o.service.clone(),
             protocol: protocol(o.protocol, &o.name)?,
             endpoints,
-            identity: o
-                .cluster
-                .as_ref()
-                .map(|c| c.identity.clone())
-                .filter(|i| !i.is_empty()),
+            identity: Some(cluster.identity.clone()).filter(|i| !i.is_empty()),
             transparent: o.transparent,
         });
     }
@@ -151,14 +155,16 @@ mod tests {
                 name: "outbound:127.0.0.1:10001".into(),
                 address: "127.0.0.1".into(),
                 port: 10001,
-                cluster: Some(pb::Cluster {
-                    endpoints: vec![pb::Endpoint {
-                        address: "backend.local".into(),
-                        port: 80,
-                        ..Default::default()
-                    }],
+                cluster: "backend".into(),
+                ..Default::default()
+            }],
+            clusters: vec![pb::Cluster {
+                name: "backend".into(),
+                endpoints: vec![pb::Endpoint {
+                    address: "backend.local".into(),
+                    port: 80,
                     ..Default::default()
-                }),
+                }],
                 ..Default::default()
             }],
             ..Default::default()
@@ -168,6 +174,12 @@ mod tests {
         assert_eq!(
             err,
             "outbound:127.0.0.1:10001: endpoint address \"backend.local\" is not an IP address"
+        );
+        let mut missing = cfg.clone();
+        missing.clusters.clear();
+        assert_eq!(
+            proxy_config(&missing, &keys).unwrap_err(),
+            "outbound:127.0.0.1:10001: cluster \"backend\" is not in the config"
         );
     }
 }

@@ -1,9 +1,11 @@
 //! A proxy config as JSON, for people: the CP's `_config` endpoint and the
 //! agent's `/config_dump` show the same shape.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
-use crate::v1::{MtlsMode, PermissionAction, Permissions, Protocol, ProxyConfig};
+use crate::v1::{Cluster, MtlsMode, PermissionAction, Permissions, Protocol, ProxyConfig};
 
 fn protocol(p: i32) -> &'static str {
     match Protocol::try_from(p) {
@@ -47,27 +49,40 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
             })
         })
         .collect();
+    let endpoints = |c: &Cluster| -> Vec<Value> {
+        c.endpoints
+            .iter()
+            .map(|e| json!({"address": e.address, "port": e.port, "weight": e.weight, "zone": e.zone, "tags": e.tags}))
+            .collect()
+    };
+    let clusters: BTreeMap<&str, &Cluster> = config
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     let outbounds: Vec<Value> = config
         .outbounds
         .iter()
         .map(|o| {
-            let endpoints: Vec<Value> = o
-                .cluster
-                .iter()
-                .flat_map(|c| &c.endpoints)
-                .map(|e| json!({"address": e.address, "port": e.port, "weight": e.weight, "tags": e.tags}))
-                .collect();
+            let cluster = clusters.get(o.cluster.as_str());
             json!({
                 "name": o.name,
                 "address": o.address,
                 "port": o.port,
                 "service": o.service,
                 "protocol": protocol(o.protocol),
-                "endpoints": endpoints,
-                "identity": o.cluster.as_ref().map(|c| c.identity.as_str()).filter(|i| !i.is_empty()),
+                "cluster": o.cluster,
+                // The cluster's, repeated here for people reading one listener.
+                "endpoints": cluster.map(|c| endpoints(c)).unwrap_or_default(),
+                "identity": cluster.map(|c| c.identity.as_str()).filter(|i| !i.is_empty()),
                 "transparent": o.transparent,
             })
         })
+        .collect();
+    let cluster_list: Vec<Value> = config
+        .clusters
+        .iter()
+        .map(|c| json!({"name": c.name, "identity": c.identity, "endpoints": endpoints(c)}))
         .collect();
     // Certificates are shown by count: /certs on the agent describes them.
     let mtls = config.mtls.as_ref().map(|m| {
@@ -85,5 +100,5 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
         .iter()
         .map(|r| json!({"name": r.name, "ips": r.ips}))
         .collect();
-    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "transparentProxy": tp, "inbounds": inbounds, "outbounds": outbounds, "dnsRecords": dns})
+    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "transparentProxy": tp, "inbounds": inbounds, "outbounds": outbounds, "clusters": cluster_list, "dnsRecords": dns})
 }

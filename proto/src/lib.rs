@@ -2,7 +2,10 @@
 
 #![allow(clippy::derive_partial_eq_without_eq)]
 
+mod delta;
 pub mod json;
+
+pub use delta::{apply as apply_delta, cluster_hash, diff, version, version_with};
 
 pub mod v1 {
     tonic::include_proto!("koguma.v1");

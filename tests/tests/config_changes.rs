@@ -69,4 +69,21 @@ async fn an_unrelated_change_sends_nothing_and_a_related_one_does() {
     )
     .await;
     assert_eq!(changed.1, before.1 + 1, "one change, one response");
+    // It came as a delta (the new backend's cluster), and web rebuilt the
+    // very config the CP computed: no NACK, both endpoints in force.
+    mesh.web.wait_endpoints(&mesh.listener(), 2).await;
+    let insight = mesh.cp.insight("web-1").await;
+    assert_eq!(
+        insight["lastAckedVersion"].as_str(),
+        Some(changed.0.as_str())
+    );
+    assert_eq!(
+        insight["subscriptions"][0]["status"]["total"]["responsesRejected"], "0",
+        "{insight}"
+    );
+    assert!(
+        mesh.web.log().contains("delta=true"),
+        "web applied no delta:\n{}",
+        mesh.web.log()
+    );
 }

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use super::resources::{Page, not_found};
 use super::{ApiError, ApiResult, ApiState};
-use crate::proxy_config;
 use crate::store::StoredResource;
 
 fn overview(s: &ApiState, r: &StoredResource) -> Value {
@@ -90,7 +89,7 @@ pub async fn config(
         ApiError::NotFound(format!("Dataplane {name:?} has no networking section"))
     })?;
     Ok(Json(json!({
-        "version": proxy_config::version(&config),
+        "version": koguma_proto::version(&config),
         "config": koguma_proto::json::proxy_config(&config),
     }))
     .into_response())

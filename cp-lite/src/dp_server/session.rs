@@ -1,16 +1,54 @@
-//! One dataplane's stream: send its config whenever it changes, and record
+//! One dataplane's stream: send its config whenever it changes (whole on a
+//! new stream and after a NACKed delta, as a delta otherwise), and record
 //! what the agent says of each response.
 
 use std::sync::Arc;
 
-use koguma_proto::v1::{ConfigRequest, ConfigResponse, TransparentProxy};
+use koguma_proto::v1::{ConfigRequest, ConfigResponse, ProxyConfig, TransparentProxy};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::DpServer;
 use super::identity::SessionIdentity;
 use crate::catalog::DataplaneKey;
-use crate::proxy_config::{self, DataplaneView, Refresh};
+use crate::proxy_config::{DataplaneView, Refresh};
+
+/// What the stream last sent.
+#[derive(Default)]
+struct Sent {
+    /// The version and whole config of the last response: the base of the
+    /// next delta.
+    last: Option<(String, ProxyConfig)>,
+    nonce: u64,
+    was_delta: bool,
+    /// The next response goes whole: the agent refused a delta.
+    whole_next: bool,
+}
+
+impl Sent {
+    fn version(&self) -> Option<&str> {
+        self.last.as_ref().map(|(v, _)| v.as_str())
+    }
+
+    /// The response that brings the agent to `config`.
+    fn response(&mut self, version: String, config: ProxyConfig) -> ConfigResponse {
+        self.nonce += 1;
+        let delta = match (&self.last, self.whole_next) {
+            (Some((base, old)), false) => Some(koguma_proto::diff(base, old, &config)),
+            _ => None,
+        };
+        self.was_delta = delta.is_some();
+        self.whole_next = false;
+        let response = ConfigResponse {
+            version_info: version.clone(),
+            nonce: self.nonce.to_string(),
+            config: delta.is_none().then(|| config.clone()),
+            delta,
+        };
+        self.last = Some((version, config));
+        response
+    }
+}
 
 pub async fn run(
     server: &Arc<DpServer>,
@@ -23,8 +61,7 @@ pub async fn run(
 ) {
     let mut snapshots = server.snapshots.clone();
     let mut view = DataplaneView::new(&key.0, &key.1, node_tp);
-    let mut sent_version: Option<String> = None;
-    let mut nonce: u64 = 0;
+    let mut sent = Sent::default();
     let mut identity = SessionIdentity::default();
     let mut new_csr = !first_csr.is_empty();
     if new_csr {
@@ -45,24 +82,22 @@ pub async fn run(
             Refresh::Unchanged => false,
             Refresh::Rebuilt => true,
         };
-        if let Some(built) = view.config().filter(|_| rebuilt || new_csr) {
+        if let Some(built) = view
+            .config()
+            .filter(|_| rebuilt || new_csr || sent.whole_next)
+        {
             new_csr = false;
             let mut config = built.clone();
             identity.fill(server, &snapshot.catalog, key, &mut config);
-            let version = proxy_config::version(&config);
-            if sent_version.as_deref() != Some(version.as_str()) {
-                nonce += 1;
-                let response = ConfigResponse {
-                    version_info: version.clone(),
-                    nonce: nonce.to_string(),
-                    config: Some(config),
-                };
+            let version = view.version(&config);
+            if sent.whole_next || sent.version() != Some(version.as_str()) {
+                let response = sent.response(version.clone(), config);
+                let delta = response.delta.is_some();
                 if tx.send(Ok(response)).await.is_err() {
                     return;
                 }
-                tracing::debug!(mesh = %key.0, dataplane = %key.1, %version, "config sent");
+                tracing::debug!(mesh = %key.0, dataplane = %key.1, %version, delta, "config sent");
                 server.status.sent(key, stream_id, &version);
-                sent_version = Some(version);
             }
         }
         tokio::select! {
@@ -79,7 +114,13 @@ pub async fn run(
                         identity.set_csr(csr);
                         new_csr = true;
                     }
-                    on_request(server, key, stream_id, nonce, sent_version.as_deref(), req)
+                    let nacked = on_request(server, key, stream_id, &sent, req);
+                    // A refused delta may be one the agent could not apply
+                    // to what it has: send the whole config, once. A refused
+                    // whole config waits for the next change, as before.
+                    if nacked && sent.was_delta {
+                        sent.whole_next = true;
+                    }
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -91,28 +132,29 @@ pub async fn run(
     }
 }
 
+/// Records an ACK or NACK; returns whether the latest response was refused.
 fn on_request(
     server: &DpServer,
     key: &DataplaneKey,
     stream_id: u64,
-    nonce: u64,
-    sent: Option<&str>,
+    sent: &Sent,
     req: ConfigRequest,
-) {
+) -> bool {
     if req.leaving {
         tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane is draining: removing it from endpoints");
         server.resources.set_draining(key, true);
     }
-    if req.response_nonce != nonce.to_string() {
-        return; // answers an older response; the latest one is what counts
+    if req.response_nonce != sent.nonce.to_string() {
+        return false; // answers an older response; the latest one is what counts
     }
     match req.error_detail {
         Some(err) => {
-            let rejected = sent.unwrap_or_default();
+            let rejected = sent.version().unwrap_or_default();
             tracing::warn!(mesh = %key.0, dataplane = %key.1, version = rejected, reason = %err.message, "config rejected (NACK)");
             server
                 .status
                 .rejected(key, stream_id, rejected, &err.message);
+            true
         }
         None => {
             server.status.acked(key, stream_id, &req.version_info);
@@ -120,6 +162,7 @@ fn on_request(
                 // Its listeners are bound: peers may send it traffic now.
                 server.resources.set_draining(key, false);
             }
+            false
         }
     }
 }

@@ -80,26 +80,11 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
             }
         })
         .collect();
-    // One cluster per service, however many ports it is reached on. A
-    // service nobody provides yet gets an empty cluster: its callers' HTTP
-    // requests get 503 until an instance comes.
     let outbounds_of = |service: &str, address: &str, ports: &[u32]| {
-        let (cluster, proto) = match ctx.services.get(service) {
-            Some(entry) => (entry.cluster.clone(), entry.protocol),
-            None => (
-                pb::Cluster {
-                    name: service.to_string(),
-                    lb_policy: pb::LbPolicy::RoundRobin.into(),
-                    endpoints: Vec::new(),
-                    identity: if mtls.is_some() {
-                        format!("spiffe://{mesh}/{service}")
-                    } else {
-                        String::new()
-                    },
-                },
-                Protocol::Tcp,
-            ),
-        };
+        let proto = ctx
+            .services
+            .get(service)
+            .map_or(Protocol::Tcp, |e| e.protocol);
         ports
             .iter()
             .map(|&port| pb::OutboundListener {
@@ -107,7 +92,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 address: address.to_string(),
                 port,
                 protocol: protocol(proto).into(),
-                cluster: Some(cluster.clone()),
+                cluster: service.to_string(),
                 service: service.to_string(),
                 transparent: false,
             })
@@ -125,6 +110,12 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         outbounds.extend(vip_outbounds);
         dns_records = records;
     }
+    // One cluster per service, however many listeners send to it.
+    let services: BTreeSet<&str> = outbounds.iter().map(|o| o.cluster.as_str()).collect();
+    let clusters = services
+        .into_iter()
+        .map(|s| cluster(ctx, mesh, s, mtls.is_some()))
+        .collect();
     pb::ProxyConfig {
         mesh: mesh.to_string(),
         name: name.to_string(),
@@ -133,6 +124,26 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         mtls,
         transparent_proxy,
         dns_records,
+        clusters,
+    }
+}
+
+/// The cluster of `service`, as the index has it. A service nobody
+/// provides yet gets an empty one: its callers' HTTP requests get 503 until
+/// an instance comes.
+fn cluster(ctx: &MeshContext, mesh: &str, service: &str, mtls: bool) -> pb::Cluster {
+    match ctx.services.get(service) {
+        Some(entry) => entry.cluster.clone(),
+        None => pb::Cluster {
+            name: service.to_string(),
+            lb_policy: pb::LbPolicy::RoundRobin.into(),
+            endpoints: Vec::new(),
+            identity: if mtls {
+                format!("spiffe://{mesh}/{service}")
+            } else {
+                String::new()
+            },
+        },
     }
 }
 

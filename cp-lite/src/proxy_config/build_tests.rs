@@ -6,13 +6,23 @@ use koguma_proto::v1 as pb;
 use serde_json::json;
 
 use super::test_catalog::{catalog, dataplane, permission, stored, transparent};
-use super::{ConfigSnapshot, DataplaneView, Refresh, version};
+use super::{ConfigSnapshot, DataplaneView, Refresh};
 use crate::catalog::Catalog;
+use koguma_proto::version;
 
 fn compute(c: &Catalog, name: &str) -> pb::ProxyConfig {
     ConfigSnapshot::new(Arc::new(c.clone()))
         .compute("default", name, None)
         .expect("the dataplane exists")
+}
+
+/// The cluster an outbound sends to.
+fn cluster(cfg: &pb::ProxyConfig, outbound: usize) -> &pb::Cluster {
+    let name = &cfg.outbounds[outbound].cluster;
+    cfg.clusters
+        .iter()
+        .find(|c| &c.name == name)
+        .expect("the outbound's cluster is in the config")
 }
 
 fn vip_services(cfg: &pb::ProxyConfig) -> Vec<&str> {
@@ -50,7 +60,7 @@ fn outbound_gets_ready_endpoints_and_protocol() {
     let out = &cfg.outbounds[0];
     assert_eq!(out.name, "outbound:127.0.0.1:10001");
     assert_eq!(out.protocol, pb::Protocol::Http as i32);
-    let eps = &out.cluster.as_ref().unwrap().endpoints;
+    let eps = &cluster(&cfg, 0).endpoints;
     assert_eq!(
         eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
         ["127.0.0.3", "127.0.0.4"]
@@ -61,22 +71,12 @@ fn outbound_gets_ready_endpoints_and_protocol() {
     assert_eq!(v1, version(&compute(&c, "web")));
     c.draining.insert(("default".into(), "b2".into()));
     let cfg2 = compute(&c, "web");
-    assert_eq!(
-        cfg2.outbounds[0].cluster.as_ref().unwrap().endpoints.len(),
-        1
-    );
+    assert_eq!(cluster(&cfg2, 0).endpoints.len(), 1);
     assert_ne!(v1, version(&cfg2));
     // With every endpoint gone the service is still HTTP.
     c.draining.insert(("default".into(), "b1".into()));
     let cfg3 = compute(&c, "web");
-    assert!(
-        cfg3.outbounds[0]
-            .cluster
-            .as_ref()
-            .unwrap()
-            .endpoints
-            .is_empty()
-    );
+    assert!(cluster(&cfg3, 0).endpoints.is_empty());
     assert_eq!(cfg3.outbounds[0].protocol, pb::Protocol::Http as i32);
 }
 
@@ -136,10 +136,7 @@ fn transparent_proxy_gets_vip_outbounds_and_names() {
             ("outbound:240.0.0.1:8080", "web", true),
         ]
     );
-    assert_eq!(
-        cfg.outbounds[0].cluster.as_ref().unwrap().endpoints[0].address,
-        "127.0.0.3"
-    );
+    assert_eq!(cluster(&cfg, 0).endpoints[0].address, "127.0.0.3");
     let dns: Vec<_> = cfg
         .dns_records
         .iter()

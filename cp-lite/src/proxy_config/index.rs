@@ -21,12 +21,18 @@ use crate::catalog::Catalog;
 use crate::store::StoredResource;
 use crate::vips::VipMap;
 
+/// The tag that names an inbound's zone (Kuma's locality).
+const ZONE_TAG: &str = "kuma.io/zone";
+
 /// What the mesh's dataplanes say of one service.
 #[derive(Debug, PartialEq)]
 pub struct ServiceEntry {
     /// What every caller gets: the ready endpoints of every inbound that
     /// carries the service, on dataplanes that are not draining.
     pub cluster: pb::Cluster,
+    /// `koguma_proto::cluster_hash(&cluster)`, computed once for every
+    /// dataplane's config version.
+    pub cluster_hash: u64,
     /// The one protocol all its inbounds agree on, else tcp (Kuma's rule).
     /// Taken from every inbound, ready or not, so that a service whose last
     /// endpoint goes away still answers HTTP callers with a 503.
@@ -255,6 +261,7 @@ fn service_entry(
                 port: inbound.port,
                 weight: 1,
                 tags: inbound.tags.clone(),
+                zone: inbound.tags.get(ZONE_TAG).cloned().unwrap_or_default(),
             });
         }
     }
@@ -272,17 +279,19 @@ fn service_entry(
     } else {
         BTreeMap::new()
     };
-    ServiceEntry {
-        cluster: pb::Cluster {
-            name: service.to_string(),
-            lb_policy: pb::LbPolicy::RoundRobin.into(),
-            endpoints,
-            identity: if mtls {
-                format!("spiffe://{mesh}/{service}")
-            } else {
-                String::new()
-            },
+    let cluster = pb::Cluster {
+        name: service.to_string(),
+        lb_policy: pb::LbPolicy::RoundRobin.into(),
+        endpoints,
+        identity: if mtls {
+            format!("spiffe://{mesh}/{service}")
+        } else {
+            String::new()
         },
+    };
+    ServiceEntry {
+        cluster_hash: koguma_proto::cluster_hash(&cluster),
+        cluster,
         protocol,
         ports,
         permissions,

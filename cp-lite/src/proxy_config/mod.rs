@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use koguma_proto::v1 as pb;
-use prost::Message;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
@@ -117,16 +116,4 @@ pub fn publish(
         }
     });
     rx
-}
-
-/// FNV-1a over the encoded config (maps are BTreeMaps: the encoding is
-/// deterministic), so the same config always has the same version, across
-/// streams and CP restarts.
-pub fn version(config: &pb::ProxyConfig) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in config.encode_to_vec() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
 }

@@ -61,6 +61,18 @@ impl DataplaneView {
         self.built.as_ref().map(|(_, c)| c)
     }
 
+    /// The version of `config` (this view's config, with certificates
+    /// added): clusters of the index count by the hash it computed once.
+    pub fn version(&self, config: &pb::ProxyConfig) -> String {
+        let services = self.built.as_ref().map(|(from, _)| &from.services);
+        koguma_proto::version_with(config, |c| {
+            services
+                .and_then(|s| s.get(&c.name))
+                .filter(|e| e.cluster == *c)
+                .map_or_else(|| koguma_proto::cluster_hash(c), |e| e.cluster_hash)
+        })
+    }
+
     pub fn refresh(&mut self, snapshot: &ConfigSnapshot) -> Refresh {
         let (mesh, name) = (self.mesh.as_str(), self.name.as_str());
         let Some(stored) = snapshot.catalog.get(ResourceType::Dataplane, mesh, name) else {

@@ -1,0 +1,227 @@
+//! A config's version, and configs as deltas: one definition for the CP,
+//! which sends them, and the agent, which rebuilds the whole config from
+//! them and checks that it has the version the CP says.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use crate::v1::{Cluster, ConfigDelta, ProxyConfig};
+
+/// FNV-1a, 64 bits: cheap, stable across processes and releases.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// A part, length first, so that parts cannot run into each other.
+    fn part(&mut self, bytes: &[u8]) {
+        self.bytes(&(bytes.len() as u64).to_le_bytes());
+        self.bytes(bytes);
+    }
+}
+
+/// The hash of one cluster, as `version` folds it in. The CP computes it
+/// once per cluster however many dataplanes get that cluster.
+pub fn cluster_hash(cluster: &Cluster) -> u64 {
+    let mut h = Fnv::new();
+    h.bytes(&cluster.encode_to_vec());
+    h.0
+}
+
+/// The version of a config: a hash of everything in it (the encoding is
+/// deterministic: maps are BTreeMaps, lists are sorted). Clusters count by
+/// their hashes, which `cluster_hash` (or a cache of its results) gives.
+pub fn version_with(config: &ProxyConfig, cluster_hash: impl Fn(&Cluster) -> u64) -> String {
+    let mut h = Fnv::new();
+    h.part(config.mesh.as_bytes());
+    h.part(config.name.as_bytes());
+    for i in &config.inbounds {
+        h.part(&i.encode_to_vec());
+    }
+    h.part(b"outbounds");
+    for o in &config.outbounds {
+        h.part(&o.encode_to_vec());
+    }
+    h.part(
+        &config
+            .mtls
+            .as_ref()
+            .map(Message::encode_to_vec)
+            .unwrap_or_default(),
+    );
+    h.part(
+        &config
+            .transparent_proxy
+            .as_ref()
+            .map(Message::encode_to_vec)
+            .unwrap_or_default(),
+    );
+    for r in &config.dns_records {
+        h.part(&r.encode_to_vec());
+    }
+    h.part(b"clusters");
+    for c in &config.clusters {
+        h.bytes(&cluster_hash(c).to_le_bytes());
+    }
+    format!("{:016x}", h.0)
+}
+
+pub fn version(config: &ProxyConfig) -> String {
+    version_with(config, cluster_hash)
+}
+
+/// Everything but the clusters are equal.
+fn same_rest(a: &ProxyConfig, b: &ProxyConfig) -> bool {
+    a.mesh == b.mesh
+        && a.name == b.name
+        && a.inbounds == b.inbounds
+        && a.outbounds == b.outbounds
+        && a.mtls == b.mtls
+        && a.transparent_proxy == b.transparent_proxy
+        && a.dns_records == b.dns_records
+}
+
+fn without_clusters(config: &ProxyConfig) -> ProxyConfig {
+    ProxyConfig {
+        mesh: config.mesh.clone(),
+        name: config.name.clone(),
+        inbounds: config.inbounds.clone(),
+        outbounds: config.outbounds.clone(),
+        mtls: config.mtls.clone(),
+        transparent_proxy: config.transparent_proxy,
+        dns_records: config.dns_records.clone(),
+        clusters: Vec::new(),
+    }
+}
+
+/// What turns `old` (of version `base_version`) into `new`.
+pub fn diff(base_version: &str, old: &ProxyConfig, new: &ProxyConfig) -> ConfigDelta {
+    let before: BTreeMap<&str, &Cluster> =
+        old.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+    let clusters = new
+        .clusters
+        .iter()
+        .filter(|c| before.get(c.name.as_str()) != Some(c))
+        .cloned()
+        .collect();
+    let kept: BTreeMap<&str, ()> = new.clusters.iter().map(|c| (c.name.as_str(), ())).collect();
+    let removed_clusters = old
+        .clusters
+        .iter()
+        .filter(|c| !kept.contains_key(c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    ConfigDelta {
+        base_version: base_version.to_string(),
+        clusters,
+        removed_clusters,
+        rest: (!same_rest(old, new)).then(|| without_clusters(new)),
+    }
+}
+
+/// The whole config `delta` makes of `base`.
+pub fn apply(base: &ProxyConfig, delta: &ConfigDelta) -> ProxyConfig {
+    let mut out = match &delta.rest {
+        Some(rest) => without_clusters(rest),
+        None => without_clusters(base),
+    };
+    let mut clusters: BTreeMap<&str, &Cluster> =
+        base.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+    for name in &delta.removed_clusters {
+        clusters.remove(name.as_str());
+    }
+    for c in &delta.clusters {
+        clusters.insert(c.name.as_str(), c);
+    }
+    out.clusters = clusters.into_values().cloned().collect();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::{Endpoint, OutboundListener};
+
+    fn cluster(name: &str, endpoints: &[&str]) -> Cluster {
+        Cluster {
+            name: name.into(),
+            endpoints: endpoints
+                .iter()
+                .map(|a| Endpoint {
+                    address: a.to_string(),
+                    port: 80,
+                    weight: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn config(clusters: Vec<Cluster>, outbounds: &[&str]) -> ProxyConfig {
+        ProxyConfig {
+            mesh: "default".into(),
+            name: "web".into(),
+            outbounds: outbounds
+                .iter()
+                .map(|s| OutboundListener {
+                    name: format!("outbound:{s}"),
+                    cluster: s.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            clusters,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_delta_carries_what_changed_and_rebuilds_the_same_version() {
+        let old = config(
+            vec![cluster("a", &["10.0.0.1"]), cluster("b", &["10.0.0.2"])],
+            &["a", "b"],
+        );
+        // b gets an endpoint: only b travels.
+        let new = config(
+            vec![
+                cluster("a", &["10.0.0.1"]),
+                cluster("b", &["10.0.0.2", "10.0.0.3"]),
+            ],
+            &["a", "b"],
+        );
+        let d = diff(&version(&old), &old, &new);
+        assert_eq!(
+            d.clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert!(d.removed_clusters.is_empty() && d.rest.is_none());
+        assert_eq!(version(&apply(&old, &d)), version(&new));
+        assert_eq!(apply(&old, &d), new);
+        // a goes and c comes, with a listener: the rest travels too.
+        let newer = config(
+            vec![cluster("b", &["10.0.0.2"]), cluster("c", &["10.0.0.4"])],
+            &["b", "c"],
+        );
+        let d = diff(&version(&new), &new, &newer);
+        assert_eq!(d.removed_clusters, ["a"]);
+        assert_eq!(d.clusters.len(), 2);
+        assert!(d.rest.is_some());
+        assert_eq!(apply(&new, &d), newer);
+        // Versions see every part.
+        assert_ne!(version(&old), version(&new));
+        assert_ne!(version(&new), version(&newer));
+    }
+}
