@@ -38,57 +38,73 @@ pub fn cluster_hash(cluster: &Cluster) -> u64 {
     h.0
 }
 
-/// The version of a config: a hash of everything in it (the encoding is
-/// deterministic: maps are BTreeMaps, lists are sorted). Clusters count by
-/// their hashes, which `cluster_hash` (or a cache of its results) gives.
-pub fn version_with(config: &ProxyConfig, cluster_hash: impl Fn(&Cluster) -> u64) -> String {
-    let mut h = Fnv::new();
-    h.part(config.mesh.as_bytes());
-    h.part(config.name.as_bytes());
-    for i in &config.inbounds {
-        h.part(&i.encode_to_vec());
-    }
-    h.part(b"outbounds");
-    for o in &config.outbounds {
-        h.part(&o.encode_to_vec());
-    }
-    h.part(
-        &config
-            .mtls
-            .as_ref()
-            .map(Message::encode_to_vec)
-            .unwrap_or_default(),
-    );
-    h.part(
-        &config
-            .transparent_proxy
-            .as_ref()
-            .map(Message::encode_to_vec)
-            .unwrap_or_default(),
-    );
-    for r in &config.dns_records {
-        h.part(&r.encode_to_vec());
-    }
-    h.part(b"clusters");
-    for c in &config.clusters {
-        h.bytes(&cluster_hash(c).to_le_bytes());
-    }
-    format!("{:016x}", h.0)
+/// What a config is, in hashes: enough to version it and to tell what a
+/// later config changed, without keeping the config itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConfigDigest {
+    /// Everything but the clusters.
+    pub rest: u64,
+    /// Each cluster's `cluster_hash`, by name.
+    pub clusters: BTreeMap<String, u64>,
 }
 
+impl ConfigDigest {
+    /// The digest of `config`; clusters count by the hash `cluster_hash`
+    /// (or a cache of its results) gives.
+    pub fn of(config: &ProxyConfig, cluster_hash: impl Fn(&Cluster) -> u64) -> ConfigDigest {
+        let mut h = Fnv::new();
+        h.part(config.mesh.as_bytes());
+        h.part(config.name.as_bytes());
+        for i in &config.inbounds {
+            h.part(&i.encode_to_vec());
+        }
+        h.part(b"outbounds");
+        for o in &config.outbounds {
+            h.part(&o.encode_to_vec());
+        }
+        h.part(
+            &config
+                .mtls
+                .as_ref()
+                .map(Message::encode_to_vec)
+                .unwrap_or_default(),
+        );
+        h.part(
+            &config
+                .transparent_proxy
+                .as_ref()
+                .map(Message::encode_to_vec)
+                .unwrap_or_default(),
+        );
+        for r in &config.dns_records {
+            h.part(&r.encode_to_vec());
+        }
+        ConfigDigest {
+            rest: h.0,
+            clusters: config
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), cluster_hash(c)))
+                .collect(),
+        }
+    }
+
+    /// The config's version: the hashes folded in name order (the encoding
+    /// is deterministic: maps are BTreeMaps, lists are sorted).
+    pub fn version(&self) -> String {
+        let mut h = Fnv::new();
+        h.bytes(&self.rest.to_le_bytes());
+        for (name, hash) in &self.clusters {
+            h.part(name.as_bytes());
+            h.bytes(&hash.to_le_bytes());
+        }
+        format!("{:016x}", h.0)
+    }
+}
+
+/// The version of a config, as the CP sends it and the agent checks it.
 pub fn version(config: &ProxyConfig) -> String {
-    version_with(config, cluster_hash)
-}
-
-/// Everything but the clusters are equal.
-fn same_rest(a: &ProxyConfig, b: &ProxyConfig) -> bool {
-    a.mesh == b.mesh
-        && a.name == b.name
-        && a.inbounds == b.inbounds
-        && a.outbounds == b.outbounds
-        && a.mtls == b.mtls
-        && a.transparent_proxy == b.transparent_proxy
-        && a.dns_records == b.dns_records
+    ConfigDigest::of(config, cluster_hash).version()
 }
 
 fn without_clusters(config: &ProxyConfig) -> ProxyConfig {
@@ -104,28 +120,31 @@ fn without_clusters(config: &ProxyConfig) -> ProxyConfig {
     }
 }
 
-/// What turns `old` (of version `base_version`) into `new`.
-pub fn diff(base_version: &str, old: &ProxyConfig, new: &ProxyConfig) -> ConfigDelta {
-    let before: BTreeMap<&str, &Cluster> =
-        old.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+/// What turns the config `old` digests (of version `base_version`) into
+/// `new`, whose digest is `now`.
+pub fn diff(
+    base_version: &str,
+    old: &ConfigDigest,
+    new: &ProxyConfig,
+    now: &ConfigDigest,
+) -> ConfigDelta {
     let clusters = new
         .clusters
         .iter()
-        .filter(|c| before.get(c.name.as_str()) != Some(c))
+        .filter(|c| old.clusters.get(&c.name) != now.clusters.get(&c.name))
         .cloned()
         .collect();
-    let kept: BTreeMap<&str, ()> = new.clusters.iter().map(|c| (c.name.as_str(), ())).collect();
     let removed_clusters = old
         .clusters
-        .iter()
-        .filter(|c| !kept.contains_key(c.name.as_str()))
-        .map(|c| c.name.clone())
+        .keys()
+        .filter(|name| !now.clusters.contains_key(*name))
+        .cloned()
         .collect();
     ConfigDelta {
         base_version: base_version.to_string(),
         clusters,
         removed_clusters,
-        rest: (!same_rest(old, new)).then(|| without_clusters(new)),
+        rest: (old.rest != now.rest).then(|| without_clusters(new)),
     }
 }
 
@@ -199,7 +218,8 @@ mod tests {
             ],
             &["a", "b"],
         );
-        let d = diff(&version(&old), &old, &new);
+        let digest = |c: &ProxyConfig| ConfigDigest::of(c, cluster_hash);
+        let d = diff(&version(&old), &digest(&old), &new, &digest(&new));
         assert_eq!(
             d.clusters
                 .iter()
@@ -215,12 +235,13 @@ mod tests {
             vec![cluster("b", &["10.0.0.2"]), cluster("c", &["10.0.0.4"])],
             &["b", "c"],
         );
-        let d = diff(&version(&new), &new, &newer);
+        let d = diff(&version(&new), &digest(&new), &newer, &digest(&newer));
         assert_eq!(d.removed_clusters, ["a"]);
         assert_eq!(d.clusters.len(), 2);
         assert!(d.rest.is_some());
         assert_eq!(apply(&new, &d), newer);
-        // Versions see every part.
+        // Versions see every part, and a digest versions as its config.
+        assert_eq!(digest(&newer).version(), version(&newer));
         assert_ne!(version(&old), version(&new));
         assert_ne!(version(&new), version(&newer));
     }

@@ -5,7 +5,7 @@
 mod delta;
 pub mod json;
 
-pub use delta::{apply as apply_delta, cluster_hash, diff, version, version_with};
+pub use delta::{ConfigDigest, apply as apply_delta, cluster_hash, diff, version};
 
 pub mod v1 {
     tonic::include_proto!("koguma.v1");

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use koguma_proto::ConfigDigest;
 use koguma_proto::v1::{ConfigRequest, ConfigResponse, ProxyConfig, TransparentProxy};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -16,9 +17,9 @@ use crate::proxy_config::{DataplaneView, Refresh};
 /// What the stream last sent.
 #[derive(Default)]
 struct Sent {
-    /// The version and whole config of the last response: the base of the
-    /// next delta.
-    last: Option<(String, ProxyConfig)>,
+    /// The version and digest of the last config sent: the base of the
+    /// next delta (the config itself is not kept).
+    last: Option<(String, ConfigDigest)>,
     nonce: u64,
     was_delta: bool,
     /// The next response goes whole: the agent refused a delta.
@@ -30,22 +31,23 @@ impl Sent {
         self.last.as_ref().map(|(v, _)| v.as_str())
     }
 
-    /// The response that brings the agent to `config`.
-    fn response(&mut self, version: String, config: ProxyConfig) -> ConfigResponse {
+    /// The response that brings the agent to `config`, of digest `digest`.
+    fn response(&mut self, config: ProxyConfig, digest: ConfigDigest) -> ConfigResponse {
         self.nonce += 1;
         let delta = match (&self.last, self.whole_next) {
-            (Some((base, old)), false) => Some(koguma_proto::diff(base, old, &config)),
+            (Some((base, old)), false) => Some(koguma_proto::diff(base, old, &config, &digest)),
             _ => None,
         };
         self.was_delta = delta.is_some();
         self.whole_next = false;
+        let version = digest.version();
         let response = ConfigResponse {
             version_info: version.clone(),
             nonce: self.nonce.to_string(),
-            config: delta.is_none().then(|| config.clone()),
+            config: delta.is_none().then_some(config),
             delta,
         };
-        self.last = Some((version, config));
+        self.last = Some((version, digest));
         response
     }
 }
@@ -89,9 +91,10 @@ pub async fn run(
             new_csr = false;
             let mut config = built.clone();
             identity.fill(server, &snapshot.catalog, key, &mut config);
-            let version = view.version(&config);
+            let digest = view.digest(&config);
+            let version = digest.version();
             if sent.whole_next || sent.version() != Some(version.as_str()) {
-                let response = sent.response(version.clone(), config);
+                let response = sent.response(config, digest);
                 let delta = response.delta.is_some();
                 if tx.send(Ok(response)).await.is_err() {
                     return;

@@ -61,11 +61,11 @@ impl DataplaneView {
         self.built.as_ref().map(|(_, c)| c)
     }
 
-    /// The version of `config` (this view's config, with certificates
+    /// The digest of `config` (this view's config, with certificates
     /// added): clusters of the index count by the hash it computed once.
-    pub fn version(&self, config: &pb::ProxyConfig) -> String {
+    pub fn digest(&self, config: &pb::ProxyConfig) -> koguma_proto::ConfigDigest {
         let services = self.built.as_ref().map(|(from, _)| &from.services);
-        koguma_proto::version_with(config, |c| {
+        koguma_proto::ConfigDigest::of(config, |c| {
             services
                 .and_then(|s| s.get(&c.name))
                 .filter(|e| e.cluster == *c)
