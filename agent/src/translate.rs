@@ -11,15 +11,8 @@ use koguma_proto::v1 as pb;
 use crate::identity::WorkloadKeys;
 
 fn protocol(p: i32, listener: &str) -> Result<fwd::Protocol, String> {
-    match pb::Protocol::try_from(p) {
-        Ok(pb::Protocol::Tcp) => Ok(fwd::Protocol::Tcp),
-        Ok(pb::Protocol::Http) => Ok(fwd::Protocol::Http),
-        Ok(pb::Protocol::Http2) => Ok(fwd::Protocol::Http2),
-        Ok(pb::Protocol::Grpc) => Ok(fwd::Protocol::Grpc),
-        Err(_) => Err(format!(
-            "{listener}: protocol {p} is not supported by this agent"
-        )),
-    }
+    koguma_proto::protocol(p)
+        .ok_or_else(|| format!("{listener}: protocol {p} is not supported by this agent"))
 }
 
 fn socket(address: &str, port: u32, what: &str, listener: &str) -> Result<SocketAddr, String> {

@@ -4,34 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Tcp,
-    Http,
-    Http2,
-    Grpc,
-}
-
-impl Protocol {
-    /// Whether requests are proxied at L7.
-    pub fn is_http(self) -> bool {
-        !matches!(self, Protocol::Tcp)
-    }
-
-    /// Whether the upstream hop speaks HTTP/2 (prior knowledge).
-    pub fn upstream_h2(self) -> bool {
-        matches!(self, Protocol::Http2 | Protocol::Grpc)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Http => "http",
-            Protocol::Http2 => "http2",
-            Protocol::Grpc => "grpc",
-        }
-    }
-}
+pub use koguma_types::Protocol;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundConfig {

@@ -5,15 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::v1::{Cluster, MtlsMode, PermissionAction, Permissions, Protocol, ProxyConfig};
+use crate::v1::{Cluster, MtlsMode, PermissionAction, Permissions, ProxyConfig};
 
 fn protocol(p: i32) -> &'static str {
-    match Protocol::try_from(p) {
-        Ok(Protocol::Http) => "http",
-        Ok(Protocol::Http2) => "http2",
-        Ok(Protocol::Grpc) => "grpc",
-        _ => "tcp",
-    }
+    crate::protocol(p).map_or("tcp", koguma_types::Protocol::as_str)
 }
 
 fn permissions(p: Option<&Permissions>) -> Value {

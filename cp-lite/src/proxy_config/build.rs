@@ -12,15 +12,6 @@ use super::index::MeshContext;
 use super::{permissions, transparent};
 use crate::catalog::Catalog;
 
-fn protocol(p: Protocol) -> pb::Protocol {
-    match p {
-        Protocol::Tcp => pb::Protocol::Tcp,
-        Protocol::Http => pb::Protocol::Http,
-        Protocol::Http2 => pb::Protocol::Http2,
-        Protocol::Grpc => pb::Protocol::Grpc,
-    }
-}
-
 /// What one config is made of besides the mesh context.
 pub struct Inputs<'a> {
     pub catalog: &'a Catalog,
@@ -71,7 +62,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 port: i.port,
                 service_address: service_address.to_string(),
                 service_port,
-                protocol: protocol(i.protocol()).into(),
+                protocol: pb::Protocol::from(i.protocol()).into(),
                 service: i.service().to_string(),
                 tags: i.tags.clone(),
                 permissions: mtls
@@ -91,7 +82,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 name: format!("outbound:{address}:{port}"),
                 address: address.to_string(),
                 port,
-                protocol: protocol(proto).into(),
+                protocol: pb::Protocol::from(proto).into(),
                 cluster: service.to_string(),
                 service: service.to_string(),
                 transparent: false,

@@ -1,0 +1,70 @@
+//! The vocabulary every layer speaks: the resource model reads it from
+//! tags, the wire carries it, the data path acts on it. Defined once here;
+//! the wire's encoding of it lives with the wire (`koguma-proto`).
+
+use std::collections::BTreeMap;
+
+/// The tag that names a service's protocol.
+pub const PROTOCOL_TAG: &str = "kuma.io/protocol";
+
+/// What a service speaks. Kuma treats any value it does not know as tcp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Http,
+    Http2,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn from_tag(value: Option<&str>) -> Protocol {
+        match value {
+            Some("http") => Protocol::Http,
+            Some("http2") => Protocol::Http2,
+            Some("grpc") => Protocol::Grpc,
+            _ => Protocol::Tcp,
+        }
+    }
+
+    pub fn from_tags(tags: &BTreeMap<String, String>) -> Protocol {
+        Protocol::from_tag(tags.get(PROTOCOL_TAG).map(String::as_str))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    /// Whether requests are proxied at L7.
+    pub fn is_http(self) -> bool {
+        !matches!(self, Protocol::Tcp)
+    }
+
+    /// Whether the upstream hop speaks HTTP/2 (prior knowledge).
+    pub fn upstream_h2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_values_are_tcp_and_names_round_trip() {
+        for p in [
+            Protocol::Tcp,
+            Protocol::Http,
+            Protocol::Http2,
+            Protocol::Grpc,
+        ] {
+            assert_eq!(Protocol::from_tag(Some(p.as_str())), p);
+        }
+        assert_eq!(Protocol::from_tag(Some("kafka")), Protocol::Tcp);
+        assert_eq!(Protocol::from_tag(None), Protocol::Tcp);
+    }
+}
