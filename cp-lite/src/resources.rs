@@ -98,6 +98,15 @@ impl Resources {
         self.catalog.borrow().clone()
     }
 
+    /// Whether the dataplane is in the store now (published snapshots may
+    /// be a batching window behind).
+    pub fn is_stored(&self, key: &DataplaneKey) -> bool {
+        self.catalog
+            .borrow()
+            .get(ResourceType::Dataplane, &key.0, &key.1)
+            .is_some()
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
         self.catalog.subscribe()
     }

@@ -92,10 +92,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let status = Arc::new(StatusRegistry::default());
     let cas = Arc::new(MeshCas::new(resources.clone()));
-    let snapshots = proxy_config::publish(resources.subscribe(), args.config_batch_window);
+    let interests = Arc::new(proxy_config::Interests::default());
+    let snapshots = proxy_config::publish(
+        resources.subscribe(),
+        args.config_batch_window,
+        interests.clone(),
+    );
     let dp_server = DpServer::new(
         resources.clone(),
         snapshots.clone(),
+        interests,
         status.clone(),
         cas.clone(),
         args.dp_auth,

@@ -81,6 +81,13 @@ async fn an_unrelated_change_sends_nothing_and_a_related_one_does() {
         insight["subscriptions"][0]["status"]["total"]["responsesRejected"], "0",
         "{insight}"
     );
+    // Registered from its template, web's first stream was served, not
+    // refused while the new Dataplane waited for its first snapshot.
+    assert!(
+        !mesh.web.log().contains("refused"),
+        "web's stream was refused:\n{}",
+        mesh.web.log()
+    );
     assert!(
         mesh.web.log().contains("delta=true"),
         "web applied no delta:\n{}",

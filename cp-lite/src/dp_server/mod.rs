@@ -24,7 +24,7 @@ pub use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscoveryServer;
 pub use registration::DpAuth;
 
 use crate::mesh_ca::MeshCas;
-use crate::proxy_config::ConfigSnapshot;
+use crate::proxy_config::{ConfigSnapshot, Interests};
 use crate::resources::Resources;
 use crate::store::Origin;
 use status::StatusRegistry;
@@ -35,6 +35,7 @@ const STARTUP_GRACE: Duration = Duration::from_secs(30);
 pub struct DpServer {
     resources: Arc<Resources>,
     snapshots: watch::Receiver<Arc<ConfigSnapshot>>,
+    interests: Arc<Interests>,
     status: Arc<StatusRegistry>,
     cas: Arc<MeshCas>,
     auth: DpAuth,
@@ -47,6 +48,7 @@ impl DpServer {
     pub fn new(
         resources: Arc<Resources>,
         snapshots: watch::Receiver<Arc<ConfigSnapshot>>,
+        interests: Arc<Interests>,
         status: Arc<StatusRegistry>,
         cas: Arc<MeshCas>,
         auth: DpAuth,
@@ -55,6 +57,7 @@ impl DpServer {
         let server = Arc::new(DpServer {
             resources,
             snapshots,
+            interests,
             status,
             cas,
             auth,

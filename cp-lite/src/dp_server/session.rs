@@ -61,7 +61,8 @@ pub async fn run(
     mut incoming: Streaming<ConfigRequest>,
     tx: mpsc::Sender<Result<ConfigResponse, Status>>,
 ) {
-    let mut snapshots = server.snapshots.clone();
+    let snapshots = server.snapshots.clone();
+    let subscription = server.interests.subscribe(&key.0, &key.1);
     let mut view = DataplaneView::new(&key.0, &key.1, node_tp);
     let mut sent = Sent::default();
     let mut identity = SessionIdentity::default();
@@ -70,8 +71,12 @@ pub async fn run(
         identity.set_csr(first_csr);
     }
     loop {
-        let snapshot = snapshots.borrow_and_update().clone();
+        let snapshot = snapshots.borrow().clone();
         let rebuilt = match view.refresh(&snapshot) {
+            // Registered a moment ago (the agent's template), it is stored
+            // but not in a published snapshot yet: the one that has it
+            // wakes this stream, within a batching window.
+            Refresh::Deleted if server.resources.is_stored(key) => false,
             Refresh::Deleted => {
                 let _ = tx
                     .send(Err(Status::not_found(format!(
@@ -82,7 +87,10 @@ pub async fn run(
                 return;
             }
             Refresh::Unchanged => false,
-            Refresh::Rebuilt => true,
+            Refresh::Rebuilt => {
+                subscription.watch(view.watched());
+                true
+            }
         };
         if let Some(built) = view
             .config()
@@ -103,12 +111,13 @@ pub async fn run(
                 server.status.sent(key, stream_id, &version);
             }
         }
+        // A snapshot published while this stream was changing what it
+        // watches may have woken it, or not: look at it now.
+        if snapshots.borrow().seq != snapshot.seq {
+            continue;
+        }
         tokio::select! {
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return; // the CP is shutting down
-                }
-            }
+            () = subscription.notify.notified() => {}
             msg = incoming.message() => match msg {
                 Ok(Some(mut req)) => {
                     let csr = std::mem::take(&mut req.csr);

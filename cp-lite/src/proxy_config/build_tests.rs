@@ -40,9 +40,9 @@ fn names(cfg: &pb::ProxyConfig) -> Vec<&str> {
     cfg.dns_records.iter().map(|r| r.name.as_str()).collect()
 }
 
-#[test]
-fn outbound_gets_ready_endpoints_and_protocol() {
-    let mut c = catalog(
+/// web calls backend, whose two instances speak http and `second`.
+fn web_and_two_backends(second: &str) -> Catalog {
+    catalog(
         false,
         vec![
             stored(dataplane(
@@ -53,9 +53,14 @@ fn outbound_gets_ready_endpoints_and_protocol() {
                 Some("backend"),
             )),
             stored(dataplane("b1", "127.0.0.3", "backend", "http", None)),
-            stored(dataplane("b2", "127.0.0.4", "backend", "http", None)),
+            stored(dataplane("b2", "127.0.0.4", "backend", second, None)),
         ],
-    );
+    )
+}
+
+#[test]
+fn outbound_gets_ready_endpoints_and_protocol() {
+    let mut c = web_and_two_backends("http");
     let cfg = compute(&c, "web");
     let out = &cfg.outbounds[0];
     assert_eq!(out.name, "outbound:127.0.0.1:10001");
@@ -82,20 +87,7 @@ fn outbound_gets_ready_endpoints_and_protocol() {
 
 #[test]
 fn mixed_protocols_fall_back_to_tcp() {
-    let c = catalog(
-        false,
-        vec![
-            stored(dataplane(
-                "web",
-                "127.0.0.2",
-                "web",
-                "http",
-                Some("backend"),
-            )),
-            stored(dataplane("b1", "127.0.0.3", "backend", "http", None)),
-            stored(dataplane("b2", "127.0.0.4", "backend", "grpc", None)),
-        ],
-    );
+    let c = web_and_two_backends("grpc");
     assert_eq!(
         compute(&c, "web").outbounds[0].protocol,
         pb::Protocol::Tcp as i32

@@ -16,6 +16,7 @@ use koguma_api::{DataplaneSpec, Protocol, ResourceType, Selector};
 use koguma_proto::v1 as pb;
 
 use super::Shared;
+use super::interest::{ChangeSet, MeshChanges};
 use super::permissions;
 use crate::catalog::Catalog;
 use crate::store::StoredResource;
@@ -101,12 +102,16 @@ fn services_of(stored: Option<&Arc<StoredResource>>) -> BTreeSet<String> {
 impl ConfigIndex {
     /// The index of `catalog` from nothing.
     pub fn build(catalog: &Catalog) -> ConfigIndex {
-        ConfigIndex::default().update(&Catalog::default(), catalog)
+        ConfigIndex::default()
+            .update(&Catalog::default(), catalog)
+            .0
     }
 
-    /// This index (which is `old`'s) brought up to `new`.
-    pub fn update(&self, old: &Catalog, new: &Catalog) -> ConfigIndex {
+    /// This index (which is `old`'s) brought up to `new`, and what changed
+    /// for the streams.
+    pub fn update(&self, old: &Catalog, new: &Catalog) -> (ConfigIndex, ChangeSet) {
         let mut changes: BTreeMap<String, MeshChange> = BTreeMap::new();
+        let mut changed = ChangeSet::default();
         for item in old.resources.diff(&new.resources) {
             let ((rtype, mesh, name), before, after) = match item {
                 ordmap::DiffItem::Add(k, v) => (k, None, Some(v)),
@@ -114,7 +119,10 @@ impl ConfigIndex {
                 ordmap::DiffItem::Remove(k, v) => (k, Some(v), None),
             };
             match rtype {
-                ResourceType::Mesh => changes.entry(name.clone()).or_default().all_services = true,
+                ResourceType::Mesh => {
+                    changes.entry(name.clone()).or_default().all_services = true;
+                    changed.meshes.entry(name.clone()).or_default().mesh = true;
+                }
                 ResourceType::MeshTrafficPermission => {
                     let c = changes.entry(mesh.clone()).or_default();
                     for policy in before.into_iter().chain(after) {
@@ -131,6 +139,8 @@ impl ConfigIndex {
                     let c = changes.entry(mesh.clone()).or_default();
                     c.services.extend(had.iter().chain(&has).cloned());
                     c.members.push((name.clone(), had, has));
+                    let m = changed.meshes.entry(mesh.clone()).or_default();
+                    m.dataplanes.insert(name.clone());
                 }
             }
         }
@@ -151,12 +161,14 @@ impl ConfigIndex {
                 ordmap::DiffItem::Update { new, .. } => new.0,
             };
             changes.entry(mesh.clone()).or_default();
+            changed.meshes.entry(mesh.clone()).or_default().vips = true;
         }
 
         let mut meshes = self.meshes.clone();
         for (mesh, change) in changes {
             let Some(stored_mesh) = new.get(ResourceType::Mesh, "", &mesh) else {
                 meshes.remove(&mesh);
+                changed.meshes.entry(mesh).or_default().mesh = true;
                 continue;
             };
             let mut ctx = meshes
@@ -187,21 +199,30 @@ impl ConfigIndex {
                     .members
                     .get(&service)
                     .map(|m| service_entry(new, &ctx, &mesh, &service, m));
-                match entry {
-                    None => {
-                        ctx.services.remove(&service);
-                    }
+                let changed_here = match entry {
+                    None => ctx.services.remove(&service).is_some(),
                     Some(entry) => {
                         let unchanged = ctx.services.get(&service).is_some_and(|e| **e == entry);
                         if !unchanged {
-                            ctx.services.insert(service, Shared::new(entry));
+                            ctx.services.insert(service.clone(), Shared::new(entry));
                         }
+                        !unchanged
                     }
+                };
+                if changed_here {
+                    changed
+                        .meshes
+                        .entry(mesh.clone())
+                        .or_default()
+                        .services
+                        .insert(service);
                 }
             }
             meshes.insert(mesh, Arc::new(ctx));
         }
-        ConfigIndex { meshes }
+        // Meshes where nothing a stream watches changed.
+        changed.meshes.retain(|_, c| *c != MeshChanges::default());
+        (ConfigIndex { meshes }, changed)
     }
 }
 

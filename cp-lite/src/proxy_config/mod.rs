@@ -9,6 +9,7 @@
 
 mod build;
 mod index;
+mod interest;
 mod permissions;
 mod reachable;
 mod transparent;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use crate::catalog::Catalog;
 
 pub use index::ConfigIndex;
+pub use interest::{ChangeSet, Interests, Watched};
 pub use view::{DataplaneView, Refresh};
 
 /// A shared value whose equality is identity: the index keeps a value's
@@ -68,17 +70,32 @@ impl<T> Deref for Shared<T> {
 pub struct ConfigSnapshot {
     pub catalog: Arc<Catalog>,
     pub index: ConfigIndex,
+    /// Counts snapshots: a stream that registered what it watches checks it
+    /// to catch a snapshot published while it registered.
+    pub seq: u64,
+    /// What changed since the snapshot before.
+    pub changes: ChangeSet,
 }
 
 impl ConfigSnapshot {
     pub fn new(catalog: Arc<Catalog>) -> ConfigSnapshot {
         let index = ConfigIndex::build(&catalog);
-        ConfigSnapshot { catalog, index }
+        ConfigSnapshot {
+            catalog,
+            index,
+            seq: 0,
+            changes: ChangeSet::default(),
+        }
     }
 
     fn next(&self, catalog: Arc<Catalog>) -> ConfigSnapshot {
-        let index = self.index.update(&self.catalog, &catalog);
-        ConfigSnapshot { catalog, index }
+        let (index, changes) = self.index.update(&self.catalog, &catalog);
+        ConfigSnapshot {
+            catalog,
+            index,
+            seq: self.seq + 1,
+            changes,
+        }
     }
 
     /// The config dataplane `mesh/name` is sent when it announced
@@ -98,10 +115,12 @@ impl ConfigSnapshot {
 }
 
 /// Publishes a snapshot of `catalog` after every change, at most once per
-/// `window`; the task ends when the catalog's sender goes.
+/// `window`, and wakes the streams its changes touch; the task ends when
+/// the catalog's sender goes.
 pub fn publish(
     mut catalog: watch::Receiver<Arc<Catalog>>,
     window: Duration,
+    interests: Arc<Interests>,
 ) -> watch::Receiver<Arc<ConfigSnapshot>> {
     let first = catalog.borrow_and_update().clone();
     let (tx, rx) = watch::channel(Arc::new(ConfigSnapshot::new(first)));
@@ -109,10 +128,10 @@ pub fn publish(
         while catalog.changed().await.is_ok() {
             tokio::time::sleep(window).await;
             let latest = catalog.borrow_and_update().clone();
-            let next = tx.borrow().next(latest);
-            if tx.send(Arc::new(next)).is_err() {
-                return; // nobody reads configs any more
-            }
+            let next = Arc::new(tx.borrow().next(latest));
+            // Published first, then woken: a stream woken reads this one.
+            tx.send_replace(next.clone());
+            interests.wake(&next.changes);
         }
     });
     rx

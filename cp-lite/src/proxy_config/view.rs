@@ -14,7 +14,7 @@ use koguma_proto::v1 as pb;
 use super::build::{self, Inputs};
 use super::index::ServiceEntry;
 use super::reachable::Caller;
-use super::{ConfigSnapshot, Shared, transparent};
+use super::{ConfigSnapshot, Shared, Watched, transparent};
 use crate::store::StoredResource;
 use crate::vips::VipMap;
 
@@ -61,6 +61,33 @@ impl DataplaneView {
         self.built.as_ref().map(|(_, c)| c)
     }
 
+    /// What a new snapshot has to change for this view to rebuild: its
+    /// dataplane, its mesh, the services its config sends to and its own
+    /// inbounds' services (their permissions), and under transparent
+    /// proxying every service of the mesh and its VIPs.
+    pub fn watched(&self) -> Watched {
+        let mut watched = Watched {
+            mesh: self.mesh.clone(),
+            dataplane: self.name.clone(),
+            ..Watched::default()
+        };
+        if let Some((from, _)) = &self.built {
+            watched.services = from.used.clone();
+            watched.mesh_wide = from.transparent;
+            if let Some(net) = from
+                .dataplane
+                .resource
+                .as_dataplane()
+                .and_then(|d| d.networking())
+            {
+                watched
+                    .services
+                    .extend(net.inbound.iter().map(|i| i.service().to_string()));
+            }
+        }
+        watched
+    }
+
     /// The digest of `config` (this view's config, with certificates
     /// added): clusters of the index count by the hash it computed once.
     pub fn digest(&self, config: &pb::ProxyConfig) -> koguma_proto::ConfigDigest {
@@ -92,7 +119,7 @@ impl DataplaneView {
         // (the dataplane, its mesh, a first build) computes it from scratch.
         let incremental = match &mut self.built {
             Some((from, config))
-                if Arc::ptr_eq(&from.dataplane, stored) && opt_ptr_eq(&from.mesh, &ctx.mesh) =>
+                if same(&from.dataplane, stored) && opt_same(&from.mesh, &ctx.mesh) =>
             {
                 // VIPs matter under transparent proxying only, and only
                 // those of the services it reaches (a new service brings a
@@ -103,6 +130,10 @@ impl DataplaneView {
                         .reachable
                         .iter()
                         .any(|s| vip(&from.vips, s) != vip(&ctx.vips, s));
+                // Equal but not the same: keep the new pointers, so that
+                // the next check is a pointer comparison again.
+                from.dataplane = stored.clone();
+                from.mesh = ctx.mesh.clone();
                 if !touched && from.services.ptr_eq(&ctx.services) {
                     from.vips = ctx.vips.clone();
                     return Refresh::Unchanged;
@@ -183,6 +214,20 @@ impl DataplaneView {
         };
         self.built = Some((from, config));
         Refresh::Rebuilt
+    }
+}
+
+/// Unchanged as the catalog's diff sees it: the same value (the same
+/// pointer, most of the time; a resource applied again as it was, else).
+fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
+fn opt_same<T: PartialEq>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
