@@ -345,6 +345,49 @@ fn applications_call_mesh_names_through_both_proxies() {
         "Strict mTLS refuses ports no inbound declares"
     );
 
+    // Reachable services: with allow-all, web may call web too and has its
+    // name. Allowed to call backend alone, it loses web.mesh (no name, no
+    // VIP listener, nothing for the service in its config) and keeps backend.
+    let own = ["@127.0.0.1", "-p", "15053", "web.mesh"];
+    assert!(
+        dig(web, &own).starts_with("240."),
+        "web.mesh before: {}",
+        dig(web, &own)
+    );
+    m.apply("type: MeshTrafficPermission\nmesh: default\nname: backend-from-web\nspec:\n  targetRef:\n    kind: MeshService\n    name: backend\n  from:\n  - targetRef:\n      kind: MeshService\n      name: web\n    default:\n      action: Allow\n");
+    m.cli(
+        &[
+            "delete",
+            "meshtrafficpermission",
+            "allow-all",
+            "--mesh",
+            "default",
+        ],
+        None,
+    );
+    wait_for(
+        "web.mesh to be trimmed from web's names",
+        Duration::from_secs(15),
+        || dig(web, &own).is_empty().then_some(()),
+    );
+    let dump = web.output_as(None, &["curl", "-s", "http://127.0.0.1:9901/config_dump"]);
+    let dump: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("config_dump JSON");
+    let services: Vec<&str> = dump["config"]["outbounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["service"].as_str())
+        .collect();
+    assert!(
+        !services.contains(&"web") && services.contains(&"backend"),
+        "{services:?}"
+    );
+    assert_eq!(
+        dig(web, &["@127.0.0.1", "-p", "15053", "backend.mesh"]),
+        vip
+    );
+    assert_eq!(curl(web, "http://backend.mesh/"), (200, "backend\n".into()));
+
     // Passthrough off: outside addresses are refused; the mesh still works.
     m.apply("type: Mesh\nname: default\nnetworking:\n  outbound:\n    passthrough: false\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n");
     wait_for("passthrough to be refused", Duration::from_secs(15), || {
