@@ -34,13 +34,8 @@ fn permissions(p: Option<&pb::Permissions>) -> Vec<fwd::PermissionRule> {
         .flat_map(|p| &p.rules)
         .map(|r| fwd::PermissionRule {
             // An action this agent does not know denies: fail closed.
-            action: match pb::PermissionAction::try_from(r.action) {
-                Ok(pb::PermissionAction::Allow) => fwd::PermissionAction::Allow,
-                Ok(pb::PermissionAction::AllowWithShadowDeny) => {
-                    fwd::PermissionAction::AllowWithShadowDeny
-                }
-                _ => fwd::PermissionAction::Deny,
-            },
+            action: koguma_proto::permission_action(r.action)
+                .unwrap_or(fwd::PermissionAction::Deny),
             required_uris: r.required_uris.clone(),
             policy: r.policy.clone(),
         })
@@ -55,16 +50,8 @@ fn mesh_tls(m: &pb::MeshTls, keys: &WorkloadKeys) -> Result<fwd::MeshTlsConfig, 
     let key = keys.key_for(leaf).ok_or(
         "mesh mTLS: the certificate sent is not for a key this agent generated (an older CSR?)",
     )?;
-    let mode = match pb::MtlsMode::try_from(m.mode) {
-        Ok(pb::MtlsMode::Strict) => fwd::MtlsMode::Strict,
-        Ok(pb::MtlsMode::Permissive) => fwd::MtlsMode::Permissive,
-        Err(_) => {
-            return Err(format!(
-                "mesh mTLS mode {} is not supported by this agent",
-                m.mode
-            ));
-        }
-    };
+    let mode = koguma_proto::mtls_mode(m.mode)
+        .ok_or_else(|| format!("mesh mTLS mode {} is not supported by this agent", m.mode))?;
     Ok(fwd::MeshTlsConfig {
         mode,
         ca_certs: m.ca_certs.clone(),

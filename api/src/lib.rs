@@ -26,7 +26,7 @@ pub use registry::{ResourceType, Scope, Spec, SpecType};
 pub use resource::{Resource, ResourceMeta};
 pub use tags::Protocol;
 pub use traffic_permission::{
-    Action, From, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionConf, Selector,
-    TargetRef,
+    From, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionAction, PermissionConf,
+    Selector, TargetRef,
 };
 pub use validation::{ValidationError, Violation, validate_name};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::duration::parse_duration;
@@ -80,42 +80,7 @@ pub struct MtlsBackend {
     pub conf: Option<BuiltinConf>,
 }
 
-/// Strict refuses plaintext on inbounds; Permissive accepts it too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MtlsMode {
-    #[default]
-    Strict,
-    Permissive,
-}
-
-impl MtlsMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MtlsMode::Strict => "STRICT",
-            MtlsMode::Permissive => "PERMISSIVE",
-        }
-    }
-}
-
-impl Serialize for MtlsMode {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// Kuma writes `STRICT`; its newer policies write `Strict`: both are taken.
-impl<'de> Deserialize<'de> for MtlsMode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.to_ascii_uppercase().as_str() {
-            "STRICT" => Ok(MtlsMode::Strict),
-            "PERMISSIVE" => Ok(MtlsMode::Permissive),
-            _ => Err(serde::de::Error::custom(format!(
-                "unknown mode {s:?}: expected STRICT or PERMISSIVE"
-            ))),
-        }
-    }
-}
+pub use koguma_types::MtlsMode;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

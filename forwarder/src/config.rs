@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use koguma_types::Protocol;
+pub use koguma_types::{MtlsMode, PermissionAction, Protocol};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundConfig {
@@ -17,13 +17,6 @@ pub struct InboundConfig {
     pub permissions: Vec<PermissionRule>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PermissionAction {
-    Allow,
-    Deny,
-    AllowWithShadowDeny,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct PermissionRule {
     pub action: PermissionAction,
@@ -32,12 +25,6 @@ pub struct PermissionRule {
     pub required_uris: Vec<String>,
     /// The policy it comes from, for logs.
     pub policy: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MtlsMode {
-    Strict,
-    Permissive,
 }
 
 /// A private key (PKCS#8 DER). Its `Debug` shows nothing of it, so that no

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::v1::{Cluster, MtlsMode, PermissionAction, Permissions, ProxyConfig};
+use crate::v1::{Cluster, Permissions, ProxyConfig};
 
 fn protocol(p: i32) -> &'static str {
     crate::protocol(p).map_or("tcp", koguma_types::Protocol::as_str)
@@ -16,11 +16,9 @@ fn permissions(p: Option<&Permissions>) -> Value {
     p.rules
         .iter()
         .map(|r| {
-            let action = match PermissionAction::try_from(r.action) {
-                Ok(PermissionAction::Deny) => "Deny",
-                Ok(PermissionAction::AllowWithShadowDeny) => "AllowWithShadowDeny",
-                _ => "Allow",
-            };
+            // As the agent enforces it: an action it does not know denies.
+            let action = crate::permission_action(r.action)
+                .map_or("Deny", koguma_types::PermissionAction::as_str);
             json!({"action": action, "requiredUris": r.required_uris, "policy": r.policy})
         })
         .collect()
@@ -81,10 +79,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
         .collect();
     // Certificates are shown by count: /certs on the agent describes them.
     let mtls = config.mtls.as_ref().map(|m| {
-        let mode = match MtlsMode::try_from(m.mode) {
-            Ok(MtlsMode::Permissive) => "PERMISSIVE",
-            _ => "STRICT",
-        };
+        let mode = crate::mtls_mode(m.mode).unwrap_or_default().as_str();
         json!({"mode": mode, "peerUriPrefix": m.peer_uri_prefix, "caCerts": m.ca_certs.len(), "certChain": m.cert_chain.len()})
     });
     let tp = config.transparent_proxy.as_ref().map(|t| {

@@ -1,5 +1,5 @@
 //! The vocabulary every layer speaks: the resource model reads it from
-//! tags, the wire carries it, the data path acts on it. Defined once here;
+//! resources and tags, the wire carries it, the data path acts on it. Defined once here;
 //! the wire's encoding of it lives with the wire (`koguma-proto`).
 
 use std::collections::BTreeMap;
@@ -50,6 +50,71 @@ impl Protocol {
     }
 }
 
+/// Mesh mTLS on inbounds: Strict refuses plaintext; Permissive accepts it
+/// too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MtlsMode {
+    #[default]
+    Strict,
+    Permissive,
+}
+
+impl MtlsMode {
+    /// Kuma's spelling in a Mesh.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtlsMode::Strict => "STRICT",
+            MtlsMode::Permissive => "PERMISSIVE",
+        }
+    }
+
+    /// Kuma writes `STRICT`; its newer policies write `Strict`: both are taken.
+    pub fn parse(s: &str) -> Option<MtlsMode> {
+        match s.to_ascii_uppercase().as_str() {
+            "STRICT" => Some(MtlsMode::Strict),
+            "PERMISSIVE" => Some(MtlsMode::Permissive),
+            _ => None,
+        }
+    }
+}
+
+/// What a MeshTrafficPermission rule does with a caller it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum PermissionAction {
+    Allow,
+    Deny,
+    /// Allowed, and logged and counted as "would be denied".
+    AllowWithShadowDeny,
+}
+
+impl PermissionAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionAction::Allow => "Allow",
+            PermissionAction::Deny => "Deny",
+            PermissionAction::AllowWithShadowDeny => "AllowWithShadowDeny",
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for MtlsMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for MtlsMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        MtlsMode::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown mode {s:?}: expected STRICT or PERMISSIVE"))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +131,11 @@ mod tests {
         }
         assert_eq!(Protocol::from_tag(Some("kafka")), Protocol::Tcp);
         assert_eq!(Protocol::from_tag(None), Protocol::Tcp);
+        assert_eq!(MtlsMode::parse("Permissive"), Some(MtlsMode::Permissive));
+        assert_eq!(
+            MtlsMode::parse(MtlsMode::Strict.as_str()),
+            Some(MtlsMode::Strict)
+        );
+        assert_eq!(MtlsMode::parse("loose"), None);
     }
 }

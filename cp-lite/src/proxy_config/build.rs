@@ -36,16 +36,14 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         reachable,
     } = inputs;
     let mtls = ctx.mtls_on().then(|| pb::MeshTls {
-        mode: match ctx
-            .mesh
-            .as_ref()
-            .and_then(|m| m.resource.as_mesh())
-            .and_then(|m| m.mtls_backend())
-            .map(|b| b.mode())
-        {
-            Some(koguma_api::MtlsMode::Permissive) => pb::MtlsMode::Permissive,
-            _ => pb::MtlsMode::Strict,
-        }
+        mode: pb::MtlsMode::from(
+            ctx.mesh
+                .as_ref()
+                .and_then(|m| m.resource.as_mesh())
+                .and_then(|m| m.mtls_backend())
+                .map(|b| b.mode())
+                .unwrap_or_default(),
+        )
         .into(),
         peer_uri_prefix: format!("spiffe://{mesh}/"),
         ..Default::default()

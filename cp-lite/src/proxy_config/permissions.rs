@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use koguma_api::{Action, ResourceType, Selector, tags};
+use koguma_api::{PermissionAction, ResourceType, Selector, tags};
 use koguma_proto::v1 as pb;
 
 use crate::catalog::Catalog;
@@ -47,7 +47,7 @@ pub fn for_inbound(
         })
         .collect();
     policies.sort_by(|a, b| (a.0.specificity(), a.1).cmp(&(b.0.specificity(), b.1)));
-    let mut merged: BTreeMap<Selector, (Action, &str)> = BTreeMap::new();
+    let mut merged: BTreeMap<Selector, (PermissionAction, &str)> = BTreeMap::new();
     for (_, name, spec) in &policies {
         for from in &spec.from {
             if let Some(sel) = from.target_ref.selector() {
@@ -58,12 +58,7 @@ pub fn for_inbound(
     let mut rules: Vec<pb::PermissionRule> = merged
         .into_iter()
         .map(|(sel, (action, policy))| pb::PermissionRule {
-            action: match action {
-                Action::Allow => pb::PermissionAction::Allow,
-                Action::Deny => pb::PermissionAction::Deny,
-                Action::AllowWithShadowDeny => pb::PermissionAction::AllowWithShadowDeny,
-            }
-            .into(),
+            action: pb::PermissionAction::from(action).into(),
             required_uris: required_uris(mesh, &sel),
             policy: policy.to_string(),
         })
