@@ -65,17 +65,13 @@ pub fn vip_outbounds(
         let (Some(vip), Some(entry)) = (map.get(service), ctx.services.get(service)) else {
             continue;
         };
-        let ports: Vec<u32> = std::iter::once(SERVICE_VIP_PORT)
-            .chain(
-                entry
-                    .ports
-                    .iter()
-                    .copied()
-                    .filter(|p| *p != SERVICE_VIP_PORT),
-            )
-            .collect::<BTreeSet<u32>>()
-            .into_iter()
+        let ports: BTreeSet<u32> = entry
+            .ports
+            .iter()
+            .copied()
+            .chain([SERVICE_VIP_PORT])
             .collect();
+        let ports: Vec<u32> = ports.into_iter().collect();
         for mut l in outbounds(service, &vip.to_string(), &ports) {
             l.transparent = true;
             listeners.push(l);
