@@ -59,6 +59,9 @@ struct Registry {
     streams: HashMap<u64, (Arc<Notify>, Watched)>,
     /// mesh → its streams.
     by_mesh: HashMap<String, HashSet<u64>>,
+    /// (mesh, dataplane) → its streams (one, unless an agent reconnects
+    /// before its old stream is gone).
+    by_dataplane: HashMap<(String, String), HashSet<u64>>,
     /// (mesh, service) → the streams that watch it.
     by_service: HashMap<(String, String), HashSet<u64>>,
     /// mesh → the streams that watch every service of it.
@@ -83,6 +86,12 @@ impl Registry {
             }
         }
         edit(&mut self.by_mesh, w.mesh.clone(), id, add);
+        edit(
+            &mut self.by_dataplane,
+            (w.mesh.clone(), w.dataplane.clone()),
+            id,
+            add,
+        );
         if w.mesh_wide {
             edit(&mut self.mesh_wide, w.mesh.clone(), id, add);
         }
@@ -139,15 +148,9 @@ impl Interests {
                 let key = (mesh.clone(), s.clone());
                 candidates.extend(r.by_service.get(&key).into_iter().flatten());
             }
-            if !c.dataplanes.is_empty() {
-                // Few dataplanes change at once; their streams are found
-                // among the mesh's.
-                let streams = r.by_mesh.get(mesh).into_iter().flatten();
-                candidates.extend(streams.filter(|id| {
-                    r.streams
-                        .get(id)
-                        .is_some_and(|(_, w)| c.dataplanes.contains(&w.dataplane))
-                }));
+            for d in &c.dataplanes {
+                let key = (mesh.clone(), d.clone());
+                candidates.extend(r.by_dataplane.get(&key).into_iter().flatten());
             }
         }
         for id in candidates {
@@ -252,6 +255,11 @@ mod tests {
         }
         // A stream that went is forgotten.
         drop(web);
-        assert_eq!(interests.lock().by_service.len(), 0);
+        let r = interests.lock();
+        assert_eq!(r.by_service.len(), 0);
+        assert!(
+            !r.by_dataplane
+                .contains_key(&("default".to_string(), "web".to_string()))
+        );
     }
 }
