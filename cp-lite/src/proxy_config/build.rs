@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use koguma_api::{Networking, Protocol};
 use koguma_proto::v1 as pb;
 
-use super::index::MeshContext;
+use super::index::{self, MeshContext};
 use super::{permissions, transparent};
 use crate::catalog::Catalog;
 
@@ -123,16 +123,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
 fn cluster(ctx: &MeshContext, mesh: &str, service: &str, mtls: bool) -> pb::Cluster {
     match ctx.services.get(service) {
         Some(entry) => entry.cluster.clone(),
-        None => pb::Cluster {
-            name: service.to_string(),
-            lb_policy: pb::LbPolicy::RoundRobin.into(),
-            endpoints: Vec::new(),
-            identity: if mtls {
-                format!("spiffe://{mesh}/{service}")
-            } else {
-                String::new()
-            },
-        },
+        None => index::cluster(mesh, service, mtls, Vec::new()),
     }
 }
 

@@ -300,7 +300,20 @@ fn service_entry(
     } else {
         BTreeMap::new()
     };
-    let cluster = pb::Cluster {
+    let cluster = cluster(mesh, service, mtls, endpoints);
+    ServiceEntry {
+        cluster_hash: koguma_proto::cluster_hash(&cluster),
+        cluster,
+        protocol,
+        ports,
+        permissions,
+    }
+}
+
+/// The cluster of `service`: round robin over `endpoints`, and with mesh
+/// mTLS on, the exact identity its endpoints must present.
+pub fn cluster(mesh: &str, service: &str, mtls: bool, endpoints: Vec<pb::Endpoint>) -> pb::Cluster {
+    pb::Cluster {
         name: service.to_string(),
         lb_policy: pb::LbPolicy::RoundRobin.into(),
         endpoints,
@@ -309,12 +322,5 @@ fn service_entry(
         } else {
             String::new()
         },
-    };
-    ServiceEntry {
-        cluster_hash: koguma_proto::cluster_hash(&cluster),
-        cluster,
-        protocol,
-        ports,
-        permissions,
     }
 }
