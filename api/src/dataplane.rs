@@ -213,7 +213,7 @@ impl Outbound {
     }
 }
 
-fn check_port(field: String, port: u32, errs: &mut ValidationError) {
+pub(crate) fn check_port(field: String, port: u32, errs: &mut ValidationError) {
     if port == 0 || port > 65535 {
         errs.add(
             field,
@@ -222,13 +222,13 @@ fn check_port(field: String, port: u32, errs: &mut ValidationError) {
     }
 }
 
-fn check_ip(field: String, addr: &str, errs: &mut ValidationError) {
+pub(crate) fn check_ip(field: String, addr: &str, errs: &mut ValidationError) {
     if addr.parse::<IpAddr>().is_err() {
         errs.add(field, format!("{addr:?} has to be a valid IP address"));
     }
 }
 
-fn is_dns_name(s: &str) -> bool {
+pub(crate) fn is_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {
@@ -242,7 +242,7 @@ fn is_dns_name(s: &str) -> bool {
         })
 }
 
-fn check_tags(field: &str, tags: &BTreeMap<String, String>, errs: &mut ValidationError) {
+pub(crate) fn check_tags(field: &str, tags: &BTreeMap<String, String>, errs: &mut ValidationError) {
     match tags.get(tags::SERVICE) {
         None => errs.add(field, format!("{:?} is required", tags::SERVICE)),
         Some(s) if s.is_empty() => errs.add(

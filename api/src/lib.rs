@@ -11,6 +11,7 @@ mod resource;
 pub mod tags;
 mod traffic_permission;
 mod validation;
+mod zone;
 
 pub use dataplane::{
     Admin, DEFAULT_ADMIN_PORT, DataplaneSpec, Health, Inbound, Networking, Outbound,
@@ -22,7 +23,7 @@ pub use mesh::{
     BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshSpec, Mtls,
     MtlsBackend, MtlsMode, Rotation,
 };
-pub use registry::{ResourceType, Scope, Spec, SpecType};
+pub use registry::{KdsSync, ResourceType, Scope, Spec, SpecType};
 pub use resource::{Resource, ResourceMeta};
 pub use tags::Protocol;
 pub use traffic_permission::{
@@ -30,3 +31,7 @@ pub use traffic_permission::{
     Selector, TargetRef,
 };
 pub use validation::{ValidationError, Violation, validate_name};
+pub use zone::{
+    AvailableService, ZoneEgressNetworking, ZoneEgressSpec, ZoneIngressNetworking, ZoneIngressSpec,
+    ZoneSpec,
+};

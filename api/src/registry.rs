@@ -1,8 +1,9 @@
 //! Every resource type, registered in one place. A type is its spec (a
 //! serde struct in a module of its own, with `SpecType` for its
 //! validation) and one line below: its REST collection and whether it
-//! lives in a mesh. The REST API, the CLI and the store work from this list;
-//! none has code of its own per type.
+//! lives in a mesh, and which way it travels between a global and its zones.
+//! The REST API, the CLI, the store and the multi-zone sync work from this
+//! list; none has code of its own per type.
 
 use serde_json::{Map, Value};
 
@@ -10,6 +11,7 @@ use crate::dataplane::DataplaneSpec;
 use crate::mesh::MeshSpec;
 use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::ValidationError;
+use crate::zone::{ZoneEgressSpec, ZoneIngressSpec, ZoneSpec};
 
 /// What each resource spec does for itself.
 pub trait SpecType {
@@ -26,8 +28,36 @@ pub enum Scope {
     Mesh,
 }
 
+/// Which way a type's resources travel in multi-zone (Kuma's KDS flags).
+/// A resource is changed only on the control plane it originates on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KdsSync {
+    /// Made on the global, copied to every zone (Mesh and policies).
+    GlobalToZones,
+    /// Made on a zone, copied to the global (Dataplane, ZoneEgress).
+    ZoneToGlobal,
+    /// Made on a zone, copied to the global and from there to every other
+    /// zone (ZoneIngress: what other zones route through).
+    ZoneToGlobalToZones,
+    /// Each control plane's own, never copied (Zone).
+    Local,
+}
+
+impl KdsSync {
+    /// Whether a zone CP sends its own resources of this type to the global.
+    pub fn zone_sends(self) -> bool {
+        matches!(self, KdsSync::ZoneToGlobal | KdsSync::ZoneToGlobalToZones)
+    }
+
+    /// Whether the global sends resources of this type to zones (its own,
+    /// or other zones' copies).
+    pub fn global_sends(self) -> bool {
+        matches!(self, KdsSync::GlobalToZones | KdsSync::ZoneToGlobalToZones)
+    }
+}
+
 macro_rules! resource_types {
-    ($($variant:ident($spec:ty): $plural:literal, $scope:ident;)+) => {
+    ($($variant:ident($spec:ty): $plural:literal, $scope:ident, $sync:ident;)+) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum ResourceType {
             $($variant),+
@@ -61,6 +91,12 @@ macro_rules! resource_types {
                     $(ResourceType::$variant => Scope::$scope),+
                 }
             }
+
+            pub fn kds_sync(self) -> KdsSync {
+                match self {
+                    $(ResourceType::$variant => KdsSync::$sync),+
+                }
+            }
         }
 
         impl Spec {
@@ -91,10 +127,15 @@ macro_rules! resource_types {
     };
 }
 
+// Order matters to the multi-zone sync: a type is sent after the types
+// listed above it (a Mesh before what lives in it) and removed before them.
 resource_types! {
-    Mesh(MeshSpec): "meshes", Global;
-    Dataplane(DataplaneSpec): "dataplanes", Mesh;
-    MeshTrafficPermission(MeshTrafficPermission): "meshtrafficpermissions", Mesh;
+    Mesh(MeshSpec): "meshes", Global, GlobalToZones;
+    Zone(ZoneSpec): "zones", Global, Local;
+    ZoneIngress(ZoneIngressSpec): "zoneingresses", Global, ZoneToGlobalToZones;
+    ZoneEgress(ZoneEgressSpec): "zoneegresses", Global, ZoneToGlobal;
+    Dataplane(DataplaneSpec): "dataplanes", Mesh, ZoneToGlobal;
+    MeshTrafficPermission(MeshTrafficPermission): "meshtrafficpermissions", Mesh, GlobalToZones;
 }
 
 impl ResourceType {
@@ -108,9 +149,9 @@ impl ResourceType {
     }
 
     /// Accepts what a person types on the command line: `mesh`, `meshes`,
-    /// `dataplane`, `dataplanes`, `Dataplane`.
+    /// `dataplane`, `dataplanes`, `Dataplane`, `zone-ingresses`.
     pub fn from_cli_name(name: &str) -> Option<ResourceType> {
-        let lower = name.to_ascii_lowercase();
+        let lower = name.to_ascii_lowercase().replace('-', "");
         Self::ALL
             .iter()
             .copied()

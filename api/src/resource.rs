@@ -87,6 +87,20 @@ impl Resource {
         }
     }
 
+    pub fn as_zone_ingress(&self) -> Option<&crate::ZoneIngressSpec> {
+        match &self.spec {
+            Spec::ZoneIngress(z) => Some(z),
+            _ => None,
+        }
+    }
+
+    pub fn as_zone(&self) -> Option<&crate::ZoneSpec> {
+        match &self.spec {
+            Spec::Zone(z) => Some(z),
+            _ => None,
+        }
+    }
+
     pub fn as_mesh(&self) -> Option<&MeshSpec> {
         match &self.spec {
             Spec::Mesh(m) => Some(m),

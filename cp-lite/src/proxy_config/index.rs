@@ -142,6 +142,9 @@ impl ConfigIndex {
                     let m = changed.meshes.entry(mesh.clone()).or_default();
                     m.dataplanes.insert(name.clone());
                 }
+                // Zones and zone proxies shape no sidecar config (yet: the
+                // cross-zone routing work will read ZoneIngresses here).
+                ResourceType::Zone | ResourceType::ZoneIngress | ResourceType::ZoneEgress => {}
             }
         }
         for item in old.draining.diff(&new.draining) {
