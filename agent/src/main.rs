@@ -3,7 +3,6 @@
 
 mod admin;
 mod config_stream;
-mod cp_channel;
 mod dns_proxy;
 mod identity;
 mod run;

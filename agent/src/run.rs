@@ -17,7 +17,8 @@ use crate::config_stream::ConfigStream;
 use crate::dns_proxy::{DnsProxy, DnsSettings};
 use crate::identity::WorkloadKeys;
 use crate::state::AgentState;
-use crate::{cp_channel, template};
+use crate::template;
+use koguma_proto::channel as cp_channel;
 
 /// How long peers get to learn that this dataplane is leaving before its
 /// listeners stop accepting (a config push takes milliseconds).
@@ -167,8 +168,9 @@ impl StopSignals {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (node, template_admin_port) = node(&args)?;
-    let cp = cp_channel::parse_address(&args.cp_address)?;
-    let channel = cp_channel::connect(&cp, args.ca_cert_file.as_deref(), args.skip_verify)?;
+    let cp = cp_channel::parse_address(&args.cp_address, 5678).context("--cp-address")?;
+    let channel = cp_channel::connect(&cp, args.ca_cert_file.as_deref(), args.skip_verify)
+        .context("the channel to the control plane (--ca-cert-file, --skip-verify)")?;
     let mut signals = StopSignals::new().context("cannot install signal handlers")?;
     let token = match &args.dataplane_token_file {
         Some(path) => Some(

@@ -2,6 +2,7 @@
 
 #![allow(clippy::derive_partial_eq_without_eq)]
 
+pub mod channel;
 mod delta;
 pub mod json;
 

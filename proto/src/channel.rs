@@ -1,6 +1,7 @@
-//! The TLS channel to the control plane. The CP's certificate is verified
-//! against `--ca-cert-file` and the host of `--cp-address`; skipping that is
-//! possible for development only, and said loudly.
+//! The TLS channel to a control plane: koguma-dp's to its zone CP, a zone
+//! CP's to its global. The server's certificate is verified against a CA
+//! file and the host of the address; skipping that is possible for
+//! development only, and said loudly.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -19,15 +20,15 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    #[error("--cp-address {0:?}: expected https://HOST:PORT")]
+    #[error("address {0:?}: expected https://HOST:PORT or grpcs://HOST:PORT")]
     Address(String),
-    #[error("--cp-address {0:?}: the DP server speaks TLS only: use https://")]
+    #[error("address {0:?}: the control plane speaks TLS only: use https:// or grpcs://")]
     Plaintext(String),
     #[error(
-        "--ca-cert-file is required to verify the control plane (or --skip-verify, for development only)"
+        "a CA certificate file is required to verify the control plane (or skipping verification, for development only)"
     )]
     NoCa,
-    #[error("--ca-cert-file {path}: {reason}")]
+    #[error("CA certificate file {path}: {reason}")]
     Ca { path: String, reason: String },
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
@@ -38,7 +39,8 @@ pub struct CpAddress {
     pub port: u16,
 }
 
-pub fn parse_address(address: &str) -> Result<CpAddress, ChannelError> {
+/// `https://HOST[:PORT]` or `grpcs://HOST[:PORT]`.
+pub fn parse_address(address: &str, default_port: u16) -> Result<CpAddress, ChannelError> {
     if address.starts_with("http://") || address.starts_with("grpc://") {
         return Err(ChannelError::Plaintext(address.to_string()));
     }
@@ -53,7 +55,7 @@ pub fn parse_address(address: &str) -> Result<CpAddress, ChannelError> {
             p.parse()
                 .map_err(|_| ChannelError::Address(address.to_string()))?,
         ),
-        _ => (rest, 5678),
+        _ => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -74,7 +76,7 @@ fn tls_config(ca_file: Option<&Path>, skip_verify: bool) -> Result<ClientConfig,
         ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let mut config = if skip_verify {
         tracing::warn!(
-            "--skip-verify: the control plane's certificate is NOT verified; anyone on the path can impersonate it. Development only."
+            "TLS verification is skipped: the control plane's certificate is NOT verified; anyone on the path can impersonate it. Development only."
         );
         builder
             .dangerous()
@@ -188,14 +190,14 @@ mod tests {
 
     #[test]
     fn addresses() {
-        let a = parse_address("https://127.0.0.1:5678").unwrap();
+        let a = parse_address("https://127.0.0.1:5678", 5678).unwrap();
         assert_eq!((a.host.as_str(), a.port), ("127.0.0.1", 5678));
-        let a = parse_address("https://cp.example:9000/").unwrap();
+        let a = parse_address("https://cp.example:9000/", 5678).unwrap();
         assert_eq!((a.host.as_str(), a.port), ("cp.example", 9000));
-        let a = parse_address("https://[::1]:5678").unwrap();
+        let a = parse_address("https://[::1]:5678", 5678).unwrap();
         assert_eq!((a.host.as_str(), a.port), ("::1", 5678));
         assert!(matches!(
-            parse_address("http://x:1"),
+            parse_address("http://x:1", 5678),
             Err(ChannelError::Plaintext(_))
         ));
         assert!(parse_address("x:1").is_err());
