@@ -2,7 +2,7 @@
 //! building Koguma never needs a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/koguma/v1/config.proto"];
+    let files = ["proto/koguma/v1/config.proto", "proto/koguma/v1/kds.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

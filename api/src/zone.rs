@@ -175,7 +175,11 @@ mod tests {
     fn violations(v: serde_json::Value) -> Vec<String> {
         match Resource::from_value(v).and_then(|r| r.validate()) {
             Ok(()) => vec![],
-            Err(e) => e.violations.iter().map(|v| format!("{}: {}", v.field, v.message)).collect(),
+            Err(e) => e
+                .violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.message))
+                .collect(),
         }
     }
 
@@ -183,11 +187,22 @@ mod tests {
     fn zone_ingress_needs_advertised_address_and_port_together() {
         let errs = violations(json!({"type": "ZoneIngress", "name": "zi",
             "networking": {"address": "127.0.0.1", "port": 10001, "advertisedPort": 10001}}));
-        assert_eq!(errs, ["networking.advertisedAddress: has to be defined with advertisedPort"]);
+        assert_eq!(
+            errs,
+            ["networking.advertisedAddress: has to be defined with advertisedPort"]
+        );
         let errs = violations(json!({"type": "ZoneIngress", "name": "zi",
             "networking": {"address": "127.0.0.1", "port": 0, "admin": {"port": 0}}}));
-        assert!(errs.iter().any(|e| e.starts_with("networking.port: port 0")), "{errs:?}");
-        assert!(errs.iter().any(|e| e == "networking.admin.port: must differ from port"), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("networking.port: port 0")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e == "networking.admin.port: must differ from port"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -204,6 +219,9 @@ mod tests {
     fn zone_egress_address_must_be_an_ip() {
         let errs = violations(json!({"type": "ZoneEgress", "name": "ze",
             "networking": {"address": "not an ip", "port": 10002}}));
-        assert_eq!(errs, ["networking.address: \"not an ip\" has to be a valid IP address"]);
+        assert_eq!(
+            errs,
+            ["networking.address: \"not an ip\" has to be a valid IP address"]
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api_server::{ApiError, ApiState};
-use crate::dp_token::{self, Claims};
+use crate::tokens::dataplane::{self as dp_token, Claims};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

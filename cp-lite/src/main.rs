@@ -5,14 +5,15 @@ mod api_server;
 mod catalog;
 mod cli;
 mod dp_server;
-mod dp_token;
 mod identity_api;
 mod mesh_ca;
 mod proxy_config;
 mod resources;
+mod role;
 mod run;
 mod store;
 mod tls;
+mod tokens;
 mod vips;
 
 use clap::{Parser, Subcommand};

@@ -3,10 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use koguma_api::{Resource, ResourceType, ValidationError};
+use koguma_api::{Resource, ResourceType, Spec, ValidationError};
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, DataplaneKey};
+use crate::role::{ORIGIN_LABEL, Role, ZONE_LABEL};
 use crate::store::{Origin, ResourceStore, StoreError, StoredResource};
 use crate::vips::{self, VipMap};
 
@@ -46,11 +47,13 @@ pub struct Resources {
     // Held only around synchronous store calls, never across an await.
     write: Mutex<()>,
     catalog: watch::Sender<Arc<Catalog>>,
+    role: Role,
 }
 
 impl Resources {
-    /// Loads the store and makes sure a `default` mesh exists, as Kuma does.
-    pub fn open(store: Box<dyn ResourceStore>) -> Result<Resources, ResourceError> {
+    /// Loads the store and makes sure a `default` mesh exists, as Kuma does
+    /// (a federated zone's meshes come from its global).
+    pub fn open(store: Box<dyn ResourceStore>, role: Role) -> Result<Resources, ResourceError> {
         let mut catalog = Catalog::default();
         for stored in store.list()? {
             catalog.insert(Arc::new(stored));
@@ -74,6 +77,7 @@ impl Resources {
             store,
             write: Mutex::new(()),
             catalog: tx,
+            role,
         };
         // Services that arrived in a store written by an older version.
         let catalog = resources.catalog();
@@ -85,7 +89,7 @@ impl Resources {
                 });
             }
         }
-        if resources.catalog().mesh("default").is_none() {
+        if resources.role.zone_name().is_none() && resources.catalog().mesh("default").is_none() {
             let default =
                 Resource::from_value(serde_json::json!({"type": "Mesh", "name": "default"}))?;
             resources.upsert(default, Origin::Api)?;
@@ -115,6 +119,35 @@ impl Resources {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// A federated zone marks what it makes as its own, as Kuma's zone CP
+    /// does: origin and zone labels, and the `kuma.io/zone` tag on every
+    /// inbound (what other zones and the global select and route by).
+    fn stamp_zone(&self, resource: &mut Resource) {
+        let Some(zone) = self.role.zone_name() else {
+            return;
+        };
+        if !resource.resource_type().kds_sync().zone_sends() {
+            return;
+        }
+        let labels = &mut resource.meta.labels;
+        labels.insert(ORIGIN_LABEL.into(), "zone".into());
+        labels.insert(ZONE_LABEL.into(), zone.into());
+        match &mut resource.spec {
+            Spec::Dataplane(d) => {
+                for inbound in d.networking.iter_mut().flat_map(|n| &mut n.inbound) {
+                    inbound.tags.insert(ZONE_LABEL.into(), zone.into());
+                }
+            }
+            Spec::ZoneIngress(z) => z.zone = zone.into(),
+            Spec::ZoneEgress(z) => z.zone = zone.into(),
+            _ => {}
+        }
+    }
+
     fn publish(&self, change: impl FnOnce(&mut Catalog)) {
         self.catalog.send_modify(|arc| change(Arc::make_mut(arc)));
     }
@@ -128,6 +161,9 @@ impl Resources {
         mut resource: Resource,
         origin: Origin,
     ) -> Result<(Resource, bool), ResourceError> {
+        if origin != Origin::Kds {
+            self.stamp_zone(&mut resource);
+        }
         resource.validate()?;
         let _guard = self.lock();
         let catalog = self.catalog();
@@ -335,7 +371,11 @@ mod tests {
     fn vips_are_lowest_free_first_and_survive_restarts() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let r = Resources::open(Box::new(SqliteStore::open(dir.path()).unwrap())).unwrap();
+            let r = Resources::open(
+                Box::new(SqliteStore::open(dir.path()).unwrap()),
+                Role::Standalone,
+            )
+            .unwrap();
             r.upsert(dataplane("b1", "backend"), Origin::Api).unwrap();
             r.upsert(dataplane("w1", "web"), Origin::Api).unwrap();
             r.upsert(dataplane("b2", "backend"), Origin::Api).unwrap();
@@ -345,7 +385,11 @@ mod tests {
             r.delete(ResourceType::Dataplane, "default", "w1").unwrap();
             assert_eq!(vip(&r, "web"), Some(Ipv4Addr::new(240, 0, 0, 1)));
         }
-        let r = Resources::open(Box::new(SqliteStore::open(dir.path()).unwrap())).unwrap();
+        let r = Resources::open(
+            Box::new(SqliteStore::open(dir.path()).unwrap()),
+            Role::Standalone,
+        )
+        .unwrap();
         assert_eq!(vip(&r, "backend"), Some(Ipv4Addr::new(240, 0, 0, 0)));
         assert_eq!(vip(&r, "web"), Some(Ipv4Addr::new(240, 0, 0, 1)));
         r.upsert(dataplane("d1", "db"), Origin::Api).unwrap();

@@ -16,6 +16,7 @@ use crate::dp_server::{DataplaneDiscoveryServer, DpAuth, DpServer, DpService};
 use crate::mesh_ca::MeshCas;
 use crate::proxy_config;
 use crate::resources::Resources;
+use crate::role::Role;
 use crate::store::{ResourceStore, SqliteStore};
 use crate::tls;
 
@@ -83,7 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         StoreKind::Sqlite => Box::new(SqliteStore::open(&args.data_dir)?),
         StoreKind::Memory => Box::new(SqliteStore::in_memory()?),
     };
-    let resources = Arc::new(Resources::open(store)?);
+    let resources = Arc::new(Resources::open(store, Role::Standalone)?);
     let identity = tls::prepare(
         &args.data_dir,
         args.tls_cert_file.as_deref(),

@@ -6,9 +6,9 @@ use koguma_proto::v1::Node;
 use tonic::Status;
 
 use crate::catalog::DataplaneKey;
-use crate::dp_token;
 use crate::resources::{ResourceError, Resources};
 use crate::store::Origin;
+use crate::tokens::{self, dataplane as dp_token};
 
 /// How agents prove which dataplane they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,11 +33,13 @@ fn check_token(
         return Ok(());
     }
     let result = token
-        .ok_or(dp_token::TokenError::Missing)
+        .ok_or(tokens::TokenError::Missing(
+            "no dataplane token was presented: run koguma-dp with --dataplane-token-file",
+        ))
         .and_then(|t| dp_token::verify(resources, mesh, t))
         .and_then(|claims| dp_token::authorize(&claims, mesh, name, dp));
     result.map_err(|e| match e {
-        dp_token::TokenError::Store(s) => Status::internal(s.to_string()),
+        tokens::TokenError::Store(s) => Status::internal(s.to_string()),
         e => Status::permission_denied(format!(
             "dataplane {name:?} in mesh {mesh:?} is not allowed to register: {e}"
         )),

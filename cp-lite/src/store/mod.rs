@@ -8,13 +8,15 @@ pub use sqlite::SqliteStore;
 
 use koguma_api::{Resource, ResourceType};
 
-/// Who created a resource: a person through the API, or an agent that
+/// Who created a resource: a person through the API, an agent that
 /// registered its Dataplane from a template (and whose resource therefore
-/// goes away when the agent does).
+/// goes away when the agent does), or the multi-zone sync (a copy of a
+/// resource that originates on another control plane).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Api,
     Agent,
+    Kds,
 }
 
 impl Origin {
@@ -22,14 +24,15 @@ impl Origin {
         match self {
             Origin::Api => "api",
             Origin::Agent => "agent",
+            Origin::Kds => "kds",
         }
     }
 
     fn parse(s: &str) -> Origin {
-        if s == "agent" {
-            Origin::Agent
-        } else {
-            Origin::Api
+        match s {
+            "agent" => Origin::Agent,
+            "kds" => Origin::Kds,
+            _ => Origin::Api,
         }
     }
 }
