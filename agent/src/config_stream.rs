@@ -62,6 +62,8 @@ fn is_permanent(code: Code) -> bool {
             | Code::AlreadyExists
             | Code::PermissionDenied
             | Code::Unauthenticated
+            // e.g. a global control plane, which serves no dataplanes
+            | Code::FailedPrecondition
     )
 }
 

@@ -1,5 +1,6 @@
 //! REST endpoints that hand out credentials: dataplane tokens (Kuma's
-//! `POST /tokens/dataplane`) and workload certificates for proxies that are
+//! `POST /tokens/dataplane`), zone tokens (`POST /tokens/zone`, on the
+//! global) and workload certificates for proxies that are
 //! not Koguma's (an Envoy, a test client), signed over a CSR so that the
 //! key stays with whoever asked. Both are admin operations: the API listens
 //! on loopback by default.
@@ -14,7 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api_server::{ApiError, ApiState};
-use crate::tokens::dataplane::{self as dp_token, Claims};
+use crate::tokens::{
+    self,
+    dataplane::{self as dp_token, Claims},
+};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -143,4 +147,48 @@ pub async fn workload_certificate(
         "identities": uris,
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneTokenRequest {
+    zone: String,
+    /// Kuma's default: every scope (cp, ingress, egress).
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    valid_for: Option<String>,
+}
+
+/// Kuma's `POST /tokens/zone`, on the global only: its key signs them.
+pub async fn zone_token(
+    State(s): State<ApiState>,
+    Json(req): Json<ZoneTokenRequest>,
+) -> Result<Response, ApiError> {
+    if *s.resources.role() != crate::role::Role::Global {
+        return Err(ApiError::BadRequest(
+            "zone tokens are issued by the global control plane (koguma-cp run --mode global): run this against it".into(),
+        ));
+    }
+    let mut errs = ValidationError::default();
+    validate_name("zone", &req.zone, &mut errs);
+    let scope = if req.scope.is_empty() {
+        tokens::zone::SCOPES.iter().map(|s| s.to_string()).collect()
+    } else {
+        req.scope
+    };
+    for (i, sc) in scope.iter().enumerate() {
+        if !tokens::zone::SCOPES.contains(&sc.as_str()) {
+            errs.add(
+                format!("scope[{i}]"),
+                format!("{sc:?} is not a scope: expected cp, ingress or egress"),
+            );
+        }
+    }
+    errs.into_result().map_err(ApiError::Invalid)?;
+    let valid_for = lifetime("validFor", req.valid_for.as_deref(), "24h")?;
+    let token = tokens::zone::issue(&s.resources, &req.zone, scope.clone(), valid_for)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(zone = %req.zone, ?scope, ?valid_for, "zone token issued");
+    Ok(token.into_response())
 }

@@ -2,10 +2,12 @@
 //! (`apply`, `get`, `delete`, `generate`).
 
 mod api_server;
+mod available_services;
 mod catalog;
 mod cli;
 mod dp_server;
 mod identity_api;
+mod kds;
 mod mesh_ca;
 mod proxy_config;
 mod resources;

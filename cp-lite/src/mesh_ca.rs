@@ -39,6 +39,10 @@ pub enum CaError {
     Sign(rcgen::Error),
     #[error("identity {0:?} cannot be written into a certificate")]
     BadIdentity(String),
+    #[error(
+        "mesh {0:?}: its CA has not arrived from the global control plane yet (a zone never makes its own)"
+    )]
+    NotSynced(String),
     #[error("{0}")]
     Store(#[from] ResourceError),
 }
@@ -61,6 +65,8 @@ pub struct MeshCas {
     // Serializes CA creation so that the stored key and certificate are one
     // pair; held only around synchronous work.
     cache: Mutex<HashMap<(String, String), Arc<MeshCa>>>,
+    /// A federated zone uses the CA its global made; it never makes one.
+    creates: bool,
 }
 
 fn secret_names(mesh: &str, backend: &str) -> (String, String) {
@@ -114,11 +120,35 @@ fn create(mesh: &str, backend: &MtlsBackend) -> Result<(String, String), rcgen::
 }
 
 impl MeshCas {
-    pub fn new(resources: Arc<Resources>) -> MeshCas {
+    pub fn new(resources: Arc<Resources>, creates: bool) -> MeshCas {
         MeshCas {
             resources,
             cache: Mutex::new(HashMap::new()),
+            creates,
         }
+    }
+
+    /// The store names of the CA of `backend` in `mesh`: certificate, key.
+    pub fn secret_names(&self, mesh: &str, backend: &MtlsBackend) -> [String; 2] {
+        let (c, k) = secret_names(mesh, &backend.name);
+        [c, k]
+    }
+
+    /// The CA's certificate and key as stored, created first if need be:
+    /// what the global sends to its zones.
+    pub fn secrets(
+        &self,
+        mesh: &str,
+        backend: &MtlsBackend,
+    ) -> Result<Vec<(String, String)>, CaError> {
+        self.get(mesh, backend)?;
+        let mut out = Vec::new();
+        for name in self.secret_names(mesh, backend) {
+            if let Some(data) = self.resources.secret(mesh, &name)? {
+                out.push((name, data));
+            }
+        }
+        Ok(out)
     }
 
     /// The CA of `backend` in `mesh`, created and stored on first use.
@@ -135,6 +165,7 @@ impl MeshCas {
         );
         let (cert_pem, key_pem) = match stored {
             (Some(c), Some(k)) => (c, k),
+            _ if !self.creates => return Err(CaError::NotSynced(mesh.into())),
             _ => {
                 let (c, k) = create(mesh, backend).map_err(|source| CaError::Create {
                     mesh: mesh.into(),

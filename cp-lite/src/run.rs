@@ -1,4 +1,6 @@
-//! `koguma-cp run`: the store, the REST API and the DP server.
+//! `koguma-cp run`: the store, the REST API, the DP server and, in
+//! multi-zone, the sync with the global (a zone) or with every zone (the
+//! global).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,13 +14,20 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::api_server::{self, ApiState};
 use crate::dp_server::status::StatusRegistry;
-use crate::dp_server::{DataplaneDiscoveryServer, DpAuth, DpServer, DpService};
+use crate::dp_server::{
+    DataplaneDiscoveryServer, DpAuth, DpServer, DpService, GlobalRefusesDataplanes,
+};
+use crate::kds::{
+    self, global::GlobalSync, global::MultizoneSyncServer, insights::ZoneInsights,
+    zone::ZoneSyncConfig,
+};
 use crate::mesh_ca::MeshCas;
 use crate::proxy_config;
 use crate::resources::Resources;
 use crate::role::Role;
 use crate::store::{ResourceStore, SqliteStore};
 use crate::tls;
+use futures::FutureExt;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum StoreKind {
@@ -28,8 +37,37 @@ pub enum StoreKind {
     Memory,
 }
 
+/// Kuma's `KUMA_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Serves dataplanes; standalone unless --global-address is given.
+    Zone,
+    /// Owns meshes and policies for every zone; serves no dataplanes.
+    Global,
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
+    #[arg(long, value_enum, default_value = "zone", env = "KUMA_MODE")]
+    mode: Mode,
+    /// This zone's name (zone mode, with --global-address).
+    #[arg(long, env = "KUMA_MULTIZONE_ZONE_NAME")]
+    zone: Option<String>,
+    /// The global's sync address, grpcs://HOST:5685 (zone mode).
+    #[arg(long, env = "KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS")]
+    global_address: Option<String>,
+    /// The CA that signed the global's certificate (its data dir's tls/ca.crt).
+    #[arg(long, env = "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE")]
+    global_ca_file: Option<PathBuf>,
+    /// Do not verify the global's certificate. Development only.
+    #[arg(long, env = "KUMA_MULTIZONE_ZONE_KDS_TLS_SKIP_VERIFY")]
+    skip_verify: bool,
+    /// A token from `koguma-cp generate zone-token --zone NAME` on the global.
+    #[arg(long, env = "KUMA_MULTIZONE_ZONE_KDS_AUTH_CP_TOKEN_PATH")]
+    zone_token_file: Option<PathBuf>,
+    /// Where the global serves the sync with its zones (TLS).
+    #[arg(long, default_value = "0.0.0.0:5685", env = "KOGUMA_KDS_ADDRESS")]
+    kds_address: SocketAddr,
     /// Where the store and the DP server's CA live.
     #[arg(long, default_value = "./koguma-data", env = "KOGUMA_DATA_DIR")]
     data_dir: PathBuf,
@@ -79,20 +117,50 @@ async fn shutdown_signal() {
     }
 }
 
+fn role(args: &RunArgs) -> anyhow::Result<Role> {
+    match (args.mode, &args.global_address, &args.zone) {
+        (Mode::Global, Some(_), _) => {
+            anyhow::bail!("--global-address is for zone control planes: a global has none")
+        }
+        (Mode::Global, None, _) => Ok(Role::Global),
+        (Mode::Zone, Some(_), Some(zone)) => {
+            let mut errs = koguma_api::ValidationError::default();
+            koguma_api::validate_name("--zone", zone, &mut errs);
+            errs.into_result()?;
+            Ok(Role::Zone(zone.clone()))
+        }
+        (Mode::Zone, Some(_), None) => {
+            anyhow::bail!("--zone NAME is required with --global-address")
+        }
+        (Mode::Zone, None, _) => Ok(Role::Standalone),
+    }
+}
+
+fn instance_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "koguma-cp".into());
+    format!("{host}-{}", std::process::id())
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let role = role(&args)?;
     let store: Box<dyn ResourceStore> = match args.store {
         StoreKind::Sqlite => Box::new(SqliteStore::open(&args.data_dir)?),
         StoreKind::Memory => Box::new(SqliteStore::in_memory()?),
     };
-    let resources = Arc::new(Resources::open(store, Role::Standalone)?);
+    let resources = Arc::new(Resources::open(store, role.clone())?);
     let identity = tls::prepare(
         &args.data_dir,
         args.tls_cert_file.as_deref(),
         args.tls_key_file.as_deref(),
-        &[args.dp_server_address.ip()],
+        &[args.dp_server_address.ip(), args.kds_address.ip()],
     )?;
     let status = Arc::new(StatusRegistry::default());
-    let cas = Arc::new(MeshCas::new(resources.clone()));
+    let cas = Arc::new(MeshCas::new(resources.clone(), role.zone_name().is_none()));
+    let instance_id = instance_id();
+    let zone_insights = Arc::new(ZoneInsights::default());
     let interests = Arc::new(proxy_config::Interests::default());
     let snapshots = proxy_config::publish(
         resources.subscribe(),
@@ -125,30 +193,103 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
+    if role != Role::Global {
+        tokio::spawn(crate::available_services::run(resources.clone()));
+    }
+    let kds_listener = match role {
+        Role::Global => Some(bind(args.kds_address, "multi-zone sync (KDS)").await?),
+        _ => None,
+    };
+
     let api = axum::serve(
         api_listener,
         api_server::router(ApiState {
-            resources,
+            resources: resources.clone(),
             status,
-            cas,
+            cas: cas.clone(),
             snapshots,
+            zones: zone_insights.clone(),
         }),
     )
     .with_graceful_shutdown(stopped());
     let tls =
         ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
-    let dp = Server::builder()
-        .tls_config(tls)
-        .context("DP server TLS")?
-        .http2_keepalive_interval(Some(Duration::from_secs(15)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(15)))
-        .add_service(DataplaneDiscoveryServer::new(DpService(dp_server)))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(dp_listener),
-            stopped(),
-        );
+    let grpc = || {
+        Server::builder()
+            .tls_config(tls.clone())
+            .map(|b| {
+                b.http2_keepalive_interval(Some(Duration::from_secs(15)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(15)))
+            })
+            .context("gRPC server TLS")
+    };
+    let dp_incoming = tokio_stream::wrappers::TcpListenerStream::new(dp_listener);
+    let dp = if role == Role::Global {
+        grpc()?
+            .add_service(DataplaneDiscoveryServer::new(GlobalRefusesDataplanes))
+            .serve_with_incoming_shutdown(dp_incoming, stopped())
+            .boxed()
+    } else {
+        grpc()?
+            .add_service(DataplaneDiscoveryServer::new(DpService(dp_server)))
+            .serve_with_incoming_shutdown(dp_incoming, stopped())
+            .boxed()
+    };
+    // The global serves its zones; a federated zone dials its global.
+    let kds = match (&role, kds_listener) {
+        (Role::Global, Some(listener)) => {
+            let sync = GlobalSync::new(
+                resources.clone(),
+                cas.clone(),
+                zone_insights.clone(),
+                instance_id.clone(),
+            );
+            let server = grpc()?
+                .add_service(MultizoneSyncServer::new(sync))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stopped(),
+                );
+            async move { server.await.context("multi-zone sync server") }.boxed()
+        }
+        (Role::Zone(zone), _) => {
+            let token = match &args.zone_token_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --zone-token-file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+                None => {
+                    tracing::warn!("no --zone-token-file: the global will refuse this zone");
+                    String::new()
+                }
+            };
+            let config = ZoneSyncConfig {
+                zone: zone.clone(),
+                global_address: args.global_address.clone().unwrap_or_default(),
+                ca_file: args.global_ca_file.clone(),
+                skip_verify: args.skip_verify,
+                token,
+                instance_id: instance_id.clone(),
+            };
+            let (resources, cas) = (resources.clone(), cas.clone());
+            async move {
+                kds::zone::run(resources, cas, config)
+                    .await
+                    .context("multi-zone sync")
+            }
+            .boxed()
+        }
+        _ => futures::future::pending().boxed(),
+    };
 
     tracing::info!(
+        mode = ?args.mode,
+        role = ?role,
+        kds = %match role {
+            Role::Global => format!("grpcs://{}", args.kds_address),
+            Role::Zone(_) => args.global_address.clone().unwrap_or_default(),
+            Role::Standalone => "-".into(),
+        },
         api = %format!("http://{}", args.api_address),
         dp_server = %format!("https://{}", args.dp_server_address),
         ca_cert = %identity.ca_file.as_ref().map_or("(provided certificate)".into(), |p| p.display().to_string()),
@@ -164,6 +305,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::pin!(servers);
     tokio::select! {
         r = &mut servers => return r,
+        r = kds => {
+            // Only a refusal by the global (or a server that cannot run)
+            // ends the sync: nothing this CP can fix by retrying.
+            if let Err(e) = &r {
+                tracing::error!(error = %format!("{e:#}"), "stopping");
+            }
+            let _ = stop_tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(2), servers).await;
+            return r;
+        }
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     let _ = stop_tx.send(true);

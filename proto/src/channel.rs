@@ -200,6 +200,6 @@ mod tests {
             parse_address("http://x:1", 5678),
             Err(ChannelError::Plaintext(_))
         ));
-        assert!(parse_address("x:1").is_err());
+        assert!(parse_address("x:1", 5678).is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 mod overview;
 mod resources;
+mod zones;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::dp_server::status::StatusRegistry;
 use crate::identity_api;
+use crate::kds::insights::ZoneInsights;
 use crate::mesh_ca::MeshCas;
 use crate::proxy_config::ConfigSnapshot;
 use crate::resources::{ResourceError, Resources};
@@ -26,6 +28,8 @@ pub struct ApiState {
     pub status: Arc<StatusRegistry>,
     pub cas: Arc<MeshCas>,
     pub snapshots: tokio::sync::watch::Receiver<Arc<ConfigSnapshot>>,
+    /// Each zone's sync streams (empty unless this is a global).
+    pub zones: Arc<ZoneInsights>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -43,7 +47,10 @@ pub fn router(state: ApiState) -> Router {
             "/meshes/{mesh}/dataplanes/{name}/_config",
             get(overview::config),
         )
+        .route("/zones+insights", get(zones::list))
+        .route("/zones+insights/{name}", get(zones::get))
         .route("/tokens/dataplane", post(identity_api::dataplane_token))
+        .route("/tokens/zone", post(identity_api::zone_token))
         .route(
             "/meshes/{mesh}/workload-certificates",
             post(identity_api::workload_certificate),
@@ -74,6 +81,8 @@ pub fn router(state: ApiState) -> Router {
 /// Kuma's error body: `{"type", "status", "title", "detail", "invalid_parameters"}`.
 pub enum ApiError {
     Invalid(ValidationError),
+    /// A request that cannot be done here, and why.
+    BadRequest(String),
     NotFound(String),
     Internal(String),
 }
@@ -94,6 +103,7 @@ impl IntoResponse for ApiError {
                     params,
                 )
             }
+            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, "Bad request", d, vec![]),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "Not found", d, vec![]),
             ApiError::Internal(d) => {
                 tracing::error!(error = %d, "API request failed");

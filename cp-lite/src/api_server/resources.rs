@@ -139,6 +139,7 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
         );
     }
     errs.into_result().map_err(ApiError::Invalid)?;
+    owned_here(&s, rtype, &mesh, name, &resource.meta.labels)?;
     // A mesh that enables mTLS gets its CA before it is stored: if the CA
     // cannot be made, the mesh is left as it was.
     if let Some(backend) = resource.as_mesh().and_then(|m| m.mtls_backend()) {
@@ -160,6 +161,7 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
 pub async fn delete(State(s): State<ApiState>, Path(params): Path<Params>) -> ApiResult {
     let (rtype, mesh) = target(&params, true)?;
     let (mesh, name) = (mesh.unwrap_or_default(), name(&params));
+    owned_here(&s, rtype, &mesh, name, &Default::default())?;
     s.resources.delete(rtype, &mesh, name)?;
     if rtype == ResourceType::Mesh {
         // Its CA went with its secrets: forget the cached one.
@@ -167,6 +169,26 @@ pub async fn delete(State(s): State<ApiState>, Path(params): Path<Params>) -> Ap
     }
     tracing::info!(kind = rtype.kind(), mesh, name, "resource deleted");
     Ok(Json(json!({})).into_response())
+}
+
+/// Refuses a change of a resource that originates on another control plane
+/// (Kuma: a zone changes what it makes, the global what it makes). The
+/// stored resource's labels decide; a new one's are `labels`.
+fn owned_here(
+    s: &ApiState,
+    rtype: ResourceType,
+    mesh: &str,
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let catalog = s.resources.catalog();
+    let labels = catalog
+        .get(rtype, mesh, name)
+        .map_or(labels, |r| &r.resource.meta.labels);
+    match s.resources.role().refuses_change(rtype, labels) {
+        Some(why) => Err(ApiError::BadRequest(why)),
+        None => Ok(()),
+    }
 }
 
 /// `?size=&offset=` as Kuma reads them: at most 1000 a page, 100 unless

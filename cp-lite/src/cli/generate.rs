@@ -1,4 +1,5 @@
-//! `koguma-cp generate dataplane-token` and `generate workload-certificate`.
+//! `koguma-cp generate dataplane-token`, `generate zone-token` and
+//! `generate workload-certificate`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +23,17 @@ pub enum Generate {
         /// given for k (repeat the flag to allow several).
         #[arg(long = "tag", value_parser = parse_tag)]
         tags: Vec<(String, String)>,
+        #[arg(long, default_value = "24h")]
+        valid_for: String,
+    },
+    /// Print a token that lets a zone CP (or zone proxy) connect to this
+    /// global (koguma-cp run --zone-token-file). Run it against the global.
+    ZoneToken {
+        #[arg(long)]
+        zone: String,
+        /// cp, ingress or egress (repeat or comma-separate); default: all three.
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
         #[arg(long, default_value = "24h")]
         valid_for: String,
     },
@@ -55,8 +67,29 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Prints the token a `POST /tokens/...` returns.
+async fn print_token(api: &ApiClient, path: &str, body: Value) -> anyhow::Result<()> {
+    let (status, bytes) = api
+        .call_raw(Method::POST, path, Some(body.to_string().into_bytes()))
+        .await?;
+    if !status.is_success() {
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        bail!("{}", describe_error(status, &v));
+    }
+    println!("{}", String::from_utf8_lossy(&bytes).trim());
+    Ok(())
+}
+
 pub async fn run(api: &ApiClient, what: Generate) -> anyhow::Result<()> {
     match what {
+        Generate::ZoneToken {
+            zone,
+            scope,
+            valid_for,
+        } => {
+            let body = json!({"zone": zone, "scope": scope, "validFor": valid_for});
+            print_token(api, "/tokens/zone", body).await?;
+        }
         Generate::DataplaneToken {
             mesh,
             name,
@@ -68,18 +101,7 @@ pub async fn run(api: &ApiClient, what: Generate) -> anyhow::Result<()> {
                 grouped.entry(k).or_default().push(v);
             }
             let body = json!({"mesh": mesh, "name": name, "tags": grouped, "type": "dataplane", "validFor": valid_for});
-            let (status, bytes) = api
-                .call_raw(
-                    Method::POST,
-                    "/tokens/dataplane",
-                    Some(body.to_string().into_bytes()),
-                )
-                .await?;
-            if !status.is_success() {
-                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                bail!("{}", describe_error(status, &v));
-            }
-            println!("{}", String::from_utf8_lossy(&bytes).trim());
+            print_token(api, "/tokens/dataplane", body).await?;
         }
         Generate::WorkloadCertificate {
             mesh,

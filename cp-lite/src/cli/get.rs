@@ -57,6 +57,8 @@ pub async fn run(
                 ResourceType::Mesh => mesh_rows(&items),
                 ResourceType::Dataplane => dataplane_rows(api, mesh, &items).await?,
                 ResourceType::MeshTrafficPermission => permission_rows(mesh, &items),
+                ResourceType::Zone => zone_rows(api, &items).await?,
+                ResourceType::ZoneIngress | ResourceType::ZoneEgress => zone_proxy_rows(&items),
                 #[allow(unreachable_patterns)]
                 _ => generic_rows(rtype, &items),
             };
@@ -83,6 +85,88 @@ fn generic_rows(rtype: ResourceType, items: &[Value]) -> Vec<Vec<String>> {
             row.insert(0, r["mesh"].as_str().unwrap_or_default().to_string());
         }
         rows.push(row);
+    }
+    rows
+}
+
+/// NAME, STATUS (Online while a sync stream is open), LAST CONNECTED,
+/// VERSION, AGE: from the global's `/zones+insights`.
+async fn zone_rows(api: &ApiClient, items: &[Value]) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "STATUS".into(),
+        "LAST CONNECTED".into(),
+        "VERSION".into(),
+        "AGE".into(),
+    ]];
+    for z in items {
+        let name = z["name"].as_str().unwrap_or_default();
+        let (status, overview) = api
+            .call(Method::GET, &format!("/zones+insights/{name}"), None)
+            .await?;
+        let subs = if status.is_success() {
+            overview["zoneInsight"]["subscriptions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            vec![]
+        };
+        let last = subs.last();
+        let online = last.is_some_and(|s| s["disconnectTime"].is_null());
+        let enabled = overview["zone"]["enabled"].as_bool().unwrap_or(true);
+        let status = match (enabled, online) {
+            (false, _) => "Disabled",
+            (true, true) => "Online",
+            (true, false) => "Offline",
+        };
+        rows.push(vec![
+            name.to_string(),
+            status.into(),
+            last.map_or("-".into(), |s| age(&s["connectTime"])),
+            last.and_then(|s| s["version"]["kumaCp"]["version"].as_str())
+                .unwrap_or("-")
+                .to_string(),
+            age(&z["creationTime"]),
+        ]);
+    }
+    Ok(rows)
+}
+
+/// NAME, ZONE, ADDRESS, ADVERTISED, SERVICES (ingress), AGE.
+fn zone_proxy_rows(items: &[Value]) -> Vec<Vec<String>> {
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "ZONE".into(),
+        "ADDRESS".into(),
+        "ADVERTISED".into(),
+        "SERVICES".into(),
+        "AGE".into(),
+    ]];
+    for z in items {
+        let net = &z["networking"];
+        let addr = |a: &str, p: &str| match (net[a].as_str(), net[p].as_u64()) {
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            _ => "-".into(),
+        };
+        let services: u64 = z["availableServices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["instances"].as_u64().unwrap_or(0))
+            .sum();
+        rows.push(vec![
+            z["name"].as_str().unwrap_or_default().into(),
+            z["zone"].as_str().unwrap_or("-").into(),
+            addr("address", "port"),
+            addr("advertisedAddress", "advertisedPort"),
+            if z["type"] == "ZoneIngress" {
+                format!("{services} instances")
+            } else {
+                "-".into()
+            },
+            age(&z["creationTime"]),
+        ]);
     }
     rows
 }

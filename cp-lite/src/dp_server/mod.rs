@@ -161,3 +161,22 @@ impl DataplaneDiscovery for DpService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
+
+/// What a global CP serves on the dataplane port: a refusal that tells the
+/// agent where to go instead.
+pub struct GlobalRefusesDataplanes;
+
+#[tonic::async_trait]
+impl DataplaneDiscovery for GlobalRefusesDataplanes {
+    type StreamConfigStream = ResponseStream;
+
+    async fn stream_config(
+        &self,
+        request: Request<Streaming<ConfigRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        tracing::warn!(peer = ?request.remote_addr(), "a dataplane dialled the global control plane: refused");
+        Err(Status::failed_precondition(
+            "this is a global control plane: it serves no dataplanes. Point koguma-dp --cp-address at the control plane of the dataplane's zone",
+        ))
+    }
+}

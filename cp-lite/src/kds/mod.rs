@@ -1,0 +1,32 @@
+//! Multi-zone sync between a global CP and its zone CPs (Kuma's KDS, over
+//! one gRPC stream per zone, TLS, authenticated with a zone token).
+//!
+//! What flows where is each type's `KdsSync` in the resource-type registry:
+//! the global sends meshes, policies, the meshes' CAs and other zones'
+//! ingresses; a zone sends its dataplanes, zone ingresses and egresses.
+//! `side` is what differs between the two ends; `session` is the loop they
+//! share; `global` and `zone` set a stream up on each end.
+
+pub mod global;
+mod hash;
+pub mod insights;
+mod session;
+mod side;
+pub mod zone;
+
+/// Kuma's KDS port.
+pub const DEFAULT_PORT: u16 = 5685;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KdsError {
+    #[error("the sync stream broke: {}", .0.message())]
+    Stream(tonic::Status),
+    #[error("the sync stream closed")]
+    Closed,
+    #[error("the other side broke the sync protocol: {0}")]
+    Protocol(String),
+    #[error("the global control plane refused this zone: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Setup(String),
+}

@@ -1,0 +1,265 @@
+//! One sync stream, the same loop on the global and on a zone: send deltas
+//! of what this side owns (one in flight, until the other ACKs it), and
+//! store and ACK the other side's. Only what differs from what the other
+//! side holds is sent, on connect as after; work per catalog change is
+//! proportional to what changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures::{Stream, StreamExt};
+use imbl::ordmap::DiffItem;
+use koguma_api::ResourceType;
+use koguma_proto::v1::{KdsAck, KdsDelta, KdsMessage, KdsNack, kds_message::Msg};
+use tokio::sync::mpsc;
+
+use super::KdsError;
+use super::side::{Item, Key, Side, key_of, rank, to_wire, wire_key};
+use crate::catalog::Catalog;
+use crate::mesh_ca::MeshCas;
+use crate::resources::Resources;
+
+/// How long a NACKed resource waits before it is sent again (Kuma: 5 s).
+const NACK_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Counters a zone insight shows, per stream.
+#[derive(Default)]
+pub struct SyncStats {
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub rejected: AtomicU64,
+    pub received: AtomicU64,
+    pub last_update: std::sync::Mutex<Option<SystemTime>>,
+}
+
+impl SyncStats {
+    fn touch(&self) {
+        *self.last_update.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+    }
+}
+
+pub struct Session {
+    pub side: Side,
+    pub resources: Arc<Resources>,
+    pub cas: Arc<MeshCas>,
+    pub stats: Arc<SyncStats>,
+}
+
+struct InFlight {
+    nonce: String,
+    sent: Vec<(Key, Option<String>)>,
+}
+
+impl Session {
+    /// Runs until the other side closes the stream (Ok) or breaks it.
+    pub async fn run(
+        &self,
+        mut peer_has: BTreeMap<Key, String>,
+        mut inbound: impl Stream<Item = Result<KdsMessage, tonic::Status>> + Unpin,
+        out: mpsc::Sender<KdsMessage>,
+    ) -> Result<(), KdsError> {
+        let mut catalog_rx = self.resources.subscribe();
+        let mut current: Arc<Catalog> = catalog_rx.borrow_and_update().clone();
+        let mut mine = self.side.items(&current, &self.cas);
+        let mut dirty: BTreeSet<Key> = mine.keys().chain(peer_has.keys()).cloned().collect();
+        let mut in_flight: Option<InFlight> = None;
+        let mut nacked: Vec<Key> = Vec::new();
+        let mut retry = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
+        let mut next_nonce: u64 = 1;
+        loop {
+            if in_flight.is_none() && !dirty.is_empty() {
+                let delta = build_delta(&mut dirty, &mine, &peer_has, next_nonce);
+                if let Some((delta, sent)) = delta {
+                    next_nonce += 1;
+                    tracing::debug!(peer = %self.side.describe_peer(), upserts = delta.upserts.len(), removals = delta.removals.len(), "sync: sending");
+                    in_flight = Some(InFlight {
+                        nonce: delta.nonce.clone(),
+                        sent,
+                    });
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    out.send(KdsMessage {
+                        msg: Some(Msg::Delta(delta)),
+                    })
+                    .await
+                    .map_err(|_| KdsError::Closed)?;
+                }
+            }
+            tokio::select! {
+                changed = catalog_rx.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the CP is stopping
+                    }
+                    let new = catalog_rx.borrow_and_update().clone();
+                    self.follow(&current, &new, &mut mine, &mut dirty);
+                    current = new;
+                }
+                msg = inbound.next() => {
+                    let msg = match msg {
+                        None => return Ok(()),
+                        Some(Err(status)) => return Err(KdsError::Stream(status)),
+                        Some(Ok(m)) => m,
+                    };
+                    match msg.msg {
+                        Some(Msg::Delta(delta)) => {
+                            let ack = self.apply(delta);
+                            out.send(KdsMessage { msg: Some(Msg::Ack(ack)) })
+                                .await
+                                .map_err(|_| KdsError::Closed)?;
+                        }
+                        Some(Msg::Ack(ack)) => {
+                            let Some(flight) = in_flight.take_if(|f| f.nonce == ack.nonce) else {
+                                return Err(KdsError::Protocol(format!("ACK of unknown nonce {:?}", ack.nonce)));
+                            };
+                            for (key, version) in flight.sent {
+                                match version {
+                                    Some(v) => peer_has.insert(key, v),
+                                    None => peer_has.remove(&key),
+                                };
+                            }
+                            if ack.nacks.is_empty() {
+                                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            }
+                            for nack in ack.nacks {
+                                let key = nack.key.as_ref().map(key_of).unwrap_or_default();
+                                tracing::warn!(peer = %self.side.describe_peer(), kind = %key.0, mesh = %key.1, name = %key.2, reason = %nack.reason, "sync: the other side rejected a resource; retrying in 5s");
+                                peer_has.remove(&key);
+                                nacked.push(key);
+                            }
+                            if !nacked.is_empty() {
+                                retry.as_mut().reset(tokio::time::Instant::now() + NACK_BACKOFF);
+                            }
+                            self.stats.touch();
+                        }
+                        other => {
+                            return Err(KdsError::Protocol(format!("unexpected message {other:?}")));
+                        }
+                    }
+                }
+                _ = &mut retry => {
+                    dirty.extend(nacked.drain(..));
+                    retry.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+            }
+        }
+    }
+
+    /// Brings `mine` from `old` to `new`: only the keys that changed.
+    fn follow(
+        &self,
+        old: &Catalog,
+        new: &Catalog,
+        mine: &mut BTreeMap<Key, Item>,
+        dirty: &mut BTreeSet<Key>,
+    ) {
+        for diff in old.resources.diff(&new.resources) {
+            let (rkey, before) = match diff {
+                DiffItem::Add(k, _) => (k, None),
+                DiffItem::Update { old, .. } => (old.0, Some(old.1)),
+                DiffItem::Remove(k, v) => (k, Some(v)),
+            };
+            if let Some(before) = before {
+                let r = &before.resource;
+                let key = (
+                    r.resource_type().kind().to_string(),
+                    r.meta.mesh.clone(),
+                    r.meta.name.clone(),
+                );
+                mine.remove(&key);
+                dirty.insert(key);
+            }
+            if let Some((key, item)) = self.side.items_of(new, rkey) {
+                dirty.insert(key.clone());
+                mine.insert(key, item);
+            }
+            if rkey.0 == ResourceType::Mesh {
+                let mesh = &rkey.2;
+                let old_secrets: Vec<Key> = mine
+                    .range((super::side::SECRET.to_string(), mesh.clone(), String::new())..)
+                    .take_while(|(k, _)| k.0 == super::side::SECRET && &k.1 == mesh)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in old_secrets {
+                    mine.remove(&k);
+                    dirty.insert(k);
+                }
+                for (k, item) in self.side.secrets(new, &self.cas, mesh) {
+                    dirty.insert(k.clone());
+                    mine.insert(k, item);
+                }
+            }
+        }
+    }
+
+    /// Stores a delta from the other side; what cannot be stored is NACKed
+    /// with its reason, the rest stays stored.
+    fn apply(&self, delta: KdsDelta) -> KdsAck {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let mut nacks = Vec::new();
+        let mut upserts = delta.upserts;
+        upserts.sort_by_key(|r| r.key.as_ref().map_or(usize::MAX, |k| rank(&k.r#type)));
+        for r in &upserts {
+            if let Err(reason) = self.side.store(&self.resources, &self.cas, r) {
+                let key = r.key.clone().unwrap_or_default();
+                tracing::warn!(peer = %self.side.describe_peer(), kind = %key.r#type, mesh = %key.mesh, name = %key.name, %reason, "sync: cannot store a resource; NACKed");
+                nacks.push(KdsNack {
+                    key: Some(key),
+                    reason,
+                });
+            }
+        }
+        let mut removals = delta.removals;
+        removals.sort_by_key(|k| std::cmp::Reverse(rank(&k.r#type)));
+        for key in &removals {
+            if let Err(reason) = self.side.remove(&self.resources, key) {
+                tracing::warn!(peer = %self.side.describe_peer(), kind = %key.r#type, mesh = %key.mesh, name = %key.name, %reason, "sync: cannot remove a resource; NACKed");
+                nacks.push(KdsNack {
+                    key: Some(key.clone()),
+                    reason,
+                });
+            }
+        }
+        if !upserts.is_empty() || !removals.is_empty() {
+            tracing::info!(peer = %self.side.describe_peer(), upserts = upserts.len(), removals = removals.len(), rejected = nacks.len(), "sync: stored changes");
+        }
+        self.stats.touch();
+        KdsAck {
+            nonce: delta.nonce,
+            nacks,
+        }
+    }
+}
+
+/// The delta that brings the other side from `peer_has` to `mine` for the
+/// `dirty` keys, and what it will hold once it ACKs.
+#[allow(clippy::type_complexity)]
+fn build_delta(
+    dirty: &mut BTreeSet<Key>,
+    mine: &BTreeMap<Key, Item>,
+    peer_has: &BTreeMap<Key, String>,
+    nonce: u64,
+) -> Option<(KdsDelta, Vec<(Key, Option<String>)>)> {
+    let mut delta = KdsDelta {
+        nonce: nonce.to_string(),
+        ..Default::default()
+    };
+    let mut sent = Vec::new();
+    for key in std::mem::take(dirty) {
+        match (mine.get(&key), peer_has.get(&key)) {
+            (Some(item), Some(v)) if item.version == *v => {}
+            (Some(item), _) => {
+                delta.upserts.push(to_wire(&key, item));
+                sent.push((key, Some(item.version.clone())));
+            }
+            (None, Some(_)) => {
+                delta.removals.push(wire_key(&key));
+                sent.push((key, None));
+            }
+            (None, None) => {}
+        }
+    }
+    (!sent.is_empty()).then_some((delta, sent))
+}

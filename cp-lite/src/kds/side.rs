@@ -1,0 +1,372 @@
+//! The two ends of a sync stream and what each owns: which resources it
+//! sends (and under which key), what it already holds of the other's, and
+//! how it stores what arrives. Everything that differs between the global
+//! and a zone is here; the stream loop (`session`) is the same for both.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use koguma_api::{Resource, ResourceType};
+use koguma_proto::v1::{KdsKey, KdsResource};
+
+use super::hash::{fnv1a64, hashed_name};
+use crate::catalog::Catalog;
+use crate::mesh_ca::MeshCas;
+use crate::resources::Resources;
+use crate::role::{DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL};
+use crate::store::{Origin, StoredResource};
+
+/// A resource as its sender names it: (type kind or "Secret", mesh, name).
+pub type Key = (String, String, String);
+
+pub const SECRET: &str = "Secret";
+
+pub fn key_of(k: &KdsKey) -> Key {
+    (k.r#type.clone(), k.mesh.clone(), k.name.clone())
+}
+
+pub fn wire_key(k: &Key) -> KdsKey {
+    KdsKey {
+        r#type: k.0.clone(),
+        mesh: k.1.clone(),
+        name: k.2.clone(),
+    }
+}
+
+/// Meshes first (what lives in a mesh needs it), then their secrets, then
+/// the other types in registry order; removals go the other way.
+pub fn rank(kind: &str) -> usize {
+    if kind == SECRET {
+        return 1;
+    }
+    match ResourceType::from_kind(kind) {
+        Some(ResourceType::Mesh) => 0,
+        Some(t) => 2 + ResourceType::ALL.iter().position(|x| *x == t).unwrap_or(0),
+        None => usize::MAX,
+    }
+}
+
+/// Labels the sync itself sets; they are not part of what is compared.
+const SYNC_LABELS: [&str; 3] = [ORIGIN_LABEL, ZONE_LABEL, DISPLAY_NAME_LABEL];
+
+/// Versions are computed the same way on both ends from what each stores,
+/// so that after a reconnect equal versions mean "nothing to send".
+pub fn version(r: &Resource) -> String {
+    let spec = r.spec_value().to_string();
+    let labels: Vec<String> = r
+        .meta
+        .labels
+        .iter()
+        .filter(|(k, _)| !SYNC_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!(
+        "{:016x}",
+        fnv1a64(&[
+            r.resource_type().kind(),
+            "\0",
+            &spec,
+            "\0",
+            &labels.join(",")
+        ])
+    )
+}
+
+fn secret_version(data: &str) -> String {
+    format!("{:016x}", fnv1a64(&[data]))
+}
+
+/// One thing a side sends: its version, and the payload when asked.
+#[derive(Clone)]
+pub struct Item {
+    pub version: String,
+    pub payload: Payload,
+}
+
+#[derive(Clone)]
+pub enum Payload {
+    Resource(Arc<StoredResource>),
+    Secret(Arc<str>),
+}
+
+#[derive(Clone)]
+pub enum Side {
+    /// The global, talking to zone `.0`.
+    Global(String),
+    /// A zone, talking to its global.
+    Zone,
+}
+
+impl Side {
+    /// Whether this side sends `r` to the other.
+    pub fn sends(&self, r: &StoredResource) -> bool {
+        let sync = r.resource.resource_type().kds_sync();
+        match self {
+            Side::Zone => sync.zone_sends() && r.origin != Origin::Kds,
+            Side::Global(zone) => {
+                let own = r.origin != Origin::Kds && sync.global_sends();
+                // Other zones' ingresses, never the zone's own back.
+                let other_zone = r.origin == Origin::Kds
+                    && sync.global_sends()
+                    && r.resource.meta.labels.get(ZONE_LABEL) != Some(zone);
+                own || other_zone
+            }
+        }
+    }
+
+    /// Everything this side sends, as of `catalog`.
+    pub fn items(&self, catalog: &Catalog, cas: &MeshCas) -> BTreeMap<Key, Item> {
+        let mut out = BTreeMap::new();
+        for r in catalog.resources.values() {
+            if self.sends(r) {
+                out.insert(resource_key(r), resource_item(r));
+            }
+        }
+        for mesh in catalog.list(ResourceType::Mesh, None) {
+            out.extend(self.secrets(catalog, cas, &mesh.resource.meta.name));
+        }
+        out
+    }
+
+    /// The items of one stored resource key, as of `catalog` (none when it
+    /// is gone or not this side's to send).
+    pub fn items_of(
+        &self,
+        catalog: &Catalog,
+        rkey: &crate::catalog::ResourceKey,
+    ) -> Option<(Key, Item)> {
+        let r = catalog.resources.get(rkey)?;
+        self.sends(r).then(|| (resource_key(r), resource_item(r)))
+    }
+
+    /// The global sends each mesh's builtin CA, creating it if need be, so
+    /// that every zone signs workload certificates under one root.
+    pub fn secrets(&self, catalog: &Catalog, cas: &MeshCas, mesh: &str) -> BTreeMap<Key, Item> {
+        let mut out = BTreeMap::new();
+        let Side::Global(_) = self else {
+            return out;
+        };
+        let Some(backend) = catalog.mesh(mesh).and_then(|m| m.mtls_backend()) else {
+            return out;
+        };
+        match cas.secrets(mesh, backend) {
+            Ok(secrets) => {
+                for (name, data) in secrets {
+                    let item = Item {
+                        version: secret_version(&data),
+                        payload: Payload::Secret(data.into()),
+                    };
+                    out.insert((SECRET.into(), mesh.into(), name), item);
+                }
+            }
+            Err(e) => tracing::warn!(mesh, error = %e, "the mesh CA cannot be sent to zones"),
+        }
+        out
+    }
+
+    /// What this side holds of what the other sends, keyed as the other
+    /// names it: sent at the start of each stream so that only what
+    /// differs travels.
+    pub fn holds(
+        &self,
+        catalog: &Catalog,
+        resources: &Resources,
+        cas: &MeshCas,
+    ) -> BTreeMap<Key, String> {
+        let mut out = BTreeMap::new();
+        for r in catalog.resources.values() {
+            if r.origin != Origin::Kds {
+                continue;
+            }
+            let res = &r.resource;
+            let key = match self {
+                Side::Zone => resource_key(r),
+                Side::Global(zone) => {
+                    if res.meta.labels.get(ZONE_LABEL) != Some(zone) {
+                        continue;
+                    }
+                    let display = res
+                        .meta
+                        .labels
+                        .get(DISPLAY_NAME_LABEL)
+                        .cloned()
+                        .unwrap_or_default();
+                    (
+                        res.resource_type().kind().to_string(),
+                        res.meta.mesh.clone(),
+                        display,
+                    )
+                }
+            };
+            out.insert(key, version(res));
+        }
+        if let Side::Zone = self {
+            for mesh in catalog.list(ResourceType::Mesh, None) {
+                let name = &mesh.resource.meta.name;
+                let Some(backend) = mesh.resource.as_mesh().and_then(|m| m.mtls_backend()) else {
+                    continue;
+                };
+                for secret in cas.secret_names(name, backend) {
+                    if let Ok(Some(data)) = resources.secret(name, &secret) {
+                        out.insert((SECRET.into(), name.clone(), secret), secret_version(&data));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Stores what the other side sent. The error is the NACK's reason.
+    pub fn store(
+        &self,
+        resources: &Resources,
+        cas: &MeshCas,
+        r: &KdsResource,
+    ) -> Result<(), String> {
+        let key = r.key.as_ref().ok_or("the resource has no key")?;
+        if key.r#type == SECRET {
+            return self.store_secret(resources, cas, key, &r.spec);
+        }
+        let rtype = ResourceType::from_kind(&key.r#type)
+            .ok_or_else(|| format!("unknown type {:?}", key.r#type))?;
+        let mut labels = r.labels.clone();
+        let name = match self {
+            Side::Global(zone) => {
+                if !rtype.kds_sync().zone_sends() {
+                    return Err(format!(
+                        "a zone does not send {} resources: they are the global's",
+                        rtype.kind()
+                    ));
+                }
+                labels.insert(ORIGIN_LABEL.into(), "zone".into());
+                labels.insert(ZONE_LABEL.into(), zone.clone());
+                labels.insert(DISPLAY_NAME_LABEL.into(), key.name.clone());
+                hashed_name(&key.mesh, &key.name, zone)
+            }
+            Side::Zone => {
+                if !rtype.kds_sync().global_sends() {
+                    return Err(format!(
+                        "the global does not send {} resources to zones",
+                        rtype.kind()
+                    ));
+                }
+                labels
+                    .entry(ORIGIN_LABEL.into())
+                    .or_insert_with(|| "global".into());
+                key.name.clone()
+            }
+        };
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&r.spec).map_err(|e| format!("the spec is not JSON: {e}"))?;
+        obj.insert("type".into(), rtype.kind().into());
+        obj.insert("name".into(), name.into());
+        if rtype.is_mesh_scoped() {
+            obj.insert("mesh".into(), key.mesh.clone().into());
+        }
+        obj.insert("labels".into(), serde_json::json!(labels));
+        let resource =
+            Resource::from_value(serde_json::Value::Object(obj)).map_err(|e| e.to_string())?;
+        resources
+            .upsert(resource, Origin::Kds)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn store_secret(
+        &self,
+        resources: &Resources,
+        cas: &MeshCas,
+        key: &KdsKey,
+        data: &str,
+    ) -> Result<(), String> {
+        // Only a zone takes secrets, and only its meshes' CAs.
+        if let Side::Global(_) = self {
+            return Err("a zone does not send secrets".into());
+        }
+        if !key.name.starts_with(&format!("{}.ca-builtin-", key.mesh)) {
+            return Err(format!(
+                "secret {:?} is not a mesh CA of mesh {:?}",
+                key.name, key.mesh
+            ));
+        }
+        if resources.catalog().mesh(&key.mesh).is_none() {
+            return Err(format!("mesh {:?} does not exist", key.mesh));
+        }
+        resources
+            .replace_secret(&key.mesh, &key.name, data)
+            .map_err(|e| e.to_string())?;
+        cas.retain(|m, _| m != key.mesh);
+        Ok(())
+    }
+
+    /// Removes what the other side no longer has. Only copies are ever
+    /// removed: never a resource that originates here.
+    pub fn remove(&self, resources: &Resources, key: &KdsKey) -> Result<(), String> {
+        if key.r#type == SECRET {
+            // A mesh's secrets go with the mesh.
+            return Ok(());
+        }
+        let rtype = ResourceType::from_kind(&key.r#type)
+            .ok_or_else(|| format!("unknown type {:?}", key.r#type))?;
+        let name = match self {
+            Side::Global(zone) => hashed_name(&key.mesh, &key.name, zone),
+            Side::Zone => key.name.clone(),
+        };
+        let catalog = resources.catalog();
+        let Some(stored) = catalog.get(rtype, &key.mesh, &name) else {
+            return Ok(());
+        };
+        let zone_matches = match self {
+            Side::Global(zone) => stored.resource.meta.labels.get(ZONE_LABEL) == Some(zone),
+            Side::Zone => true,
+        };
+        if stored.origin != Origin::Kds || !zone_matches {
+            return Ok(());
+        }
+        match resources.delete(rtype, &key.mesh, &name) {
+            Ok(()) => Ok(()),
+            Err(crate::resources::ResourceError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub fn describe_peer(&self) -> String {
+        match self {
+            Side::Global(z) => format!("zone {z:?}"),
+            Side::Zone => "the global".to_string(),
+        }
+    }
+}
+
+fn resource_key(r: &StoredResource) -> Key {
+    let res = &r.resource;
+    (
+        res.resource_type().kind().to_string(),
+        res.meta.mesh.clone(),
+        res.meta.name.clone(),
+    )
+}
+
+fn resource_item(r: &Arc<StoredResource>) -> Item {
+    Item {
+        version: version(&r.resource),
+        payload: Payload::Resource(r.clone()),
+    }
+}
+
+/// The wire form of an item.
+pub fn to_wire(key: &Key, item: &Item) -> KdsResource {
+    let (labels, spec) = match &item.payload {
+        Payload::Resource(r) => (
+            r.resource.meta.labels.clone(),
+            r.resource.spec_value().to_string(),
+        ),
+        Payload::Secret(data) => (BTreeMap::new(), data.to_string()),
+    };
+    KdsResource {
+        key: Some(wire_key(key)),
+        labels,
+        spec,
+        version: item.version.clone(),
+    }
+}

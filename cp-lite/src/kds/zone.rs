@@ -1,0 +1,136 @@
+//! The zone's end: dials the global, says who it is and what it holds,
+//! then runs the shared sync loop. A lost connection is retried with
+//! backoff while the zone keeps serving its dataplanes on what it has; a
+//! refusal (no token, a bad one, another zone's) ends the zone CP, since
+//! retrying cannot fix it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use koguma_proto::channel;
+use koguma_proto::v1::multizone_sync_client::MultizoneSyncClient;
+use koguma_proto::v1::{KdsMessage, KdsVersion, ZoneHello, kds_message::Msg};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use super::KdsError;
+use super::session::{Session, SyncStats};
+use super::side::{Side, key_of, wire_key};
+use crate::mesh_ca::MeshCas;
+use crate::resources::Resources;
+
+pub struct ZoneSyncConfig {
+    pub zone: String,
+    pub global_address: String,
+    pub ca_file: Option<PathBuf>,
+    pub skip_verify: bool,
+    pub token: String,
+    pub instance_id: String,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs for as long as the CP does; returns only when the global refuses
+/// this zone.
+pub async fn run(
+    resources: Arc<Resources>,
+    cas: Arc<MeshCas>,
+    config: ZoneSyncConfig,
+) -> Result<(), KdsError> {
+    let address = channel::parse_address(&config.global_address, super::DEFAULT_PORT)
+        .map_err(|e| KdsError::Setup(format!("--global-address: {e}")))?;
+    let ch =
+        channel::connect(&address, config.ca_file.as_deref(), config.skip_verify).map_err(|e| {
+            KdsError::Setup(format!(
+                "the channel to the global (--global-ca-file, --skip-verify): {e}"
+            ))
+        })?;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match once(&resources, &cas, &config, ch.clone()).await {
+            Err(KdsError::Refused(reason)) => return Err(KdsError::Refused(reason)),
+            Ok(()) => {
+                tracing::warn!(global = %config.global_address, "the global closed the sync stream; this zone keeps serving what it has and reconnects");
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                tracing::warn!(global = %config.global_address, error = %e, retry_in = ?backoff, "no sync with the global; this zone keeps serving what it has")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
+    )
+}
+
+async fn once(
+    resources: &Arc<Resources>,
+    cas: &Arc<MeshCas>,
+    config: &ZoneSyncConfig,
+    ch: tonic::transport::Channel,
+) -> Result<(), KdsError> {
+    let side = Side::Zone;
+    let have: Vec<KdsVersion> = side
+        .holds(&resources.catalog(), resources, cas)
+        .into_iter()
+        .map(|(k, version)| KdsVersion {
+            key: Some(wire_key(&k)),
+            version,
+        })
+        .collect();
+    let hello = ZoneHello {
+        zone: config.zone.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        instance_id: config.instance_id.clone(),
+        have,
+    };
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(KdsMessage {
+        msg: Some(Msg::Hello(hello)),
+    })
+    .await
+    .map_err(|_| KdsError::Closed)?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let bearer = format!("Bearer {}", config.token)
+        .parse()
+        .map_err(|_| KdsError::Setup("the zone token is not a valid header value".into()))?;
+    request.metadata_mut().insert("authorization", bearer);
+    let mut inbound = match MultizoneSyncClient::new(ch).sync(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) if refused(&status) => return Err(KdsError::Refused(status.message().into())),
+        Err(status) => return Err(KdsError::Stream(status)),
+    };
+    let welcome = match inbound.message().await {
+        Ok(Some(KdsMessage {
+            msg: Some(Msg::Welcome(w)),
+        })) => w,
+        Ok(_) => {
+            return Err(KdsError::Protocol(
+                "the global did not answer with a welcome".into(),
+            ));
+        }
+        Err(status) if refused(&status) => return Err(KdsError::Refused(status.message().into())),
+        Err(status) => return Err(KdsError::Stream(status)),
+    };
+    tracing::info!(global = %config.global_address, global_instance = %welcome.global_instance_id, "connected to the global; syncing");
+    let peer_has = welcome
+        .have
+        .iter()
+        .filter_map(|v| Some((key_of(v.key.as_ref()?), v.version.clone())))
+        .collect();
+    let session = Session {
+        side,
+        resources: resources.clone(),
+        cas: cas.clone(),
+        stats: Arc::new(SyncStats::default()),
+    };
+    session.run(peer_has, inbound, tx).await
+}
