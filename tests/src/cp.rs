@@ -17,26 +17,41 @@ pub struct ControlPlane {
     log_dir: PathBuf,
     process: Process,
     restarts: u32,
+    /// `run` flags beyond the defaults (a multi-zone role), kept for restarts.
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
     /// Starts a CP on `ip` (API on :5681, DP server on :5678) with its
     /// SQLite store in `dir/cp-data`, and waits until its API answers.
     pub async fn start(ip: IpAddr, dir: &Path) -> ControlPlane {
+        let cp = Self::spawn_with(ip, dir, &[]);
+        cp.wait_ready().await;
+        cp
+    }
+
+    /// Starts a CP with extra `run` flags (`--mode global`, a zone's
+    /// `--global-address` ...) without waiting for it: a zone the global
+    /// refuses exits.
+    pub fn spawn_with(ip: IpAddr, dir: &Path, extra: &[String]) -> ControlPlane {
         let data_dir = dir.join("cp-data");
-        let process = Self::spawn(ip, &data_dir, dir, 0);
-        let cp = ControlPlane {
+        let process = Self::spawn(ip, &data_dir, dir, 0, extra);
+        ControlPlane {
             ip,
             data_dir,
             log_dir: dir.to_path_buf(),
             process,
             restarts: 0,
-        };
-        cp.wait_ready().await;
-        cp
+            extra: extra.to_vec(),
+        }
     }
 
-    fn spawn(ip: IpAddr, data_dir: &Path, log_dir: &Path, n: u32) -> Process {
+    /// How the process ended, if it did within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait(timeout).await
+    }
+
+    fn spawn(ip: IpAddr, data_dir: &Path, log_dir: &Path, n: u32, extra: &[String]) -> Process {
         let mut cmd = Command::new(binaries::path("koguma-cp"));
         cmd.args(["run", "--data-dir"])
             .arg(data_dir)
@@ -46,7 +61,8 @@ impl ControlPlane {
                 "--dp-server-address",
                 &format!("{ip}:5678"),
             ])
-            .args(["--dp-deregistration-delay", "3s"]);
+            .args(["--dp-deregistration-delay", "3s"])
+            .args(extra);
         Process::spawn(&format!("koguma-cp-{n}"), cmd, log_dir)
     }
 
@@ -86,7 +102,13 @@ impl ControlPlane {
     pub async fn restart(&mut self) {
         self.process.kill();
         self.restarts += 1;
-        self.process = Self::spawn(self.ip, &self.data_dir, &self.log_dir, self.restarts);
+        self.process = Self::spawn(
+            self.ip,
+            &self.data_dir,
+            &self.log_dir,
+            self.restarts,
+            &self.extra,
+        );
         self.wait_ready().await;
     }
 

@@ -10,6 +10,7 @@ pub mod cp;
 pub mod dp;
 pub mod mesh;
 pub mod mtls;
+pub mod multizone;
 pub mod net;
 pub mod netns;
 pub mod process;

@@ -15,6 +15,7 @@ use crate::mesh_ca::MeshCas;
 use crate::resources::Resources;
 use crate::role::{DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL};
 use crate::store::{Origin, StoredResource};
+use crate::tokens;
 
 /// A resource as its sender names it: (type kind or "Secret", mesh, name).
 pub type Key = (String, String, String);
@@ -139,29 +140,49 @@ impl Side {
         self.sends(r).then(|| (resource_key(r), resource_item(r)))
     }
 
-    /// The global sends each mesh's builtin CA, creating it if need be, so
-    /// that every zone signs workload certificates under one root.
+    /// The global sends each mesh's secrets a zone needs to act for it:
+    /// its builtin CA (so that every zone signs workload certificates under
+    /// one root) and its dataplane-token signing key (so that a token works
+    /// in every zone). Both are made here first if need be.
     pub fn secrets(&self, catalog: &Catalog, cas: &MeshCas, mesh: &str) -> BTreeMap<Key, Item> {
         let mut out = BTreeMap::new();
-        let Side::Global(_) = self else {
+        let (Side::Global(_), Some(spec)) = (self, catalog.mesh(mesh)) else {
             return out;
         };
-        let Some(backend) = catalog.mesh(mesh).and_then(|m| m.mtls_backend()) else {
-            return out;
-        };
-        match cas.secrets(mesh, backend) {
-            Ok(secrets) => {
-                for (name, data) in secrets {
-                    let item = Item {
-                        version: secret_version(&data),
-                        payload: Payload::Secret(data.into()),
-                    };
-                    out.insert((SECRET.into(), mesh.into(), name), item);
-                }
+        let mut secrets = Vec::new();
+        match tokens::dataplane::signing_key(cas.resources(), mesh) {
+            Ok(data) => secrets.push((tokens::dataplane::signing_key_name(mesh), data)),
+            Err(e) => {
+                tracing::warn!(mesh, error = %e, "the dataplane-token signing key cannot be sent to zones")
             }
-            Err(e) => tracing::warn!(mesh, error = %e, "the mesh CA cannot be sent to zones"),
+        }
+        if let Some(backend) = spec.mtls_backend() {
+            match cas.secrets(mesh, backend) {
+                Ok(ca) => secrets.extend(ca),
+                Err(e) => tracing::warn!(mesh, error = %e, "the mesh CA cannot be sent to zones"),
+            }
+        }
+        for (name, data) in secrets {
+            let item = Item {
+                version: secret_version(&data),
+                payload: Payload::Secret(data.into()),
+            };
+            out.insert((SECRET.into(), mesh.into(), name), item);
         }
         out
+    }
+
+    /// The secrets of `mesh` a zone takes from the global.
+    fn synced_secret_names(
+        cas: &MeshCas,
+        mesh: &str,
+        spec: Option<&koguma_api::MeshSpec>,
+    ) -> Vec<String> {
+        let mut names = vec![tokens::dataplane::signing_key_name(mesh)];
+        if let Some(backend) = spec.and_then(|m| m.mtls_backend()) {
+            names.extend(cas.secret_names(mesh, backend));
+        }
+        names
     }
 
     /// What this side holds of what the other sends, keyed as the other
@@ -203,10 +224,7 @@ impl Side {
         if let Side::Zone = self {
             for mesh in catalog.list(ResourceType::Mesh, None) {
                 let name = &mesh.resource.meta.name;
-                let Some(backend) = mesh.resource.as_mesh().and_then(|m| m.mtls_backend()) else {
-                    continue;
-                };
-                for secret in cas.secret_names(name, backend) {
+                for secret in Self::synced_secret_names(cas, name, mesh.resource.as_mesh()) {
                     if let Ok(Some(data)) = resources.secret(name, &secret) {
                         out.insert((SECRET.into(), name.clone(), secret), secret_version(&data));
                     }
@@ -279,18 +297,20 @@ impl Side {
         key: &KdsKey,
         data: &str,
     ) -> Result<(), String> {
-        // Only a zone takes secrets, and only its meshes' CAs.
+        // Only a zone takes secrets, and only those it needs for a mesh.
         if let Side::Global(_) = self {
             return Err("a zone does not send secrets".into());
         }
-        if !key.name.starts_with(&format!("{}.ca-builtin-", key.mesh)) {
+        let catalog = resources.catalog();
+        let Some(spec) = catalog.mesh(&key.mesh) else {
+            return Err(format!("mesh {:?} does not exist", key.mesh));
+        };
+        let is_ca = key.name.starts_with(&format!("{}.ca-builtin-", key.mesh));
+        if !is_ca && !Self::synced_secret_names(cas, &key.mesh, Some(spec)).contains(&key.name) {
             return Err(format!(
-                "secret {:?} is not a mesh CA of mesh {:?}",
+                "secret {:?} is not one a zone takes for mesh {:?}",
                 key.name, key.mesh
             ));
-        }
-        if resources.catalog().mesh(&key.mesh).is_none() {
-            return Err(format!("mesh {:?} does not exist", key.mesh));
         }
         resources
             .replace_secret(&key.mesh, &key.name, data)

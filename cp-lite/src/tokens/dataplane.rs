@@ -27,8 +27,16 @@ pub struct Claims {
     pub exp: u64,
 }
 
-fn signing_key_name(mesh: &str) -> String {
+/// Kuma's name for a mesh's dataplane-token signing key. In multi-zone the
+/// global makes it and sends it to every zone, so that a token works in
+/// whichever zone its dataplane runs.
+pub fn signing_key_name(mesh: &str) -> String {
     format!("dataplane-token-signing-key-{mesh}")
+}
+
+/// The mesh's signing key as stored, made first if need be.
+pub fn signing_key(resources: &Resources, mesh: &str) -> Result<String, TokenError> {
+    super::signing_key(resources, &(mesh.to_string(), signing_key_name(mesh)))
 }
 
 impl Lifetime for Claims {

@@ -82,20 +82,34 @@ fn key_pair(pkcs8_b64: &str) -> Result<EcdsaKeyPair, TokenError> {
         .map_err(|e| TokenError::Key(e.to_string()))
 }
 
-/// Signs `claims`, valid from now for `valid_for`, with the key `key`,
-/// created on first use.
+/// The stored signing key `key`, created on first use, except on a
+/// federated zone: there keys come from the global, so that tokens work in
+/// every zone.
+fn signing_key(resources: &Resources, key: &KeyName) -> Result<String, TokenError> {
+    if resources.role().zone_name().is_some() {
+        return resources.secret(&key.0, &key.1)?.ok_or_else(|| {
+            TokenError::Key(format!(
+                "{} has not arrived from the global control plane yet (zones use the global's keys)",
+                key.1
+            ))
+        });
+    }
+    resources.secret_or_insert(&key.0, &key.1, || {
+        let rng = SystemRandom::new();
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map(|doc| B64.encode(doc.as_ref()))
+            .map_err(|e| TokenError::Key(e.to_string()))
+    })
+}
+
+/// Signs `claims`, valid from now for `valid_for`, with the key `key`.
 pub fn sign<C: Serialize + Lifetime>(
     resources: &Resources,
     key: &KeyName,
     mut claims: C,
     valid_for: Duration,
 ) -> Result<String, TokenError> {
-    let stored = resources.secret_or_insert(&key.0, &key.1, || {
-        let rng = SystemRandom::new();
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map(|doc| B64.encode(doc.as_ref()))
-            .map_err(|e| TokenError::Key(e.to_string()))
-    })?;
+    let stored = signing_key(resources, key)?;
     let key = key_pair(&stored)?;
     let now = now_secs();
     // Hosts' clocks differ a little.

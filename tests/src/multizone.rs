@@ -1,0 +1,102 @@
+//! A global control plane and its zones, each a real koguma-cp process on
+//! an address of its own: the global's sync on :5685, each zone dialling it
+//! with a zone token from the global.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{ControlPlane, eventually};
+
+/// Starts a global CP on `ip` and waits until its API answers.
+pub async fn start_global(ip: IpAddr, dir: &Path) -> ControlPlane {
+    let args = vec![
+        "--mode".into(),
+        "global".into(),
+        "--kds-address".into(),
+        format!("{ip}:5685"),
+    ];
+    let cp = ControlPlane::spawn_with(ip, dir, &args);
+    cp.wait_ready().await;
+    cp
+}
+
+/// `koguma-cp generate zone-token` against `global`, written to `dir/file`.
+pub async fn zone_token(
+    global: &ControlPlane,
+    zone: &str,
+    extra: &[&str],
+    dir: &Path,
+    file: &str,
+) -> PathBuf {
+    let mut args = vec!["generate", "zone-token", "--zone", zone];
+    args.extend(extra);
+    let out = global.cli(&args, None).await;
+    assert!(
+        out.status.success(),
+        "generate zone-token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, &out.stdout).expect("write zone token");
+    path
+}
+
+/// The `run` flags of zone `zone` federated with `global`; `token` None
+/// starts it without one.
+pub fn zone_args(
+    zone: &str,
+    global: &ControlPlane,
+    token: Option<&Path>,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--zone".into(),
+        zone.into(),
+        "--global-address".into(),
+        format!("grpcs://{}:5685", global.ip),
+        "--global-ca-file".into(),
+        global.ca_file().display().to_string(),
+    ];
+    if let Some(t) = token {
+        args.push("--zone-token-file".into());
+        args.push(t.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The items of a list the CP serves at `path`.
+pub async fn items(cp: &ControlPlane, path: &str) -> Vec<Value> {
+    let (status, body) = cp.get_json(path).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `cp` lists a resource named `name` at `path`.
+pub async fn wait_for(cp: &ControlPlane, path: &str, name: &str, timeout: Duration) -> Value {
+    eventually(
+        &format!("{name} at {path} of {}", cp.ip),
+        timeout,
+        || async {
+            items(cp, path)
+                .await
+                .into_iter()
+                .find(|i| i["name"] == name)
+        },
+    )
+    .await
+}
+
+/// Instances of `service` in `mesh` that a ZoneIngress offers.
+pub fn instances(ingress: &Value, service: &str) -> u64 {
+    ingress["availableServices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["mesh"] == "default" && s["tags"]["kuma.io/service"] == service)
+        .map(|s| s["instances"].as_u64().unwrap_or(0))
+        .sum()
+}
