@@ -128,10 +128,6 @@ impl MeshCas {
         }
     }
 
-    pub fn resources(&self) -> &Resources {
-        &self.resources
-    }
-
     /// The store names of the CA of `backend` in `mesh`: certificate, key.
     pub fn secret_names(&self, mesh: &str, backend: &MtlsBackend) -> [String; 2] {
         let (c, k) = secret_names(mesh, &backend.name);

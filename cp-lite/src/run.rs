@@ -18,7 +18,10 @@ use crate::dp_server::{
     DataplaneDiscoveryServer, DpAuth, DpServer, DpService, GlobalRefusesDataplanes,
 };
 use crate::kds::{
-    self, global::GlobalSync, global::MultizoneSyncServer, insights::ZoneInsights,
+    self, LocalState,
+    global::GlobalSync,
+    global::MultizoneSyncServer,
+    insights::{RemoteInsights, ZoneInsights},
     zone::ZoneSyncConfig,
 };
 use crate::mesh_ca::MeshCas;
@@ -196,6 +199,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if role != Role::Global {
         tokio::spawn(crate::available_services::run(resources.clone()));
     }
+    let remote_insights = Arc::new(RemoteInsights::default());
+    let local = Arc::new(LocalState {
+        resources: resources.clone(),
+        cas: cas.clone(),
+        status: status.clone(),
+        remote_insights: remote_insights.clone(),
+    });
     let kds_listener = match role {
         Role::Global => Some(bind(args.kds_address, "multi-zone sync (KDS)").await?),
         _ => None,
@@ -205,10 +215,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         api_listener,
         api_server::router(ApiState {
             resources: resources.clone(),
-            status,
+            status: status.clone(),
             cas: cas.clone(),
             snapshots,
             zones: zone_insights.clone(),
+            remote_insights,
         }),
     )
     .with_graceful_shutdown(stopped());
@@ -238,12 +249,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The global serves its zones; a federated zone dials its global.
     let kds = match (&role, kds_listener) {
         (Role::Global, Some(listener)) => {
-            let sync = GlobalSync::new(
-                resources.clone(),
-                cas.clone(),
-                zone_insights.clone(),
-                instance_id.clone(),
-            );
+            let sync = GlobalSync::new(local.clone(), zone_insights.clone(), instance_id.clone());
             let server = grpc()?
                 .add_service(MultizoneSyncServer::new(sync))
                 .serve_with_incoming_shutdown(
@@ -271,9 +277,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 token,
                 instance_id: instance_id.clone(),
             };
-            let (resources, cas) = (resources.clone(), cas.clone());
+            let local = local.clone();
             async move {
-                kds::zone::run(resources, cas, config)
+                kds::zone::run(local, config)
                     .await
                     .context("multi-zone sync")
             }

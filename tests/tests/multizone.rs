@@ -28,6 +28,12 @@ fn ingress(ip: std::net::IpAddr) -> String {
     )
 }
 
+/// A dataplane's insight as `cp` reports it.
+async fn insight_on(cp: &ControlPlane, name: &str) -> serde_json::Value {
+    let path = format!("/meshes/default/dataplanes+insights/{name}");
+    cp.get_json(&path).await.1["dataplaneInsight"].clone()
+}
+
 /// The mesh CA a CP signs workload certificates with, as a client gets it.
 async fn ca(cp: &ControlPlane, dir: &std::path::Path) -> String {
     let file = |what: &str| {
@@ -177,6 +183,17 @@ async fn a_mesh_across_a_global_and_two_zones() {
         on_global["name"], "web-1",
         "zone copies get hashed names on the global"
     );
+    // ...with their insights, as their zone reports them.
+    let web_on_global = on_global["name"].as_str().unwrap().to_string();
+    eventually(
+        "web-1 online on the global",
+        Duration::from_secs(5),
+        || async {
+            let i = insight_on(&global, &web_on_global).await;
+            (i["online"] == true && i["lastAckedVersion"].is_string()).then_some(())
+        },
+    )
+    .await;
 
     // Zone ingress of zone-1: its availableServices computed by zone-1,
     // seen by zone-2 through the global, and kept current.
@@ -348,6 +365,20 @@ async fn a_mesh_across_a_global_and_two_zones() {
         }
     };
     zone2_dps(&["backend-2", "backend-7"]).await;
+    let b2 = items(&global, "/meshes/default/dataplanes")
+        .await
+        .into_iter()
+        .find(|d| d["labels"]["kuma.io/display-name"] == "backend-2")
+        .unwrap();
+    let i = insight_on(&global, b2["name"].as_str().unwrap()).await;
+    assert_eq!(
+        i["online"], false,
+        "a dataplane of an offline zone shows offline: {i}"
+    );
+    assert!(
+        i["lastAckedVersion"].is_string(),
+        "its last report stays: {i}"
+    );
     // Back with an empty store: backend-2's agent registers again, the
     // API-made backend-7 is gone, and the global follows.
     zone2.restart().await;
@@ -363,5 +394,139 @@ async fn a_mesh_across_a_global_and_two_zones() {
         ca(&zone2, root.path()).await,
         global_ca,
         "zone-2 after its restart"
+    );
+}
+
+/// A zone CP the global must refuse: it exits non-zero, before anything is
+/// synced, with the reason in its log.
+async fn refused_zone(
+    global: &ControlPlane,
+    zone: &str,
+    ip: std::net::IpAddr,
+    dir: &std::path::Path,
+    token: Option<&std::path::Path>,
+    reason: &str,
+) {
+    std::fs::create_dir_all(dir).expect("zone dir");
+    let mut cp = ControlPlane::spawn_with(ip, dir, &zone_args(zone, global, token, &[]));
+    let status = cp.wait_exit(Duration::from_secs(15)).await;
+    let log = cp.log();
+    let status = status.unwrap_or_else(|| panic!("zone {zone} was not refused; its log:\n{log}"));
+    assert!(!status.success(), "zone {zone} exited with {status}");
+    assert!(
+        log.contains("refused this zone") && log.contains(reason),
+        "zone {zone}'s log lacks {reason:?}:\n{log}"
+    );
+    assert!(
+        !items(global, "/zones")
+            .await
+            .iter()
+            .any(|z| z["name"] == zone),
+        "the global recorded refused zone {zone}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zones_without_a_valid_token_and_dataplanes_dialling_the_global_are_refused() {
+    let net = TestNet::new();
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = |d: &str| root.path().join(d);
+    std::fs::create_dir_all(dir("global")).unwrap();
+    std::fs::create_dir_all(dir("elsewhere")).unwrap();
+    let global = start_global(net.host(0), &dir("global")).await;
+    // Another global, whose tokens this one must not take.
+    let elsewhere = start_global(net.host(1), &dir("elsewhere")).await;
+
+    refused_zone(
+        &global,
+        "zone-a",
+        net.host(2),
+        &dir("a"),
+        None,
+        "no zone token was presented",
+    )
+    .await;
+    let forged = zone_token(&elsewhere, "zone-b", &[], root.path(), "forged.token").await;
+    refused_zone(
+        &global,
+        "zone-b",
+        net.host(3),
+        &dir("b"),
+        Some(&forged),
+        "signature is not valid",
+    )
+    .await;
+    let expiring = zone_token(
+        &global,
+        "zone-c",
+        &["--valid-for", "1s"],
+        root.path(),
+        "expiring.token",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refused_zone(
+        &global,
+        "zone-c",
+        net.host(4),
+        &dir("c"),
+        Some(&expiring),
+        "expired",
+    )
+    .await;
+    let others = zone_token(&global, "zone-e", &[], root.path(), "others.token").await;
+    refused_zone(
+        &global,
+        "zone-d",
+        net.host(5),
+        &dir("d"),
+        Some(&others),
+        "for zone \"zone-e\", not \"zone-d\"",
+    )
+    .await;
+    let ingress_only = zone_token(
+        &global,
+        "zone-f",
+        &["--scope", "ingress"],
+        root.path(),
+        "ingress.token",
+    )
+    .await;
+    refused_zone(
+        &global,
+        "zone-f",
+        net.host(6),
+        &dir("f"),
+        Some(&ingress_only),
+        "does not include \"cp\"",
+    )
+    .await;
+
+    // Zone tokens come from the global only.
+    std::fs::create_dir_all(dir("standalone")).unwrap();
+    let zone = ControlPlane::start(net.host(7), &dir("standalone")).await;
+    let out = zone
+        .cli(&["generate", "zone-token", "--zone", "x"], None)
+        .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("issued by the global control plane"));
+
+    // A dataplane that dials the global is told to go to its zone.
+    let yaml = DataplaneYaml::new("lost-1", net.host(8)).inbound(8080, 18080, "lost", "http");
+    let mut dp = Dataplane::start(&global, &yaml, root.path());
+    let status = dp.wait_exit(Duration::from_secs(15)).await;
+    let log = dp.log();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the dataplane kept running:\n{log}"
+    );
+    assert!(
+        log.contains("global control plane: it serves no dataplanes"),
+        "{log}"
+    );
+    assert!(
+        items(&global, "/meshes/default/dataplanes")
+            .await
+            .is_empty()
     );
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::dp_server::status::StatusRegistry;
 use crate::identity_api;
-use crate::kds::insights::ZoneInsights;
+use crate::kds::insights::{RemoteInsights, ZoneInsights};
 use crate::mesh_ca::MeshCas;
 use crate::proxy_config::ConfigSnapshot;
 use crate::resources::{ResourceError, Resources};
@@ -30,6 +30,8 @@ pub struct ApiState {
     pub snapshots: tokio::sync::watch::Receiver<Arc<ConfigSnapshot>>,
     /// Each zone's sync streams (empty unless this is a global).
     pub zones: Arc<ZoneInsights>,
+    /// Zones' dataplane insights (empty unless this is a global).
+    pub remote_insights: Arc<RemoteInsights>,
 }
 
 pub fn router(state: ApiState) -> Router {

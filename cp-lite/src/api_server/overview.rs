@@ -29,13 +29,21 @@ fn overview(s: &ApiState, r: &StoredResource) -> Value {
             obj.remove(k);
         }
     }
-    let insight = s
-        .status
-        .get(&(meta.mesh.clone(), meta.name.clone()))
-        .map_or_else(
-            || json!({"online": false, "subscriptions": []}),
-            |st| st.insight_json(),
-        );
+    let offline = || json!({"online": false, "subscriptions": []});
+    let insight = match s.status.get(&(meta.mesh.clone(), meta.name.clone())) {
+        Some(st) => st.insight_json(),
+        // On the global: as the dataplane's zone last reported it, and
+        // offline while that zone is (its last word may be stale).
+        None => match s.remote_insights.get(&meta.mesh, &meta.name) {
+            Some((zone, mut insight)) => {
+                if !s.zones.is_online(&zone) {
+                    insight["online"] = false.into();
+                }
+                insight
+            }
+            None => offline(),
+        },
+    };
     json!({
         "type": "DataplaneOverview",
         "mesh": meta.mesh,

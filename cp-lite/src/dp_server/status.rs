@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde_json::json;
@@ -37,6 +38,8 @@ pub struct StreamStatus {
 #[derive(Default)]
 pub struct StatusRegistry {
     streams: Mutex<HashMap<DataplaneKey, StreamStatus>>,
+    /// Bumped by every change: readers that poll skip unchanged states.
+    generation: AtomicU64,
 }
 
 fn time(t: SystemTime) -> String {
@@ -48,9 +51,19 @@ impl StatusRegistry {
         f(&mut self.streams.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    fn with_mut<R>(&self, f: impl FnOnce(&mut HashMap<DataplaneKey, StreamStatus>) -> R) -> R {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.with(f)
+    }
+
+    /// Changes so far; equal numbers mean nothing changed in between.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     pub fn connected(&self, key: &DataplaneKey, stream_id: u64, agent_version: &str) {
         let now = SystemTime::now();
-        self.with(|m| {
+        self.with_mut(|m| {
             m.insert(
                 key.clone(),
                 StreamStatus {
@@ -76,7 +89,7 @@ impl StatusRegistry {
     /// Applies `f` to the status of `key` if `stream_id` is still its stream
     /// (a reconnected agent's new stream must not be touched by the old one).
     fn update(&self, key: &DataplaneKey, stream_id: u64, f: impl FnOnce(&mut StreamStatus)) {
-        self.with(|m| {
+        self.with_mut(|m| {
             if let Some(s) = m.get_mut(key).filter(|s| s.stream_id == stream_id) {
                 s.last_update = SystemTime::now();
                 f(s);
@@ -112,7 +125,7 @@ impl StatusRegistry {
     pub fn cert_issued(&self, key: &DataplaneKey, not_after: time::OffsetDateTime) {
         let expires = SystemTime::UNIX_EPOCH
             + std::time::Duration::from_secs(not_after.unix_timestamp().max(0) as u64);
-        self.with(|m| {
+        self.with_mut(|m| {
             if let Some(s) = m.get_mut(key) {
                 s.cert_expiration = Some(expires);
                 s.cert_regenerations += 1;
@@ -139,8 +152,17 @@ impl StatusRegistry {
         self.with(|m| m.get(key).cloned())
     }
 
-    pub fn forget(&self, key: &DataplaneKey) {
+    /// Every dataplane's insight, as the REST API shows it.
+    pub fn snapshot(&self) -> Vec<(DataplaneKey, serde_json::Value)> {
         self.with(|m| {
+            m.iter()
+                .map(|(k, s)| (k.clone(), s.insight_json()))
+                .collect()
+        })
+    }
+
+    pub fn forget(&self, key: &DataplaneKey) {
+        self.with_mut(|m| {
             m.remove(key);
         });
     }

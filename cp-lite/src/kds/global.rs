@@ -16,32 +16,28 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use koguma_proto::v1::multizone_sync_server::MultizoneSyncServer;
 
+use super::LocalState;
 use super::insights::ZoneInsights;
 use super::session::{Session, SyncStats};
 use super::side::{Side, wire_key};
-use crate::mesh_ca::MeshCas;
-use crate::resources::Resources;
 use crate::store::Origin;
 use crate::tokens;
 
 pub struct GlobalSync {
-    pub resources: Arc<Resources>,
-    pub cas: Arc<MeshCas>,
-    pub insights: Arc<ZoneInsights>,
-    pub instance_id: String,
+    local: Arc<LocalState>,
+    insights: Arc<ZoneInsights>,
+    instance_id: String,
     next_stream: AtomicU64,
 }
 
 impl GlobalSync {
     pub fn new(
-        resources: Arc<Resources>,
-        cas: Arc<MeshCas>,
+        local: Arc<LocalState>,
         insights: Arc<ZoneInsights>,
         instance_id: String,
     ) -> GlobalSync {
         GlobalSync {
-            resources,
-            cas,
+            local,
             insights,
             instance_id,
             next_stream: AtomicU64::new(1),
@@ -51,6 +47,7 @@ impl GlobalSync {
     /// The zone's `Zone` resource, made when it first connects.
     fn record_zone(&self, zone: &str) -> Result<(), Status> {
         if self
+            .local
             .resources
             .catalog()
             .get(ResourceType::Zone, "", zone)
@@ -60,7 +57,8 @@ impl GlobalSync {
         }
         let r = Resource::from_value(serde_json::json!({"type": "Zone", "name": zone}))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.resources
+        self.local
+            .resources
             .upsert(r, Origin::Api)
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(zone, "zone created: it connected for the first time");
@@ -89,6 +87,8 @@ impl MultizoneSync for GlobalSync {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
             .map(str::to_string);
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
@@ -119,7 +119,7 @@ impl MultizoneSync for GlobalSync {
                 ),
             ));
         };
-        tokens::zone::verify(&self.resources, &token, &zone, "cp").map_err(|e| match e {
+        tokens::zone::verify(&self.local.resources, &token, &zone, "cp").map_err(|e| match e {
             tokens::TokenError::Store(s) => Status::internal(s.to_string()),
             e => refuse(
                 &zone,
@@ -130,9 +130,9 @@ impl MultizoneSync for GlobalSync {
         self.record_zone(&zone)?;
 
         let side = Side::Global(zone.clone());
-        let catalog = self.resources.catalog();
+        let catalog = self.local.resources.catalog();
         let have: Vec<KdsVersion> = side
-            .holds(&catalog, &self.resources, &self.cas)
+            .holds(&catalog, &self.local)
             .into_iter()
             .map(|(k, version)| KdsVersion {
                 key: Some(wire_key(&k)),
@@ -171,8 +171,7 @@ impl MultizoneSync for GlobalSync {
         tracing::info!(zone, ?peer, zone_version = %hello.version, "zone connected");
         let session = Session {
             side,
-            resources: self.resources.clone(),
-            cas: self.cas.clone(),
+            local: self.local.clone(),
             stats,
         };
         let insights = self.insights.clone();

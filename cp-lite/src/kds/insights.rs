@@ -1,6 +1,7 @@
-//! Zone insights on the global: each zone's sync streams (connect and
-//! disconnect times, versions, deltas sent and ACKed), kept in memory, in
-//! Kuma's `ZoneInsight` shape. A zone is online while a stream is open.
+//! What the global knows of its zones, in memory: each zone's sync
+//! streams (connect and disconnect times, versions, deltas sent and ACKed,
+//! in Kuma's `ZoneInsight` shape; a zone is online while a stream is open),
+//! and the insights of zones' dataplanes as their zones report them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -62,6 +63,13 @@ impl ZoneInsights {
         subs.drain(..excess);
     }
 
+    pub fn is_online(&self, zone: &str) -> bool {
+        self.lock()
+            .get(zone)
+            .and_then(|subs| subs.last())
+            .is_some_and(|s| s.disconnect_time.is_none())
+    }
+
     pub fn disconnected(&self, zone: &str, id: &str) {
         if let Some(s) = self
             .lock()
@@ -102,5 +110,65 @@ impl ZoneInsights {
             })
             .collect();
         json!({ "subscriptions": subs })
+    }
+}
+
+struct RemoteInsight {
+    zone: String,
+    display_name: String,
+    value: Value,
+    version: String,
+}
+
+/// Zones' dataplane insights on the global, by (mesh, name on the global).
+/// Not in the catalog: they change with every config a dataplane ACKs, and
+/// no dataplane config depends on them.
+#[derive(Default)]
+pub struct RemoteInsights {
+    by_dataplane: Mutex<BTreeMap<(String, String), RemoteInsight>>,
+}
+
+impl RemoteInsights {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), RemoteInsight>> {
+        self.by_dataplane.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn put(
+        &self,
+        mesh: &str,
+        name: &str,
+        zone: &str,
+        display_name: &str,
+        value: Value,
+        version: &str,
+    ) {
+        self.lock().insert(
+            (mesh.into(), name.into()),
+            RemoteInsight {
+                zone: zone.into(),
+                display_name: display_name.into(),
+                value,
+                version: version.into(),
+            },
+        );
+    }
+
+    pub fn remove(&self, mesh: &str, name: &str) {
+        self.lock().remove(&(mesh.to_string(), name.to_string()));
+    }
+
+    pub fn get(&self, mesh: &str, name: &str) -> Option<(String, Value)> {
+        self.lock()
+            .get(&(mesh.to_string(), name.to_string()))
+            .map(|i| (i.zone.clone(), i.value.clone()))
+    }
+
+    /// (mesh, name in the zone, version) of every insight from `zone`.
+    pub fn of_zone(&self, zone: &str) -> Vec<(String, String, String)> {
+        self.lock()
+            .iter()
+            .filter(|(_, i)| i.zone == zone)
+            .map(|((mesh, _), i)| (mesh.clone(), i.display_name.clone(), i.version.clone()))
+            .collect()
     }
 }

@@ -14,6 +14,23 @@ mod session;
 mod side;
 pub mod zone;
 
+use std::sync::Arc;
+
+use crate::dp_server::status::StatusRegistry;
+use crate::mesh_ca::MeshCas;
+use crate::resources::Resources;
+use insights::RemoteInsights;
+
+/// What this control plane holds that the sync reads and writes.
+pub struct LocalState {
+    pub resources: Arc<Resources>,
+    pub cas: Arc<MeshCas>,
+    /// This CP's own dataplanes' streams: a zone sends their insights.
+    pub status: Arc<StatusRegistry>,
+    /// Zones' dataplane insights, on the global.
+    pub remote_insights: Arc<RemoteInsights>,
+}
+
 /// Kuma's KDS port.
 pub const DEFAULT_PORT: u16 = 5685;
 

@@ -15,11 +15,9 @@ use koguma_api::ResourceType;
 use koguma_proto::v1::{KdsAck, KdsDelta, KdsMessage, KdsNack, kds_message::Msg};
 use tokio::sync::mpsc;
 
-use super::KdsError;
-use super::side::{Item, Key, Side, key_of, rank, to_wire, wire_key};
+use super::side::{INSIGHT, Item, Key, Side, insight_items, key_of, rank, to_wire, wire_key};
+use super::{KdsError, LocalState};
 use crate::catalog::Catalog;
-use crate::mesh_ca::MeshCas;
-use crate::resources::Resources;
 
 /// How long a NACKed resource waits before it is sent again (Kuma: 5 s).
 const NACK_BACKOFF: Duration = Duration::from_secs(5);
@@ -42,10 +40,12 @@ impl SyncStats {
 
 pub struct Session {
     pub side: Side,
-    pub resources: Arc<Resources>,
-    pub cas: Arc<MeshCas>,
+    pub local: Arc<LocalState>,
     pub stats: Arc<SyncStats>,
 }
+
+/// How often a zone samples its dataplanes' insights for the global.
+const INSIGHT_INTERVAL: Duration = Duration::from_secs(1);
 
 struct InFlight {
     nonce: String,
@@ -60,9 +60,12 @@ impl Session {
         mut inbound: impl Stream<Item = Result<KdsMessage, tonic::Status>> + Unpin,
         out: mpsc::Sender<KdsMessage>,
     ) -> Result<(), KdsError> {
-        let mut catalog_rx = self.resources.subscribe();
+        let mut catalog_rx = self.local.resources.subscribe();
         let mut current: Arc<Catalog> = catalog_rx.borrow_and_update().clone();
-        let mut mine = self.side.items(&current, &self.cas);
+        let mut mine = self.side.items(&current, &self.local);
+        let mut sampled = self.local.status.generation();
+        let mut insight_tick = tokio::time::interval(INSIGHT_INTERVAL);
+        insight_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty: BTreeSet<Key> = mine.keys().chain(peer_has.keys()).cloned().collect();
         let mut in_flight: Option<InFlight> = None;
         let mut nacked: Vec<Key> = Vec::new();
@@ -139,10 +142,44 @@ impl Session {
                         }
                     }
                 }
+                _ = insight_tick.tick(), if self.side == Side::Zone => {
+                    // Sampled only when some stream changed since.
+                    let generation = self.local.status.generation();
+                    if generation != sampled {
+                        sampled = generation;
+                        self.sample_insights(&current, &mut mine, &mut dirty);
+                    }
+                }
                 _ = &mut retry => {
                     dirty.extend(nacked.drain(..));
                     retry.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
                 }
+            }
+        }
+    }
+
+    /// Marks the insights that changed since the last sample.
+    fn sample_insights(
+        &self,
+        catalog: &Catalog,
+        mine: &mut BTreeMap<Key, Item>,
+        dirty: &mut BTreeSet<Key>,
+    ) {
+        let now = insight_items(catalog, &self.local);
+        let gone: Vec<Key> = mine
+            .range((INSIGHT.to_string(), String::new(), String::new())..)
+            .take_while(|(k, _)| k.0 == INSIGHT)
+            .filter(|(k, _)| !now.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            mine.remove(&k);
+            dirty.insert(k);
+        }
+        for (k, item) in now {
+            if mine.get(&k).is_none_or(|old| old.version != item.version) {
+                dirty.insert(k.clone());
+                mine.insert(k, item);
             }
         }
     }
@@ -186,7 +223,7 @@ impl Session {
                     mine.remove(&k);
                     dirty.insert(k);
                 }
-                for (k, item) in self.side.secrets(new, &self.cas, mesh) {
+                for (k, item) in self.side.secrets(new, &self.local, mesh) {
                     dirty.insert(k.clone());
                     mine.insert(k, item);
                 }
@@ -202,7 +239,7 @@ impl Session {
         let mut upserts = delta.upserts;
         upserts.sort_by_key(|r| r.key.as_ref().map_or(usize::MAX, |k| rank(&k.r#type)));
         for r in &upserts {
-            if let Err(reason) = self.side.store(&self.resources, &self.cas, r) {
+            if let Err(reason) = self.side.store(&self.local, r) {
                 let key = r.key.clone().unwrap_or_default();
                 tracing::warn!(peer = %self.side.describe_peer(), kind = %key.r#type, mesh = %key.mesh, name = %key.name, %reason, "sync: cannot store a resource; NACKed");
                 nacks.push(KdsNack {
@@ -214,7 +251,7 @@ impl Session {
         let mut removals = delta.removals;
         removals.sort_by_key(|k| std::cmp::Reverse(rank(&k.r#type)));
         for key in &removals {
-            if let Err(reason) = self.side.remove(&self.resources, key) {
+            if let Err(reason) = self.side.remove(&self.local, key) {
                 tracing::warn!(peer = %self.side.describe_peer(), kind = %key.r#type, mesh = %key.mesh, name = %key.name, %reason, "sync: cannot remove a resource; NACKed");
                 nacks.push(KdsNack {
                     key: Some(key.clone()),

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use koguma_api::{Resource, ResourceType};
 use koguma_proto::v1::{KdsKey, KdsResource};
 
+use super::LocalState;
 use super::hash::{fnv1a64, hashed_name};
 use crate::catalog::Catalog;
 use crate::mesh_ca::MeshCas;
-use crate::resources::Resources;
 use crate::role::{DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL};
 use crate::store::{Origin, StoredResource};
 use crate::tokens;
@@ -21,6 +21,8 @@ use crate::tokens;
 pub type Key = (String, String, String);
 
 pub const SECRET: &str = "Secret";
+/// A zone's dataplane's insight (its stream to the zone CP), for the global.
+pub const INSIGHT: &str = "DataplaneInsight";
 
 pub fn key_of(k: &KdsKey) -> Key {
     (k.r#type.clone(), k.mesh.clone(), k.name.clone())
@@ -39,6 +41,9 @@ pub fn wire_key(k: &Key) -> KdsKey {
 pub fn rank(kind: &str) -> usize {
     if kind == SECRET {
         return 1;
+    }
+    if kind == INSIGHT {
+        return usize::MAX - 1;
     }
     match ResourceType::from_kind(kind) {
         Some(ResourceType::Mesh) => 0,
@@ -87,10 +92,13 @@ pub struct Item {
 #[derive(Clone)]
 pub enum Payload {
     Resource(Arc<StoredResource>),
+    /// A secret's data.
     Secret(Arc<str>),
+    /// An insight's JSON.
+    Insight(Arc<str>),
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Side {
     /// The global, talking to zone `.0`.
     Global(String),
@@ -116,7 +124,7 @@ impl Side {
     }
 
     /// Everything this side sends, as of `catalog`.
-    pub fn items(&self, catalog: &Catalog, cas: &MeshCas) -> BTreeMap<Key, Item> {
+    pub fn items(&self, catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, Item> {
         let mut out = BTreeMap::new();
         for r in catalog.resources.values() {
             if self.sends(r) {
@@ -124,7 +132,10 @@ impl Side {
             }
         }
         for mesh in catalog.list(ResourceType::Mesh, None) {
-            out.extend(self.secrets(catalog, cas, &mesh.resource.meta.name));
+            out.extend(self.secrets(catalog, local, &mesh.resource.meta.name));
+        }
+        if let Side::Zone = self {
+            out.extend(insight_items(catalog, local));
         }
         out
     }
@@ -144,20 +155,25 @@ impl Side {
     /// its builtin CA (so that every zone signs workload certificates under
     /// one root) and its dataplane-token signing key (so that a token works
     /// in every zone). Both are made here first if need be.
-    pub fn secrets(&self, catalog: &Catalog, cas: &MeshCas, mesh: &str) -> BTreeMap<Key, Item> {
+    pub fn secrets(
+        &self,
+        catalog: &Catalog,
+        local: &LocalState,
+        mesh: &str,
+    ) -> BTreeMap<Key, Item> {
         let mut out = BTreeMap::new();
         let (Side::Global(_), Some(spec)) = (self, catalog.mesh(mesh)) else {
             return out;
         };
         let mut secrets = Vec::new();
-        match tokens::dataplane::signing_key(cas.resources(), mesh) {
+        match tokens::dataplane::signing_key(&local.resources, mesh) {
             Ok(data) => secrets.push((tokens::dataplane::signing_key_name(mesh), data)),
             Err(e) => {
                 tracing::warn!(mesh, error = %e, "the dataplane-token signing key cannot be sent to zones")
             }
         }
         if let Some(backend) = spec.mtls_backend() {
-            match cas.secrets(mesh, backend) {
+            match local.cas.secrets(mesh, backend) {
                 Ok(ca) => secrets.extend(ca),
                 Err(e) => tracing::warn!(mesh, error = %e, "the mesh CA cannot be sent to zones"),
             }
@@ -188,12 +204,7 @@ impl Side {
     /// What this side holds of what the other sends, keyed as the other
     /// names it: sent at the start of each stream so that only what
     /// differs travels.
-    pub fn holds(
-        &self,
-        catalog: &Catalog,
-        resources: &Resources,
-        cas: &MeshCas,
-    ) -> BTreeMap<Key, String> {
+    pub fn holds(&self, catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, String> {
         let mut out = BTreeMap::new();
         for r in catalog.resources.values() {
             if r.origin != Origin::Kds {
@@ -221,11 +232,16 @@ impl Side {
             };
             out.insert(key, version(res));
         }
+        if let Side::Global(zone) = self {
+            for (mesh, display, version) in local.remote_insights.of_zone(zone) {
+                out.insert((INSIGHT.into(), mesh, display), version);
+            }
+        }
         if let Side::Zone = self {
             for mesh in catalog.list(ResourceType::Mesh, None) {
                 let name = &mesh.resource.meta.name;
-                for secret in Self::synced_secret_names(cas, name, mesh.resource.as_mesh()) {
-                    if let Ok(Some(data)) = resources.secret(name, &secret) {
+                for secret in Self::synced_secret_names(&local.cas, name, mesh.resource.as_mesh()) {
+                    if let Ok(Some(data)) = local.resources.secret(name, &secret) {
                         out.insert((SECRET.into(), name.clone(), secret), secret_version(&data));
                     }
                 }
@@ -235,15 +251,14 @@ impl Side {
     }
 
     /// Stores what the other side sent. The error is the NACK's reason.
-    pub fn store(
-        &self,
-        resources: &Resources,
-        cas: &MeshCas,
-        r: &KdsResource,
-    ) -> Result<(), String> {
+    pub fn store(&self, local: &LocalState, r: &KdsResource) -> Result<(), String> {
+        let resources = &local.resources;
         let key = r.key.as_ref().ok_or("the resource has no key")?;
         if key.r#type == SECRET {
-            return self.store_secret(resources, cas, key, &r.spec);
+            return self.store_secret(local, key, &r.spec);
+        }
+        if key.r#type == INSIGHT {
+            return self.store_insight(local, key, &r.spec, &r.version);
         }
         let rtype = ResourceType::from_kind(&key.r#type)
             .ok_or_else(|| format!("unknown type {:?}", key.r#type))?;
@@ -290,13 +305,8 @@ impl Side {
         Ok(())
     }
 
-    fn store_secret(
-        &self,
-        resources: &Resources,
-        cas: &MeshCas,
-        key: &KdsKey,
-        data: &str,
-    ) -> Result<(), String> {
+    fn store_secret(&self, local: &LocalState, key: &KdsKey, data: &str) -> Result<(), String> {
+        let (resources, cas) = (&local.resources, &local.cas);
         // Only a zone takes secrets, and only those it needs for a mesh.
         if let Side::Global(_) = self {
             return Err("a zone does not send secrets".into());
@@ -321,9 +331,17 @@ impl Side {
 
     /// Removes what the other side no longer has. Only copies are ever
     /// removed: never a resource that originates here.
-    pub fn remove(&self, resources: &Resources, key: &KdsKey) -> Result<(), String> {
+    pub fn remove(&self, local: &LocalState, key: &KdsKey) -> Result<(), String> {
+        let resources = &local.resources;
         if key.r#type == SECRET {
             // A mesh's secrets go with the mesh.
+            return Ok(());
+        }
+        if key.r#type == INSIGHT {
+            if let Side::Global(zone) = self {
+                let name = hashed_name(&key.mesh, &key.name, zone);
+                local.remote_insights.remove(&key.mesh, &name);
+            }
             return Ok(());
         }
         let rtype = ResourceType::from_kind(&key.r#type)
@@ -348,6 +366,25 @@ impl Side {
             Err(crate::resources::ResourceError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn store_insight(
+        &self,
+        local: &LocalState,
+        key: &KdsKey,
+        json: &str,
+        version: &str,
+    ) -> Result<(), String> {
+        let Side::Global(zone) = self else {
+            return Err("the global does not send dataplane insights".into());
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("the insight is not JSON: {e}"))?;
+        let name = hashed_name(&key.mesh, &key.name, zone);
+        local
+            .remote_insights
+            .put(&key.mesh, &name, zone, &key.name, value, version);
+        Ok(())
     }
 
     pub fn describe_peer(&self) -> String {
@@ -381,7 +418,7 @@ pub fn to_wire(key: &Key, item: &Item) -> KdsResource {
             r.resource.meta.labels.clone(),
             r.resource.spec_value().to_string(),
         ),
-        Payload::Secret(data) => (BTreeMap::new(), data.to_string()),
+        Payload::Secret(data) | Payload::Insight(data) => (BTreeMap::new(), data.to_string()),
     };
     KdsResource {
         key: Some(wire_key(key)),
@@ -389,4 +426,25 @@ pub fn to_wire(key: &Key, item: &Item) -> KdsResource {
         spec,
         version: item.version.clone(),
     }
+}
+
+/// A zone's insights of its own dataplanes, as of now: they change with
+/// streams, not with the catalog, so the session samples them.
+pub fn insight_items(catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, Item> {
+    let mut out = BTreeMap::new();
+    for ((mesh, name), insight) in local.status.snapshot() {
+        let own = catalog
+            .get(ResourceType::Dataplane, &mesh, &name)
+            .is_some_and(|r| r.origin != Origin::Kds);
+        if !own {
+            continue;
+        }
+        let json = insight.to_string();
+        let item = Item {
+            version: format!("{:016x}", fnv1a64(&[&json])),
+            payload: Payload::Insight(json.into()),
+        };
+        out.insert((INSIGHT.into(), mesh, name), item);
+    }
+    out
 }

@@ -16,10 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use super::KdsError;
+use super::LocalState;
 use super::session::{Session, SyncStats};
 use super::side::{Side, key_of, wire_key};
-use crate::mesh_ca::MeshCas;
-use crate::resources::Resources;
 
 pub struct ZoneSyncConfig {
     pub zone: String,
@@ -34,11 +33,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs for as long as the CP does; returns only when the global refuses
 /// this zone.
-pub async fn run(
-    resources: Arc<Resources>,
-    cas: Arc<MeshCas>,
-    config: ZoneSyncConfig,
-) -> Result<(), KdsError> {
+pub async fn run(local: Arc<LocalState>, config: ZoneSyncConfig) -> Result<(), KdsError> {
     let address = channel::parse_address(&config.global_address, super::DEFAULT_PORT)
         .map_err(|e| KdsError::Setup(format!("--global-address: {e}")))?;
     let ch =
@@ -49,7 +44,7 @@ pub async fn run(
         })?;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match once(&resources, &cas, &config, ch.clone()).await {
+        match once(&local, &config, ch.clone()).await {
             Err(KdsError::Refused(reason)) => return Err(KdsError::Refused(reason)),
             Ok(()) => {
                 tracing::warn!(global = %config.global_address, "the global closed the sync stream; this zone keeps serving what it has and reconnects");
@@ -72,14 +67,13 @@ fn refused(status: &tonic::Status) -> bool {
 }
 
 async fn once(
-    resources: &Arc<Resources>,
-    cas: &Arc<MeshCas>,
+    local: &Arc<LocalState>,
     config: &ZoneSyncConfig,
     ch: tonic::transport::Channel,
 ) -> Result<(), KdsError> {
     let side = Side::Zone;
     let have: Vec<KdsVersion> = side
-        .holds(&resources.catalog(), resources, cas)
+        .holds(&local.resources.catalog(), local)
         .into_iter()
         .map(|(k, version)| KdsVersion {
             key: Some(wire_key(&k)),
@@ -99,10 +93,12 @@ async fn once(
     .await
     .map_err(|_| KdsError::Closed)?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    let bearer = format!("Bearer {}", config.token)
-        .parse()
-        .map_err(|_| KdsError::Setup("the zone token is not a valid header value".into()))?;
-    request.metadata_mut().insert("authorization", bearer);
+    if !config.token.is_empty() {
+        let bearer = format!("Bearer {}", config.token)
+            .parse()
+            .map_err(|_| KdsError::Setup("the zone token is not a valid header value".into()))?;
+        request.metadata_mut().insert("authorization", bearer);
+    }
     let mut inbound = match MultizoneSyncClient::new(ch).sync(request).await {
         Ok(r) => r.into_inner(),
         Err(status) if refused(&status) => return Err(KdsError::Refused(status.message().into())),
@@ -128,8 +124,7 @@ async fn once(
         .collect();
     let session = Session {
         side,
-        resources: resources.clone(),
-        cas: cas.clone(),
+        local: local.clone(),
         stats: Arc::new(SyncStats::default()),
     };
     session.run(peer_has, inbound, tx).await
