@@ -11,6 +11,8 @@ pub mod global;
 mod hash;
 pub mod insights;
 mod session;
+#[cfg(test)]
+mod session_tests;
 mod side;
 pub mod zone;
 
