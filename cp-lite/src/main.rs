@@ -45,16 +45,16 @@ enum Command {
         #[arg(long, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
         api_url: String,
     },
-    /// Issue credentials: dataplane tokens, workload certificates.
+    /// Issue credentials: dataplane and zone tokens, workload certificates.
     Generate {
         #[command(subcommand)]
         what: cli::generate::Generate,
         #[arg(long, global = true, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
         api_url: String,
     },
-    /// Show meshes, dataplanes or meshtrafficpermissions.
+    /// Show resources of one type.
     Get {
-        /// meshes, dataplanes or meshtrafficpermissions
+        /// meshes, dataplanes, meshtrafficpermissions, zones, zone-ingresses, zone-egresses
         kind: String,
         name: Option<String>,
         #[arg(long, short = 'm', default_value = "default")]
@@ -64,9 +64,9 @@ enum Command {
         #[arg(long, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
         api_url: String,
     },
-    /// Delete a mesh, a dataplane or a meshtrafficpermission.
+    /// Delete a resource.
     Delete {
-        /// mesh, dataplane or meshtrafficpermission
+        /// mesh, dataplane, meshtrafficpermission, zone-ingress, ...
         kind: String,
         name: String,
         #[arg(long, short = 'm', default_value = "default")]
