@@ -11,35 +11,11 @@ work="$root/.koguma-multizone"
 pids="$work/pids"
 GLOBAL=127.0.0.2
 
-stop() {
-  [ -f "$pids" ] || return 0
-  local all
-  all=$(cat "$pids")
-  for pid in $all; do kill "$pid" 2>/dev/null || true; done
-  for _ in $(seq 1 350); do
-    local alive=0
-    for pid in $all; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in $all; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -f "$pids"
-  echo "multi-zone mesh stopped"
-}
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+stop() { stop_all "multi-zone mesh"; }
 if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
 stop >/dev/null
-
-wait_for() { # url what
-  for _ in $(seq 1 100); do
-    if python3 - "$1" <<'PY' 2>/dev/null; then return 0; fi
-import sys, urllib.request
-urllib.request.urlopen(sys.argv[1], timeout=1)
-PY
-    sleep 0.2
-  done
-  echo "timed out waiting for $2 ($1); logs are in $work" >&2
-  exit 1
-}
 
 echo "==> building koguma-cp and koguma-dp (release)"
 (cd "$root" && cargo build --release --quiet -p koguma-cp -p koguma-dp)
@@ -68,7 +44,7 @@ for zone in zone-1 zone-2; do
   wait_for http://$ip:5681/meshes/default "$zone to receive the default mesh from the global"
 
   echo "==> $zone: a backend app, its koguma-dp and a ZoneIngress"
-  python3 "$root/examples/quickstart/app.py" "backend-$i" $((18080 + i)) > "$work/backend-$i-app.log" 2>&1 &
+  python3 "$root/examples/quickstart/app.py" "backend-$i" $((18090 + i)) > "$work/backend-$i-app.log" 2>&1 &
   echo $! >> "$pids"
   cat > "$work/backend-$i.yaml" <<YAML
 type: Dataplane
@@ -79,8 +55,8 @@ networking:
   admin:
     port: $((9910 + i))
   inbound:
-  - port: $((8080 + i))
-    servicePort: $((18080 + i))
+  - port: $((8090 + i))
+    servicePort: $((18090 + i))
     tags:
       kuma.io/service: backend
       kuma.io/protocol: http

@@ -8,37 +8,11 @@ root=$(cd "$here/../.." && pwd)
 work="$root/.koguma-quickstart"
 pids="$work/pids"
 
-stop() {
-  [ -f "$pids" ] || return 0
-  local all
-  all=$(cat "$pids")
-  # SIGTERM lets the sidecars drain; wait for them (their drain time is 30 s)
-  # so that a new start finds their ports free, then insist.
-  for pid in $all; do kill "$pid" 2>/dev/null || true; done
-  for _ in $(seq 1 350); do
-    local alive=0
-    for pid in $all; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in $all; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -f "$pids"
-  echo "quick start mesh stopped"
-}
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+stop() { stop_all "quick start mesh"; }
 if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
 stop >/dev/null
-
-wait_for() { # url what
-  for _ in $(seq 1 100); do
-    if python3 - "$1" <<'PY' 2>/dev/null; then return 0; fi
-import sys, urllib.request
-urllib.request.urlopen(sys.argv[1], timeout=1)
-PY
-    sleep 0.2
-  done
-  echo "timed out waiting for $2 ($1); logs are in $work" >&2
-  exit 1
-}
 
 echo "==> building koguma-cp and koguma-dp (release)"
 (cd "$root" && cargo build --release --quiet -p koguma-cp -p koguma-dp)

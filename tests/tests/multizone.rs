@@ -397,6 +397,9 @@ async fn a_mesh_across_a_global_and_two_zones() {
     );
 }
 
+/// Who issues a token, for which zone, with which flags.
+type TokenFrom<'a> = (&'a ControlPlane, &'a str, &'a [&'a str]);
+
 /// A zone CP the global must refuse: it exits non-zero, before anything is
 /// synced, with the reason in its log.
 async fn refused_zone(
@@ -437,70 +440,52 @@ async fn zones_without_a_valid_token_and_dataplanes_dialling_the_global_are_refu
     // Another global, whose tokens this one must not take.
     let elsewhere = start_global(net.host(1), &dir("elsewhere")).await;
 
-    refused_zone(
-        &global,
-        "zone-a",
-        net.host(2),
-        &dir("a"),
-        None,
-        "no zone token was presented",
-    )
-    .await;
-    let forged = zone_token(&elsewhere, "zone-b", &[], root.path(), "forged.token").await;
-    refused_zone(
-        &global,
-        "zone-b",
-        net.host(3),
-        &dir("b"),
-        Some(&forged),
-        "signature is not valid",
-    )
-    .await;
-    let expiring = zone_token(
-        &global,
-        "zone-c",
-        &["--valid-for", "1s"],
-        root.path(),
-        "expiring.token",
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    refused_zone(
-        &global,
-        "zone-c",
-        net.host(4),
-        &dir("c"),
-        Some(&expiring),
-        "expired",
-    )
-    .await;
-    let others = zone_token(&global, "zone-e", &[], root.path(), "others.token").await;
-    refused_zone(
-        &global,
-        "zone-d",
-        net.host(5),
-        &dir("d"),
-        Some(&others),
-        "for zone \"zone-e\", not \"zone-d\"",
-    )
-    .await;
-    let ingress_only = zone_token(
-        &global,
-        "zone-f",
-        &["--scope", "ingress"],
-        root.path(),
-        "ingress.token",
-    )
-    .await;
-    refused_zone(
-        &global,
-        "zone-f",
-        net.host(6),
-        &dir("f"),
-        Some(&ingress_only),
-        "does not include \"cp\"",
-    )
-    .await;
+    // (zone, whose token: the global that issues it, for which zone, with
+    // which flags; what the zone's log must say)
+    let cases: [(&str, Option<TokenFrom>, &str); 5] = [
+        ("zone-a", None, "no zone token was presented"),
+        (
+            "zone-b",
+            Some((&elsewhere, "zone-b", &[])),
+            "signature is not valid",
+        ),
+        (
+            "zone-c",
+            Some((&global, "zone-c", &["--valid-for", "1s"])),
+            "expired",
+        ),
+        (
+            "zone-d",
+            Some((&global, "zone-e", &[])),
+            "for zone \"zone-e\", not \"zone-d\"",
+        ),
+        (
+            "zone-f",
+            Some((&global, "zone-f", &["--scope", "ingress"])),
+            "does not include \"cp\"",
+        ),
+    ];
+    let mut tokens = Vec::new();
+    for (zone, token, _) in &cases {
+        tokens.push(match token {
+            Some((issuer, for_zone, flags)) => Some(
+                zone_token(
+                    issuer,
+                    for_zone,
+                    flags,
+                    root.path(),
+                    &format!("{zone}.token"),
+                )
+                .await,
+            ),
+            None => None,
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // zone-c's expires
+    for (i, ((zone, _, reason), token)) in cases.iter().zip(&tokens).enumerate() {
+        let host = net.host(2 + i as u8);
+        refused_zone(&global, zone, host, &dir(zone), token.as_deref(), reason).await;
+    }
 
     // Zone tokens come from the global only.
     std::fs::create_dir_all(dir("standalone")).unwrap();

@@ -121,12 +121,7 @@ impl DataplaneDiscovery for DpService {
         request: Request<Streaming<ConfigRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let peer = request.remote_addr();
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
+        let token = crate::tokens::bearer(request.metadata());
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream closed before its first request")

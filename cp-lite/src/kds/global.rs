@@ -82,14 +82,7 @@ impl MultizoneSync for GlobalSync {
         request: Request<Streaming<KdsMessage>>,
     ) -> Result<Response<SyncStream>, Status> {
         let peer = request.remote_addr();
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
+        let token = tokens::bearer(request.metadata());
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
         let Some(KdsMessage {

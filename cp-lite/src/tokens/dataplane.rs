@@ -22,9 +22,8 @@ pub struct Claims {
     pub tags: BTreeMap<String, Vec<String>>,
     #[serde(rename = "Type", default)]
     pub kind: String,
-    pub iat: u64,
-    pub nbf: u64,
-    pub exp: u64,
+    #[serde(flatten)]
+    pub lifetime: Lifetime,
 }
 
 /// Kuma's name for a mesh's dataplane-token signing key. In multi-zone the
@@ -39,15 +38,9 @@ pub fn signing_key(resources: &Resources, mesh: &str) -> Result<String, TokenErr
     super::signing_key(resources, &(mesh.to_string(), signing_key_name(mesh)))
 }
 
-impl Lifetime for Claims {
-    fn set_lifetime(&mut self, iat: u64, nbf: u64, exp: u64) {
-        (self.iat, self.nbf, self.exp) = (iat, nbf, exp);
-    }
-    fn nbf(&self) -> u64 {
-        self.nbf
-    }
-    fn exp(&self) -> u64 {
-        self.exp
+impl super::TokenClaims for Claims {
+    fn lifetime(&mut self) -> &mut Lifetime {
+        &mut self.lifetime
     }
 }
 

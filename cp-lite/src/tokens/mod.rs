@@ -58,11 +58,28 @@ pub enum TokenError {
     Store(#[from] ResourceError),
 }
 
-/// The registered claims every token carries.
-pub trait Lifetime {
-    fn set_lifetime(&mut self, iat: u64, nbf: u64, exp: u64);
-    fn nbf(&self) -> u64;
-    fn exp(&self) -> u64;
+/// The registered claims every token carries (JWT `iat`, `nbf`, `exp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Lifetime {
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+}
+
+/// Claims of a kind of token: their lifetime is set when signed.
+pub trait TokenClaims {
+    fn lifetime(&mut self) -> &mut Lifetime;
+}
+
+/// The token in a request's `authorization: Bearer <token>` header.
+pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 /// Where a signing key is kept: (mesh, secret name); mesh "" for global keys.
@@ -103,7 +120,7 @@ fn signing_key(resources: &Resources, key: &KeyName) -> Result<String, TokenErro
 }
 
 /// Signs `claims`, valid from now for `valid_for`, with the key `key`.
-pub fn sign<C: Serialize + Lifetime>(
+pub fn sign<C: Serialize + TokenClaims>(
     resources: &Resources,
     key: &KeyName,
     mut claims: C,
@@ -113,7 +130,11 @@ pub fn sign<C: Serialize + Lifetime>(
     let key = key_pair(&stored)?;
     let now = now_secs();
     // Hosts' clocks differ a little.
-    claims.set_lifetime(now, now.saturating_sub(60), now + valid_for.as_secs());
+    *claims.lifetime() = Lifetime {
+        iat: now,
+        nbf: now.saturating_sub(60),
+        exp: now + valid_for.as_secs(),
+    };
     let header = B64.encode(format!(r#"{{"alg":"ES256","kid":"{KID}","typ":"JWT"}}"#));
     let payload =
         B64.encode(serde_json::to_vec(&claims).map_err(|e| TokenError::Key(e.to_string()))?);
@@ -131,7 +152,7 @@ struct Header {
 
 /// Checks a token's signature (with `key`) and lifetime; `token_kind` and
 /// `key_desc` name them in errors ("dataplane", "mesh \"default\"").
-pub fn verify_signed<C: DeserializeOwned + Lifetime>(
+pub fn verify_signed<C: DeserializeOwned + TokenClaims>(
     resources: &Resources,
     key: &KeyName,
     token_kind: &'static str,
@@ -172,19 +193,20 @@ pub fn verify_signed<C: DeserializeOwned + Lifetime>(
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.public_key().as_ref())
         .verify(format!("{h}.{p}").as_bytes(), &sig)
         .map_err(|_| bad_signature())?;
-    let claims: C = B64
+    let mut claims: C = B64
         .decode(p)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| malformed("bad claims"))?;
     let now = now_secs();
-    if now >= claims.exp() {
-        let at = UNIX_EPOCH + Duration::from_secs(claims.exp());
+    let Lifetime { nbf, exp, .. } = *claims.lifetime();
+    if now >= exp {
+        let at = UNIX_EPOCH + Duration::from_secs(exp);
         return Err(TokenError::Expired(
             humantime::format_rfc3339_seconds(at).to_string(),
         ));
     }
-    if now < claims.nbf() {
+    if now < nbf {
         return Err(malformed("not valid yet (nbf is in the future)"));
     }
     Ok(claims)

@@ -18,20 +18,13 @@ pub struct ZoneClaims {
     pub zone: String,
     #[serde(rename = "Scope", default)]
     pub scope: Vec<String>,
-    pub iat: u64,
-    pub nbf: u64,
-    pub exp: u64,
+    #[serde(flatten)]
+    pub lifetime: Lifetime,
 }
 
-impl Lifetime for ZoneClaims {
-    fn set_lifetime(&mut self, iat: u64, nbf: u64, exp: u64) {
-        (self.iat, self.nbf, self.exp) = (iat, nbf, exp);
-    }
-    fn nbf(&self) -> u64 {
-        self.nbf
-    }
-    fn exp(&self) -> u64 {
-        self.exp
+impl super::TokenClaims for ZoneClaims {
+    fn lifetime(&mut self) -> &mut Lifetime {
+        &mut self.lifetime
     }
 }
 
