@@ -76,8 +76,10 @@ pub async fn dataplane_token(
         tags: req.tags,
         ..Default::default()
     };
-    let token = dp_token::issue(&s.resources, claims, valid_for)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let token = dp_token::issue(&s.resources, claims, valid_for).map_err(|e| match e {
+        tokens::TokenError::NotSynced(_) => ApiError::BadRequest(e.to_string()),
+        e => ApiError::Internal(e.to_string()),
+    })?;
     tracing::info!(mesh = %req.mesh, name = %req.name, ?valid_for, "dataplane token issued");
     Ok(token.into_response())
 }

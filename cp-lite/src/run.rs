@@ -259,22 +259,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             async move { server.await.context("multi-zone sync server") }.boxed()
         }
         (Role::Zone(zone), _) => {
-            let token = match &args.zone_token_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read --zone-token-file {}", path.display()))?
-                    .trim()
-                    .to_string(),
-                None => {
-                    tracing::warn!("no --zone-token-file: the global will refuse this zone");
-                    String::new()
+            match &args.zone_token_file {
+                // Read now to fail early; read again at each connection so
+                // that a renewed token needs no restart.
+                Some(path) => {
+                    std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read --zone-token-file {}", path.display())
+                    })?;
                 }
-            };
+                None => tracing::warn!("no --zone-token-file: the global will refuse this zone"),
+            }
             let config = ZoneSyncConfig {
                 zone: zone.clone(),
                 global_address: args.global_address.clone().unwrap_or_default(),
                 ca_file: args.global_ca_file.clone(),
                 skip_verify: args.skip_verify,
-                token,
+                token_file: args.zone_token_file.clone(),
                 instance_id: instance_id.clone(),
             };
             let local = local.clone();

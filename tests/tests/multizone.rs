@@ -515,3 +515,63 @@ async fn zones_without_a_valid_token_and_dataplanes_dialling_the_global_are_refu
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_whose_token_expires_while_running_keeps_serving_until_renewed() {
+    let net = TestNet::new();
+    let root = tempfile::tempdir().expect("temp dir");
+    let gdir = root.path().join("global");
+    let zdir = root.path().join("zone-1");
+    std::fs::create_dir_all(&gdir).unwrap();
+    std::fs::create_dir_all(&zdir).unwrap();
+    let mut global = start_global(net.host(0), &gdir).await;
+    let token = zone_token(
+        &global,
+        "zone-1",
+        &["--valid-for", "2s"],
+        root.path(),
+        "zone-1.token",
+    )
+    .await;
+    let mut zone = ControlPlane::spawn_with(
+        net.host(1),
+        &zdir,
+        &zone_args("zone-1", &global, Some(&token), &[]),
+    );
+    zone.wait_ready().await;
+    wait_for(&zone, "/meshes", "default", Duration::from_secs(10)).await;
+
+    // The token expires while the global is away: back, the global
+    // refuses the zone, which says so and keeps serving.
+    global.kill();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    global.restart().await;
+    eventually(
+        "the zone to log the refusal",
+        Duration::from_secs(15),
+        || async {
+            zone.log()
+                .contains("the global refuses this zone now")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        zone.wait_exit(Duration::from_millis(500)).await.is_none(),
+        "the zone CP exited:\n{}",
+        zone.log()
+    );
+    assert_eq!(zone.get_json("/meshes/default").await.0, 200);
+
+    // A renewed token in the same file: the zone syncs again, no restart.
+    let renewed = zone_token(&global, "zone-1", &[], root.path(), "renewed.token").await;
+    std::fs::copy(&renewed, &token).unwrap();
+    global.apply(PERMISSION).await;
+    wait_for(
+        &zone,
+        "/meshes/default/meshtrafficpermissions",
+        "allow-all",
+        Duration::from_secs(15),
+    )
+    .await;
+}

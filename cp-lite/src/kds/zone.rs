@@ -1,8 +1,10 @@
 //! The zone's end: dials the global, says who it is and what it holds,
 //! then runs the shared sync loop. A lost connection is retried with
-//! backoff while the zone keeps serving its dataplanes on what it has; a
-//! refusal (no token, a bad one, another zone's) ends the zone CP, since
-//! retrying cannot fix it.
+//! backoff while the zone keeps serving its dataplanes on what it has. A
+//! refusal (no token, a bad one, another zone's) at the first connection
+//! ends the zone CP, since retrying cannot fix it; a refusal later (its
+//! token expired) must not take the zone's dataplanes' CP down: it is
+//! logged as an error and retried, with the token file read again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ pub struct ZoneSyncConfig {
     pub global_address: String,
     pub ca_file: Option<PathBuf>,
     pub skip_verify: bool,
-    pub token: String,
+    pub token_file: Option<PathBuf>,
     pub instance_id: String,
 }
 
@@ -43,9 +45,16 @@ pub async fn run(local: Arc<LocalState>, config: ZoneSyncConfig) -> Result<(), K
             ))
         })?;
     let mut backoff = Duration::from_millis(200);
+    let mut synced_once = false;
     loop {
-        match once(&local, &config, ch.clone()).await {
-            Err(KdsError::Refused(reason)) => return Err(KdsError::Refused(reason)),
+        match once(&local, &config, ch.clone(), &mut synced_once).await {
+            Err(KdsError::Refused(reason)) if !synced_once => {
+                return Err(KdsError::Refused(reason));
+            }
+            Err(KdsError::Refused(reason)) => {
+                tracing::error!(global = %config.global_address, %reason, retry_in = ?MAX_BACKOFF, "the global refuses this zone now; it keeps serving what it has. Renew the zone token (--zone-token-file is read at each attempt)");
+                backoff = MAX_BACKOFF;
+            }
             Ok(()) => {
                 tracing::warn!(global = %config.global_address, "the global closed the sync stream; this zone keeps serving what it has and reconnects");
                 backoff = Duration::from_millis(200);
@@ -70,7 +79,20 @@ async fn once(
     local: &Arc<LocalState>,
     config: &ZoneSyncConfig,
     ch: tonic::transport::Channel,
+    synced_once: &mut bool,
 ) -> Result<(), KdsError> {
+    let token = match &config.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                KdsError::Setup(format!(
+                    "cannot read --zone-token-file {}: {e}",
+                    path.display()
+                ))
+            })?
+            .trim()
+            .to_string(),
+        None => String::new(),
+    };
     let side = Side::Zone;
     let have: Vec<KdsVersion> = side
         .holds(&local.resources.catalog(), local)
@@ -93,8 +115,8 @@ async fn once(
     .await
     .map_err(|_| KdsError::Closed)?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if !config.token.is_empty() {
-        let bearer = format!("Bearer {}", config.token)
+    if !token.is_empty() {
+        let bearer = format!("Bearer {token}")
             .parse()
             .map_err(|_| KdsError::Setup("the zone token is not a valid header value".into()))?;
         request.metadata_mut().insert("authorization", bearer);
@@ -117,6 +139,7 @@ async fn once(
         Err(status) => return Err(KdsError::Stream(status)),
     };
     tracing::info!(global = %config.global_address, global_instance = %welcome.global_instance_id, "connected to the global; syncing");
+    *synced_once = true;
     let peer_has = welcome
         .have
         .iter()

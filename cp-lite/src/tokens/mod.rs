@@ -54,6 +54,10 @@ pub enum TokenError {
     Scope { scope: Vec<String>, wanted: String },
     #[error("cannot create the token signing key: {0}")]
     Key(String),
+    #[error(
+        "{0} has not arrived from the global control plane yet (zones use the global's keys): try again in a moment, or issue the token on the global"
+    )]
+    NotSynced(String),
     #[error("{0}")]
     Store(#[from] ResourceError),
 }
@@ -104,12 +108,9 @@ fn key_pair(pkcs8_b64: &str) -> Result<EcdsaKeyPair, TokenError> {
 /// every zone.
 fn signing_key(resources: &Resources, key: &KeyName) -> Result<String, TokenError> {
     if resources.role().zone_name().is_some() {
-        return resources.secret(&key.0, &key.1)?.ok_or_else(|| {
-            TokenError::Key(format!(
-                "{} has not arrived from the global control plane yet (zones use the global's keys)",
-                key.1
-            ))
-        });
+        return resources
+            .secret(&key.0, &key.1)?
+            .ok_or_else(|| TokenError::NotSynced(key.1.clone()));
     }
     resources.secret_or_insert(&key.0, &key.1, || {
         let rng = SystemRandom::new();
