@@ -251,7 +251,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Role::Global, Some(listener)) => {
             let sync = GlobalSync::new(local.clone(), zone_insights.clone(), instance_id.clone());
             let server = grpc()?
-                .add_service(MultizoneSyncServer::new(sync))
+                .add_service(
+                    MultizoneSyncServer::new(sync).max_decoding_message_size(kds::MAX_MESSAGE),
+                )
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     stopped(),

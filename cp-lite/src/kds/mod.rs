@@ -33,6 +33,10 @@ pub struct LocalState {
     pub remote_insights: Arc<RemoteInsights>,
 }
 
+/// The largest sync message either end takes (gRPC's default is 4 MiB; a
+/// delta of `MAX_DELTA` large policies can be more).
+pub const MAX_MESSAGE: usize = 32 << 20;
+
 /// Kuma's KDS port.
 pub const DEFAULT_PORT: u16 = 5685;
 

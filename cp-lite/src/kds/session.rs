@@ -270,8 +270,14 @@ impl Session {
     }
 }
 
-/// The delta that brings the other side from `peer_has` to `mine` for the
-/// `dirty` keys, and what it will hold once it ACKs.
+/// At most this many resources a delta: a first sync of a large zone goes
+/// in several, each well under gRPC's message limits.
+pub const MAX_DELTA: usize = 1000;
+
+/// The delta that brings the other side from `peer_has` to `mine` for (at
+/// most `MAX_DELTA` of) the `dirty` keys, and what it will hold once it
+/// ACKs. Keys go in rank order (meshes before what lives in them); those
+/// left stay dirty for the next delta.
 #[allow(clippy::type_complexity)]
 fn build_delta(
     dirty: &mut BTreeSet<Key>,
@@ -284,7 +290,14 @@ fn build_delta(
         ..Default::default()
     };
     let mut sent = Vec::new();
-    for key in std::mem::take(dirty) {
+    let mut keys: Vec<Key> = std::mem::take(dirty).into_iter().collect();
+    keys.sort_by_key(|k| rank(&k.0));
+    let mut keys = keys.into_iter();
+    for key in keys.by_ref() {
+        if sent.len() == MAX_DELTA {
+            dirty.insert(key);
+            break;
+        }
         match (mine.get(&key), peer_has.get(&key)) {
             (Some(item), Some(v)) if item.version == *v => {}
             (Some(item), _) => {
@@ -298,5 +311,6 @@ fn build_delta(
             (None, None) => {}
         }
     }
+    dirty.extend(keys);
     (!sent.is_empty()).then_some((delta, sent))
 }

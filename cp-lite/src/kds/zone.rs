@@ -121,7 +121,8 @@ async fn once(
             .map_err(|_| KdsError::Setup("the zone token is not a valid header value".into()))?;
         request.metadata_mut().insert("authorization", bearer);
     }
-    let mut inbound = match MultizoneSyncClient::new(ch).sync(request).await {
+    let mut client = MultizoneSyncClient::new(ch).max_decoding_message_size(super::MAX_MESSAGE);
+    let mut inbound = match client.sync(request).await {
         Ok(r) => r.into_inner(),
         Err(status) if refused(&status) => return Err(KdsError::Refused(status.message().into())),
         Err(status) => return Err(KdsError::Stream(status)),
