@@ -100,3 +100,48 @@ pub fn instances(ingress: &Value, service: &str) -> u64 {
         .map(|s| s["instances"].as_u64().unwrap_or(0))
         .sum()
 }
+
+/// Waits until the global holds a copy of the dataplane a zone calls `name`.
+pub async fn copy_on_global(global: &ControlPlane, name: &str) -> Value {
+    eventually(
+        &format!("{name} on the global"),
+        Duration::from_secs(5),
+        || async {
+            items(global, "/meshes/default/dataplanes")
+                .await
+                .into_iter()
+                .find(|d| d["labels"]["kuma.io/display-name"] == name)
+        },
+    )
+    .await
+}
+
+/// Waits until the global holds exactly `want` (their zone's names, sorted)
+/// of `zone`'s dataplanes.
+pub async fn wait_zone_dataplanes(
+    global: &ControlPlane,
+    zone: &str,
+    want: &[&str],
+    timeout: Duration,
+) {
+    eventually(
+        &format!("{zone}'s dataplanes on the global to be {want:?}"),
+        timeout,
+        || async {
+            let mut names: Vec<String> = items(global, "/meshes/default/dataplanes")
+                .await
+                .into_iter()
+                .filter(|d| d["labels"]["kuma.io/zone"] == zone)
+                .map(|d| {
+                    d["labels"]["kuma.io/display-name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            names.sort();
+            (names == want).then_some(())
+        },
+    )
+    .await
+}

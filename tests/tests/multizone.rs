@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use koguma_e2e::dp::DataplaneYaml;
-use koguma_e2e::multizone::{instances, items, start_global, wait_for, zone_args, zone_token};
+use koguma_e2e::multizone::{
+    copy_on_global, instances, items, start_global, wait_for, wait_zone_dataplanes, zone_args,
+    zone_token,
+};
 use koguma_e2e::{ControlPlane, Dataplane, TestNet, apps, client, eventually, mtls};
 
 const PERMISSION: &str = "type: MeshTrafficPermission
@@ -162,17 +165,7 @@ async fn a_mesh_across_a_global_and_two_zones() {
     );
 
     // Zone -> global: dataplanes with kuma.io/zone, under hashed names.
-    let on_global = eventually(
-        "zone-1's web-1 on the global",
-        Duration::from_secs(5),
-        || async {
-            items(&global, "/meshes/default/dataplanes")
-                .await
-                .into_iter()
-                .find(|d| d["labels"]["kuma.io/display-name"] == "web-1")
-        },
-    )
-    .await;
+    let on_global = copy_on_global(&global, "web-1").await;
     assert_eq!(on_global["labels"]["kuma.io/zone"], "zone-1", "{on_global}");
     assert_eq!(on_global["labels"]["kuma.io/origin"], "zone", "{on_global}");
     assert_eq!(
@@ -289,42 +282,13 @@ async fn a_mesh_across_a_global_and_two_zones() {
     zone1.apply(&backend(10).to_yaml()).await;
     // ...and the global, back, catches up without duplicates.
     global.restart().await;
-    eventually(
-        "the global to catch up with zone-1",
-        Duration::from_secs(15),
-        || async {
-            let names: Vec<String> = items(&global, "/meshes/default/dataplanes")
-                .await
-                .into_iter()
-                .filter(|d| d["labels"]["kuma.io/zone"] == "zone-1")
-                .map(|d| {
-                    d["labels"]["kuma.io/display-name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string()
-                })
-                .collect();
-            let mut sorted = names.clone();
-            sorted.sort();
-            (sorted == ["backend-1", "backend-10", "backend-9", "web-1"]).then_some(())
-        },
-    )
-    .await;
+    let zone1_dps = ["backend-1", "backend-10", "backend-9", "web-1"];
+    wait_zone_dataplanes(&global, "zone-1", &zone1_dps, Duration::from_secs(15)).await;
 
     // zone-2 goes away: the global keeps its resources, marked offline.
     zone2.apply(&backend(7).to_yaml()).await;
     wait_for(&global, "/zones", "zone-2", Duration::from_secs(5)).await;
-    eventually(
-        "zone-2's backend-7 on the global",
-        Duration::from_secs(5),
-        || async {
-            items(&global, "/meshes/default/dataplanes")
-                .await
-                .into_iter()
-                .find(|d| d["labels"]["kuma.io/display-name"] == "backend-7")
-        },
-    )
-    .await;
+    copy_on_global(&global, "backend-7").await;
     zone2.kill();
     eventually(
         "zone-2 offline on the global",
@@ -339,37 +303,9 @@ async fn a_mesh_across_a_global_and_two_zones() {
         },
     )
     .await;
-    let zone2_dps = |want: &'static [&'static str]| {
-        let global = &global;
-        async move {
-            eventually(
-                &format!("zone-2's dataplanes on the global to be {want:?}"),
-                Duration::from_secs(20),
-                || async {
-                    let mut names: Vec<String> = items(global, "/meshes/default/dataplanes")
-                        .await
-                        .into_iter()
-                        .filter(|d| d["labels"]["kuma.io/zone"] == "zone-2")
-                        .map(|d| {
-                            d["labels"]["kuma.io/display-name"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string()
-                        })
-                        .collect();
-                    names.sort();
-                    (names == want).then_some(())
-                },
-            )
-            .await
-        }
-    };
-    zone2_dps(&["backend-2", "backend-7"]).await;
-    let b2 = items(&global, "/meshes/default/dataplanes")
-        .await
-        .into_iter()
-        .find(|d| d["labels"]["kuma.io/display-name"] == "backend-2")
-        .unwrap();
+    let (zone2_dps, wait) = (["backend-2", "backend-7"], Duration::from_secs(20));
+    wait_zone_dataplanes(&global, "zone-2", &zone2_dps, wait).await;
+    let b2 = copy_on_global(&global, "backend-2").await;
     let i = insight_on(&global, b2["name"].as_str().unwrap()).await;
     assert_eq!(
         i["online"], false,
@@ -382,7 +318,7 @@ async fn a_mesh_across_a_global_and_two_zones() {
     // Back with an empty store: backend-2's agent registers again, the
     // API-made backend-7 is gone, and the global follows.
     zone2.restart().await;
-    zone2_dps(&["backend-2"]).await;
+    wait_zone_dataplanes(&global, "zone-2", &["backend-2"], wait).await;
     wait_for(
         &zone2,
         "/meshes/default/meshtrafficpermissions",
