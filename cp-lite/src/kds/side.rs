@@ -10,7 +10,7 @@ use koguma_api::{Resource, ResourceType};
 use koguma_proto::v1::{KdsKey, KdsResource};
 
 use super::LocalState;
-use super::hash::{fnv1a64, hashed_name};
+use super::hash::fnv1a64;
 use crate::catalog::Catalog;
 use crate::mesh_ca::MeshCas;
 use crate::role::{DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL};
@@ -189,7 +189,7 @@ impl Side {
     }
 
     /// The secrets of `mesh` a zone takes from the global.
-    fn synced_secret_names(
+    pub(super) fn synced_secret_names(
         cas: &MeshCas,
         mesh: &str,
         spec: Option<&koguma_api::MeshSpec>,
@@ -248,143 +248,6 @@ impl Side {
             }
         }
         out
-    }
-
-    /// Stores what the other side sent. The error is the NACK's reason.
-    pub fn store(&self, local: &LocalState, r: &KdsResource) -> Result<(), String> {
-        let resources = &local.resources;
-        let key = r.key.as_ref().ok_or("the resource has no key")?;
-        if key.r#type == SECRET {
-            return self.store_secret(local, key, &r.spec);
-        }
-        if key.r#type == INSIGHT {
-            return self.store_insight(local, key, &r.spec, &r.version);
-        }
-        let rtype = ResourceType::from_kind(&key.r#type)
-            .ok_or_else(|| format!("unknown type {:?}", key.r#type))?;
-        let mut labels = r.labels.clone();
-        let name = match self {
-            Side::Global(zone) => {
-                if !rtype.kds_sync().zone_sends() {
-                    return Err(format!(
-                        "a zone does not send {} resources: they are the global's",
-                        rtype.kind()
-                    ));
-                }
-                labels.insert(ORIGIN_LABEL.into(), "zone".into());
-                labels.insert(ZONE_LABEL.into(), zone.clone());
-                labels.insert(DISPLAY_NAME_LABEL.into(), key.name.clone());
-                hashed_name(&key.mesh, &key.name, zone)
-            }
-            Side::Zone => {
-                if !rtype.kds_sync().global_sends() {
-                    return Err(format!(
-                        "the global does not send {} resources to zones",
-                        rtype.kind()
-                    ));
-                }
-                labels
-                    .entry(ORIGIN_LABEL.into())
-                    .or_insert_with(|| "global".into());
-                key.name.clone()
-            }
-        };
-        let mut obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&r.spec).map_err(|e| format!("the spec is not JSON: {e}"))?;
-        obj.insert("type".into(), rtype.kind().into());
-        obj.insert("name".into(), name.into());
-        if rtype.is_mesh_scoped() {
-            obj.insert("mesh".into(), key.mesh.clone().into());
-        }
-        obj.insert("labels".into(), serde_json::json!(labels));
-        let resource =
-            Resource::from_value(serde_json::Value::Object(obj)).map_err(|e| e.to_string())?;
-        resources
-            .upsert(resource, Origin::Kds)
-            .map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    fn store_secret(&self, local: &LocalState, key: &KdsKey, data: &str) -> Result<(), String> {
-        let (resources, cas) = (&local.resources, &local.cas);
-        // Only a zone takes secrets, and only those it needs for a mesh.
-        if let Side::Global(_) = self {
-            return Err("a zone does not send secrets".into());
-        }
-        let catalog = resources.catalog();
-        let Some(spec) = catalog.mesh(&key.mesh) else {
-            return Err(format!("mesh {:?} does not exist", key.mesh));
-        };
-        let is_ca = key.name.starts_with(&format!("{}.ca-builtin-", key.mesh));
-        if !is_ca && !Self::synced_secret_names(cas, &key.mesh, Some(spec)).contains(&key.name) {
-            return Err(format!(
-                "secret {:?} is not one a zone takes for mesh {:?}",
-                key.name, key.mesh
-            ));
-        }
-        resources
-            .replace_secret(&key.mesh, &key.name, data)
-            .map_err(|e| e.to_string())?;
-        cas.retain(|m, _| m != key.mesh);
-        Ok(())
-    }
-
-    /// Removes what the other side no longer has. Only copies are ever
-    /// removed: never a resource that originates here.
-    pub fn remove(&self, local: &LocalState, key: &KdsKey) -> Result<(), String> {
-        let resources = &local.resources;
-        if key.r#type == SECRET {
-            // A mesh's secrets go with the mesh.
-            return Ok(());
-        }
-        if key.r#type == INSIGHT {
-            if let Side::Global(zone) = self {
-                let name = hashed_name(&key.mesh, &key.name, zone);
-                local.remote_insights.remove(&key.mesh, &name);
-            }
-            return Ok(());
-        }
-        let rtype = ResourceType::from_kind(&key.r#type)
-            .ok_or_else(|| format!("unknown type {:?}", key.r#type))?;
-        let name = match self {
-            Side::Global(zone) => hashed_name(&key.mesh, &key.name, zone),
-            Side::Zone => key.name.clone(),
-        };
-        let catalog = resources.catalog();
-        let Some(stored) = catalog.get(rtype, &key.mesh, &name) else {
-            return Ok(());
-        };
-        let zone_matches = match self {
-            Side::Global(zone) => stored.resource.meta.labels.get(ZONE_LABEL) == Some(zone),
-            Side::Zone => true,
-        };
-        if stored.origin != Origin::Kds || !zone_matches {
-            return Ok(());
-        }
-        match resources.delete(rtype, &key.mesh, &name) {
-            Ok(()) => Ok(()),
-            Err(crate::resources::ResourceError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    fn store_insight(
-        &self,
-        local: &LocalState,
-        key: &KdsKey,
-        json: &str,
-        version: &str,
-    ) -> Result<(), String> {
-        let Side::Global(zone) = self else {
-            return Err("the global does not send dataplane insights".into());
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("the insight is not JSON: {e}"))?;
-        let name = hashed_name(&key.mesh, &key.name, zone);
-        local
-            .remote_insights
-            .put(&key.mesh, &name, zone, &key.name, value, version);
-        Ok(())
     }
 
     pub fn describe_peer(&self) -> String {
