@@ -1,7 +1,8 @@
 //! The two ends of a sync stream and what each owns: which resources it
-//! sends (and under which key), what it already holds of the other's, and
-//! how it stores what arrives. Everything that differs between the global
-//! and a zone is here; the stream loop (`session`) is the same for both.
+//! sends (and under which key) and what it already holds of the other's;
+//! `receive` is how it stores what arrives. Everything that differs between
+//! the global and a zone is there; the stream loop (`session`) is the same
+//! for both.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
