@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod sni;
+
 /// The tag that names a service's protocol.
 pub const PROTOCOL_TAG: &str = "kuma.io/protocol";
 

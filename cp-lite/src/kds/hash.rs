@@ -7,16 +7,7 @@ const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Kubernetes' name limit, less the dash and 16 hash characters.
 const MAX_PREFIX: usize = 253 - 17;
 
-pub fn fnv1a64(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
+pub use koguma_types::sni::fnv1a64;
 
 /// The name `name` of `mesh` from `zone` has on the global.
 pub fn hashed_name(mesh: &str, name: &str, zone: &str) -> String {
@@ -36,14 +27,6 @@ pub fn hashed_name(mesh: &str, name: &str, zone: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a64_is_the_standard_one() {
-        // Published FNV-1a 64 test vectors.
-        assert_eq!(fnv1a64(&[""]), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(&["a"]), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(&["foo", "bar"]), fnv1a64(&["foobar"]));
-    }
 
     #[test]
     fn names_differ_by_zone_and_keep_the_display_name() {

@@ -194,7 +194,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_hello_gives_its_sni_and_every_byte_stays() {
-        let hello = client_hello("a1b2.backend.default.ks", &[crate::tls::ALPN_KUMA]);
+        // The cross-zone SNI a sidecar will send: rustls must take it.
+        let tags = [(
+            "kuma.io/service".to_string(),
+            "backend_demo_svc_80".to_string(),
+        )];
+        let sni = koguma_types::sni::cross_zone_sni("default", &tags.into_iter().collect());
+        let hello = client_hello(&sni, &[crate::tls::ALPN_KUMA]);
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         // In two pieces, as a slow network would deliver it.
         let (first, rest) = hello.split_at(10);
@@ -212,7 +218,7 @@ mod tests {
         assert_eq!(
             info,
             Some(ClientHelloInfo {
-                sni: Some("a1b2.backend.default.ks".into()),
+                sni: Some(sni),
                 mesh_alpn: true,
             })
         );
