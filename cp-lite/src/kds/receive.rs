@@ -10,6 +10,7 @@ use super::hash::hashed_name;
 use super::side::{INSIGHT, SECRET, Side};
 use crate::role::{DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL};
 use crate::store::Origin;
+use crate::tokens;
 
 impl Side {
     /// Stores what the other side sent. The error is the NACK's reason.
@@ -69,9 +70,15 @@ impl Side {
 
     fn store_secret(&self, local: &LocalState, key: &KdsKey, data: &str) -> Result<(), String> {
         let (resources, cas) = (&local.resources, &local.cas);
-        // Only a zone takes secrets, and only those it needs for a mesh.
+        // Only a zone takes secrets, and only those it needs: the public
+        // key that checks zone proxies' tokens, and each mesh's own.
         if let Side::Global(_) = self {
             return Err("a zone does not send secrets".into());
+        }
+        if key.mesh.is_empty() && key.name == tokens::zone::public_key_name() {
+            return resources
+                .replace_secret("", &key.name, data)
+                .map_err(|e| e.to_string());
         }
         let catalog = resources.catalog();
         let Some(spec) = catalog.mesh(&key.mesh) else {

@@ -44,6 +44,7 @@ fn permission(name: &str, action: &str) -> Resource {
 /// What the global sent over one connection: resources upserted, removed.
 #[derive(Default)]
 struct Sent {
+    deltas: AtomicUsize,
     upserts: AtomicUsize,
     removals: AtomicUsize,
 }
@@ -62,6 +63,7 @@ fn connect(
     let relay = tokio::spawn(async move {
         while let Some(m) = g_rx.recv().await {
             if let Some(Msg::Delta(d)) = &m.msg {
+                counted.deltas.fetch_add(1, Ordering::SeqCst);
                 counted.upserts.fetch_add(d.upserts.len(), Ordering::SeqCst);
                 counted
                     .removals
@@ -120,7 +122,9 @@ fn action(l: &LocalState, name: &str) -> Option<String> {
 async fn a_reconnect_sends_only_what_changed_meanwhile() {
     let global = local(Role::Global);
     let zone = local(Role::Zone("zone-1".into()));
-    for i in 0..20 {
+    // More than one delta's worth: the first sync goes in several.
+    let n = super::session::MAX_DELTA + 200;
+    for i in 0..n {
         global
             .resources
             .upsert(permission(&format!("p{i}"), "Allow"), Origin::Api)
@@ -128,11 +132,29 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
     }
     let (sent, tasks) = connect(&global, &zone);
     until("the zone to hold every permission", || {
-        action(&zone, "p19").is_some()
+        let c = zone.resources.catalog();
+        c.list(ResourceType::MeshTrafficPermission, Some("default"))
+            .count()
+            == n
     })
     .await;
-    // The mesh, its token signing key and 20 permissions.
-    assert_eq!(sent.upserts.load(Ordering::SeqCst), 22);
+    // The mesh, its token signing key, the zone-token public key and the
+    // permissions, each once.
+    assert_eq!(sent.upserts.load(Ordering::SeqCst), n + 3);
+    assert!(
+        sent.deltas.load(Ordering::SeqCst) >= 2,
+        "one delta held everything"
+    );
+    // The zone now checks the tokens of zone proxies the global issues.
+    let ingress = vec!["ingress".to_string()];
+    let token = crate::tokens::zone::issue(
+        &global.resources,
+        "zone-1",
+        ingress,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    crate::tokens::zone::verify(&zone.resources, &token, "zone-1", "ingress").unwrap();
     global
         .resources
         .upsert(permission("p0", "Deny"), Origin::Api)
@@ -143,7 +165,7 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
     .await;
     assert_eq!(
         sent.upserts.load(Ordering::SeqCst),
-        23,
+        n + 4,
         "a change costs one resource"
     );
     tasks.iter().for_each(|t| t.abort());

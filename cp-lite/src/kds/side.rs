@@ -135,8 +135,20 @@ impl Side {
         for mesh in catalog.list(ResourceType::Mesh, None) {
             out.extend(self.secrets(catalog, local, &mesh.resource.meta.name));
         }
-        if let Side::Zone = self {
-            out.extend(insight_items(catalog, local));
+        match self {
+            Side::Zone => out.extend(insight_items(catalog, local)),
+            Side::Global(_) => match tokens::zone::public_key(&local.resources) {
+                Ok((name, data)) => {
+                    let item = Item {
+                        version: secret_version(&data),
+                        payload: Payload::Secret(data.into()),
+                    };
+                    out.insert((SECRET.into(), String::new(), name), item);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the zone-token public key cannot be sent to zones")
+                }
+            },
         }
         out
     }
@@ -239,6 +251,13 @@ impl Side {
             }
         }
         if let Side::Zone = self {
+            let zone_key = tokens::zone::public_key_name();
+            if let Ok(Some(data)) = local.resources.secret("", &zone_key) {
+                out.insert(
+                    (SECRET.into(), String::new(), zone_key),
+                    secret_version(&data),
+                );
+            }
             for mesh in catalog.list(ResourceType::Mesh, None) {
                 let name = &mesh.resource.meta.name;
                 for secret in Self::synced_secret_names(&local.cas, name, mesh.resource.as_mesh()) {

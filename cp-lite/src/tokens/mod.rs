@@ -120,6 +120,38 @@ fn signing_key(resources: &Resources, key: &KeyName) -> Result<String, TokenErro
     })
 }
 
+/// Where the public half of `key` is kept for control planes that only
+/// check tokens (zones check zone proxies' tokens with the global's key).
+pub fn public_key_name(key: &KeyName) -> KeyName {
+    (
+        key.0.clone(),
+        key.1.replacen("signing-key", "signing-public-key", 1),
+    )
+}
+
+/// The public key that checks `key`'s signatures: from the signing key
+/// where this CP has it, else from its public half.
+fn public_key(resources: &Resources, key: &KeyName) -> Result<Option<Vec<u8>>, TokenError> {
+    if let Some(private) = resources.secret(&key.0, &key.1)? {
+        return Ok(Some(key_pair(&private)?.public_key().as_ref().to_vec()));
+    }
+    let (mesh, name) = public_key_name(key);
+    match resources.secret(&mesh, &name)? {
+        Some(b64) => B64
+            .decode(b64.trim())
+            .map(Some)
+            .map_err(|e| TokenError::Key(format!("{name}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// The public half of `key` as stored (base64), made with the key if need
+/// be: what the global gives its zones.
+pub fn public_key_data(resources: &Resources, key: &KeyName) -> Result<String, TokenError> {
+    let private = signing_key(resources, key)?;
+    Ok(B64.encode(key_pair(&private)?.public_key().as_ref()))
+}
+
 /// Signs `claims`, valid from now for `valid_for`, with the key `key`.
 pub fn sign<C: Serialize + TokenClaims>(
     resources: &Resources,
@@ -187,11 +219,8 @@ pub fn verify_signed<C: DeserializeOwned + TokenClaims>(
         key: key_desc.to_string(),
     };
     // No key: no such token was ever issued here, so none is valid.
-    let stored = resources
-        .secret(&key.0, &key.1)?
-        .ok_or_else(bad_signature)?;
-    let key = key_pair(&stored)?;
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.public_key().as_ref())
+    let public = public_key(resources, key)?.ok_or_else(bad_signature)?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
         .verify(format!("{h}.{p}").as_bytes(), &sig)
         .map_err(|_| bad_signature())?;
     let mut claims: C = B64

@@ -32,6 +32,19 @@ fn key() -> KeyName {
     (String::new(), "zone-token-signing-key-1".into())
 }
 
+/// What a zone keeps to check zone proxies' tokens: the global's public
+/// key (never its signing key, which would let a zone forge any zone's
+/// tokens). (mesh "", name, base64 data), made on the global if need be.
+pub fn public_key(resources: &Resources) -> Result<(String, String), TokenError> {
+    let (_, name) = super::public_key_name(&key());
+    Ok((name, super::public_key_data(resources, &key())?))
+}
+
+/// The name of that public key in a zone's store.
+pub fn public_key_name() -> String {
+    super::public_key_name(&key()).1
+}
+
 pub fn issue(
     resources: &Resources,
     zone: &str,
@@ -53,7 +66,7 @@ pub fn verify(
     zone: &str,
     scope: &str,
 ) -> Result<ZoneClaims, TokenError> {
-    let claims: ZoneClaims = verify_signed(resources, &key(), "zone", "this global", token)?;
+    let claims: ZoneClaims = verify_signed(resources, &key(), "zone", "the global's key", token)?;
     if claims.zone != zone {
         return Err(TokenError::Mismatch {
             claim: "zone",
@@ -104,6 +117,33 @@ mod tests {
         .unwrap();
         let err = verify(&r, &forged, "zone-1", "cp").unwrap_err().to_string();
         assert!(err.contains("signature is not valid"), "{err}");
+        // A zone holds only the public key: it checks, it cannot issue.
+        let zone = Resources::open(
+            Box::new(SqliteStore::in_memory().unwrap()),
+            Role::Zone("zone-1".into()),
+        )
+        .unwrap();
+        let (name, data) = public_key(&r).unwrap();
+        zone.replace_secret("", &name, &data).unwrap();
+        let ingress = issue(
+            &r,
+            "zone-1",
+            vec!["ingress".into()],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&zone, &ingress, "zone-1", "ingress").unwrap().zone,
+            "zone-1"
+        );
+        assert!(verify(&zone, &forged, "zone-1", "ingress").is_err());
+        let err = issue(
+            &zone,
+            "zone-1",
+            vec!["ingress".into()],
+            Duration::from_secs(60),
+        );
+        assert!(matches!(err, Err(TokenError::NotSynced(_))), "{err:?}");
         let expired = issue(&r, "zone-1", vec!["cp".into()], Duration::ZERO).unwrap();
         let err = verify(&r, &expired, "zone-1", "cp")
             .unwrap_err()
