@@ -115,6 +115,12 @@ impl Session {
                             let Some(flight) = in_flight.take_if(|f| f.nonce == ack.nonce) else {
                                 return Err(KdsError::Protocol(format!("ACK of unknown nonce {:?}", ack.nonce)));
                             };
+                            let removals: BTreeSet<Key> = flight
+                                .sent
+                                .iter()
+                                .filter(|(_, v)| v.is_none())
+                                .map(|(k, _)| k.clone())
+                                .collect();
                             for (key, version) in flight.sent {
                                 match version {
                                     Some(v) => peer_has.insert(key, v),
@@ -129,7 +135,14 @@ impl Session {
                             for nack in ack.nacks {
                                 let key = nack.key.as_ref().map(key_of).unwrap_or_default();
                                 tracing::warn!(peer = %self.side.describe_peer(), kind = %key.0, mesh = %key.1, name = %key.2, reason = %nack.reason, "sync: the other side rejected a resource; retrying in 5s");
-                                peer_has.remove(&key);
+                                // What the other side still holds: nothing it
+                                // can use for an upsert, the old copy for a
+                                // removal (so that the retry removes again).
+                                if removals.contains(&key) {
+                                    peer_has.insert(key.clone(), String::new());
+                                } else {
+                                    peer_has.remove(&key);
+                                }
                                 nacked.push(key);
                             }
                             if !nacked.is_empty() {

@@ -264,3 +264,52 @@ async fn a_rejected_resource_is_retried_and_the_rest_stays_stored() {
     );
     tasks.iter().for_each(|t| t.abort());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_removal_is_retried_until_it_can_be_done() {
+    let global = local(Role::Global);
+    let zone = local(Role::Zone("zone-1".into()));
+    global.resources.upsert(mesh("other"), Origin::Api).unwrap();
+    let (_, tasks) = connect(&global, &zone);
+    until("mesh other in the zone", || {
+        zone.resources.catalog().mesh("other").is_some()
+    })
+    .await;
+    zone.resources
+        .upsert(dataplane("other", "dp-1"), Origin::Api)
+        .unwrap();
+    until("dp-1 on the global", || {
+        zone_dataplanes_on(&global, "other") == ["dp-1"]
+    })
+    .await;
+    // The zone cannot remove a mesh its dataplane still uses: NACKed...
+    let c = global.resources.catalog();
+    let copy = c
+        .list(ResourceType::Dataplane, Some("other"))
+        .next()
+        .unwrap()
+        .resource
+        .meta
+        .name
+        .clone();
+    drop(c);
+    global
+        .resources
+        .delete(ResourceType::Dataplane, "other", &copy)
+        .unwrap();
+    global
+        .resources
+        .delete(ResourceType::Mesh, "", "other")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(zone.resources.catalog().mesh("other").is_some());
+    // ...and retried: once the dataplane is gone, the mesh goes too.
+    zone.resources
+        .delete(ResourceType::Dataplane, "other", "dp-1")
+        .unwrap();
+    until("mesh other gone from the zone", || {
+        zone.resources.catalog().mesh("other").is_none()
+    })
+    .await;
+    tasks.iter().for_each(|t| t.abort());
+}
