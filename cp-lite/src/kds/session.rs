@@ -225,6 +225,17 @@ impl Session {
                 dirty.insert(key.clone());
                 mine.insert(key, item);
             }
+            if rkey.0 == ResourceType::Zone {
+                let (send, hold) = self.side.from_zone(new, &rkey.2);
+                for (k, item) in send {
+                    dirty.insert(k.clone());
+                    mine.insert(k, item);
+                }
+                for k in hold {
+                    mine.remove(&k);
+                    dirty.insert(k);
+                }
+            }
             if rkey.0 == ResourceType::Mesh {
                 let mesh = &rkey.2;
                 let old_secrets: Vec<Key> = mine

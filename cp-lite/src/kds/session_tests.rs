@@ -313,3 +313,59 @@ async fn a_rejected_removal_is_retried_until_it_can_be_done() {
     .await;
     tasks.iter().for_each(|t| t.abort());
 }
+
+fn zone_resource(name: &str, enabled: bool) -> Resource {
+    Resource::from_value(serde_json::json!({"type": "Zone", "name": name, "enabled": enabled}))
+        .expect("zone")
+}
+
+fn ingresses_of(l: &LocalState, zone: &str) -> usize {
+    let c = l.resources.catalog();
+    c.list(ResourceType::ZoneIngress, None)
+        .filter(|r| {
+            r.resource
+                .meta
+                .labels
+                .get("kuma.io/zone")
+                .map(String::as_str)
+                == Some(zone)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_zone_disabled_on_the_global_leaves_the_other_zones_view() {
+    let global = local(Role::Global);
+    let zone1 = local(Role::Zone("zone-1".into()));
+    // zone-2's ingress, as the global holds it from zone-2's sync.
+    let copy = Resource::from_value(serde_json::json!({
+        "type": "ZoneIngress", "name": "ingress-x",
+        "labels": {"kuma.io/origin": "zone", "kuma.io/zone": "zone-2", "kuma.io/display-name": "ingress"},
+        "zone": "zone-2",
+        "networking": {"address": "10.0.0.2", "port": 10001, "advertisedAddress": "192.0.2.2", "advertisedPort": 10001}
+    }))
+    .unwrap();
+    global.resources.upsert(copy, Origin::Kds).unwrap();
+    let (_, tasks) = connect(&global, &zone1);
+    until("zone-2's ingress in zone-1", || {
+        ingresses_of(&zone1, "zone-2") == 1
+    })
+    .await;
+    global
+        .resources
+        .upsert(zone_resource("zone-2", false), Origin::Api)
+        .unwrap();
+    until("zone-2's ingress gone from zone-1", || {
+        ingresses_of(&zone1, "zone-2") == 0
+    })
+    .await;
+    global
+        .resources
+        .upsert(zone_resource("zone-2", true), Origin::Api)
+        .unwrap();
+    until("zone-2's ingress back in zone-1", || {
+        ingresses_of(&zone1, "zone-2") == 1
+    })
+    .await;
+    tasks.iter().for_each(|t| t.abort());
+}

@@ -108,27 +108,52 @@ pub enum Side {
 }
 
 impl Side {
-    /// Whether this side sends `r` to the other.
-    pub fn sends(&self, r: &StoredResource) -> bool {
+    /// Whether this side sends `r` to the other, as of `catalog`.
+    pub fn sends(&self, catalog: &Catalog, r: &StoredResource) -> bool {
         let sync = r.resource.resource_type().kds_sync();
         match self {
             Side::Zone => sync.zone_sends() && r.origin != Origin::Kds,
             Side::Global(zone) => {
                 let own = r.origin != Origin::Kds && sync.global_sends();
-                // Other zones' ingresses, never the zone's own back.
+                // Other zones' ingresses, never the zone's own back, and
+                // none of a zone disabled on the global (Kuma's rule: other
+                // zones stop routing to it).
+                let from = r.resource.meta.labels.get(ZONE_LABEL);
                 let other_zone = r.origin == Origin::Kds
                     && sync.global_sends()
-                    && r.resource.meta.labels.get(ZONE_LABEL) != Some(zone);
+                    && from != Some(zone)
+                    && from.is_none_or(|z| zone_enabled(catalog, z));
                 own || other_zone
             }
         }
+    }
+
+    /// The keys and items of what `zone` made that this side may send, as
+    /// of `catalog`, and of those it may not: for when that zone is enabled
+    /// or disabled.
+    pub fn from_zone(&self, catalog: &Catalog, zone: &str) -> (Vec<(Key, Item)>, Vec<Key>) {
+        let (mut send, mut hold) = (Vec::new(), Vec::new());
+        for r in catalog.resources.values() {
+            let made_there = r.origin == Origin::Kds
+                && r.resource.resource_type().kds_sync().global_sends()
+                && r.resource.meta.labels.get(ZONE_LABEL).map(String::as_str) == Some(zone);
+            if !made_there {
+                continue;
+            }
+            if self.sends(catalog, r) {
+                send.push((resource_key(r), resource_item(r)));
+            } else {
+                hold.push(resource_key(r));
+            }
+        }
+        (send, hold)
     }
 
     /// Everything this side sends, as of `catalog`.
     pub fn items(&self, catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, Item> {
         let mut out = BTreeMap::new();
         for r in catalog.resources.values() {
-            if self.sends(r) {
+            if self.sends(catalog, r) {
                 out.insert(resource_key(r), resource_item(r));
             }
         }
@@ -161,7 +186,8 @@ impl Side {
         rkey: &crate::catalog::ResourceKey,
     ) -> Option<(Key, Item)> {
         let r = catalog.resources.get(rkey)?;
-        self.sends(r).then(|| (resource_key(r), resource_item(r)))
+        self.sends(catalog, r)
+            .then(|| (resource_key(r), resource_item(r)))
     }
 
     /// The global sends each mesh's secrets a zone needs to act for it:
@@ -276,6 +302,14 @@ impl Side {
             Side::Zone => "the global".to_string(),
         }
     }
+}
+
+/// A zone is enabled unless its Zone on the global says otherwise.
+fn zone_enabled(catalog: &Catalog, zone: &str) -> bool {
+    catalog
+        .get(ResourceType::Zone, "", zone)
+        .and_then(|z| z.resource.as_zone())
+        .is_none_or(|z| z.is_enabled())
 }
 
 fn resource_key(r: &StoredResource) -> Key {
