@@ -226,7 +226,7 @@ impl Session {
                 mine.insert(key, item);
             }
             if rkey.0 == ResourceType::Zone {
-                let (send, hold) = self.side.from_zone(new, &rkey.2);
+                let (send, hold) = self.side.made_in_zone(new, &rkey.2);
                 for (k, item) in send {
                     dirty.insert(k.clone());
                     mine.insert(k, item);

@@ -131,7 +131,7 @@ impl Side {
     /// The keys and items of what `zone` made that this side may send, as
     /// of `catalog`, and of those it may not: for when that zone is enabled
     /// or disabled.
-    pub fn from_zone(&self, catalog: &Catalog, zone: &str) -> (Vec<(Key, Item)>, Vec<Key>) {
+    pub fn made_in_zone(&self, catalog: &Catalog, zone: &str) -> (Vec<(Key, Item)>, Vec<Key>) {
         let (mut send, mut hold) = (Vec::new(), Vec::new());
         for r in catalog.resources.values() {
             let made_there = r.origin == Origin::Kds
