@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::{Stream, StreamExt};
 use koguma_api::{Resource, ResourceType, validate_name};
 use koguma_proto::v1::multizone_sync_server::MultizoneSync;
-use koguma_proto::v1::{GlobalWelcome, KdsMessage, KdsVersion, kds_message::Msg};
+use koguma_proto::v1::{GlobalWelcome, KdsMessage, kds_message::Msg};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -19,7 +19,7 @@ pub use koguma_proto::v1::multizone_sync_server::MultizoneSyncServer;
 use super::LocalState;
 use super::insights::ZoneInsights;
 use super::session::{Session, SyncStats};
-use super::side::{Side, wire_key};
+use super::side::{Side, from_versions, to_versions};
 use crate::store::Origin;
 use crate::tokens;
 
@@ -124,19 +124,8 @@ impl MultizoneSync for GlobalSync {
 
         let side = Side::Global(zone.clone());
         let catalog = self.local.resources.catalog();
-        let have: Vec<KdsVersion> = side
-            .holds(&catalog, &self.local)
-            .into_iter()
-            .map(|(k, version)| KdsVersion {
-                key: Some(wire_key(&k)),
-                version,
-            })
-            .collect();
-        let peer_has = hello
-            .have
-            .iter()
-            .filter_map(|v| Some((super::side::key_of(v.key.as_ref()?), v.version.clone())))
-            .collect();
+        let have = to_versions(side.holds(&catalog, &self.local));
+        let peer_has = from_versions(&hello.have);
         let (tx, rx) = mpsc::channel(16);
         let welcome = GlobalWelcome {
             global_instance_id: self.instance_id.clone(),

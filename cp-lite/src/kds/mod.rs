@@ -10,6 +10,7 @@
 pub mod global;
 mod hash;
 pub mod insights;
+mod outgoing;
 mod receive;
 mod session;
 #[cfg(test)]

@@ -13,6 +13,15 @@ use crate::store::Origin;
 use crate::tokens;
 
 impl Side {
+    /// The name the other side's `key` has here: Kuma's hashed name on the
+    /// global (zones' names meet there), the global's name on a zone.
+    fn local_name(&self, key: &KdsKey) -> String {
+        match self {
+            Side::Global(zone) => hashed_name(&key.mesh, &key.name, zone),
+            Side::Zone => key.name.clone(),
+        }
+    }
+
     /// Stores what the other side sent. The error is the NACK's reason.
     pub fn store(&self, local: &LocalState, r: &KdsResource) -> Result<(), String> {
         let resources = &local.resources;
@@ -23,10 +32,9 @@ impl Side {
         if key.r#type == INSIGHT {
             return self.store_insight(local, key, &r.spec, &r.version);
         }
-        let rtype = ResourceType::from_kind(&key.r#type)
-            .ok_or_else(|| format!("unknown type {:?}", key.r#type))?;
+        let rtype = resource_type(key)?;
         let mut labels = r.labels.clone();
-        let name = match self {
+        match self {
             Side::Global(zone) => {
                 if !rtype.kds_sync().zone_sends() {
                     return Err(format!(
@@ -37,7 +45,6 @@ impl Side {
                 labels.insert(ORIGIN_LABEL.into(), "zone".into());
                 labels.insert(ZONE_LABEL.into(), zone.clone());
                 labels.insert(DISPLAY_NAME_LABEL.into(), key.name.clone());
-                hashed_name(&key.mesh, &key.name, zone)
             }
             Side::Zone => {
                 if !rtype.kds_sync().global_sends() {
@@ -49,13 +56,12 @@ impl Side {
                 labels
                     .entry(ORIGIN_LABEL.into())
                     .or_insert_with(|| "global".into());
-                key.name.clone()
             }
-        };
+        }
         let mut obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&r.spec).map_err(|e| format!("the spec is not JSON: {e}"))?;
         obj.insert("type".into(), rtype.kind().into());
-        obj.insert("name".into(), name.into());
+        obj.insert("name".into(), self.local_name(key).into());
         if rtype.is_mesh_scoped() {
             obj.insert("mesh".into(), key.mesh.clone().into());
         }
@@ -107,18 +113,15 @@ impl Side {
             return Ok(());
         }
         if key.r#type == INSIGHT {
-            if let Side::Global(zone) = self {
-                let name = hashed_name(&key.mesh, &key.name, zone);
-                local.remote_insights.remove(&key.mesh, &name);
+            if let Side::Global(_) = self {
+                local
+                    .remote_insights
+                    .remove(&key.mesh, &self.local_name(key));
             }
             return Ok(());
         }
-        let rtype = ResourceType::from_kind(&key.r#type)
-            .ok_or_else(|| format!("unknown type {:?}", key.r#type))?;
-        let name = match self {
-            Side::Global(zone) => hashed_name(&key.mesh, &key.name, zone),
-            Side::Zone => key.name.clone(),
-        };
+        let rtype = resource_type(key)?;
+        let name = self.local_name(key);
         let catalog = resources.catalog();
         let Some(stored) = catalog.get(rtype, &key.mesh, &name) else {
             return Ok(());
@@ -149,10 +152,14 @@ impl Side {
         };
         let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| format!("the insight is not JSON: {e}"))?;
-        let name = hashed_name(&key.mesh, &key.name, zone);
+        let name = self.local_name(key);
         local
             .remote_insights
             .put(&key.mesh, &name, zone, &key.name, value, version);
         Ok(())
     }
+}
+
+fn resource_type(key: &KdsKey) -> Result<ResourceType, String> {
+    ResourceType::from_kind(&key.r#type).ok_or_else(|| format!("unknown type {:?}", key.r#type))
 }

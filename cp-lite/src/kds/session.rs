@@ -15,7 +15,8 @@ use koguma_api::ResourceType;
 use koguma_proto::v1::{KdsAck, KdsDelta, KdsMessage, KdsNack, kds_message::Msg};
 use tokio::sync::mpsc;
 
-use super::side::{INSIGHT, Item, Key, Side, insight_items, key_of, rank, to_wire, wire_key};
+use super::outgoing::{Outgoing, Sent};
+use super::side::{INSIGHT, Key, SECRET, Side, insight_items, key_of, rank, resource_key};
 use super::{KdsError, LocalState};
 use crate::catalog::Catalog;
 
@@ -28,7 +29,6 @@ pub struct SyncStats {
     pub sent: AtomicU64,
     pub acked: AtomicU64,
     pub rejected: AtomicU64,
-    pub received: AtomicU64,
     pub last_update: std::sync::Mutex<Option<SystemTime>>,
 }
 
@@ -49,7 +49,7 @@ const INSIGHT_INTERVAL: Duration = Duration::from_secs(1);
 
 struct InFlight {
     nonce: String,
-    sent: Vec<(Key, Option<String>)>,
+    sent: Sent,
 }
 
 impl Session {
@@ -62,32 +62,30 @@ impl Session {
     ) -> Result<(), KdsError> {
         let mut catalog_rx = self.local.resources.subscribe();
         let mut current: Arc<Catalog> = catalog_rx.borrow_and_update().clone();
-        let mut mine = self.side.items(&current, &self.local);
+        let mut outgoing = Outgoing::new(self.side.items(&current, &self.local), peer_has.keys());
         let mut sampled = self.local.status.generation();
         let mut insight_tick = tokio::time::interval(INSIGHT_INTERVAL);
         insight_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dirty: BTreeSet<Key> = mine.keys().chain(peer_has.keys()).cloned().collect();
         let mut in_flight: Option<InFlight> = None;
         let mut nacked: Vec<Key> = Vec::new();
         let mut retry = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
         let mut next_nonce: u64 = 1;
         loop {
-            if in_flight.is_none() && !dirty.is_empty() {
-                let delta = build_delta(&mut dirty, &mine, &peer_has, next_nonce);
-                if let Some((delta, sent)) = delta {
-                    next_nonce += 1;
-                    tracing::debug!(peer = %self.side.describe_peer(), upserts = delta.upserts.len(), removals = delta.removals.len(), "sync: sending");
-                    in_flight = Some(InFlight {
-                        nonce: delta.nonce.clone(),
-                        sent,
-                    });
-                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                    out.send(KdsMessage {
-                        msg: Some(Msg::Delta(delta)),
-                    })
-                    .await
-                    .map_err(|_| KdsError::Closed)?;
-                }
+            if in_flight.is_none()
+                && let Some((delta, sent)) = outgoing.next_delta(&peer_has, next_nonce)
+            {
+                next_nonce += 1;
+                tracing::debug!(peer = %self.side.describe_peer(), upserts = delta.upserts.len(), removals = delta.removals.len(), "sync: sending");
+                in_flight = Some(InFlight {
+                    nonce: delta.nonce.clone(),
+                    sent,
+                });
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                out.send(KdsMessage {
+                    msg: Some(Msg::Delta(delta)),
+                })
+                .await
+                .map_err(|_| KdsError::Closed)?;
             }
             tokio::select! {
                 changed = catalog_rx.changed() => {
@@ -95,7 +93,7 @@ impl Session {
                         return Ok(()); // the CP is stopping
                     }
                     let new = catalog_rx.borrow_and_update().clone();
-                    self.follow(&current, &new, &mut mine, &mut dirty);
+                    self.follow(&current, &new, &mut outgoing);
                     current = new;
                 }
                 msg = inbound.next() => {
@@ -160,11 +158,11 @@ impl Session {
                     let generation = self.local.status.generation();
                     if generation != sampled {
                         sampled = generation;
-                        self.sample_insights(&current, &mut mine, &mut dirty);
+                        self.sample_insights(&current, &mut outgoing);
                     }
                 }
                 _ = &mut retry => {
-                    dirty.extend(nacked.drain(..));
+                    nacked.drain(..).for_each(|k| outgoing.mark(k));
                     retry.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
                 }
             }
@@ -172,39 +170,25 @@ impl Session {
     }
 
     /// Marks the insights that changed since the last sample.
-    fn sample_insights(
-        &self,
-        catalog: &Catalog,
-        mine: &mut BTreeMap<Key, Item>,
-        dirty: &mut BTreeSet<Key>,
-    ) {
+    fn sample_insights(&self, catalog: &Catalog, outgoing: &mut Outgoing) {
         let now = insight_items(catalog, &self.local);
-        let gone: Vec<Key> = mine
-            .range((INSIGHT.to_string(), String::new(), String::new())..)
-            .take_while(|(k, _)| k.0 == INSIGHT)
-            .filter(|(k, _)| !now.contains_key(*k))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in gone {
-            mine.remove(&k);
-            dirty.insert(k);
+        for gone in outgoing.keys_of(INSIGHT, None) {
+            if !now.contains_key(&gone) {
+                outgoing.unset(gone);
+            }
         }
         for (k, item) in now {
-            if mine.get(&k).is_none_or(|old| old.version != item.version) {
-                dirty.insert(k.clone());
-                mine.insert(k, item);
+            if outgoing
+                .get(&k)
+                .is_none_or(|old| old.version != item.version)
+            {
+                outgoing.set(k, item);
             }
         }
     }
 
-    /// Brings `mine` from `old` to `new`: only the keys that changed.
-    fn follow(
-        &self,
-        old: &Catalog,
-        new: &Catalog,
-        mine: &mut BTreeMap<Key, Item>,
-        dirty: &mut BTreeSet<Key>,
-    ) {
+    /// Brings what is sent from `old` to `new`: only the keys that changed.
+    fn follow(&self, old: &Catalog, new: &Catalog, outgoing: &mut Outgoing) {
         for diff in old.resources.diff(&new.resources) {
             let (rkey, before) = match diff {
                 DiffItem::Add(k, _) => (k, None),
@@ -212,44 +196,23 @@ impl Session {
                 DiffItem::Remove(k, v) => (k, Some(v)),
             };
             if let Some(before) = before {
-                let r = &before.resource;
-                let key = (
-                    r.resource_type().kind().to_string(),
-                    r.meta.mesh.clone(),
-                    r.meta.name.clone(),
-                );
-                mine.remove(&key);
-                dirty.insert(key);
+                outgoing.unset(resource_key(before));
             }
             if let Some((key, item)) = self.side.items_of(new, rkey) {
-                dirty.insert(key.clone());
-                mine.insert(key, item);
+                outgoing.set(key, item);
             }
             if rkey.0 == ResourceType::Zone {
                 let (send, hold) = self.side.made_in_zone(new, &rkey.2);
-                for (k, item) in send {
-                    dirty.insert(k.clone());
-                    mine.insert(k, item);
-                }
-                for k in hold {
-                    mine.remove(&k);
-                    dirty.insert(k);
-                }
+                send.into_iter().for_each(|(k, item)| outgoing.set(k, item));
+                hold.into_iter().for_each(|k| outgoing.unset(k));
             }
             if rkey.0 == ResourceType::Mesh {
                 let mesh = &rkey.2;
-                let old_secrets: Vec<Key> = mine
-                    .range((super::side::SECRET.to_string(), mesh.clone(), String::new())..)
-                    .take_while(|(k, _)| k.0 == super::side::SECRET && &k.1 == mesh)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in old_secrets {
-                    mine.remove(&k);
-                    dirty.insert(k);
+                for k in outgoing.keys_of(SECRET, Some(mesh)) {
+                    outgoing.unset(k);
                 }
                 for (k, item) in self.side.secrets(new, &self.local, mesh) {
-                    dirty.insert(k.clone());
-                    mine.insert(k, item);
+                    outgoing.set(k, item);
                 }
             }
         }
@@ -258,7 +221,6 @@ impl Session {
     /// Stores a delta from the other side; what cannot be stored is NACKed
     /// with its reason, the rest stays stored.
     fn apply(&self, delta: KdsDelta) -> KdsAck {
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
         let mut nacks = Vec::new();
         let mut upserts = delta.upserts;
         upserts.sort_by_key(|r| r.key.as_ref().map_or(usize::MAX, |k| rank(&k.r#type)));
@@ -292,49 +254,4 @@ impl Session {
             nacks,
         }
     }
-}
-
-/// At most this many resources a delta: a first sync of a large zone goes
-/// in several, each well under gRPC's message limits.
-pub const MAX_DELTA: usize = 1000;
-
-/// The delta that brings the other side from `peer_has` to `mine` for (at
-/// most `MAX_DELTA` of) the `dirty` keys, and what it will hold once it
-/// ACKs. Keys go in rank order (meshes before what lives in them); those
-/// left stay dirty for the next delta.
-#[allow(clippy::type_complexity)]
-fn build_delta(
-    dirty: &mut BTreeSet<Key>,
-    mine: &BTreeMap<Key, Item>,
-    peer_has: &BTreeMap<Key, String>,
-    nonce: u64,
-) -> Option<(KdsDelta, Vec<(Key, Option<String>)>)> {
-    let mut delta = KdsDelta {
-        nonce: nonce.to_string(),
-        ..Default::default()
-    };
-    let mut sent = Vec::new();
-    let mut keys: Vec<Key> = std::mem::take(dirty).into_iter().collect();
-    keys.sort_by_key(|k| rank(&k.0));
-    let mut keys = keys.into_iter();
-    for key in keys.by_ref() {
-        if sent.len() == MAX_DELTA {
-            dirty.insert(key);
-            break;
-        }
-        match (mine.get(&key), peer_has.get(&key)) {
-            (Some(item), Some(v)) if item.version == *v => {}
-            (Some(item), _) => {
-                delta.upserts.push(to_wire(&key, item));
-                sent.push((key, Some(item.version.clone())));
-            }
-            (None, Some(_)) => {
-                delta.removals.push(wire_key(&key));
-                sent.push((key, None));
-            }
-            (None, None) => {}
-        }
-    }
-    dirty.extend(keys);
-    (!sent.is_empty()).then_some((delta, sent))
 }

@@ -123,7 +123,7 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
     let global = local(Role::Global);
     let zone = local(Role::Zone("zone-1".into()));
     // More than one delta's worth: the first sync goes in several.
-    let n = super::session::MAX_DELTA + 200;
+    let n = super::outgoing::MAX_DELTA + 200;
     for i in 0..n {
         global
             .resources

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use koguma_api::{Resource, ResourceType};
-use koguma_proto::v1::{KdsKey, KdsResource};
+use koguma_proto::v1::{KdsKey, KdsResource, KdsVersion};
 
 use super::LocalState;
 use super::hash::fnv1a64;
@@ -35,6 +35,23 @@ pub fn wire_key(k: &Key) -> KdsKey {
         mesh: k.1.clone(),
         name: k.2.clone(),
     }
+}
+
+/// What a side holds, as a hello or welcome carries it.
+pub fn to_versions(held: BTreeMap<Key, String>) -> Vec<KdsVersion> {
+    held.into_iter()
+        .map(|(k, version)| KdsVersion {
+            key: Some(wire_key(&k)),
+            version,
+        })
+        .collect()
+}
+
+/// What the other side holds, from its hello or welcome.
+pub fn from_versions(held: &[KdsVersion]) -> BTreeMap<Key, String> {
+    held.iter()
+        .filter_map(|v| Some((key_of(v.key.as_ref()?), v.version.clone())))
+        .collect()
 }
 
 /// Meshes first (what lives in a mesh needs it), then their secrets, then
@@ -312,7 +329,7 @@ fn zone_enabled(catalog: &Catalog, zone: &str) -> bool {
         .is_none_or(|z| z.is_enabled())
 }
 
-fn resource_key(r: &StoredResource) -> Key {
+pub fn resource_key(r: &StoredResource) -> Key {
     let res = &r.resource;
     (
         res.resource_type().kind().to_string(),

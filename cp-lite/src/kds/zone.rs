@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use koguma_proto::channel;
 use koguma_proto::v1::multizone_sync_client::MultizoneSyncClient;
-use koguma_proto::v1::{KdsMessage, KdsVersion, ZoneHello, kds_message::Msg};
+use koguma_proto::v1::{KdsMessage, ZoneHello, kds_message::Msg};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -20,7 +20,7 @@ use tonic::Code;
 use super::KdsError;
 use super::LocalState;
 use super::session::{Session, SyncStats};
-use super::side::{Side, key_of, wire_key};
+use super::side::{Side, from_versions, to_versions};
 
 pub struct ZoneSyncConfig {
     pub zone: String,
@@ -94,14 +94,7 @@ async fn once(
         None => String::new(),
     };
     let side = Side::Zone;
-    let have: Vec<KdsVersion> = side
-        .holds(&local.resources.catalog(), local)
-        .into_iter()
-        .map(|(k, version)| KdsVersion {
-            key: Some(wire_key(&k)),
-            version,
-        })
-        .collect();
+    let have = to_versions(side.holds(&local.resources.catalog(), local));
     let hello = ZoneHello {
         zone: config.zone.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -141,11 +134,7 @@ async fn once(
     };
     tracing::info!(global = %config.global_address, global_instance = %welcome.global_instance_id, "connected to the global; syncing");
     *synced_once = true;
-    let peer_has = welcome
-        .have
-        .iter()
-        .filter_map(|v| Some((key_of(v.key.as_ref()?), v.version.clone())))
-        .collect();
+    let peer_has = from_versions(&welcome.have);
     let session = Session {
         side,
         local: local.clone(),
