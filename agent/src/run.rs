@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use koguma_forwarder::{Forwarder, Stats, drain};
-use koguma_proto::v1::{Node, TransparentProxy};
+use koguma_proto::v1::{Node, ProxyType, TransparentProxy};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
@@ -77,6 +77,11 @@ pub struct RunArgs {
         env = "KOGUMA_DNS_RESOLV_CONF"
     )]
     resolv_conf: PathBuf,
+    /// What this agent is: a sidecar beside an application, or a zone
+    /// proxy (its --dataplane-file is then a ZoneIngress or ZoneEgress and
+    /// its token a zone token with scope ingress or egress).
+    #[arg(long, value_enum, default_value_t = ProxyKind::Dataplane, env = "KOGUMA_DATAPLANE_PROXY_TYPE")]
+    proxy_type: ProxyKind,
     /// Worker threads.
     #[arg(
         long,
@@ -86,8 +91,45 @@ pub struct RunArgs {
     pub concurrency: usize,
 }
 
+/// Kuma's `--proxy-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyKind {
+    Dataplane,
+    Ingress,
+    Egress,
+}
+
+impl ProxyKind {
+    fn resource_type(self) -> &'static str {
+        match self {
+            ProxyKind::Dataplane => "Dataplane",
+            ProxyKind::Ingress => "ZoneIngress",
+            ProxyKind::Egress => "ZoneEgress",
+        }
+    }
+
+    fn wire(self) -> ProxyType {
+        match self {
+            ProxyKind::Dataplane => ProxyType::Sidecar,
+            ProxyKind::Ingress => ProxyType::Ingress,
+            ProxyKind::Egress => ProxyType::Egress,
+        }
+    }
+}
+
 fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
     let version = env!("CARGO_PKG_VERSION").to_string();
+    let zone_proxy = args.proxy_type != ProxyKind::Dataplane;
+    if zone_proxy && args.dataplane_file.is_none() {
+        bail!(
+            "--proxy-type {:?} needs --dataplane-file: a {} resource",
+            args.proxy_type,
+            args.proxy_type.resource_type()
+        );
+    }
+    if zone_proxy && args.transparent_proxy {
+        bail!("--transparent-proxy is for sidecars, not zone proxies");
+    }
     let Some(file) = &args.dataplane_file else {
         let Some(name) = &args.name else {
             bail!(
@@ -102,6 +144,7 @@ fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
                 dataplane_json: String::new(),
                 agent_version: version,
                 transparent_proxy: announced_tp(args),
+                ..Default::default()
             },
             None,
         ));
@@ -120,17 +163,23 @@ fn node(args: &RunArgs) -> anyhow::Result<(Node, Option<u16>)> {
         format!("cannot read {what}")
     })?;
     let vars = template::parse_vars(&args.dataplane_vars)?;
-    let t = template::load(&text, &vars)?;
-    Ok((
-        Node {
-            mesh: t.mesh,
-            name: t.name,
-            dataplane_json: t.json,
-            agent_version: version,
-            transparent_proxy: announced_tp(args),
-        },
-        t.admin_port,
-    ))
+    let t = template::load(&text, &vars, args.proxy_type.resource_type())?;
+    let (dataplane_json, zone_proxy_json) = if zone_proxy {
+        (String::new(), t.json)
+    } else {
+        (t.json, String::new())
+    };
+    let mut node = Node {
+        mesh: t.mesh,
+        name: t.name,
+        dataplane_json,
+        agent_version: version,
+        transparent_proxy: announced_tp(args),
+        zone_proxy_json,
+        ..Default::default()
+    };
+    node.set_proxy_type(args.proxy_type.wire());
+    Ok((node, t.admin_port))
 }
 
 /// `--transparent-proxy` tells the CP that this dataplane runs under the

@@ -13,8 +13,8 @@ pub enum TemplateError {
     Unclosed(usize),
     #[error("dataplane template: {0}")]
     Parse(String),
-    #[error("dataplane template: type: expected Dataplane, got {0:?}")]
-    WrongType(String),
+    #[error("dataplane template: type: expected {expected}, got {got:?}")]
+    WrongType { expected: &'static str, got: String },
     #[error("dataplane template: {0} is required")]
     MissingField(&'static str),
 }
@@ -58,32 +58,41 @@ pub struct DataplaneTemplate {
     pub admin_port: Option<u16>,
 }
 
+/// Loads a template of resource type `expected` (Dataplane for a sidecar,
+/// ZoneIngress or ZoneEgress for a zone proxy, which have no mesh).
 pub fn load(
     text: &str,
     vars: &BTreeMap<String, String>,
+    expected: &'static str,
 ) -> Result<DataplaneTemplate, TemplateError> {
     let rendered = render(text, vars)?;
     let mut docs =
         koguma_api::parse_documents(&rendered).map_err(|e| TemplateError::Parse(e.to_string()))?;
     if docs.len() != 1 {
         return Err(TemplateError::Parse(format!(
-            "expected one Dataplane, found {} documents",
+            "expected one {expected}, found {} documents",
             docs.len()
         )));
     }
     let value = docs.remove(0);
     let kind = value["type"].as_str().unwrap_or_default();
-    if kind != "Dataplane" {
-        return Err(TemplateError::WrongType(kind.to_string()));
+    if kind != expected {
+        return Err(TemplateError::WrongType {
+            expected,
+            got: kind.to_string(),
+        });
     }
     let name = value["name"]
         .as_str()
         .filter(|n| !n.is_empty())
         .ok_or(TemplateError::MissingField("name"))?;
-    let mesh = value["mesh"]
-        .as_str()
-        .filter(|m| !m.is_empty())
-        .unwrap_or("default");
+    let mesh = match expected {
+        "Dataplane" => value["mesh"]
+            .as_str()
+            .filter(|m| !m.is_empty())
+            .unwrap_or("default"),
+        _ => "",
+    };
     let admin_port = value["networking"]["admin"]["port"]
         .as_u64()
         .and_then(|p| u16::try_from(p).ok());
@@ -105,6 +114,7 @@ mod tests {
         let t = load(
             "type: Dataplane\nname: {{ name }}\nnetworking:\n  address: {{address}}\n",
             &vars,
+            "Dataplane",
         )
         .unwrap();
         assert_eq!(t.name, "web-1");
@@ -121,8 +131,15 @@ mod tests {
         );
         assert!(parse_vars(&["novalue".into()]).is_err());
         assert!(matches!(
-            load("type: Mesh\nname: x\n", &BTreeMap::new()),
-            Err(TemplateError::WrongType(_))
+            load("type: Mesh\nname: x\n", &BTreeMap::new(), "Dataplane"),
+            Err(TemplateError::WrongType { .. })
         ));
+        let zi = load(
+            "type: ZoneIngress\nname: ingress-1\nnetworking:\n  port: 10001\n",
+            &BTreeMap::new(),
+            "ZoneIngress",
+        )
+        .unwrap();
+        assert_eq!((zi.mesh.as_str(), zi.name.as_str()), ("", "ingress-1"));
     }
 }

@@ -71,6 +71,48 @@ fn transparent(tp: &pb::TransparentProxy) -> Result<fwd::TransparentConfig, Stri
     })
 }
 
+fn endpoints(cluster: &pb::Cluster, listener: &str) -> Result<Vec<fwd::EndpointConfig>, String> {
+    cluster
+        .endpoints
+        .iter()
+        .map(|e| {
+            Ok(fwd::EndpointConfig {
+                addr: socket(&e.address, e.port, "endpoint", listener)?,
+                weight: e.weight,
+                priority: e.priority,
+            })
+        })
+        .collect()
+}
+
+fn zone_proxy(
+    zp: &pb::ZoneProxy,
+    clusters: &HashMap<&str, &pb::Cluster>,
+) -> Result<fwd::ZoneProxyConfig, String> {
+    let name = "zone proxy";
+    let mut routes = Vec::with_capacity(zp.routes.len());
+    for r in &zp.routes {
+        if r.terminate.is_some() {
+            return Err(format!(
+                "{name}: route {:?} terminates mesh mTLS, which this agent does not do yet",
+                r.sni
+            ));
+        }
+        let cluster = clusters
+            .get(r.cluster.as_str())
+            .ok_or_else(|| format!("{name}: cluster {:?} is not in the config", r.cluster))?;
+        routes.push(fwd::SniRouteConfig {
+            sni: r.sni.clone(),
+            cluster: r.cluster.clone(),
+            endpoints: endpoints(cluster, name)?,
+        });
+    }
+    Ok(fwd::ZoneProxyConfig {
+        listen: socket(&zp.address, zp.port, "listen", name)?,
+        routes,
+    })
+}
+
 pub fn proxy_config(
     config: &pb::ProxyConfig,
     keys: &WorkloadKeys,
@@ -97,20 +139,14 @@ pub fn proxy_config(
         .iter()
         .map(|c| (c.name.as_str(), c))
         .collect();
+    if let Some(zp) = &config.zone_proxy {
+        out.zone_proxy = Some(zone_proxy(zp, &clusters)?);
+    }
     for o in &config.outbounds {
         let cluster = clusters
             .get(o.cluster.as_str())
             .ok_or_else(|| format!("{}: cluster {:?} is not in the config", o.name, o.cluster))?;
-        let endpoints = cluster
-            .endpoints
-            .iter()
-            .map(|e| {
-                Ok(fwd::EndpointConfig {
-                    addr: socket(&e.address, e.port, "endpoint", &o.name)?,
-                    weight: e.weight,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let endpoints = endpoints(cluster, &o.name)?;
         out.outbounds.push(fwd::OutboundConfig {
             name: o.name.clone(),
             listen: socket(&o.address, o.port, "listen", &o.name)?,
@@ -118,6 +154,7 @@ pub fn proxy_config(
             protocol: protocol(o.protocol, &o.name)?,
             endpoints,
             identity: Some(cluster.identity.clone()).filter(|i| !i.is_empty()),
+            sni: Some(cluster.sni.clone()).filter(|s| !s.is_empty()),
             transparent: o.transparent,
         });
     }

@@ -20,8 +20,8 @@ pub use dataplane::{
 pub use document::{DocumentError, parse_documents, read_source};
 pub use duration::parse_duration;
 pub use mesh::{
-    BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshSpec, Mtls,
-    MtlsBackend, MtlsMode, Rotation,
+    BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshRouting,
+    MeshSpec, Mtls, MtlsBackend, MtlsMode, Rotation,
 };
 pub use registry::{KdsSync, ResourceType, Scope, Spec, SpecType};
 pub use resource::{Resource, ResourceMeta};

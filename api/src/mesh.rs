@@ -24,7 +24,7 @@ pub struct MeshSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networking: Option<MeshNetworking>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing: Option<Value>,
+    pub routing: Option<MeshRouting>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraints: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,6 +44,20 @@ pub struct MeshSpec {
 pub struct MeshNetworking {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<MeshOutbound>,
+}
+
+/// How the mesh's traffic crosses zones (Kuma's `Mesh.routing`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshRouting {
+    /// Local zone first; other zones only when no local endpoint is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_aware_load_balancing: Option<bool>,
+    /// Cross-zone and external traffic leaves through the local zone egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_egress: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_forbid_mesh_external_service_access: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -216,6 +230,22 @@ impl MeshSpec {
             .and_then(|o| o.passthrough)
             .unwrap_or(true)
     }
+
+    pub fn locality_aware(&self) -> bool {
+        self.routing
+            .as_ref()
+            .and_then(|r| r.locality_aware_load_balancing)
+            .unwrap_or(false)
+    }
+
+    /// Whether cross-zone and external traffic must leave through the
+    /// local zone egress.
+    pub fn zone_egress(&self) -> bool {
+        self.routing
+            .as_ref()
+            .and_then(|r| r.zone_egress)
+            .unwrap_or(false)
+    }
 }
 
 impl SpecType for MeshSpec {
@@ -238,6 +268,11 @@ impl SpecType for MeshSpec {
                     format!("{enabled:?} is not the name of a backend in mtls.backends"),
                 );
             }
+        }
+        // Kuma refuses it too: the egress is reached over mesh mTLS, and
+        // routes by the SNI only mTLS sends.
+        if self.zone_egress() && self.mtls_backend().is_none() {
+            errs.add("mtls", "has to be set when zoneEgress enabled");
         }
         // A user who sets membership constraints expects them to be
         // enforced; accepting them unenforced would be a silent hole.

@@ -94,6 +94,13 @@ impl Resource {
         }
     }
 
+    pub fn as_zone_egress(&self) -> Option<&crate::ZoneEgressSpec> {
+        match &self.spec {
+            Spec::ZoneEgress(z) => Some(z),
+            _ => None,
+        }
+    }
+
     pub fn as_zone(&self) -> Option<&crate::ZoneSpec> {
         match &self.spec {
             Spec::Zone(z) => Some(z),

@@ -7,11 +7,11 @@
 //! subtree that neither changed, so comparing them (`diff`) costs what
 //! changed, not what exists.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
-use koguma_api::{DataplaneSpec, MeshSpec, ResourceType};
+use koguma_api::{DataplaneSpec, MeshSpec, Resource, ResourceType};
 
 use crate::store::StoredResource;
 use crate::vips::VipMap;
@@ -68,13 +68,43 @@ impl Catalog {
             })
     }
 
-    /// The `kuma.io/service` names on the inbounds of `mesh`'s dataplanes.
+    /// The `kuma.io/service` names of `mesh`: on the inbounds of its
+    /// dataplanes, and offered by zone ingresses (services of other zones).
     pub fn services<'a>(&'a self, mesh: &'a str) -> BTreeSet<&'a str> {
+        let ingresses = self
+            .list(ResourceType::ZoneIngress, None)
+            .filter_map(|r| r.resource.as_zone_ingress())
+            .flat_map(|zi| &zi.available_services)
+            .filter(|a| a.mesh == mesh)
+            .filter_map(|a| a.tags.get(koguma_api::tags::SERVICE).map(String::as_str));
         self.dataplanes(mesh)
             .filter_map(|(_, d)| d.networking())
             .flat_map(|n| n.inbound.iter().map(|i| i.service()))
+            .chain(ingresses)
             .filter(|s| !s.is_empty())
             .collect()
+    }
+
+    /// The services `resource` names, by mesh: those that need a VIP once
+    /// it is stored.
+    pub fn services_named_by<'a>(
+        &self,
+        resource: &'a Resource,
+    ) -> BTreeMap<String, BTreeSet<&'a str>> {
+        let mut out: BTreeMap<String, BTreeSet<&'a str>> = BTreeMap::new();
+        if let Some(net) = resource.as_dataplane().and_then(|d| d.networking()) {
+            out.entry(resource.meta.mesh.clone())
+                .or_default()
+                .extend(net.inbound.iter().map(|i| i.service()));
+        }
+        if let Some(zi) = resource.as_zone_ingress() {
+            for a in &zi.available_services {
+                if let Some(service) = a.tags.get(koguma_api::tags::SERVICE) {
+                    out.entry(a.mesh.clone()).or_default().insert(service);
+                }
+            }
+        }
+        out
     }
 
     pub fn is_draining(&self, mesh: &str, name: &str) -> bool {

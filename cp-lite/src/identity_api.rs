@@ -162,12 +162,14 @@ pub struct ZoneTokenRequest {
     valid_for: Option<String>,
 }
 
-/// Kuma's `POST /tokens/zone`, on the global only: its key signs them.
+/// Kuma's `POST /tokens/zone`, on the global (its key signs them) and on a
+/// standalone CP (for its own zone proxies); a federated zone refuses.
 pub async fn zone_token(
     State(s): State<ApiState>,
     Json(req): Json<ZoneTokenRequest>,
 ) -> Result<Response, ApiError> {
-    if *s.resources.role() != crate::role::Role::Global {
+    // A standalone CP signs the tokens of its own zone proxies.
+    if let crate::role::Role::Zone(_) = s.resources.role() {
         return Err(ApiError::BadRequest(
             "zone tokens are issued by the global control plane (koguma-cp run --mode global): run this against it".into(),
         ));

@@ -186,10 +186,13 @@ impl Resources {
         };
         // VIPs are stored first: should the resource then fail to store, a
         // service merely holds a VIP early.
-        let mut new_vips = None;
-        if let Some(net) = resource.as_dataplane().and_then(|d| d.networking()) {
-            let services = net.inbound.iter().map(|i| i.service());
-            new_vips = self.allocate_vips(&catalog, &resource.meta.mesh, services)?;
+        let mut new_vips = Vec::new();
+        for (mesh, services) in catalog.services_named_by(&resource) {
+            if catalog.mesh(&mesh).is_some()
+                && let Some(map) = self.allocate_vips(&catalog, &mesh, services.into_iter())?
+            {
+                new_vips.push((mesh, map));
+            }
         }
         let created = self.store.upsert(&mut resource, origin)?;
         let key = (
@@ -201,10 +204,9 @@ impl Resources {
             resource: resource.clone(),
             origin,
         });
-        let mesh = resource.meta.mesh.clone();
         self.publish(|c| {
             c.resources.insert(key, stored);
-            if let Some(map) = new_vips {
+            for (mesh, map) in new_vips {
                 c.vips.insert(mesh, map);
             }
         });
@@ -264,15 +266,20 @@ impl Resources {
 
     /// Deletes an agent-registered dataplane only if it is still the one
     /// that was registered then (a person may have taken it over since).
-    pub fn deregister(&self, key: &DataplaneKey) -> Result<bool, ResourceError> {
+    /// `rtype` is Dataplane, or a zone proxy (mesh "").
+    pub fn deregister(
+        &self,
+        rtype: ResourceType,
+        key: &DataplaneKey,
+    ) -> Result<bool, ResourceError> {
         let owned_by_agent = self
             .catalog()
-            .get(ResourceType::Dataplane, &key.0, &key.1)
+            .get(rtype, &key.0, &key.1)
             .is_some_and(|r| r.origin == Origin::Agent);
         if !owned_by_agent {
             return Ok(false);
         }
-        self.delete(ResourceType::Dataplane, &key.0, &key.1)?;
+        self.delete(rtype, &key.0, &key.1)?;
         Ok(true)
     }
 

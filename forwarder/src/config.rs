@@ -59,6 +59,8 @@ pub struct OutboundConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// With mesh mTLS: the exact URI SAN the upstream must present.
     pub identity: Option<String>,
+    /// With mesh mTLS: the server name sent, which zone proxies route by.
+    pub sni: Option<String>,
     /// A service VIP: no socket of its own, reached through the transparent
     /// outbound listener by original destination.
     pub transparent: bool,
@@ -80,6 +82,23 @@ pub struct TransparentConfig {
 pub struct EndpointConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Lower goes first (locality): 0 for this zone.
+    pub priority: u32,
+}
+
+/// A zone ingress or egress: one listener, routes by TLS server name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneProxyConfig {
+    pub listen: SocketAddr,
+    pub routes: Vec<SniRouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SniRouteConfig {
+    pub sni: String,
+    /// Its stats' name (`<mesh>:<service>`).
+    pub cluster: String,
+    pub endpoints: Vec<EndpointConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +109,8 @@ pub struct ProxyConfig {
     /// With transparent proxying, inbounds bind no socket of their own:
     /// the inbound redirect listener hands them connections by port.
     pub transparent: Option<TransparentConfig>,
+    /// Set for a zone ingress or egress (which has no inbounds or outbounds).
+    pub zone_proxy: Option<ZoneProxyConfig>,
     /// How long to wait for an upstream connection (Kuma's MeshTimeout default: 5 s).
     pub connect_timeout: Duration,
     /// How long to wait for an upstream's response headers (Kuma's default: 15 s).
@@ -103,6 +124,7 @@ impl Default for ProxyConfig {
             outbounds: Vec::new(),
             mtls: None,
             transparent: None,
+            zone_proxy: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
         }

@@ -124,7 +124,12 @@ impl ClusterConnector {
             return Ok(ClusterStream::Plain(tcp));
         };
         let connector = tokio_rustls::TlsConnector::from(config);
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        // The SNI is what a zone ingress or egress on the way routes by;
+        // the peer's identity is checked by URI SAN whatever the name.
+        let name = self
+            .sni
+            .clone()
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
         let left = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, connector.connect(name, tcp)).await {
             Ok(Ok(s)) => Ok(ClusterStream::Tls(Box::new(s))),
@@ -161,6 +166,8 @@ pub struct ClusterConnector {
     pub tls: Arc<UpstreamTls>,
     /// The local address connections leave from; `None`: the kernel's pick.
     pub source: Option<IpAddr>,
+    /// The server name sent under mesh mTLS; `None`: none (an IP address).
+    pub sni: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl tower::Service<Uri> for ClusterConnector {

@@ -17,6 +17,8 @@ pub enum ForwarderError {
     },
     #[error("{listener} is a transparent (VIP) outbound, but transparent proxying is off")]
     NotTransparent { listener: String },
+    #[error("{listener}: server name {sni:?} is not a DNS name")]
+    BadSni { listener: String, sni: String },
     #[error("the forwarder is draining and takes no new config")]
     Draining,
     #[error(transparent)]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rustls::pki_types::ServerName;
 
 use crate::authz::Permissions;
 use crate::config::{MtlsMode, ProxyConfig};
@@ -15,7 +16,7 @@ use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
 use crate::inbound::InboundMesh;
 use crate::listener::RunningListener;
-use crate::route::{Cluster, Route, Target};
+use crate::route::{Cluster, Route, SniTarget, Target};
 use crate::socket;
 use crate::stats::Stats;
 use crate::tls::MeshTls;
@@ -187,28 +188,32 @@ impl Forwarder {
         // under other settings (or none) are not reused, and after a renewal
         // new requests go out on new connections with the new certificate
         // while requests in flight finish on theirs.
-        let mut cluster =
-            |name: &str, tls_key: Option<String>, source: Option<IpAddr>| -> Arc<Cluster> {
-                let key = match (tls_key, source) {
-                    (Some(k), _) => format!("{name}|{k}"),
-                    (None, Some(ip)) => format!("{name}|from {ip}"),
-                    (None, None) => name.to_string(),
-                };
-                let c = inner
-                    .clusters
-                    .get(&key)
-                    .or_else(|| clusters.get(&key))
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        Arc::new(Cluster::new(
-                            self.stats.cluster(name),
-                            config.connect_timeout,
-                            source,
-                        ))
-                    });
-                clusters.insert(key, c.clone());
-                c
+        let mut cluster = |name: &str,
+                           tls_key: Option<String>,
+                           source: Option<IpAddr>,
+                           sni: Option<ServerName<'static>>|
+         -> Arc<Cluster> {
+            let key = match (tls_key, source) {
+                (Some(k), _) => format!("{name}|{k}|{sni:?}"),
+                (None, Some(ip)) => format!("{name}|from {ip}"),
+                (None, None) => name.to_string(),
             };
+            let c = inner
+                .clusters
+                .get(&key)
+                .or_else(|| clusters.get(&key))
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(Cluster::new(
+                        self.stats.cluster(name),
+                        config.connect_timeout,
+                        source,
+                        sni,
+                    ))
+                });
+            clusters.insert(key, c.clone());
+            c
+        };
         let transparent = config.transparent.is_some();
         for inb in &config.inbounds {
             let cluster_name = format!("localhost:{}", inb.upstream.port());
@@ -226,7 +231,7 @@ impl Forwarder {
                     protocol: inb.protocol,
                     target: Target::Local(Endpoint::new(inb.upstream)),
                     listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
-                    cluster: cluster(&cluster_name, None, source),
+                    cluster: cluster(&cluster_name, None, source, None),
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
                     mesh: mesh_tls.as_ref().map(|tls| InboundMesh {
@@ -241,10 +246,22 @@ impl Forwarder {
                 (Some(tls), Some(identity)) => Some((tls, identity)),
                 _ => None,
             };
+            let sni = match (&tls, &out.sni) {
+                (Some(_), Some(sni)) => {
+                    Some(
+                        ServerName::try_from(sni.clone()).map_err(|_| ForwarderError::BadSni {
+                            listener: out.name.clone(),
+                            sni: sni.clone(),
+                        })?,
+                    )
+                }
+                _ => None,
+            };
             let c = cluster(
                 &out.service,
                 tls.map(|(t, id)| format!("{:x}|{id}", t.fingerprint)),
                 None,
+                sni,
             );
             let client = match tls {
                 Some((t, id)) => Some(t.client_for(id)?),
@@ -270,6 +287,34 @@ impl Forwarder {
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
                     mesh: None,
+                },
+            });
+        }
+        if let Some(zp) = &config.zone_proxy {
+            let mut table = HashMap::new();
+            for r in &zp.routes {
+                let c = cluster(&r.cluster, None, None, None);
+                c.stats.membership_total.set(r.endpoints.len() as i64);
+                let target = SniTarget {
+                    endpoints: EndpointSet::new(&r.endpoints),
+                    cluster: c,
+                };
+                table.insert(r.sni.clone(), target);
+            }
+            let name = format!("zone-proxy:{}", zp.listen);
+            planned.push(Planned {
+                listen: zp.listen,
+                direction: Direction::Inbound,
+                bound: true,
+                route: Route {
+                    protocol: crate::config::Protocol::Tcp,
+                    target: Target::BySni(table),
+                    listener_stats: self.stats.listener(&zp.listen.to_string(), "zone-proxy"),
+                    cluster: cluster(&name, None, None, None),
+                    connect_timeout: config.connect_timeout,
+                    request_timeout: config.request_timeout,
+                    mesh: None,
+                    name,
                 },
             });
         }

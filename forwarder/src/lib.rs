@@ -21,10 +21,12 @@ pub mod stats;
 mod tcp;
 mod tls;
 mod transparent;
+mod zone_proxy;
 
 pub use config::{
     EndpointConfig, InboundConfig, MeshTlsConfig, MtlsMode, OutboundConfig, PermissionAction,
-    PermissionRule, PrivateKey, Protocol, ProxyConfig, TransparentConfig,
+    PermissionRule, PrivateKey, Protocol, ProxyConfig, SniRouteConfig, TransparentConfig,
+    ZoneProxyConfig,
 };
 pub use endpoints::EndpointSet;
 pub use error::ForwarderError;

@@ -16,9 +16,9 @@ use tracing::Instrument;
 
 use crate::authz::Peer;
 use crate::drain::{self, DrainTrigger, DrainWatch};
-use crate::route::Route;
+use crate::route::{Route, Target};
 use crate::stats::ListenerStats;
-use crate::{http, inbound, socket, tcp};
+use crate::{http, inbound, socket, tcp, zone_proxy};
 
 /// State shared by a listener and its connections.
 pub struct ListenerShared {
@@ -162,6 +162,9 @@ async fn serve_connection(
     route: Arc<Route>,
     shutdown: impl Future<Output = ()>,
 ) {
+    if let Target::BySni(_) = route.target {
+        return zone_proxy::serve(stream, route).await;
+    }
     let Some(mesh) = &route.mesh else {
         return serve_stream(
             stream,

@@ -2,6 +2,7 @@
 //! protocol, where traffic goes, and the stats it feeds. A config update
 //! swaps in a new `Route`; connections keep the one they started with.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,15 +11,13 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use crate::config::Protocol;
 use crate::connector::{ClusterConnector, ClusterStream, UpstreamTls};
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::inbound::InboundMesh;
 use crate::stats::{ClusterStats, ListenerStats};
-
-/// At most this many endpoints are tried for one TCP connection.
-const CONNECT_ATTEMPTS: usize = 3;
 
 /// What goes upstream: the downstream body, or nothing (which lets a
 /// bodiless request be sent again after a connect failure).
@@ -40,10 +39,12 @@ pub struct Cluster {
 impl Cluster {
     /// `source`: the address connections leave from, when it matters (the
     /// local application under transparent proxying).
+    /// `sni`: the server name sent when the cluster has mesh mTLS.
     pub fn new(
         stats: Arc<ClusterStats>,
         connect_timeout: Duration,
         source: Option<IpAddr>,
+        sni: Option<ServerName<'static>>,
     ) -> Cluster {
         let tls = Arc::new(UpstreamTls::empty());
         let connector = ClusterConnector {
@@ -51,6 +52,7 @@ impl Cluster {
             timeout: connect_timeout,
             tls: tls.clone(),
             source,
+            sni,
         };
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -85,6 +87,14 @@ pub enum Target {
     Local(Endpoint),
     /// The endpoints of an outbound service.
     Balanced(EndpointSet),
+    /// A zone proxy: where each TLS server name goes.
+    BySni(HashMap<String, SniTarget>),
+}
+
+/// Where a zone proxy sends the connections for one server name.
+pub struct SniTarget {
+    pub endpoints: EndpointSet,
+    pub cluster: Arc<Cluster>,
 }
 
 pub struct Route {
@@ -100,10 +110,13 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn pick(&self) -> Option<&Endpoint> {
+    /// The endpoint for try number `attempt` (from 0) of one connection
+    /// or request: other endpoints of the same locality, then the next.
+    pub fn pick_for(&self, attempt: usize) -> Option<&Endpoint> {
         match &self.target {
-            Target::Local(endpoint) => Some(endpoint),
-            Target::Balanced(set) => set.pick(),
+            Target::Local(endpoint) => (attempt == 0).then_some(endpoint),
+            Target::Balanced(set) => set.pick_for(attempt),
+            Target::BySni(_) => None,
         }
     }
 
@@ -112,7 +125,8 @@ impl Route {
     pub fn connect_attempts(&self) -> usize {
         match &self.target {
             Target::Local(_) => 1,
-            Target::Balanced(set) => set.len().min(CONNECT_ATTEMPTS),
+            Target::Balanced(set) => set.attempts(),
+            Target::BySni(_) => 0,
         }
     }
 
@@ -121,8 +135,8 @@ impl Route {
     pub async fn connect(&self) -> io::Result<(SocketAddr, ClusterStream)> {
         let attempts = self.connect_attempts();
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
-        for _ in 0..attempts {
-            let Some(addr) = self.pick().map(|e| e.addr) else {
+        for attempt in 0..attempts {
+            let Some(addr) = self.pick_for(attempt).map(|e| e.addr) else {
                 break;
             };
             match self

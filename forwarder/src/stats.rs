@@ -43,6 +43,9 @@ pub struct ListenerStats {
     pub rbac_allowed: Counter,
     pub rbac_denied: Counter,
     pub rbac_shadow_denied: Counter,
+    /// Zone proxies: connections closed because no route serves their SNI
+    /// (or they sent none), as Envoy counts a missing filter chain.
+    pub no_filter_chain_match: Counter,
 }
 
 /// Upstream side: one cluster (an outbound service, or an inbound's local
@@ -108,6 +111,7 @@ impl Stats {
                     rbac_allowed: Counter::default(),
                     rbac_denied: Counter::default(),
                     rbac_shadow_denied: Counter::default(),
+                    no_filter_chain_match: Counter::default(),
                 })
             })
             .clone()
@@ -141,7 +145,7 @@ impl Stats {
         let listeners: Vec<_> = lock(&self.listeners).values().cloned().collect();
         let clusters: Vec<_> = lock(&self.clusters).values().cloned().collect();
 
-        let l_counters: [(&str, ListenerValue); 7] = [
+        let l_counters: [(&str, ListenerValue); 8] = [
             ("envoy_listener_downstream_cx_total", |l| {
                 l.cx_total.get() as i64
             }),
@@ -156,6 +160,9 @@ impl Stats {
             ("envoy_rbac_denied", |l| l.rbac_denied.get() as i64),
             ("envoy_rbac_shadow_denied", |l| {
                 l.rbac_shadow_denied.get() as i64
+            }),
+            ("envoy_listener_no_filter_chain_match", |l| {
+                l.no_filter_chain_match.get() as i64
             }),
         ];
         for (name, get) in l_counters {

@@ -79,6 +79,13 @@ impl ConfigDigest {
         for r in &config.dns_records {
             h.part(&r.encode_to_vec());
         }
+        h.part(
+            &config
+                .zone_proxy
+                .as_ref()
+                .map(Message::encode_to_vec)
+                .unwrap_or_default(),
+        );
         ConfigDigest {
             rest: h.0,
             clusters: config
@@ -117,6 +124,7 @@ fn without_clusters(config: &ProxyConfig) -> ProxyConfig {
         transparent_proxy: config.transparent_proxy,
         dns_records: config.dns_records.clone(),
         clusters: Vec::new(),
+        zone_proxy: config.zone_proxy.clone(),
     }
 }
 

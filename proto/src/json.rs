@@ -45,7 +45,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
     let endpoints = |c: &Cluster| -> Vec<Value> {
         c.endpoints
             .iter()
-            .map(|e| json!({"address": e.address, "port": e.port, "weight": e.weight, "zone": e.zone, "tags": e.tags}))
+            .map(|e| json!({"address": e.address, "port": e.port, "weight": e.weight, "priority": e.priority, "zone": e.zone, "tags": e.tags}))
             .collect()
     };
     let clusters: BTreeMap<&str, &Cluster> = config
@@ -75,7 +75,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
     let cluster_list: Vec<Value> = config
         .clusters
         .iter()
-        .map(|c| json!({"name": c.name, "identity": c.identity, "endpoints": endpoints(c)}))
+        .map(|c| json!({"name": c.name, "identity": c.identity, "sni": c.sni, "endpoints": endpoints(c)}))
         .collect();
     // Certificates are shown by count: /certs on the agent describes them.
     let mtls = config.mtls.as_ref().map(|m| {
@@ -90,5 +90,13 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
         .iter()
         .map(|r| json!({"name": r.name, "ips": r.ips}))
         .collect();
-    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "transparentProxy": tp, "inbounds": inbounds, "outbounds": outbounds, "clusters": cluster_list, "dnsRecords": dns})
+    let zone_proxy = config.zone_proxy.as_ref().map(|z| {
+        let routes: Vec<Value> = z
+            .routes
+            .iter()
+            .map(|r| json!({"sni": r.sni, "cluster": r.cluster, "terminate": r.terminate.as_ref().map(|t| t.mesh.as_str())}))
+            .collect();
+        json!({"address": z.address, "port": z.port, "routes": routes})
+    });
+    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "transparentProxy": tp, "inbounds": inbounds, "outbounds": outbounds, "clusters": cluster_list, "dnsRecords": dns, "zoneProxy": zone_proxy})
 }

@@ -145,3 +145,43 @@ pub async fn wait_zone_dataplanes(
     )
     .await
 }
+
+/// A ZoneIngress resource listening (and advertised) on `ip:port`.
+pub fn ingress_yaml(name: &str, ip: IpAddr, port: u16) -> String {
+    format!(
+        "type: ZoneIngress\nname: {name}\nnetworking:\n  address: {ip}\n  port: {port}\n  advertisedAddress: {ip}\n  advertisedPort: {port}\n"
+    )
+}
+
+/// A ZoneEgress resource listening on `ip:port`.
+pub fn egress_yaml(name: &str, ip: IpAddr, port: u16) -> String {
+    format!("type: ZoneEgress\nname: {name}\nnetworking:\n  address: {ip}\n  port: {port}\n")
+}
+
+/// `koguma-dp run --proxy-type kind` (ingress or egress) for `yaml`, with
+/// `token` (a zone token).
+pub fn start_zone_proxy(
+    cp: &ControlPlane,
+    kind: &str,
+    name: &str,
+    yaml: &str,
+    token: &Path,
+    dir: &Path,
+) -> crate::Dataplane {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("write zone proxy file");
+    let args: Vec<String> = [
+        "--proxy-type",
+        kind,
+        "--dataplane-file",
+        &file.display().to_string(),
+        "--dataplane-token-file",
+        &token.display().to_string(),
+        "--drain-time",
+        "5s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    crate::Dataplane::start_with(cp, name, &args, dir)
+}

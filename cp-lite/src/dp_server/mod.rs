@@ -7,6 +7,7 @@ mod identity;
 mod registration;
 mod session;
 pub mod status;
+mod zone_proxy;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,13 +16,15 @@ use std::time::Duration;
 
 use futures::Stream;
 use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscovery;
-use koguma_proto::v1::{ConfigRequest, ConfigResponse};
+use koguma_proto::v1::{ConfigRequest, ConfigResponse, ProxyType};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use koguma_proto::v1::dataplane_discovery_server::DataplaneDiscoveryServer;
 pub use registration::DpAuth;
+
+use koguma_api::ResourceType;
 
 use crate::mesh_ca::MeshCas;
 use crate::proxy_config::{ConfigSnapshot, Interests};
@@ -42,6 +45,8 @@ pub struct DpServer {
     next_stream: AtomicU64,
     /// How long an agent-registered dataplane outlives its stream (Kuma: 10 s).
     deregistration_delay: Duration,
+    /// The streams of zone ingresses and egresses, keyed (kind, name).
+    zone_proxies: StatusRegistry,
 }
 
 impl DpServer {
@@ -63,19 +68,26 @@ impl DpServer {
             auth,
             next_stream: AtomicU64::new(1),
             deregistration_delay,
+            zone_proxies: StatusRegistry::default(),
         });
         // Agent-registered dataplanes from before a restart go unless their
         // agent reconnects. Agents back off for a few seconds while the CP is
         // away, so they get longer than a dropped stream does.
         let grace = deregistration_delay.max(STARTUP_GRACE);
         let catalog = server.resources.catalog();
-        for stored in catalog.list(koguma_api::ResourceType::Dataplane, None) {
-            if stored.origin == Origin::Agent {
-                let key = (
-                    stored.resource.meta.mesh.clone(),
-                    stored.resource.meta.name.clone(),
-                );
-                server.schedule_deregistration(key, 0, grace);
+        for rtype in [
+            ResourceType::Dataplane,
+            ResourceType::ZoneIngress,
+            ResourceType::ZoneEgress,
+        ] {
+            for stored in catalog.list(rtype, None) {
+                if stored.origin == Origin::Agent {
+                    let key = (
+                        stored.resource.meta.mesh.clone(),
+                        stored.resource.meta.name.clone(),
+                    );
+                    server.schedule_removal(rtype, key, 0, grace);
+                }
             }
         }
         server
@@ -87,16 +99,29 @@ impl DpServer {
         stream_id: u64,
         after: Duration,
     ) {
+        self.schedule_removal(ResourceType::Dataplane, key, stream_id, after);
+    }
+
+    /// Deletes the agent-registered resource `key` of `rtype` after
+    /// `after`, unless its agent is back by then.
+    fn schedule_removal(
+        self: &Arc<Self>,
+        rtype: ResourceType,
+        key: crate::catalog::DataplaneKey,
+        stream_id: u64,
+        after: Duration,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            if !this.status.still_gone(&key, stream_id) {
+            let status = this.status_of(rtype);
+            if !status.still_gone(&key, stream_id) {
                 return;
             }
-            match this.resources.deregister(&key) {
+            match this.resources.deregister(rtype, &key) {
                 Ok(true) => {
-                    tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane deregistered: its agent is gone");
-                    this.status.forget(&key);
+                    tracing::info!(kind = rtype.kind(), mesh = %key.0, name = %key.1, "deregistered: its agent is gone");
+                    status.forget(&key);
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -104,6 +129,15 @@ impl DpServer {
                 }
             }
         });
+    }
+}
+
+impl DpServer {
+    fn status_of(&self, rtype: ResourceType) -> &StatusRegistry {
+        match rtype {
+            ResourceType::ZoneIngress | ResourceType::ZoneEgress => &self.zone_proxies,
+            _ => &self.status,
+        }
     }
 }
 
@@ -126,9 +160,13 @@ impl DataplaneDiscovery for DpService {
         let first = incoming.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream closed before its first request")
         })?;
-        let node = first.node.ok_or_else(|| {
+        let node = first.node.clone().ok_or_else(|| {
             Status::invalid_argument("the first request of a stream must carry the node")
         })?;
+        if node.proxy_type() != ProxyType::Sidecar {
+            let stream = zone_proxy::start(&self.0, token.as_deref(), node, first, incoming, peer)?;
+            return Ok(Response::new(stream));
+        }
         let (key, origin) = registration::register(&self.0.resources, self.0.auth, token.as_deref(), &node).inspect_err(|e| {
             tracing::warn!(mesh = %node.mesh, dataplane = %node.name, ?peer, reason = %e.message(), "dataplane refused");
         })?;

@@ -114,6 +114,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         transparent_proxy,
         dns_records,
         clusters,
+        zone_proxy: None,
     }
 }
 

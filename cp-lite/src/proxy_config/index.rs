@@ -18,6 +18,7 @@ use koguma_proto::v1 as pb;
 use super::Shared;
 use super::interest::{ChangeSet, MeshChanges};
 use super::permissions;
+use super::remote::{self, RemoteService};
 use crate::catalog::Catalog;
 use crate::store::StoredResource;
 use crate::vips::VipMap;
@@ -34,6 +35,9 @@ pub struct ServiceEntry {
     /// `koguma_proto::cluster_hash(&cluster)`, computed once for every
     /// dataplane's config version.
     pub cluster_hash: u64,
+    /// How many of the cluster's endpoints (the first ones) are in this
+    /// zone; the rest lead to other zones.
+    pub local: usize,
     /// The one protocol all its inbounds agree on, else tcp (Kuma's rule).
     /// Taken from every inbound, ready or not, so that a service whose last
     /// endpoint goes away still answers HTTP callers with a 503.
@@ -56,6 +60,8 @@ pub struct MeshContext {
     pub vips: Option<Arc<VipMap>>,
     /// service → the dataplanes that have an inbound of it.
     members: OrdMap<String, OrdSet<String>>,
+    /// service → what other zones' ingresses offer of it.
+    remote: OrdMap<String, Arc<RemoteService>>,
 }
 
 impl MeshContext {
@@ -66,12 +72,29 @@ impl MeshContext {
             .and_then(|m| m.mtls_backend())
             .is_some()
     }
+
+    fn mesh_spec(&self) -> Option<&koguma_api::MeshSpec> {
+        self.mesh.as_ref().and_then(|m| m.resource.as_mesh())
+    }
+
+    /// Whether cross-zone traffic of this mesh leaves through the zone egress.
+    pub fn zone_egress(&self) -> bool {
+        self.mesh_spec().is_some_and(|m| m.zone_egress())
+    }
+
+    /// What other zones offer of `service`.
+    pub fn remote_of(&self, service: &str) -> Option<&RemoteService> {
+        self.remote.get(service).map(|r| &**r)
+    }
 }
 
 /// Every mesh's context, as of one catalog snapshot.
 #[derive(Clone, Default)]
 pub struct ConfigIndex {
     pub meshes: OrdMap<String, Arc<MeshContext>>,
+    /// This zone's egresses (`address:port`), for meshes that route
+    /// through them.
+    pub egresses: Arc<Vec<(String, u32)>>,
 }
 
 /// What a catalog change means for one mesh.
@@ -112,6 +135,7 @@ impl ConfigIndex {
     pub fn update(&self, old: &Catalog, new: &Catalog) -> (ConfigIndex, ChangeSet) {
         let mut changes: BTreeMap<String, MeshChange> = BTreeMap::new();
         let mut changed = ChangeSet::default();
+        let (mut ingresses_changed, mut egresses_changed) = (false, false);
         for item in old.resources.diff(&new.resources) {
             let ((rtype, mesh, name), before, after) = match item {
                 ordmap::DiffItem::Add(k, v) => (k, None, Some(v)),
@@ -142,9 +166,9 @@ impl ConfigIndex {
                     let m = changed.meshes.entry(mesh.clone()).or_default();
                     m.dataplanes.insert(name.clone());
                 }
-                // Zones and zone proxies shape no sidecar config (yet: the
-                // cross-zone routing work will read ZoneIngresses here).
-                ResourceType::Zone | ResourceType::ZoneIngress | ResourceType::ZoneEgress => {}
+                ResourceType::ZoneIngress => ingresses_changed = true,
+                ResourceType::ZoneEgress => egresses_changed = true,
+                ResourceType::Zone => {}
             }
         }
         for item in old.draining.diff(&new.draining) {
@@ -167,6 +191,42 @@ impl ConfigIndex {
             changed.meshes.entry(mesh.clone()).or_default().vips = true;
         }
 
+        // Other zones' services: recomputed whole (zone proxies are few),
+        // compared per service.
+        let mut remote = BTreeMap::new();
+        if ingresses_changed {
+            remote = remote::remote_services(new);
+            let meshes: BTreeSet<&String> = self.meshes.keys().chain(remote.keys()).collect();
+            for mesh in meshes {
+                let old = self
+                    .meshes
+                    .get(mesh)
+                    .map(|c| c.remote.clone())
+                    .unwrap_or_default();
+                let now = remote.get(mesh).cloned().unwrap_or_default();
+                let dirty = remote::changed_services(&old, &now);
+                if !dirty.is_empty() {
+                    changes
+                        .entry(mesh.clone())
+                        .or_default()
+                        .services
+                        .extend(dirty);
+                }
+            }
+        }
+        let mut egresses = self.egresses.clone();
+        if egresses_changed {
+            let now = remote::local_egresses(new);
+            if *egresses != now {
+                egresses = Arc::new(now);
+                for (mesh, ctx) in &self.meshes {
+                    if ctx.mesh_spec().is_some_and(|m| m.zone_egress()) {
+                        changes.entry(mesh.clone()).or_default().all_services = true;
+                    }
+                }
+            }
+        }
+
         let mut meshes = self.meshes.clone();
         for (mesh, change) in changes {
             let Some(stored_mesh) = new.get(ResourceType::Mesh, "", &mesh) else {
@@ -179,6 +239,14 @@ impl ConfigIndex {
                 .map_or_else(MeshContext::default, |c| MeshContext::clone(c));
             ctx.mesh = Some(stored_mesh.clone());
             ctx.vips = new.vips.get(&mesh).cloned();
+            if ingresses_changed {
+                ctx.remote = remote
+                    .remove(&mesh)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(s, r)| (s, Arc::new(r)))
+                    .collect();
+            }
             for (dp, had, has) in &change.members {
                 for s in had.difference(has) {
                     if let Some(set) = ctx.members.get_mut(s) {
@@ -196,12 +264,11 @@ impl ConfigIndex {
             let mut dirty = change.services;
             if change.all_services {
                 dirty.extend(ctx.members.keys().cloned());
+                dirty.extend(ctx.remote.keys().cloned());
             }
             for service in dirty {
-                let entry = ctx
-                    .members
-                    .get(&service)
-                    .map(|m| service_entry(new, &ctx, &mesh, &service, m));
+                let known = ctx.members.contains_key(&service) || ctx.remote.contains_key(&service);
+                let entry = known.then(|| service_entry(new, &ctx, &egresses, &mesh, &service));
                 let changed_here = match entry {
                     None => ctx.services.remove(&service).is_some(),
                     Some(entry) => {
@@ -225,7 +292,7 @@ impl ConfigIndex {
         }
         // Meshes where nothing a stream watches changed.
         changed.meshes.retain(|_, c| *c != MeshChanges::default());
-        (ConfigIndex { meshes }, changed)
+        (ConfigIndex { meshes, egresses }, changed)
     }
 }
 
@@ -240,19 +307,20 @@ fn selected_service(policy: &StoredResource) -> Option<String> {
     }
 }
 
-/// Computes one service's entry from the dataplanes that carry it.
+/// Computes one service's entry from the dataplanes that carry it here
+/// and, with mesh mTLS on, the other zones that offer it.
 fn service_entry(
     catalog: &Catalog,
     ctx: &MeshContext,
+    egresses: &[(String, u32)],
     mesh: &str,
     service: &str,
-    members: &OrdSet<String>,
 ) -> ServiceEntry {
     let mut endpoints = Vec::new();
     let mut protocols = BTreeSet::new();
     let mut ports = BTreeSet::new();
     let mut tag_sets = BTreeSet::new();
-    for name in members {
+    for name in ctx.members.get(service).into_iter().flatten() {
         let Some(net) = catalog
             .get(ResourceType::Dataplane, mesh, name)
             .and_then(|r| r.resource.as_dataplane())
@@ -286,15 +354,65 @@ fn service_entry(
                 weight: 1,
                 tags: inbound.tags.clone(),
                 zone: inbound.tags.get(ZONE_TAG).cloned().unwrap_or_default(),
+                priority: 0,
             });
         }
     }
     endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+    let local = endpoints.len();
+    let mtls = ctx.mtls_on();
+    // Cross-zone traffic is mesh mTLS only (Kuma's rule): the ingress routes
+    // by the SNI that only mTLS sends.
+    if let Some(remote) = ctx.remote.get(service).filter(|_| mtls) {
+        for tags in &remote.tag_sets {
+            protocols.insert(tags.get(koguma_api::tags::PROTOCOL).map_or("tcp", |p| p));
+            tag_sets.insert(tags);
+        }
+        let spec = ctx.mesh_spec();
+        let priority = u32::from(spec.is_some_and(|m| m.locality_aware()));
+        if spec.is_some_and(|m| m.zone_egress()) {
+            // Every remote endpoint is the local egress (Kuma: weight 1 each).
+            if !remote.ingresses.is_empty() {
+                endpoints.extend(egresses.iter().map(|(address, port)| pb::Endpoint {
+                    address: address.clone(),
+                    port: *port,
+                    weight: 1,
+                    tags: BTreeMap::new(),
+                    zone: String::new(),
+                    priority,
+                }));
+            }
+        } else {
+            // Each remote ingress weighs its instances; every local endpoint
+            // weighs the number of remote ingresses, so that traffic splits
+            // by instances however many ingresses there are (Kuma's rule).
+            let coordinates = u32::try_from(remote.ingresses.len()).unwrap_or(u32::MAX);
+            endpoints
+                .iter_mut()
+                .for_each(|e| e.weight = coordinates.max(1));
+            for ingress in &remote.ingresses {
+                if ingress.address.parse::<IpAddr>().is_err() {
+                    tracing::warn!(zone = %ingress.zone, address = %ingress.address, "remote zone ingress skipped: its advertised address is not an IP address");
+                    continue;
+                }
+                endpoints.push(pb::Endpoint {
+                    address: ingress.address.clone(),
+                    port: ingress.port,
+                    weight: ingress.instances.max(1),
+                    tags: BTreeMap::from([
+                        (koguma_api::tags::SERVICE.to_string(), service.to_string()),
+                        (ZONE_TAG.to_string(), ingress.zone.clone()),
+                    ]),
+                    zone: ingress.zone.clone(),
+                    priority,
+                });
+            }
+        }
+    }
     let protocol = match protocols.len() {
         1 => Protocol::from_tag(protocols.first().copied()),
         _ => Protocol::Tcp,
     };
-    let mtls = ctx.mtls_on();
     let permissions = if mtls {
         tag_sets
             .into_iter()
@@ -307,6 +425,7 @@ fn service_entry(
     ServiceEntry {
         cluster_hash: koguma_proto::cluster_hash(&cluster),
         cluster,
+        local,
         protocol,
         ports,
         permissions,
@@ -322,6 +441,14 @@ pub fn cluster(mesh: &str, service: &str, mtls: bool, endpoints: Vec<pb::Endpoin
         endpoints,
         identity: if mtls {
             format!("spiffe://{mesh}/{service}")
+        } else {
+            String::new()
+        },
+        sni: if mtls {
+            koguma_types::sni::cross_zone_sni(
+                mesh,
+                &BTreeMap::from([(koguma_api::tags::SERVICE.to_string(), service.to_string())]),
+            )
         } else {
             String::new()
         },

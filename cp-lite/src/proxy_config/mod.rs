@@ -12,8 +12,10 @@ mod index;
 mod interest;
 mod permissions;
 mod reachable;
+mod remote;
 mod transparent;
 mod view;
+mod zone_proxy;
 
 #[cfg(test)]
 mod build_tests;
@@ -34,6 +36,7 @@ use crate::catalog::Catalog;
 pub use index::ConfigIndex;
 pub use interest::{ChangeSet, Interests, Watched};
 pub use view::{DataplaneView, Refresh};
+pub use zone_proxy::ZoneProxyKind;
 
 /// A shared value whose equality is identity: the index keeps a value's
 /// `Arc` while the value does not change, so "same pointer" is "unchanged"
@@ -111,6 +114,14 @@ impl ConfigSnapshot {
             Refresh::Deleted => None,
             Refresh::Unchanged | Refresh::Rebuilt => view.config().cloned(),
         }
+    }
+}
+
+impl ConfigSnapshot {
+    /// The config of zone proxy `name`, computed from scratch; `None`: no
+    /// such zone proxy.
+    pub fn compute_zone_proxy(&self, kind: ZoneProxyKind, name: &str) -> Option<pb::ProxyConfig> {
+        zone_proxy::compute(self, kind, name)
     }
 }
 

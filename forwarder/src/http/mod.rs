@@ -123,7 +123,7 @@ async fn upstream(
     let mut parts = Some(parts);
     let mut last_failure = None;
     for attempt in 1..=attempts {
-        let Some(endpoint) = route.pick() else {
+        let Some(endpoint) = route.pick_for(attempt - 1) else {
             cluster.no_healthy_upstream.inc();
             return Err(LocalReply::NoHealthyUpstream);
         };

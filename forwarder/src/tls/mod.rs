@@ -19,7 +19,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{MeshTlsConfig, MtlsMode};
-pub use detect::{Detected, PrefixedIo, detect};
+pub use detect::{Detected, PrefixedIo, detect, peek_client_hello};
 pub use maybe_tls::MaybeTls;
 use verify::{MeshClientVerifier, MeshServerVerifier, uri_sans};
 

@@ -1,0 +1,227 @@
+//! Streams of zone ingresses and egresses (`koguma-dp run --proxy-type
+//! ingress|egress`). The agent presents a zone token (scope `ingress` or
+//! `egress`, for this zone) and its ZoneIngress or ZoneEgress resource,
+//! which is registered here as the agent's and removed when the agent has
+//! been gone for the deregistration delay.
+//!
+//! A zone proxy's config spans every mesh, so it is computed again from
+//! each new snapshot (`proxy_config::zone_proxy`) and sent whole when its
+//! version changed: zone proxies are a handful per zone, and the config is
+//! a route per service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use koguma_api::{Resource, Spec};
+use koguma_proto::v1::{ConfigRequest, ConfigResponse, Node, ProxyType};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::{DpAuth, DpServer, ResponseStream};
+use crate::catalog::DataplaneKey;
+use crate::proxy_config::ZoneProxyKind;
+use crate::resources::ResourceError;
+use crate::role::Role;
+use crate::store::Origin;
+use crate::tokens;
+
+fn kind_of(node: &Node) -> ZoneProxyKind {
+    match node.proxy_type() {
+        ProxyType::Egress => ZoneProxyKind::Egress,
+        ProxyType::Ingress | ProxyType::Sidecar => ZoneProxyKind::Ingress,
+    }
+}
+
+fn scope(kind: ZoneProxyKind) -> &'static str {
+    match kind {
+        ZoneProxyKind::Ingress => "ingress",
+        ZoneProxyKind::Egress => "egress",
+    }
+}
+
+/// Checks the token, then registers the resource the agent sent. Nothing
+/// is stored before the token passes.
+fn register(
+    server: &DpServer,
+    token: Option<&str>,
+    node: &Node,
+    kind: ZoneProxyKind,
+) -> Result<String, Status> {
+    let rtype = kind.resource_type();
+    let value: serde_json::Value = serde_json::from_str(&node.zone_proxy_json).map_err(|e| {
+        Status::invalid_argument(format!(
+            "the {} resource is not valid JSON: {e}",
+            rtype.kind()
+        ))
+    })?;
+    let mut resource = Resource::from_value(value)
+        .map_err(|e| Status::invalid_argument(format!("invalid {}: {e}", rtype.kind())))?;
+    if resource.resource_type() != rtype {
+        return Err(Status::invalid_argument(format!(
+            "type: expected {} for --proxy-type {}, got {}",
+            rtype.kind(),
+            scope(kind),
+            resource.resource_type().kind()
+        )));
+    }
+    let name = resource.meta.name.clone();
+    let resources = &server.resources;
+    // Standalone, this CP is zone "default" (Kuma's default zone name).
+    let zone = resources
+        .role()
+        .zone_name()
+        .unwrap_or("default")
+        .to_string();
+    if server.auth == DpAuth::DpToken {
+        let result = token
+            .ok_or(tokens::TokenError::Missing(
+                "no zone token was presented: run koguma-dp with --dataplane-token-file <a zone token>",
+            ))
+            .and_then(|t| tokens::zone::verify(resources, t, &zone, scope(kind)));
+        if let Err(e) = result {
+            return Err(match e {
+                tokens::TokenError::Store(s) => Status::internal(s.to_string()),
+                e => Status::permission_denied(format!(
+                    "{} {name:?} is not allowed to register: {e}",
+                    rtype.kind()
+                )),
+            });
+        }
+    }
+    let catalog = resources.catalog();
+    let existing = catalog.get(rtype, "", &name);
+    if let Some(existing) = existing {
+        if existing.origin == Origin::Kds {
+            return Err(Status::already_exists(format!(
+                "{} {name:?} belongs to another zone: give this one another name",
+                rtype.kind()
+            )));
+        }
+        // What this zone computed stays until it computes it again, so
+        // that other zones see no gap when the ingress reconnects.
+        if let (Some(old), Spec::ZoneIngress(new)) =
+            (existing.resource.as_zone_ingress(), &mut resource.spec)
+        {
+            new.available_services = old.available_services.clone();
+        }
+    }
+    match resources.upsert(resource, Origin::Agent) {
+        Ok(_) => Ok(name),
+        Err(ResourceError::Invalid(e)) => Err(Status::invalid_argument(format!(
+            "invalid {}: {e}",
+            rtype.kind()
+        ))),
+        Err(e) => Err(Status::internal(e.to_string())),
+    }
+}
+
+pub fn start(
+    server: &Arc<DpServer>,
+    token: Option<&str>,
+    node: Node,
+    first: ConfigRequest,
+    incoming: Streaming<ConfigRequest>,
+    peer: Option<SocketAddr>,
+) -> Result<ResponseStream, Status> {
+    let kind = kind_of(&node);
+    let rtype = kind.resource_type();
+    if *server.resources.role() == Role::Global {
+        return Err(Status::failed_precondition(
+            "this is a global control plane: zone proxies connect to their zone's control plane",
+        ));
+    }
+    let name = register(server, token, &node, kind).inspect_err(|e| {
+        tracing::warn!(kind = rtype.kind(), ?peer, reason = %e.message(), "zone proxy refused");
+    })?;
+    let key: DataplaneKey = (String::new(), name);
+    let stream_id = server
+        .next_stream
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(kind = rtype.kind(), name = %key.1, ?peer, stream_id, "zone proxy connected");
+    server
+        .zone_proxies
+        .connected(&key, stream_id, &node.agent_version);
+    let (tx, rx) = mpsc::channel(4);
+    let server = server.clone();
+    tokio::spawn(async move {
+        run(&server, kind, &key, stream_id, first, incoming, tx).await;
+        server.zone_proxies.disconnected(&key, stream_id);
+        tracing::info!(kind = rtype.kind(), name = %key.1, stream_id, "zone proxy disconnected");
+        server.schedule_removal(rtype, key, stream_id, server.deregistration_delay);
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+async fn run(
+    server: &DpServer,
+    kind: ZoneProxyKind,
+    key: &DataplaneKey,
+    stream_id: u64,
+    _first: ConfigRequest,
+    mut incoming: Streaming<ConfigRequest>,
+    tx: mpsc::Sender<Result<ConfigResponse, Status>>,
+) {
+    let mut snapshots = server.snapshots.clone();
+    let status = &server.zone_proxies;
+    let mut sent: Option<String> = None;
+    let mut nonce: u64 = 0;
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        match snapshot.compute_zone_proxy(kind, &key.1) {
+            Some(config) => {
+                let version = koguma_proto::version(&config);
+                if sent.as_deref() != Some(version.as_str()) {
+                    nonce += 1;
+                    let response = ConfigResponse {
+                        version_info: version.clone(),
+                        nonce: nonce.to_string(),
+                        config: Some(config),
+                        delta: None,
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                    tracing::debug!(name = %key.1, %version, "zone proxy config sent");
+                    status.sent(key, stream_id, &version);
+                    sent = Some(version);
+                }
+            }
+            // Registered a moment ago: the next snapshot has it.
+            None if server
+                .resources
+                .catalog()
+                .get(kind.resource_type(), "", &key.1)
+                .is_some() => {}
+            None => {
+                let _ = tx
+                    .send(Err(Status::not_found(format!(
+                        "{} {:?} was deleted",
+                        kind.resource_type().kind(),
+                        key.1
+                    ))))
+                    .await;
+                return;
+            }
+        }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            msg = incoming.message() => match msg {
+                Ok(Some(req)) => {
+                    if req.response_nonce != nonce.to_string() {
+                        continue;
+                    }
+                    match req.error_detail {
+                        Some(err) => {
+                            let rejected = sent.clone().unwrap_or_default();
+                            tracing::warn!(name = %key.1, version = %rejected, reason = %err.message, "zone proxy config rejected (NACK)");
+                            status.rejected(key, stream_id, &rejected, &err.message);
+                        }
+                        None => status.acked(key, stream_id, &req.version_info),
+                    }
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Cross-zone traffic: a global, zone-a and zone-b as real koguma-cp
+//! processes, a zone ingress in zone-b as a real `koguma-dp --proxy-type
+//! ingress`, and sidecars on both sides. web in zone-a calls backend; the
+//! split follows instance counts, the ingress routes by SNI without
+//! terminating TLS, locality keeps traffic local while it can.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use koguma_e2e::dp::DataplaneYaml;
+use koguma_e2e::multizone::{
+    ingress_yaml, instances, items, start_global, start_zone_proxy, zone_args, zone_token,
+};
+use koguma_e2e::{ControlPlane, Dataplane, TestNet, apps, client, eventually, mtls};
+
+struct Zones {
+    net: TestNet,
+    root: tempfile::TempDir,
+    global: ControlPlane,
+    a: ControlPlane,
+    b: ControlPlane,
+    token_a: std::path::PathBuf,
+    token_b: std::path::PathBuf,
+}
+
+async fn zone_cp(
+    global: &ControlPlane,
+    zone: &str,
+    ip: IpAddr,
+    root: &Path,
+) -> (ControlPlane, std::path::PathBuf) {
+    let dir = root.join(zone);
+    std::fs::create_dir_all(&dir).expect("zone dir");
+    let token = zone_token(global, zone, &[], root, &format!("{zone}.token")).await;
+    let cp = ControlPlane::spawn_with(ip, &dir, &zone_args(zone, global, Some(&token), &[]));
+    cp.wait_ready().await;
+    (cp, token)
+}
+
+/// A global (mTLS on, everyone allowed) and two zones that have its mesh.
+async fn zones() -> Zones {
+    let net = TestNet::new();
+    let root = tempfile::tempdir().expect("temp dir");
+    let gdir = root.path().join("global");
+    std::fs::create_dir_all(&gdir).unwrap();
+    let global = start_global(net.host(0), &gdir).await;
+    mtls::enable(&global, "STRICT", "1h").await;
+    mtls::forbid_nothing(&global).await;
+    let (a, token_a) = zone_cp(&global, "zone-a", net.host(1), root.path()).await;
+    let (b, token_b) = zone_cp(&global, "zone-b", net.host(2), root.path()).await;
+    for z in [&a, &b] {
+        eventually(
+            "the permission on the zone",
+            Duration::from_secs(10),
+            || async {
+                items(z, "/meshes/default/meshtrafficpermissions")
+                    .await
+                    .into_iter()
+                    .next()
+            },
+        )
+        .await;
+    }
+    Zones {
+        net,
+        root,
+        global,
+        a,
+        b,
+        token_a,
+        token_b,
+    }
+}
+
+fn backend(name: &str, ip: IpAddr) -> DataplaneYaml {
+    DataplaneYaml::new(name, ip).inbound(8081, 18081, "backend", "http")
+}
+
+/// Waits until zone-a sees `want` backend instances behind zone-b's ingress.
+async fn zone_a_sees(z: &Zones, want: u64) {
+    eventually(
+        &format!("zone-a to see {want} backend instance(s) in zone-b"),
+        Duration::from_secs(15),
+        || async {
+            items(&z.a, "/zoneingresses")
+                .await
+                .into_iter()
+                .find(|i| i["zone"] == "zone-b" && instances(i, "backend") == want)
+        },
+    )
+    .await;
+}
+
+fn share(counts: &std::collections::BTreeMap<String, usize>, ids: &[&str]) -> usize {
+    ids.iter()
+        .map(|id| counts.get(*id).copied().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_splits_by_instances_across_zones_through_an_ingress_that_terminates_nothing() {
+    let z = zones().await;
+    let (net, dir) = (&z.net, z.root.path());
+    let web_ip = net.host(3);
+    let web = Dataplane::start(
+        &z.a,
+        &DataplaneYaml::new("web-1", web_ip)
+            .inbound(8080, 18080, "web", "http")
+            .outbound(web_ip, 10001, "backend"),
+        dir,
+    );
+    let _apps = [
+        apps::http(SocketAddr::new(net.host(4), 18081), "a1").await,
+        apps::http(SocketAddr::new(net.host(5), 18081), "a2").await,
+        apps::http(SocketAddr::new(net.host(7), 18081), "b1").await,
+    ];
+    let b1 = Dataplane::start(&z.b, &backend("backend-b1", net.host(7)), dir);
+    let ingress_ip = net.host(6);
+    let ingress = start_zone_proxy(
+        &z.b,
+        "ingress",
+        "ingress-b",
+        &ingress_yaml("ingress-b", ingress_ip, 10001),
+        &z.token_b,
+        dir,
+    );
+    for dp in [&web, &b1, &ingress] {
+        dp.wait_ready().await;
+    }
+    zone_a_sees(&z, 1).await;
+    // Zone tokens come from the global, not from a federated zone.
+    let out =
+        z.a.cli(&["generate", "zone-token", "--zone", "zone-a"], None)
+            .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("issued by the global control plane"));
+
+    // `backend.mesh` answers for a service only zone-b has: a
+    // transparently proxied dataplane of zone-a gets its name and VIP.
+    z.a.apply(&format!(
+        "type: Dataplane\nmesh: default\nname: tp-1\nnetworking:\n  address: {}\n  inbound:\n  - port: 8080\n    tags:\n      kuma.io/service: tp\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n",
+        net.host(9)
+    ))
+    .await;
+    let record = eventually("backend.mesh for tp-1", Duration::from_secs(5), || async {
+        let config =
+            z.a.get_json("/meshes/default/dataplanes/tp-1/_config")
+                .await
+                .1;
+        config["config"]["dnsRecords"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == "backend.mesh")
+            .cloned()
+    })
+    .await;
+    assert!(
+        record["ips"][0]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("240.")),
+        "{record}"
+    );
+    let a1 = Dataplane::start(&z.a, &backend("backend-a1", net.host(4)), dir);
+    let a2 = Dataplane::start(&z.a, &backend("backend-a2", net.host(5)), dir);
+    a1.wait_ready().await;
+    a2.wait_ready().await;
+    web.wait_endpoints(&format!("outbound:{web_ip}:10001"), 3)
+        .await;
+
+    // 2 instances here, 1 there: about 2:1.
+    let http = client::Http1::default();
+    let url = format!("http://{web_ip}:10001/");
+    let n = 3000;
+    let counts = client::tally(&http, &url, n).await;
+    let (local, remote) = (share(&counts, &["a1", "a2"]), share(&counts, &["b1"]));
+    println!(
+        "split over {n} requests: zone-a {local} ({:.1} %), zone-b {remote} ({:.1} %): {counts:?}",
+        100.0 * local as f64 / n as f64,
+        100.0 * remote as f64 / n as f64
+    );
+    assert_eq!(local + remote, n, "failed requests: {counts:?}");
+    let remote_share = remote as f64 / n as f64;
+    assert!(
+        (0.30..=0.37).contains(&remote_share),
+        "zone-b should get about a third: {counts:?}"
+    );
+    let through_ingress = ingress
+        .metric("envoy_cluster_upstream_cx_total{envoy_cluster_name=\"default_backend\"}")
+        .await;
+    assert!(
+        through_ingress >= 1.0,
+        "the ingress carried no connection to backend"
+    );
+
+    // The ingress routes by SNI without answering TLS itself: openssl
+    // gets backend-b1's own certificate through it, and nothing for an
+    // SNI it does not serve.
+    let sni = web.config_dump().await["config"]["clusters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "backend"))
+        .map(|c| c["sni"].as_str().unwrap_or_default().to_string())
+        .expect("backend cluster in web's config");
+    assert!(sni.ends_with(".backend.default.ks"), "{sni}");
+    let presented = openssl_peer(ingress_ip, 10001, &sni).await;
+    assert!(
+        presented.contains("URI:spiffe://default/backend"),
+        "through the ingress, the certificate must be the destination's: {presented}"
+    );
+    let unknown = openssl_peer(ingress_ip, 10001, "nothing.default.ks").await;
+    assert!(
+        unknown.contains("no peer certificate available"),
+        "an unknown SNI must get no certificate: {unknown}"
+    );
+    eventually(
+        "the refused SNI counted",
+        Duration::from_secs(5),
+        || async {
+            (ingress
+                .metric_sum("envoy_listener_no_filter_chain_match")
+                .await
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Only zone-b has instances: everything goes through its ingress.
+    a1.sigterm();
+    a2.sigterm();
+    web.wait_endpoints(&format!("outbound:{web_ip}:10001"), 1)
+        .await;
+    let counts = client::tally(&http, &url, 100).await;
+    assert_eq!(counts.get("b1"), Some(&100), "{counts:?}");
+
+    drop(z.global);
+}
+
+/// What `openssl s_client` says of the certificate it was shown.
+async fn openssl_peer(ip: IpAddr, port: u16, sni: &str) -> String {
+    let out = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("{ip}:{port}"),
+            "-servername",
+            sni,
+            "-alpn",
+            "kuma",
+            "-showcerts",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if text.contains("BEGIN CERTIFICATE") {
+        // The SANs of the leaf it was shown.
+        let pem_start = text.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+        let pem_end = text
+            .find("-----END CERTIFICATE-----")
+            .map_or(text.len(), |e| e + 25);
+        let mut x509 = tokio::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl x509");
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = x509.stdin.take().expect("stdin");
+        stdin
+            .write_all(&text.as_bytes()[pem_start..pem_end])
+            .await
+            .expect("write pem");
+        drop(stdin);
+        let out = x509.wait_with_output().await.expect("x509");
+        return String::from_utf8_lossy(&out.stdout).to_string();
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_keeps_traffic_local_and_fails_over_to_the_other_zone_without_a_failed_get() {
+    let z = zones().await;
+    let (net, dir) = (&z.net, z.root.path());
+    z.global
+        .apply(
+            "type: Mesh
+name: default
+mtls:
+  enabledBackend: ca-1
+  backends:
+  - name: ca-1
+    type: builtin
+    dpCert:
+      rotation:
+        expiration: 1h
+routing:
+  localityAwareLoadBalancing: true
+",
+        )
+        .await;
+    let web_ip = net.host(3);
+    let web = Dataplane::start(
+        &z.a,
+        &DataplaneYaml::new("web-1", web_ip)
+            .inbound(8080, 18080, "web", "http")
+            .outbound(web_ip, 10001, "backend"),
+        dir,
+    );
+    let _apps = [
+        apps::http(SocketAddr::new(net.host(4), 18081), "a1").await,
+        apps::http(SocketAddr::new(net.host(7), 18081), "b1").await,
+    ];
+    let mut a1 = Dataplane::start(&z.a, &backend("backend-a1", net.host(4)), dir);
+    let b1 = Dataplane::start(&z.b, &backend("backend-b1", net.host(7)), dir);
+    let ingress = start_zone_proxy(
+        &z.b,
+        "ingress",
+        "ingress-b",
+        &ingress_yaml("ingress-b", net.host(6), 10001),
+        &z.token_b,
+        dir,
+    );
+    for dp in [&web, &a1, &b1, &ingress] {
+        dp.wait_ready().await;
+    }
+    zone_a_sees(&z, 1).await;
+    let listener = format!("outbound:{web_ip}:10001");
+    web.wait_endpoints(&listener, 2).await;
+
+    let http = client::Http1::default();
+    let url = format!("http://{web_ip}:10001/");
+    let counts = client::tally(&http, &url, 300).await;
+    assert_eq!(
+        counts.get("a1"),
+        Some(&300),
+        "all local while a1 is up: {counts:?}"
+    );
+
+    // a1 stops while requests flow: they move to zone-b, none fails.
+    let flow = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let http = client::Http1::default();
+            let mut seen = std::collections::BTreeMap::new();
+            for _ in 0..1500 {
+                let key = match http.get(&url).await {
+                    Ok(r) if r.status == 200 => r.text(),
+                    Ok(r) => format!("status {}", r.status),
+                    Err(e) => format!("error {e}"),
+                };
+                *seen.entry(key).or_insert(0usize) += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a1.sigterm();
+    a1.wait_exit(Duration::from_secs(10)).await;
+    let seen = flow.await.expect("request loop");
+    println!("while a1 stopped: {seen:?}");
+    assert_eq!(
+        share(&seen, &["a1", "b1"]),
+        1500,
+        "failed GETs during failover: {seen:?}"
+    );
+    assert!(seen.get("b1").copied().unwrap_or(0) > 0, "{seen:?}");
+    let counts = client::tally(&http, &url, 100).await;
+    assert_eq!(counts.get("b1"), Some(&100), "{counts:?}");
+
+    // a1 back: traffic returns home.
+    let a1 = Dataplane::start(&z.a, &backend("backend-a1", net.host(4)), dir);
+    a1.wait_ready().await;
+    eventually(
+        "traffic back in zone-a",
+        Duration::from_secs(10),
+        || async {
+            let counts = client::tally(&http, &url, 20).await;
+            (counts.get("a1") == Some(&20)).then_some(())
+        },
+    )
+    .await;
+    let _ = &z.token_a;
+}
