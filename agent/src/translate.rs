@@ -155,6 +155,7 @@ pub fn proxy_config(
             endpoints,
             identity: Some(cluster.identity.clone()).filter(|i| !i.is_empty()),
             sni: Some(cluster.sni.clone()).filter(|s| !s.is_empty()),
+            unavailable: Some(cluster.unavailable.clone()).filter(|s| !s.is_empty()),
             transparent: o.transparent,
         });
     }

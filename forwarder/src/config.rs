@@ -61,6 +61,8 @@ pub struct OutboundConfig {
     pub identity: Option<String>,
     /// With mesh mTLS: the server name sent, which zone proxies route by.
     pub sni: Option<String>,
+    /// Why there are no endpoints, when the mesh's config is the reason.
+    pub unavailable: Option<String>,
     /// A service VIP: no socket of its own, reached through the transparent
     /// outbound listener by original destination.
     pub transparent: bool,

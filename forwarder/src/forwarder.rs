@@ -227,6 +227,7 @@ impl Forwarder {
                 direction: Direction::Inbound,
                 bound: !transparent,
                 route: Route {
+                    unavailable: None,
                     name: inb.name.clone(),
                     protocol: inb.protocol,
                     target: Target::Local(Endpoint::new(inb.upstream)),
@@ -279,6 +280,7 @@ impl Forwarder {
                 direction: Direction::Outbound,
                 bound: !out.transparent,
                 route: Route {
+                    unavailable: out.unavailable.as_deref().map(Arc::from),
                     name: out.name.clone(),
                     protocol: out.protocol,
                     target: Target::Balanced(EndpointSet::new(&out.endpoints)),
@@ -307,6 +309,7 @@ impl Forwarder {
                 direction: Direction::Inbound,
                 bound: true,
                 route: Route {
+                    unavailable: None,
                     protocol: crate::config::Protocol::Tcp,
                     target: Target::BySni(table),
                     listener_stats: self.stats.listener(&zp.listen.to_string(), "zone-proxy"),

@@ -107,6 +107,8 @@ pub struct Route {
     pub request_timeout: Duration,
     /// Set on inbounds when mesh mTLS is on.
     pub mesh: Option<InboundMesh>,
+    /// Why the target has no endpoints, when the CP said.
+    pub unavailable: Option<Arc<str>>,
 }
 
 impl Route {
@@ -154,6 +156,9 @@ impl Route {
         }
         if attempts == 0 {
             self.cluster.stats.no_healthy_upstream.inc();
+            if let Some(why) = &self.unavailable {
+                last = io::Error::new(io::ErrorKind::NotConnected, why.to_string());
+            }
         }
         Err(last)
     }

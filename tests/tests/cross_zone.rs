@@ -388,3 +388,126 @@ routing:
     .await;
     let _ = &z.token_a;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_zone_egress_cross_zone_traffic_leaves_through_it_and_permissions_still_apply() {
+    let z = zones().await;
+    let (net, dir) = (&z.net, z.root.path());
+    z.global
+        .apply(
+            "type: Mesh
+name: default
+mtls:
+  enabledBackend: ca-1
+  backends:
+  - name: ca-1
+    type: builtin
+    dpCert:
+      rotation:
+        expiration: 1h
+routing:
+  zoneEgress: true
+",
+        )
+        .await;
+    let web_ip = net.host(3);
+    let web = Dataplane::start(
+        &z.a,
+        &DataplaneYaml::new("web-1", web_ip)
+            .inbound(8080, 18080, "web", "http")
+            .outbound(web_ip, 10001, "backend"),
+        dir,
+    );
+    let _b1_app = apps::http(SocketAddr::new(net.host(7), 18081), "b1").await;
+    let b1 = Dataplane::start(&z.b, &backend("backend-b1", net.host(7)), dir);
+    let ingress = start_zone_proxy(
+        &z.b,
+        "ingress",
+        "ingress-b",
+        &ingress_yaml("ingress-b", net.host(6), 10001),
+        &z.token_b,
+        dir,
+    );
+    for dp in [&web, &b1, &ingress] {
+        dp.wait_ready().await;
+    }
+    zone_a_sees(&z, 1).await;
+
+    // The mesh requires an egress and zone-a has none: the caller is told,
+    // and so is whoever reads web-1's insight.
+    let http = client::Http1::default();
+    let url = format!("http://{web_ip}:10001/");
+    let reply = eventually(
+        "the 503 that names the egress",
+        Duration::from_secs(10),
+        || async {
+            let r = http.get(&url).await.ok()?;
+            (r.status == 503 && r.text().contains("zone egress")).then_some(r)
+        },
+    )
+    .await;
+    println!(
+        "without an egress: {} {}",
+        reply.status,
+        reply.text().trim()
+    );
+    let insight = z.a.insight("web-1").await;
+    let warnings = insight["warnings"].to_string();
+    assert!(warnings.contains("zone egress"), "{insight}");
+
+    // With one: sidecar -> egress -> zone-b's ingress -> sidecar.
+    let egress = start_zone_proxy(
+        &z.a,
+        "egress",
+        "egress-a",
+        &koguma_e2e::multizone::egress_yaml("egress-a", net.host(10), 10002),
+        &z.token_a,
+        dir,
+    );
+    egress.wait_ready().await;
+    web.wait_endpoints(&format!("outbound:{web_ip}:10001"), 1)
+        .await;
+    let dump = web.config_dump().await;
+    let endpoint = dump["config"]["clusters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "backend"))
+        .map(|c| c["endpoints"][0]["address"].clone());
+    assert_eq!(endpoint, Some(net.host(10).to_string().into()), "{dump}");
+    let counts = client::tally(&http, &url, 50).await;
+    assert_eq!(counts.get("b1"), Some(&50), "{counts:?}");
+    let cx = "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"default_backend\"}";
+    let (through_egress, through_ingress) = (egress.metric(cx).await, ingress.metric(cx).await);
+    println!("connections to backend: egress {through_egress}, ingress {through_ingress}");
+    assert!(through_egress >= 1.0 && through_ingress >= 1.0);
+    let web_cx = web
+        .metric("envoy_cluster_upstream_cx_total{envoy_cluster_name=\"backend\"}")
+        .await;
+    assert!(web_cx >= 1.0);
+
+    // A permission that denies web is enforced by backend-b1's sidecar,
+    // from web's own identity, across both zone proxies.
+    z.global
+        .apply(
+            "type: MeshTrafficPermission
+mesh: default
+name: deny-web
+spec:
+  targetRef: {kind: Mesh}
+  from:
+  - targetRef: {kind: MeshService, name: web}
+    default: {action: Deny}
+",
+        )
+        .await;
+    eventually(
+        "web denied across zones",
+        Duration::from_secs(10),
+        || async {
+            let r = http.get(&url).await.ok()?;
+            (r.status == 403).then_some(())
+        },
+    )
+    .await;
+    let denied = b1.metric_sum("envoy_rbac_denied").await;
+    assert!(denied >= 1.0, "backend-b1 denied nothing");
+}

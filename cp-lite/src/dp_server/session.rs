@@ -108,7 +108,9 @@ pub async fn run(
                     return;
                 }
                 tracing::debug!(mesh = %key.0, dataplane = %key.1, %version, delta, "config sent");
-                server.status.sent(key, stream_id, &version);
+                server
+                    .status
+                    .sent(key, stream_id, &version, warnings(built));
             }
         }
         // A snapshot published while this stream was changing what it
@@ -142,6 +144,16 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Why destinations of `config` cannot be reached, for its insight.
+fn warnings(config: &ProxyConfig) -> Vec<String> {
+    config
+        .clusters
+        .iter()
+        .filter(|c| !c.unavailable.is_empty())
+        .map(|c| format!("{}: {}", c.name, c.unavailable))
+        .collect()
 }
 
 /// Records an ACK or NACK; returns whether the latest response was refused.

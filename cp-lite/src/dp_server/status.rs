@@ -33,6 +33,8 @@ pub struct StreamStatus {
     pub responses_rejected: u64,
     pub cert_expiration: Option<SystemTime>,
     pub cert_regenerations: u64,
+    /// Why some destinations of the config last sent cannot be reached.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Default)]
@@ -81,6 +83,7 @@ impl StatusRegistry {
                     responses_rejected: 0,
                     cert_expiration: None,
                     cert_regenerations: 0,
+                    warnings: Vec::new(),
                 },
             );
         });
@@ -97,10 +100,12 @@ impl StatusRegistry {
         });
     }
 
-    pub fn sent(&self, key: &DataplaneKey, stream_id: u64, version: &str) {
+    /// Records a response; `warnings`: what its config cannot reach, and why.
+    pub fn sent(&self, key: &DataplaneKey, stream_id: u64, version: &str, warnings: Vec<String>) {
         self.update(key, stream_id, |s| {
             s.sent_version = Some(version.to_string());
             s.responses_sent += 1;
+            s.warnings = warnings;
         });
     }
 
@@ -180,6 +185,7 @@ impl StreamStatus {
                 "reason": r.reason,
                 "time": time(r.time),
             })),
+            "warnings": (!self.warnings.is_empty()).then_some(&self.warnings),
             "mTLS": self.cert_expiration.map(|t| json!({
                 "certificateExpirationTime": time(t),
                 "certificateRegenerations": self.cert_regenerations,

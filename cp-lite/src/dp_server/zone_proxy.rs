@@ -183,7 +183,7 @@ async fn run(
                         return;
                     }
                     tracing::debug!(name = %key.1, %version, "zone proxy config sent");
-                    status.sent(key, stream_id, &version);
+                    status.sent(key, stream_id, &version, Vec::new());
                     sent = Some(version);
                 }
             }

@@ -361,6 +361,7 @@ fn service_entry(
     endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
     let local = endpoints.len();
     let mtls = ctx.mtls_on();
+    let mut unavailable = String::new();
     // Cross-zone traffic is mesh mTLS only (Kuma's rule): the ingress routes
     // by the SNI that only mTLS sends.
     if let Some(remote) = ctx.remote.get(service).filter(|_| mtls) {
@@ -372,6 +373,12 @@ fn service_entry(
         let priority = u32::from(spec.is_some_and(|m| m.locality_aware()));
         if spec.is_some_and(|m| m.zone_egress()) {
             // Every remote endpoint is the local egress (Kuma: weight 1 each).
+            if !remote.ingresses.is_empty() && egresses.is_empty() && local == 0 {
+                unavailable = format!(
+                    "mesh {mesh:?} sends cross-zone traffic through a zone egress (routing.zoneEgress), \
+                     and this zone has none: start one with koguma-dp run --proxy-type egress"
+                );
+            }
             if !remote.ingresses.is_empty() {
                 endpoints.extend(egresses.iter().map(|(address, port)| pb::Endpoint {
                     address: address.clone(),
@@ -421,7 +428,8 @@ fn service_entry(
     } else {
         BTreeMap::new()
     };
-    let cluster = cluster(mesh, service, mtls, endpoints);
+    let mut cluster = cluster(mesh, service, mtls, endpoints);
+    cluster.unavailable = unavailable;
     ServiceEntry {
         cluster_hash: koguma_proto::cluster_hash(&cluster),
         cluster,
@@ -452,5 +460,6 @@ pub fn cluster(mesh: &str, service: &str, mtls: bool, endpoints: Vec<pb::Endpoin
         } else {
             String::new()
         },
+        unavailable: String::new(),
     }
 }

@@ -75,6 +75,7 @@ pub fn compute(
                 endpoints,
                 identity: String::new(),
                 sni: String::new(),
+                unavailable: String::new(),
             });
         }
     }

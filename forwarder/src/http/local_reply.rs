@@ -12,6 +12,8 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 #[derive(Debug)]
 pub enum LocalReply {
     NoHealthyUpstream,
+    /// No endpoints, and the CP said why.
+    Unavailable(std::sync::Arc<str>),
     ConnectFailed(String),
     Reset(String),
     Timeout,
@@ -23,9 +25,9 @@ pub enum LocalReply {
 impl LocalReply {
     pub fn status(&self) -> StatusCode {
         match self {
-            LocalReply::NoHealthyUpstream | LocalReply::ConnectFailed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            LocalReply::NoHealthyUpstream
+            | LocalReply::Unavailable(_)
+            | LocalReply::ConnectFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::Reset(_) => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -36,6 +38,7 @@ impl LocalReply {
     fn message(&self) -> String {
         match self {
             LocalReply::NoHealthyUpstream => "no healthy upstream".into(),
+            LocalReply::Unavailable(why) => format!("no healthy upstream: {why}"),
             LocalReply::ConnectFailed(e) => format!("upstream connect error: {e}"),
             LocalReply::Reset(e) => format!("upstream reset before response: {e}"),
             LocalReply::Timeout => "upstream request timeout".into(),

@@ -125,6 +125,9 @@ async fn upstream(
     for attempt in 1..=attempts {
         let Some(endpoint) = route.pick_for(attempt - 1) else {
             cluster.no_healthy_upstream.inc();
+            if let Some(why) = &route.unavailable {
+                return Err(LocalReply::Unavailable(why.clone()));
+            }
             return Err(LocalReply::NoHealthyUpstream);
         };
         let upstream_body = match body.take() {
