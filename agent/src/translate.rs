@@ -85,19 +85,47 @@ fn endpoints(cluster: &pb::Cluster, listener: &str) -> Result<Vec<fwd::EndpointC
         .collect()
 }
 
+fn terminate(t: &pb::TerminateMesh, route: &str) -> Result<fwd::TerminateConfig, String> {
+    let (host, port) = t
+        .upstream_address
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
+        .filter(|(h, p): &(&str, u16)| !h.is_empty() && *p != 0)
+        .ok_or_else(|| {
+            format!(
+                "zone proxy route {route:?}: upstream address {:?} is not host:port",
+                t.upstream_address
+            )
+        })?;
+    let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    Ok(fwd::TerminateConfig {
+        mesh: t.mesh.clone(),
+        permissions: permissions(t.permissions.as_ref()),
+        host: host.to_string(),
+        port,
+        tls: t.upstream_tls.as_ref().map(|u| fwd::UpstreamTlsConfig {
+            ca_pem: non_empty(&u.ca_cert_pem),
+            server_name: u.server_name.clone(),
+            skip_hostname_verification: u.skip_hostname_verification,
+            client_cert_pem: non_empty(&u.client_cert_pem),
+            client_key_pem: non_empty(&u.client_key_pem).map(|k| fwd::PrivateKey(k.into_bytes())),
+        }),
+    })
+}
+
 fn zone_proxy(
     zp: &pb::ZoneProxy,
     clusters: &HashMap<&str, &pb::Cluster>,
+    keys: &WorkloadKeys,
 ) -> Result<fwd::ZoneProxyConfig, String> {
     let name = "zone proxy";
     let mut routes = Vec::with_capacity(zp.routes.len());
     for r in &zp.routes {
-        if r.terminate.is_some() {
-            return Err(format!(
-                "{name}: route {:?} terminates mesh mTLS, which this agent does not do yet",
-                r.sni
-            ));
-        }
         let cluster = clusters
             .get(r.cluster.as_str())
             .ok_or_else(|| format!("{name}: cluster {:?} is not in the config", r.cluster))?;
@@ -105,11 +133,26 @@ fn zone_proxy(
             sni: r.sni.clone(),
             cluster: r.cluster.clone(),
             endpoints: endpoints(cluster, name)?,
+            terminate: r
+                .terminate
+                .as_ref()
+                .map(|t| terminate(t, &r.sni))
+                .transpose()?,
         });
+    }
+    let mut identities = Vec::with_capacity(zp.mesh_tls.len());
+    for m in &zp.mesh_tls {
+        let tls = m
+            .tls
+            .as_ref()
+            .ok_or_else(|| format!("{name}: mesh {:?} has no mTLS settings", m.mesh))?;
+        let cfg = mesh_tls(tls, keys).map_err(|e| format!("{name}, mesh {:?}: {e}", m.mesh))?;
+        identities.push((m.mesh.clone(), cfg));
     }
     Ok(fwd::ZoneProxyConfig {
         listen: socket(&zp.address, zp.port, "listen", name)?,
         routes,
+        mesh_tls: identities,
     })
 }
 
@@ -140,7 +183,7 @@ pub fn proxy_config(
         .map(|c| (c.name.as_str(), c))
         .collect();
     if let Some(zp) = &config.zone_proxy {
-        out.zone_proxy = Some(zone_proxy(zp, &clusters)?);
+        out.zone_proxy = Some(zone_proxy(zp, &clusters, keys)?);
     }
     for o in &config.outbounds {
         let cluster = clusters

@@ -5,6 +5,7 @@
 mod dataplane;
 mod document;
 mod duration;
+mod external_service;
 mod mesh;
 mod registry;
 mod resource;
@@ -19,6 +20,7 @@ pub use dataplane::{
 };
 pub use document::{DocumentError, parse_documents, read_source};
 pub use duration::parse_duration;
+pub use external_service::{DataSource, ExternalNetworking, ExternalServiceSpec, ExternalTls};
 pub use mesh::{
     BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshRouting,
     MeshSpec, Mtls, MtlsBackend, MtlsMode, Rotation,

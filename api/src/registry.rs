@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use crate::dataplane::DataplaneSpec;
+use crate::external_service::ExternalServiceSpec;
 use crate::mesh::MeshSpec;
 use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::ValidationError;
@@ -136,6 +137,7 @@ resource_types! {
     ZoneEgress(ZoneEgressSpec): "zoneegresses", Global, ZoneToGlobal;
     Dataplane(DataplaneSpec): "dataplanes", Mesh, ZoneToGlobal;
     MeshTrafficPermission(MeshTrafficPermission): "meshtrafficpermissions", Mesh, GlobalToZones;
+    ExternalService(ExternalServiceSpec): "external-services", Mesh, GlobalToZones;
 }
 
 impl ResourceType {
@@ -152,10 +154,9 @@ impl ResourceType {
     /// `dataplane`, `dataplanes`, `Dataplane`, `zone-ingresses`.
     pub fn from_cli_name(name: &str) -> Option<ResourceType> {
         let lower = name.to_ascii_lowercase().replace('-', "");
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|t| lower == t.plural() || lower == t.kind().to_ascii_lowercase())
+        Self::ALL.iter().copied().find(|t| {
+            lower == t.plural().replace('-', "") || lower == t.kind().to_ascii_lowercase()
+        })
     }
 
     pub fn is_mesh_scoped(self) -> bool {

@@ -94,6 +94,13 @@ impl Resource {
         }
     }
 
+    pub fn as_external_service(&self) -> Option<&crate::ExternalServiceSpec> {
+        match &self.spec {
+            Spec::ExternalService(e) => Some(e),
+            _ => None,
+        }
+    }
+
     pub fn as_zone_egress(&self) -> Option<&crate::ZoneEgressSpec> {
         match &self.spec {
             Spec::ZoneEgress(z) => Some(z),

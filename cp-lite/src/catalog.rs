@@ -77,10 +77,15 @@ impl Catalog {
             .flat_map(|zi| &zi.available_services)
             .filter(|a| a.mesh == mesh)
             .filter_map(|a| a.tags.get(koguma_api::tags::SERVICE).map(String::as_str));
+        let external = self
+            .list(ResourceType::ExternalService, Some(mesh))
+            .filter_map(|r| r.resource.as_external_service())
+            .map(|e| e.service());
         self.dataplanes(mesh)
             .filter_map(|(_, d)| d.networking())
             .flat_map(|n| n.inbound.iter().map(|i| i.service()))
             .chain(ingresses)
+            .chain(external)
             .filter(|s| !s.is_empty())
             .collect()
     }
@@ -96,6 +101,11 @@ impl Catalog {
             out.entry(resource.meta.mesh.clone())
                 .or_default()
                 .extend(net.inbound.iter().map(|i| i.service()));
+        }
+        if let Some(es) = resource.as_external_service() {
+            out.entry(resource.meta.mesh.clone())
+                .or_default()
+                .insert(es.service());
         }
         if let Some(zi) = resource.as_zone_ingress() {
             for a in &zi.available_services {

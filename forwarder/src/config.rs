@@ -93,6 +93,8 @@ pub struct EndpointConfig {
 pub struct ZoneProxyConfig {
     pub listen: SocketAddr,
     pub routes: Vec<SniRouteConfig>,
+    /// Per mesh, the identity presented where mesh mTLS ends here.
+    pub mesh_tls: Vec<(String, MeshTlsConfig)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +102,37 @@ pub struct SniRouteConfig {
     pub sni: String,
     /// Its stats' name (`<mesh>:<service>`).
     pub cluster: String,
+    /// Passthrough: where the bytes go.
     pub endpoints: Vec<EndpointConfig>,
+    /// Set when mesh mTLS ends here (an external service behind an egress).
+    pub terminate: Option<TerminateConfig>,
+}
+
+/// Mesh mTLS ends at the zone proxy, which opens its own connection to a
+/// host outside the mesh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TerminateConfig {
+    pub mesh: String,
+    pub permissions: Vec<PermissionRule>,
+    /// `host`, resolved when a connection comes.
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// TLS to a host outside the mesh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTlsConfig {
+    /// PEM; `None`: the system's roots (/etc/ssl/certs/ca-certificates.crt).
+    pub ca_pem: Option<String>,
+    /// Sent and verified; the host when empty.
+    pub server_name: String,
+    pub skip_hostname_verification: bool,
+    /// PEM certificate chain and key, when the host asks for a client
+    /// certificate.
+    pub client_cert_pem: Option<String>,
+    /// PEM, kept in a `PrivateKey` so that no Debug output shows it.
+    pub client_key_pem: Option<PrivateKey>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,6 +19,10 @@ pub enum ForwarderError {
     NotTransparent { listener: String },
     #[error("{listener}: server name {sni:?} is not a DNS name")]
     BadSni { listener: String, sni: String },
+    #[error(
+        "zone proxy route {route:?} terminates mesh mTLS in mesh {mesh:?}, but the config has no identity for that mesh"
+    )]
+    NoMeshIdentity { route: String, mesh: String },
     #[error("the forwarder is draining and takes no new config")]
     Draining,
     #[error(transparent)]

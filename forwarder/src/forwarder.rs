@@ -16,7 +16,7 @@ use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
 use crate::inbound::InboundMesh;
 use crate::listener::RunningListener;
-use crate::route::{Cluster, Route, SniTarget, Target};
+use crate::route::{Cluster, Route, SniTarget, Target, Terminate};
 use crate::socket;
 use crate::stats::Stats;
 use crate::tls::MeshTls;
@@ -293,13 +293,40 @@ impl Forwarder {
             });
         }
         if let Some(zp) = &config.zone_proxy {
+            let mut identities = HashMap::new();
+            for (mesh, cfg) in &zp.mesh_tls {
+                identities.insert(mesh.as_str(), Arc::new(MeshTls::new(cfg)?));
+            }
             let mut table = HashMap::new();
             for r in &zp.routes {
                 let c = cluster(&r.cluster, None, None, None);
                 c.stats.membership_total.set(r.endpoints.len() as i64);
+                let terminate = match &r.terminate {
+                    None => None,
+                    Some(t) => {
+                        let tls = identities.get(t.mesh.as_str()).cloned().ok_or_else(|| {
+                            ForwarderError::NoMeshIdentity {
+                                route: r.sni.clone(),
+                                mesh: t.mesh.clone(),
+                            }
+                        })?;
+                        let upstream_tls = match &t.tls {
+                            Some(u) => Some(crate::tls::upstream::client(u, &t.host)?),
+                            None => None,
+                        };
+                        Some(Terminate {
+                            tls,
+                            permissions: Permissions::new(t.permissions.clone()),
+                            host: t.host.clone(),
+                            port: t.port,
+                            upstream_tls,
+                        })
+                    }
+                };
                 let target = SniTarget {
                     endpoints: EndpointSet::new(&r.endpoints),
                     cluster: c,
+                    terminate,
                 };
                 table.insert(r.sni.clone(), target);
             }

@@ -25,8 +25,8 @@ mod zone_proxy;
 
 pub use config::{
     EndpointConfig, InboundConfig, MeshTlsConfig, MtlsMode, OutboundConfig, PermissionAction,
-    PermissionRule, PrivateKey, Protocol, ProxyConfig, SniRouteConfig, TransparentConfig,
-    ZoneProxyConfig,
+    PermissionRule, PrivateKey, Protocol, ProxyConfig, SniRouteConfig, TerminateConfig,
+    TransparentConfig, UpstreamTlsConfig, ZoneProxyConfig,
 };
 pub use endpoints::EndpointSet;
 pub use error::ForwarderError;

@@ -95,6 +95,19 @@ pub enum Target {
 pub struct SniTarget {
     pub endpoints: EndpointSet,
     pub cluster: Arc<Cluster>,
+    /// Set when mesh mTLS ends here.
+    pub terminate: Option<Terminate>,
+}
+
+/// Mesh mTLS ends at the zone proxy; a connection of its own goes to a
+/// host outside the mesh.
+pub struct Terminate {
+    /// This proxy's identity in the caller's mesh.
+    pub tls: Arc<crate::tls::MeshTls>,
+    pub permissions: crate::authz::Permissions,
+    pub host: String,
+    pub port: u16,
+    pub upstream_tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
 }
 
 pub struct Route {

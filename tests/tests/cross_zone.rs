@@ -484,6 +484,61 @@ routing:
         .await;
     assert!(web_cx >= 1.0);
 
+    // ExternalServices, through the egress: plain HTTP, and TLS to a host
+    // whose certificate the ExternalService's caCert verifies.
+    let _plain_app = apps::http(SocketAddr::new(net.host(11), 18090), "outside").await;
+    let tls_host = SocketAddr::new(net.host(12), 18443);
+    let (_tls_server, ca_pem) = external_tls_server(tls_host, dir);
+    z.global
+        .apply(&format!(
+            "type: ExternalService\nmesh: default\nname: plain\ntags:\n  kuma.io/service: ext-plain\n  kuma.io/protocol: http\nnetworking:\n  address: {}:18090\n---\ntype: ExternalService\nmesh: default\nname: secure\ntags:\n  kuma.io/service: ext-tls\nnetworking:\n  address: {tls_host}\n  tls:\n    enabled: true\n    serverName: ext.test\n    caCert:\n      inline: {}\n",
+            net.host(11),
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &ca_pem),
+        ))
+        .await;
+    let (plain_port, tls_port) = (10011, 10012);
+    let caller_ip = net.host(13);
+    let caller = Dataplane::start(
+        &z.a,
+        &DataplaneYaml::new("caller-1", caller_ip)
+            .inbound(8080, 18080, "caller", "http")
+            .outbound(caller_ip, plain_port, "ext-plain")
+            .outbound(caller_ip, tls_port, "ext-tls"),
+        dir,
+    );
+    caller.wait_ready().await;
+    caller
+        .wait_endpoints(&format!("outbound:{caller_ip}:{plain_port}"), 1)
+        .await;
+    let reply = eventually(
+        "ext-plain through the egress",
+        Duration::from_secs(10),
+        || async {
+            let r = http
+                .get(&format!("http://{caller_ip}:{plain_port}/"))
+                .await
+                .ok()?;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(reply.text(), "outside");
+    let answer = eventually(
+        "ext-tls through the egress",
+        Duration::from_secs(10),
+        || async {
+            let a = raw_http_get(SocketAddr::new(caller_ip, tls_port)).await;
+            a.starts_with("HTTP/1.0 200").then_some(a)
+        },
+    )
+    .await;
+    assert!(answer.contains("s_server"), "{answer}");
+    let terminated = egress.metric_sum("envoy_listener_ssl_handshake").await;
+    assert!(
+        terminated >= 2.0,
+        "the egress terminated {terminated} mesh mTLS handshakes"
+    );
+
     // A permission that denies web is enforced by backend-b1's sidecar,
     // from web's own identity, across both zone proxies.
     z.global
@@ -510,4 +565,114 @@ spec:
     .await;
     let denied = b1.metric_sum("envoy_rbac_denied").await;
     assert!(denied >= 1.0, "backend-b1 denied nothing");
+}
+
+/// `openssl s_server -www` on `addr` with a certificate for `ext.test`
+/// signed by a CA of its own; returns the server (killed when dropped)
+/// and that CA (PEM).
+fn external_tls_server(addr: SocketAddr, dir: &Path) -> (tokio::process::Child, Vec<u8>) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ext-ca.key",
+            "-out",
+            "ext-ca.crt",
+            "-subj",
+            "/CN=ext-ca",
+            "-days",
+            "1",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ext.key",
+            "-out",
+            "ext.csr",
+            "-subj",
+            "/CN=ext.test",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.ext"),
+        "subjectAltName=DNS:ext.test\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "ext.csr",
+        "-CA",
+        "ext-ca.crt",
+        "-CAkey",
+        "ext-ca.key",
+        "-CAcreateserial",
+        "-out",
+        "ext.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.ext",
+    ]);
+    let child = tokio::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &addr.to_string(),
+            "-cert",
+            "ext.crt",
+            "-key",
+            "ext.key",
+            "-www",
+            "-quiet",
+        ])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_server");
+    (child, std::fs::read(dir.join("ext-ca.crt")).expect("CA"))
+}
+
+/// `GET /` over a plain TCP connection, the whole answer as text.
+async fn raw_http_get(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return String::new();
+    };
+    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -13,14 +13,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use koguma_api::{Resource, Spec};
-use koguma_proto::v1::{ConfigRequest, ConfigResponse, Node, ProxyType};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use koguma_proto::v1::{ConfigRequest, ConfigResponse, Node, ProxyConfig, ProxyType};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{DpAuth, DpServer, ResponseStream};
-use crate::catalog::DataplaneKey;
-use crate::proxy_config::ZoneProxyKind;
+use crate::catalog::{Catalog, DataplaneKey};
+use crate::proxy_config::{ZONE_EGRESS_SERVICE, ZoneProxyKind};
 use crate::resources::ResourceError;
 use crate::role::Role;
 use crate::store::Origin;
@@ -153,12 +156,82 @@ pub fn start(
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
+/// What a certificate was issued from: the CSR, the CA, the lifetime.
+#[derive(PartialEq)]
+struct IssuedFrom {
+    csr: Vec<u8>,
+    ca_der: Vec<u8>,
+    lifetime: Duration,
+}
+
+/// The certificates a zone egress presents, one per mesh where it
+/// terminates mesh mTLS, issued over the agent's latest CSR.
+#[derive(Default)]
+struct EgressIdentities {
+    csr: Option<Vec<u8>>,
+    /// mesh → the certificate and what it was issued from.
+    issued: BTreeMap<String, (IssuedFrom, Vec<u8>)>,
+}
+
+impl EgressIdentities {
+    fn fill(&mut self, server: &DpServer, catalog: &Catalog, name: &str, config: &mut ProxyConfig) {
+        let Some(zp) = config.zone_proxy.as_mut() else {
+            return;
+        };
+        for entry in &mut zp.mesh_tls {
+            let mesh = entry.mesh.as_str();
+            let Some(tls) = entry.tls.as_mut() else {
+                continue;
+            };
+            let Some(backend) = catalog.mesh(mesh).and_then(|m| m.mtls_backend()) else {
+                continue;
+            };
+            let ca = match server.cas.get(mesh, backend) {
+                Ok(ca) => ca,
+                Err(e) => {
+                    tracing::error!(%mesh, zone_egress = %name, error = %e, "no mesh CA: the egress gets no certificate for this mesh");
+                    continue;
+                }
+            };
+            tls.ca_certs = vec![ca.cert_der.clone()];
+            let Some(csr) = &self.csr else {
+                continue;
+            };
+            let inputs = IssuedFrom {
+                csr: csr.clone(),
+                ca_der: ca.cert_der.clone(),
+                lifetime: backend.dp_cert_lifetime(),
+            };
+            let current = self.issued.get(mesh).filter(|(i, _)| *i == inputs);
+            let cert = match current {
+                Some((_, cert)) => cert.clone(),
+                None => {
+                    let uris = [format!("spiffe://{mesh}/{ZONE_EGRESS_SERVICE}")];
+                    match ca.issue(csr, &uris, inputs.lifetime) {
+                        Ok(issued) => {
+                            tracing::info!(%mesh, zone_egress = %name, not_after = %issued.not_after, "zone egress certificate issued");
+                            self.issued
+                                .insert(mesh.to_string(), (inputs, issued.cert_der.clone()));
+                            issued.cert_der
+                        }
+                        Err(e) => {
+                            tracing::error!(%mesh, zone_egress = %name, error = %e, "cannot issue the zone egress certificate");
+                            continue;
+                        }
+                    }
+                }
+            };
+            tls.cert_chain = vec![cert];
+        }
+    }
+}
+
 async fn run(
     server: &DpServer,
     kind: ZoneProxyKind,
     key: &DataplaneKey,
     stream_id: u64,
-    _first: ConfigRequest,
+    first: ConfigRequest,
     mut incoming: Streaming<ConfigRequest>,
     tx: mpsc::Sender<Result<ConfigResponse, Status>>,
 ) {
@@ -166,10 +239,15 @@ async fn run(
     let status = &server.zone_proxies;
     let mut sent: Option<String> = None;
     let mut nonce: u64 = 0;
+    let mut identities = EgressIdentities::default();
+    if !first.csr.is_empty() {
+        identities.csr = Some(first.csr);
+    }
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         match snapshot.compute_zone_proxy(kind, &key.1) {
-            Some(config) => {
+            Some(mut config) => {
+                identities.fill(server, &snapshot.catalog, &key.1, &mut config);
                 let version = koguma_proto::version(&config);
                 if sent.as_deref() != Some(version.as_str()) {
                     nonce += 1;
@@ -208,6 +286,12 @@ async fn run(
             changed = snapshots.changed() => if changed.is_err() { return },
             msg = incoming.message() => match msg {
                 Ok(Some(req)) => {
+                    if !req.csr.is_empty() {
+                        identities.csr = Some(req.csr.clone());
+                        // Issued at the next config computed; a renewal
+                        // needs one now.
+                        sent = None;
+                    }
                     if req.response_nonce != nonce.to_string() {
                         continue;
                     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet, ordmap, ordset};
-use koguma_api::{DataplaneSpec, Protocol, ResourceType, Selector};
+use koguma_api::{DataplaneSpec, ExternalServiceSpec, Protocol, ResourceType, Selector};
 use koguma_proto::v1 as pb;
 
 use super::Shared;
@@ -25,6 +25,10 @@ use crate::vips::VipMap;
 
 /// The tag that names an inbound's zone (Kuma's locality).
 const ZONE_TAG: &str = "kuma.io/zone";
+
+/// The service a zone egress is in every mesh: its certificates carry
+/// `spiffe://<mesh>/zone-egress` (Kuma's `ZoneEgressServiceName`).
+pub const ZONE_EGRESS_SERVICE: &str = "zone-egress";
 
 /// What the mesh's dataplanes say of one service.
 #[derive(Debug, PartialEq)]
@@ -62,6 +66,8 @@ pub struct MeshContext {
     members: OrdMap<String, OrdSet<String>>,
     /// service → what other zones' ingresses offer of it.
     remote: OrdMap<String, Arc<RemoteService>>,
+    /// service → the ExternalService that names it.
+    external: OrdMap<String, Arc<StoredResource>>,
 }
 
 impl MeshContext {
@@ -80,6 +86,13 @@ impl MeshContext {
     /// Whether cross-zone traffic of this mesh leaves through the zone egress.
     pub fn zone_egress(&self) -> bool {
         self.mesh_spec().is_some_and(|m| m.zone_egress())
+    }
+
+    /// The ExternalServices of this mesh, by service name.
+    pub fn external_services(&self) -> impl Iterator<Item = (&String, &ExternalServiceSpec)> {
+        self.external
+            .iter()
+            .filter_map(|(s, r)| r.resource.as_external_service().map(|e| (s, e)))
     }
 
     /// What other zones offer of `service`.
@@ -106,7 +119,13 @@ struct MeshChange {
     services: BTreeSet<String>,
     /// (dataplane, services it had, services it has)
     members: Vec<(String, BTreeSet<String>, BTreeSet<String>)>,
+    /// ExternalServices that changed.
+    external: Vec<ExternalChange>,
 }
+
+/// One ExternalService before and after: the service it named, and what
+/// it is now (its service and resource).
+type ExternalChange = (Option<String>, Option<(String, Arc<StoredResource>)>);
 
 fn services_of(stored: Option<&Arc<StoredResource>>) -> BTreeSet<String> {
     stored
@@ -165,6 +184,16 @@ impl ConfigIndex {
                     c.members.push((name.clone(), had, has));
                     let m = changed.meshes.entry(mesh.clone()).or_default();
                     m.dataplanes.insert(name.clone());
+                }
+                ResourceType::ExternalService => {
+                    let service = |r: Option<&Arc<StoredResource>>| {
+                        r.and_then(|r| r.resource.as_external_service())
+                            .map(|e| e.service().to_string())
+                    };
+                    let (had, has) = (service(before), service(after));
+                    let c = changes.entry(mesh.clone()).or_default();
+                    c.services.extend(had.iter().chain(&has).cloned());
+                    c.external.push((had, has.zip(after.cloned())));
                 }
                 ResourceType::ZoneIngress => ingresses_changed = true,
                 ResourceType::ZoneEgress => egresses_changed = true,
@@ -247,6 +276,14 @@ impl ConfigIndex {
                     .map(|(s, r)| (s, Arc::new(r)))
                     .collect();
             }
+            for (had, has) in &change.external {
+                if let Some(s) = had {
+                    ctx.external.remove(s);
+                }
+                if let Some((s, r)) = has {
+                    ctx.external.insert(s.clone(), r.clone());
+                }
+            }
             for (dp, had, has) in &change.members {
                 for s in had.difference(has) {
                     if let Some(set) = ctx.members.get_mut(s) {
@@ -265,9 +302,12 @@ impl ConfigIndex {
             if change.all_services {
                 dirty.extend(ctx.members.keys().cloned());
                 dirty.extend(ctx.remote.keys().cloned());
+                dirty.extend(ctx.external.keys().cloned());
             }
             for service in dirty {
-                let known = ctx.members.contains_key(&service) || ctx.remote.contains_key(&service);
+                let known = ctx.members.contains_key(&service)
+                    || ctx.remote.contains_key(&service)
+                    || ctx.external.contains_key(&service);
                 let entry = known.then(|| service_entry(new, &ctx, &egresses, &mesh, &service));
                 let changed_here = match entry {
                     None => ctx.services.remove(&service).is_some(),
@@ -362,6 +402,37 @@ fn service_entry(
     let local = endpoints.len();
     let mtls = ctx.mtls_on();
     let mut unavailable = String::new();
+    let mut identity = None;
+    if let Some(es) = ctx
+        .external
+        .get(service)
+        .and_then(|r| r.resource.as_external_service())
+    {
+        // Reached through this zone's egress, which presents the mesh
+        // identity `zone-egress` (Kuma's) and originates the connection.
+        protocols.insert(es.tags.get(koguma_api::tags::PROTOCOL).map_or("tcp", |p| p));
+        tag_sets.insert(&es.tags);
+        if !mtls || !ctx.zone_egress() {
+            unavailable = format!(
+                "ExternalService {service:?} is reached through a zone egress: enable mTLS and routing.zoneEgress on mesh {mesh:?}"
+            );
+        } else if egresses.is_empty() {
+            unavailable = format!(
+                "ExternalService {service:?} is reached through a zone egress, and this zone has none: start one with koguma-dp run --proxy-type egress"
+            );
+        }
+        if mtls && ctx.zone_egress() {
+            endpoints.extend(egresses.iter().map(|(address, port)| pb::Endpoint {
+                address: address.clone(),
+                port: *port,
+                weight: 1,
+                tags: BTreeMap::new(),
+                zone: String::new(),
+                priority: 0,
+            }));
+            identity = Some(format!("spiffe://{mesh}/{ZONE_EGRESS_SERVICE}"));
+        }
+    }
     // Cross-zone traffic is mesh mTLS only (Kuma's rule): the ingress routes
     // by the SNI that only mTLS sends.
     if let Some(remote) = ctx.remote.get(service).filter(|_| mtls) {
@@ -430,6 +501,9 @@ fn service_entry(
     };
     let mut cluster = cluster(mesh, service, mtls, endpoints);
     cluster.unavailable = unavailable;
+    if let Some(identity) = identity {
+        cluster.identity = identity;
+    }
     ServiceEntry {
         cluster_hash: koguma_proto::cluster_hash(&cluster),
         cluster,

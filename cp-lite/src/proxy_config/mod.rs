@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 
-pub use index::ConfigIndex;
+pub use index::{ConfigIndex, ZONE_EGRESS_SERVICE};
 pub use interest::{ChangeSet, Interests, Watched};
 pub use view::{DataplaneView, Refresh};
 pub use zone_proxy::ZoneProxyKind;

@@ -15,8 +15,9 @@ use std::net::IpAddr;
 use koguma_api::ResourceType;
 use koguma_proto::v1 as pb;
 
-use super::ConfigSnapshot;
 use super::index::MeshContext;
+use super::{ConfigSnapshot, permissions};
+use crate::catalog::Catalog;
 
 /// Which zone proxy, and where it listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,7 @@ pub fn compute(
     };
     let mut routes = Vec::new();
     let mut clusters = Vec::new();
+    let mut mesh_tls = Vec::new();
     for (mesh, ctx) in &snapshot.index.meshes {
         if !ctx.mtls_on() {
             continue;
@@ -62,6 +64,23 @@ pub fn compute(
             ZoneProxyKind::Egress if ctx.zone_egress() => egress_routes(ctx),
             ZoneProxyKind::Egress => Vec::new(),
         };
+        if kind == ZoneProxyKind::Egress && ctx.zone_egress() {
+            let external = external_routes(&snapshot.catalog, mesh, ctx);
+            if !external.is_empty() {
+                mesh_tls.push(pb::ZoneProxyMeshTls {
+                    mesh: mesh.clone(),
+                    tls: Some(pb::MeshTls {
+                        mode: pb::MtlsMode::Strict.into(),
+                        peer_uri_prefix: format!("spiffe://{mesh}/"),
+                        ..Default::default()
+                    }),
+                });
+            }
+            for (route, cluster) in external {
+                routes.push(route);
+                clusters.push(cluster);
+            }
+        }
         for (service, sni, endpoints) in mesh_routes {
             let cluster = format!("{mesh}:{service}");
             routes.push(pb::SniRoute {
@@ -92,7 +111,7 @@ pub fn compute(
             },
             port,
             routes,
-            mesh_tls: Vec::new(),
+            mesh_tls,
         }),
         ..Default::default()
     })
@@ -143,4 +162,68 @@ fn egress_routes(ctx: &MeshContext) -> Vec<Route> {
             (!endpoints.is_empty()).then(|| (service.clone(), e.cluster.sni.clone(), endpoints))
         })
         .collect()
+}
+
+/// Each ExternalService of the mesh: mesh mTLS ends here (the caller is
+/// checked against the permissions that select the service's tags), and a
+/// connection of our own goes to the real host.
+fn external_routes(
+    catalog: &Catalog,
+    mesh: &str,
+    ctx: &MeshContext,
+) -> Vec<(pb::SniRoute, pb::Cluster)> {
+    let mut out = Vec::new();
+    for (service, es) in ctx.external_services() {
+        let Some(entry) = ctx.services.get(service) else {
+            continue;
+        };
+        let upstream_tls = match es.networking.tls.as_ref().filter(|t| t.enabled) {
+            None => None,
+            Some(tls) => match upstream_tls(tls) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(%mesh, external_service = %service, error = %e, "ExternalService left out of the egress config");
+                    continue;
+                }
+            },
+        };
+        let cluster = format!("{mesh}:{service}");
+        let route = pb::SniRoute {
+            sni: entry.cluster.sni.clone(),
+            cluster: cluster.clone(),
+            terminate: Some(pb::TerminateMesh {
+                mesh: mesh.to_string(),
+                permissions: Some(permissions::for_inbound(catalog, mesh, &es.tags)),
+                upstream_tls,
+                upstream_address: es.networking.address.clone(),
+            }),
+        };
+        let cluster = pb::Cluster {
+            name: cluster,
+            lb_policy: pb::LbPolicy::RoundRobin.into(),
+            ..Default::default()
+        };
+        out.push((route, cluster));
+    }
+    out
+}
+
+/// What the egress needs to originate TLS to an ExternalService.
+fn upstream_tls(tls: &koguma_api::ExternalTls) -> Result<pb::UpstreamTls, String> {
+    let pem = |source: &Option<koguma_api::DataSource>, what: &str| -> Result<String, String> {
+        match source {
+            None => Ok(String::new()),
+            Some(s) => s
+                .read()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| format!("networking.tls.{what}: {e}")),
+        }
+    };
+    Ok(pb::UpstreamTls {
+        ca_cert_pem: pem(&tls.ca_cert, "caCert")?,
+        server_name: tls.server_name.clone().unwrap_or_default(),
+        skip_hostname_verification: tls.skip_hostname_verification.unwrap_or(false),
+        client_cert_pem: pem(&tls.client_cert, "clientCert")?,
+        client_key_pem: pem(&tls.client_key, "clientKey")?,
+    })
 }

@@ -9,6 +9,7 @@
 
 mod detect;
 mod maybe_tls;
+pub mod upstream;
 pub mod verify;
 
 use std::sync::Arc;
