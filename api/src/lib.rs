@@ -6,6 +6,7 @@ mod dataplane;
 mod document;
 mod duration;
 mod external_service;
+mod load_balancing;
 mod mesh;
 mod registry;
 mod resource;
@@ -21,6 +22,10 @@ pub use dataplane::{
 pub use document::{DocumentError, parse_documents, read_source};
 pub use duration::parse_duration;
 pub use external_service::{DataSource, ExternalNetworking, ExternalServiceSpec, ExternalTls};
+pub use load_balancing::{
+    CrossZone, Failover, FromZones, LoadBalancingConf, LoadBalancingSpec, LoadBalancingTo,
+    LocalityAwareness, MeshLoadBalancingStrategy, ToZoneType, ToZones,
+};
 pub use mesh::{
     BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshRouting,
     MeshSpec, Mtls, MtlsBackend, MtlsMode, Rotation,

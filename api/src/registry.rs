@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::dataplane::DataplaneSpec;
 use crate::external_service::ExternalServiceSpec;
+use crate::load_balancing::MeshLoadBalancingStrategy;
 use crate::mesh::MeshSpec;
 use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::ValidationError;
@@ -138,6 +139,7 @@ resource_types! {
     Dataplane(DataplaneSpec): "dataplanes", Mesh, ZoneToGlobal;
     MeshTrafficPermission(MeshTrafficPermission): "meshtrafficpermissions", Mesh, GlobalToZones;
     ExternalService(ExternalServiceSpec): "external-services", Mesh, GlobalToZones;
+    MeshLoadBalancingStrategy(MeshLoadBalancingStrategy): "meshloadbalancingstrategies", Mesh, GlobalToZones;
 }
 
 impl ResourceType {

@@ -94,6 +94,13 @@ impl Resource {
         }
     }
 
+    pub fn as_load_balancing(&self) -> Option<&crate::MeshLoadBalancingStrategy> {
+        match &self.spec {
+            Spec::MeshLoadBalancingStrategy(p) => Some(p),
+            _ => None,
+        }
+    }
+
     pub fn as_external_service(&self) -> Option<&crate::ExternalServiceSpec> {
         match &self.spec {
             Spec::ExternalService(e) => Some(e),

@@ -96,7 +96,7 @@ impl TargetRef {
         }
     }
 
-    fn validate(&self, field: &str, errs: &mut ValidationError) {
+    pub(crate) fn validate(&self, field: &str, errs: &mut ValidationError) {
         let name_set = self.name.as_deref().is_some_and(|n| !n.is_empty());
         match self.kind.as_str() {
             "Mesh" | "MeshSubset" if name_set => errs.add(

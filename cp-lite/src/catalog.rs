@@ -28,6 +28,9 @@ pub struct Catalog {
     pub draining: OrdSet<DataplaneKey>,
     /// Each mesh's service VIPs.
     pub vips: OrdMap<String, Arc<VipMap>>,
+    /// This control plane's zone, when it is a zone of a multi-zone
+    /// deployment: its sidecars' locality.
+    pub zone: Option<Arc<str>>,
 }
 
 impl Catalog {

@@ -54,7 +54,10 @@ impl Resources {
     /// Loads the store and makes sure a `default` mesh exists, as Kuma does
     /// (a federated zone's meshes come from its global).
     pub fn open(store: Box<dyn ResourceStore>, role: Role) -> Result<Resources, ResourceError> {
-        let mut catalog = Catalog::default();
+        let mut catalog = Catalog {
+            zone: role.zone_name().map(Arc::from),
+            ..Catalog::default()
+        };
         for stored in store.list()? {
             catalog.insert(Arc::new(stored));
         }

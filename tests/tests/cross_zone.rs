@@ -287,20 +287,22 @@ async fn openssl_peer(ip: IpAddr, port: u16, sni: &str) -> String {
 async fn locality_keeps_traffic_local_and_fails_over_to_the_other_zone_without_a_failed_get() {
     let z = zones().await;
     let (net, dir) = (&z.net, z.root.path());
+    // Kuma's policy form (Mesh.routing.localityAwareLoadBalancing does the
+    // same; cp-lite's cross_zone_tests cover it).
     z.global
         .apply(
-            "type: Mesh
-name: default
-mtls:
-  enabledBackend: ca-1
-  backends:
-  - name: ca-1
-    type: builtin
-    dpCert:
-      rotation:
-        expiration: 1h
-routing:
-  localityAwareLoadBalancing: true
+            "type: MeshLoadBalancingStrategy
+mesh: default
+name: local-first
+spec:
+  targetRef: {kind: Mesh}
+  to:
+  - targetRef: {kind: MeshService, name: backend}
+    default:
+      localityAwareness:
+        crossZone:
+          failover:
+          - to: {type: Any}
 ",
         )
         .await;
@@ -332,6 +334,25 @@ routing:
     zone_a_sees(&z, 1).await;
     let listener = format!("outbound:{web_ip}:10001");
     web.wait_endpoints(&listener, 2).await;
+    // The policy, synced from the global, puts zone-b after zone-a.
+    eventually(
+        "zone-b's ingress at priority 1",
+        Duration::from_secs(10),
+        || async {
+            let dump = web.config_dump().await;
+            let cluster = dump["config"]["clusters"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == "backend")?
+                .clone();
+            let endpoints = cluster["endpoints"].as_array()?.clone();
+            endpoints
+                .iter()
+                .any(|e| e["address"] == net.host(6).to_string() && e["priority"] == 1)
+                .then_some(())
+        },
+    )
+    .await;
 
     let http = client::Http1::default();
     let url = format!("http://{web_ip}:10001/");

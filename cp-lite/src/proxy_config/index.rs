@@ -17,6 +17,7 @@ use koguma_proto::v1 as pb;
 
 use super::Shared;
 use super::interest::{ChangeSet, MeshChanges};
+use super::locality::Locality;
 use super::permissions;
 use super::remote::{self, RemoteService};
 use crate::catalog::Catalog;
@@ -194,6 +195,9 @@ impl ConfigIndex {
                     let c = changes.entry(mesh.clone()).or_default();
                     c.services.extend(had.iter().chain(&has).cloned());
                     c.external.push((had, has.zip(after.cloned())));
+                }
+                ResourceType::MeshLoadBalancingStrategy => {
+                    changes.entry(mesh.clone()).or_default().all_services = true;
                 }
                 ResourceType::ZoneIngress => ingresses_changed = true,
                 ResourceType::ZoneEgress => egresses_changed = true,
@@ -441,8 +445,16 @@ fn service_entry(
             tag_sets.insert(tags);
         }
         let spec = ctx.mesh_spec();
-        let priority = u32::from(spec.is_some_and(|m| m.locality_aware()));
+        let locality = Locality::of(catalog, mesh, service);
+        let local_zone = catalog.zone.as_deref();
         if spec.is_some_and(|m| m.zone_egress()) {
+            // Through the egress, zones cannot be told apart: any remote
+            // zone the locality rules allow makes the egress an endpoint.
+            let priority = remote
+                .ingresses
+                .iter()
+                .filter_map(|i| locality.priority(local_zone, &i.zone))
+                .min();
             // Every remote endpoint is the local egress (Kuma: weight 1 each).
             if !remote.ingresses.is_empty() && egresses.is_empty() && local == 0 {
                 unavailable = format!(
@@ -450,7 +462,7 @@ fn service_entry(
                      and this zone has none: start one with koguma-dp run --proxy-type egress"
                 );
             }
-            if !remote.ingresses.is_empty() {
+            if let Some(priority) = priority {
                 endpoints.extend(egresses.iter().map(|(address, port)| pb::Endpoint {
                     address: address.clone(),
                     port: *port,
@@ -464,15 +476,23 @@ fn service_entry(
             // Each remote ingress weighs its instances; every local endpoint
             // weighs the number of remote ingresses, so that traffic splits
             // by instances however many ingresses there are (Kuma's rule).
-            let coordinates = u32::try_from(remote.ingresses.len()).unwrap_or(u32::MAX);
+            let reachable: Vec<(&remote::IngressEndpoint, u32)> = remote
+                .ingresses
+                .iter()
+                .filter_map(|i| Some((i, locality.priority(local_zone, &i.zone)?)))
+                .filter(|(i, _)| {
+                    let ip = i.address.parse::<IpAddr>().is_ok();
+                    if !ip {
+                        tracing::warn!(zone = %i.zone, address = %i.address, "remote zone ingress skipped: its advertised address is not an IP address");
+                    }
+                    ip
+                })
+                .collect();
+            let coordinates = u32::try_from(reachable.len()).unwrap_or(u32::MAX);
             endpoints
                 .iter_mut()
                 .for_each(|e| e.weight = coordinates.max(1));
-            for ingress in &remote.ingresses {
-                if ingress.address.parse::<IpAddr>().is_err() {
-                    tracing::warn!(zone = %ingress.zone, address = %ingress.address, "remote zone ingress skipped: its advertised address is not an IP address");
-                    continue;
-                }
+            for (ingress, priority) in reachable {
                 endpoints.push(pb::Endpoint {
                     address: ingress.address.clone(),
                     port: ingress.port,

@@ -10,6 +10,7 @@
 mod build;
 mod index;
 mod interest;
+mod locality;
 mod permissions;
 mod reachable;
 mod remote;
@@ -19,6 +20,8 @@ mod zone_proxy;
 
 #[cfg(test)]
 mod build_tests;
+#[cfg(test)]
+mod cross_zone_tests;
 #[cfg(test)]
 mod equivalence_tests;
 #[cfg(test)]
