@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import measure  # noqa: E402
 import report  # noqa: E402
+from crosszone import EnvoyCrossZone, KogumaCrossZone, certificates  # noqa: E402
 from targets import Direct, EnvoyPair, KogumaPair, Nginx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,8 @@ SCENARIOS = {
     "http": {"name": "http", "title": "2. HTTP/1.1 through a sidecar pair", "protocol": "http", "path": "/", "kind": "rq"},
     "http-64k": {"name": "http-64k", "title": "2b. HTTP/1.1, 64 KiB responses", "protocol": "http", "path": "/64k", "kind": "rq"},
     "bulk": {"name": "bulk", "title": "5. Bulk TCP transfer (plaintext)", "protocol": "tcp", "path": "/bulk", "kind": "bulk"},
+    "cross-zone": {"name": "cross-zone", "title": "6. Cross-zone: sidecar -> zone ingress (SNI passthrough) -> sidecar, TCP over mTLS",
+                   "protocol": "tcp", "path": "/", "kind": "rq", "cross_zone": True},
 }
 
 
@@ -34,7 +37,7 @@ def parse_args():
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
     p.add_argument("--duration", type=int, default=10, help="seconds per throughput and per latency run (default 10)")
     p.add_argument("--rate", type=int, default=2000, help="fixed request rate for the latency runs (default 2000/s)")
-    p.add_argument("--scenarios", default="tcp,http,http-64k,bulk", help="comma-separated: " + ",".join(SCENARIOS))
+    p.add_argument("--scenarios", default="tcp,http,http-64k,bulk,cross-zone", help="comma-separated: " + ",".join(SCENARIOS))
     p.add_argument("--bulk-mib", type=int, default=1024, help="size of the bulk transfer (default 1024 MiB)")
     p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"), help="where koguma-cp, koguma-dp, koguma-loadgen are")
     p.add_argument("--envoy", default=str(ROOT / "bench" / ".venv" / "bin" / "envoy"))
@@ -72,6 +75,7 @@ def main():
         work = Path(tmp)
         nginx = Nginx(args.nginx, work / "nginx", args.bulk_mib)
         try:
+            certs = certificates(bins, work) if any(sc.get("cross_zone") for sc in scenarios) else None
             for rep in range(args.reps):
                 for kind in ("direct", "koguma", "envoy"):
                     for sc in scenarios:
@@ -80,6 +84,9 @@ def main():
                         print(f"[rep {rep + 1}/{args.reps}] {kind:6} {sc['name']}", flush=True)
                         if kind == "direct":
                             target = Direct(sc["protocol"], run_dir)
+                        elif sc.get("cross_zone"):
+                            target = (KogumaCrossZone(sc["protocol"], run_dir, bins) if kind == "koguma"
+                                      else EnvoyCrossZone(sc["protocol"], run_dir, args.envoy, certs))
                         elif kind == "koguma":
                             target = KogumaPair(sc["protocol"], run_dir, bins)
                         else:
