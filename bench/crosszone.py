@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from procs import Proc, http_status, wait_until
-from targets import INBOUND, NGINX, OUTBOUND
+from targets import INBOUND, NGINX, OUTBOUND, start_envoys
 
 GLOBAL, ZONE_A, ZONE_B = "127.0.0.41", "127.0.0.42", "127.0.0.43"
 INGRESS = ("127.0.0.44", 10001)
@@ -186,30 +186,18 @@ class EnvoyCrossZone:
         downstream_tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
             "require_client_certificate": True, **_tls(certs, "app", {"prefix": "spiffe://default/"})}}
-        sides = {
-            "inbound": ([_listener("inbound", INBOUND, [{"transport_socket": downstream_tls,
+        sides = [
+            ("inbound", [_listener("inbound", INBOUND, [{"transport_socket": downstream_tls,
                                                           "filters": [_tcp("inbound", "local_app")]}])],
-                        [_cluster("local_app", NGINX)], 9921),
-            "ingress": ([_listener("ingress", INGRESS, [{"filter_chain_match": {"server_names": [SNI],
+             [_cluster("local_app", NGINX)], 9921),
+            ("ingress", [_listener("ingress", INGRESS, [{"filter_chain_match": {"server_names": [SNI],
                                                                                 "transport_protocol": "tls"},
                                                          "filters": [_tcp("ingress", "default_app")]}], inspector=True)],
-                        [_cluster("default_app", INBOUND)], 9923),
-            "outbound": ([_listener("outbound", OUTBOUND, [{"filters": [_tcp("outbound", "app")]}])],
-                         [_cluster("app", INGRESS, upstream_tls)], 9922),
-        }
-        self.procs, ready = [], []
-        for side, (listeners, clusters, admin) in sides.items():
-            boot = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-                    "static_resources": {"listeners": listeners, "clusters": clusters}}
-            path = work / f"envoy-{side}.json"
-            path.write_text(json.dumps(boot))
-            p = Proc(f"envoy-{side}", [envoy, "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                                        "--log-level", "warn"], work)
-            self.procs.append(p)
-            ready.append((p, admin))
-        times = [wait_until(f"{p.name} ready", lambda a=a: http_status(f"http://127.0.0.1:{a}/ready")[0] == 200, 30, [p])
-                 for p, a in ready]
-        self.ready_ms = max((t - p.started) * 1000 for t, (p, _) in zip(times, ready))
+             [_cluster("default_app", INBOUND)], 9923),
+            ("outbound", [_listener("outbound", OUTBOUND, [{"filters": [_tcp("outbound", "app")]}])],
+             [_cluster("app", INGRESS, upstream_tls)], 9922),
+        ]
+        self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 
     def stop(self):
         for p in self.procs:

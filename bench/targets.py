@@ -148,6 +148,25 @@ def _envoy_cluster(name, addr, protocol):
     return c
 
 
+def start_envoys(sides, work: Path, envoy: str):
+    """Envoys with static bootstraps, one per (name, listeners, clusters,
+    admin port); returns them once all are ready, and how long the slowest
+    took."""
+    procs, ready = [], []
+    for side, listeners, clusters, admin in sides:
+        boot = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+                "static_resources": {"listeners": listeners, "clusters": clusters}}
+        path = work / f"envoy-{side}.json"
+        path.write_text(json.dumps(boot))
+        p = Proc(f"envoy-{side}", [envoy, "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+                                    "--log-level", "warn"], work)
+        procs.append(p)
+        ready.append((p, admin))
+    times = [wait_until(f"{p.name} ready", lambda a=a: http_status(f"http://127.0.0.1:{a}/ready")[0] == 200, 30, procs)
+             for p, a in ready]
+    return procs, max((t - p.started) * 1000 for t, (p, _) in zip(times, ready))
+
+
 class EnvoyPair:
     """Two Envoys with static bootstraps doing what the Koguma pair does."""
 
@@ -155,22 +174,11 @@ class EnvoyPair:
 
     def __init__(self, protocol, work: Path, envoy: str):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
-        self.procs = []
-        ready = []
-        sides = (("inbound", INBOUND, "localhost_18080", NGINX, 9921), ("outbound", OUTBOUND, "app", INBOUND, 9922))
-        for side, listen, cluster, target, admin in sides:
-            boot = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-                    "static_resources": {"listeners": [_envoy_listener(f"{side}:{listen[0]}:{listen[1]}", listen, protocol, cluster)],
-                                         "clusters": [_envoy_cluster(cluster, target, protocol)]}}
-            path = work / f"envoy-{side}.json"
-            path.write_text(json.dumps(boot))
-            p = Proc(f"envoy-{side}", [envoy, "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                                        "--log-level", "warn"], work)
-            self.procs.append(p)
-            ready.append((p, admin))
-        times = [wait_until(f"{p.name} ready", lambda a=a: http_status(f"http://127.0.0.1:{a}/ready")[0] == 200, 30, [p])
-                 for p, a in ready]
-        self.ready_ms = max((t - p.started) * 1000 for t, (p, _) in zip(times, ready))
+        sides = [(side, [_envoy_listener(f"{side}:{listen[0]}:{listen[1]}", listen, protocol, cluster)],
+                  [_envoy_cluster(cluster, target, protocol)], admin)
+                 for side, listen, cluster, target, admin in (("inbound", INBOUND, "localhost_18080", NGINX, 9921),
+                                                              ("outbound", OUTBOUND, "app", INBOUND, 9922))]
+        self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 
     def stop(self):
         for p in self.procs:

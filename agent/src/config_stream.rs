@@ -274,11 +274,22 @@ impl ConfigStream {
                 return Err(reason);
             }
         };
+        // A sidecar's certificate; a zone egress's, one per mesh: the one to
+        // renew first (one CSR renews them all).
         let cert = config
             .mtls
             .as_ref()
             .and_then(|m| m.cert_chain.first())
-            .and_then(|leaf| CertInfo::parse(leaf));
+            .and_then(|leaf| CertInfo::parse(leaf))
+            .or_else(|| {
+                config
+                    .zone_proxy
+                    .iter()
+                    .flat_map(|z| &z.mesh_tls)
+                    .filter_map(|m| m.tls.as_ref()?.cert_chain.first())
+                    .filter_map(|leaf| CertInfo::parse(leaf))
+                    .min_by_key(CertInfo::renew_at)
+            });
         if let Some(c) = &cert
             && self.state.cert().is_none_or(|old| old.serial != c.serial)
         {

@@ -181,15 +181,7 @@ impl SpecType for ExternalServiceSpec {
 
 #[cfg(test)]
 mod tests {
-    use crate::Resource;
-
-    fn errors(yaml: &str) -> String {
-        let value: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
-        match Resource::from_value(value).and_then(|r| r.validate()) {
-            Ok(()) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use crate::validation::errors_of as errors;
 
     #[test]
     fn kumas_checks_name_the_field() {

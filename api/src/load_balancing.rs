@@ -190,15 +190,7 @@ impl SpecType for MeshLoadBalancingStrategy {
 
 #[cfg(test)]
 mod tests {
-    use crate::Resource;
-
-    fn errors(yaml: &str) -> String {
-        let value: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
-        match Resource::from_value(value).and_then(|r| r.validate()) {
-            Ok(()) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use crate::validation::errors_of as errors;
 
     #[test]
     fn what_is_not_enforced_yet_is_refused_by_field() {

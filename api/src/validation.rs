@@ -72,6 +72,20 @@ pub fn validate_name(field: &str, name: &str, errs: &mut ValidationError) {
     }
 }
 
+/// The validation errors of the resource `yaml` (parsing and checks), as a
+/// person reads them; empty when it is valid. For unit tests.
+#[cfg(test)]
+pub(crate) fn errors_of(yaml: &str) -> String {
+    let value: serde_json::Value = match serde_yaml_ng::from_str(yaml) {
+        Ok(v) => v,
+        Err(e) => return e.to_string(),
+    };
+    match crate::Resource::from_value(value).and_then(|r| r.validate()) {
+        Ok(()) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,11 +61,18 @@ fn rewrite(resources: &Resources, catalog: &Catalog, services: &[AvailableServic
         let Some(zi) = stored.resource.as_zone_ingress() else {
             continue;
         };
-        if zi.available_services == services {
+        // A draining ingress offers nothing: other zones stop routing to it
+        // before its listener closes.
+        let offered = if catalog.is_draining("", &stored.resource.meta.name) {
+            &[]
+        } else {
+            services
+        };
+        if zi.available_services == offered {
             continue;
         }
         let mut updated = zi.clone();
-        updated.available_services = services.to_vec();
+        updated.available_services = offered.to_vec();
         let resource = Resource {
             meta: stored.resource.meta.clone(),
             spec: Spec::ZoneIngress(updated),

@@ -24,7 +24,8 @@ pub struct Catalog {
     pub resources: OrdMap<ResourceKey, Arc<StoredResource>>,
     /// Dataplanes that get no new traffic but keep their config: those
     /// shutting down, and those whose agent has not yet applied a first
-    /// config (nothing listens there yet).
+    /// config (nothing listens there yet). Zone ingresses shutting down are
+    /// here too, under mesh "".
     pub draining: OrdSet<DataplaneKey>,
     /// Each mesh's service VIPs.
     pub vips: OrdMap<String, Arc<VipMap>>,

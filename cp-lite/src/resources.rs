@@ -260,7 +260,7 @@ impl Resources {
                     .collect();
                 c.vips.remove(name);
             }
-            if rtype == ResourceType::Dataplane {
+            if matches!(rtype, ResourceType::Dataplane | ResourceType::ZoneIngress) {
                 c.draining.remove(&(mesh.to_string(), name.to_string()));
             }
         });

@@ -6,9 +6,10 @@ use std::process::Output;
 
 use crate::ControlPlane;
 
-/// Enables the builtin CA on the default mesh; `mode` STRICT or PERMISSIVE.
-pub async fn enable(cp: &ControlPlane, mode: &str, cert_lifetime: &str) {
-    cp.apply(&format!(
+/// The default mesh with the builtin CA; `mode` STRICT or PERMISSIVE;
+/// `extra`: more top-level YAML (e.g. `routing:`).
+pub fn mesh_yaml(mode: &str, cert_lifetime: &str, extra: &str) -> String {
+    format!(
         "type: Mesh
 name: default
 mtls:
@@ -20,9 +21,13 @@ mtls:
     dpCert:
       rotation:
         expiration: {cert_lifetime}
-"
-    ))
-    .await;
+{extra}"
+    )
+}
+
+/// Enables the builtin CA on the default mesh; `mode` STRICT or PERMISSIVE.
+pub async fn enable(cp: &ControlPlane, mode: &str, cert_lifetime: &str) {
+    cp.apply(&mesh_yaml(mode, cert_lifetime, "")).await;
 }
 
 /// A MeshTrafficPermission on every dataplane, with `from` rules given as

@@ -73,6 +73,27 @@ async fn zones() -> Zones {
     }
 }
 
+/// zone-b's ingress, a koguma-dp on host 6, port 10001.
+fn start_ingress_b(z: &Zones) -> Dataplane {
+    let yaml = ingress_yaml("ingress-b", z.net.host(6), 10001);
+    start_zone_proxy(
+        &z.b,
+        "ingress",
+        "ingress-b",
+        &yaml,
+        &z.token_b,
+        z.root.path(),
+    )
+}
+
+/// web in zone-a, calling backend on `ip:10001`.
+fn start_web(z: &Zones, ip: IpAddr) -> Dataplane {
+    let yaml = DataplaneYaml::new("web-1", ip)
+        .inbound(8080, 18080, "web", "http")
+        .outbound(ip, 10001, "backend");
+    Dataplane::start(&z.a, &yaml, z.root.path())
+}
+
 fn backend(name: &str, ip: IpAddr) -> DataplaneYaml {
     DataplaneYaml::new(name, ip).inbound(8081, 18081, "backend", "http")
 }
@@ -103,13 +124,7 @@ async fn traffic_splits_by_instances_across_zones_through_an_ingress_that_termin
     let z = zones().await;
     let (net, dir) = (&z.net, z.root.path());
     let web_ip = net.host(3);
-    let web = Dataplane::start(
-        &z.a,
-        &DataplaneYaml::new("web-1", web_ip)
-            .inbound(8080, 18080, "web", "http")
-            .outbound(web_ip, 10001, "backend"),
-        dir,
-    );
+    let web = start_web(&z, web_ip);
     let _apps = [
         apps::http(SocketAddr::new(net.host(4), 18081), "a1").await,
         apps::http(SocketAddr::new(net.host(5), 18081), "a2").await,
@@ -117,14 +132,7 @@ async fn traffic_splits_by_instances_across_zones_through_an_ingress_that_termin
     ];
     let b1 = Dataplane::start(&z.b, &backend("backend-b1", net.host(7)), dir);
     let ingress_ip = net.host(6);
-    let ingress = start_zone_proxy(
-        &z.b,
-        "ingress",
-        "ingress-b",
-        &ingress_yaml("ingress-b", ingress_ip, 10001),
-        &z.token_b,
-        dir,
-    );
+    let ingress = start_ingress_b(&z);
     for dp in [&web, &b1, &ingress] {
         dp.wait_ready().await;
     }
@@ -233,6 +241,11 @@ async fn traffic_splits_by_instances_across_zones_through_an_ingress_that_termin
     let counts = client::tally(&http, &url, 100).await;
     assert_eq!(counts.get("b1"), Some(&100), "{counts:?}");
 
+    // A draining ingress withdraws what it offers before it stops listening.
+    ingress.sigterm();
+    zone_a_sees(&z, 0).await;
+    web.wait_endpoints(&format!("outbound:{web_ip}:10001"), 0)
+        .await;
     drop(z.global);
 }
 
@@ -307,27 +320,14 @@ spec:
         )
         .await;
     let web_ip = net.host(3);
-    let web = Dataplane::start(
-        &z.a,
-        &DataplaneYaml::new("web-1", web_ip)
-            .inbound(8080, 18080, "web", "http")
-            .outbound(web_ip, 10001, "backend"),
-        dir,
-    );
+    let web = start_web(&z, web_ip);
     let _apps = [
         apps::http(SocketAddr::new(net.host(4), 18081), "a1").await,
         apps::http(SocketAddr::new(net.host(7), 18081), "b1").await,
     ];
     let mut a1 = Dataplane::start(&z.a, &backend("backend-a1", net.host(4)), dir);
     let b1 = Dataplane::start(&z.b, &backend("backend-b1", net.host(7)), dir);
-    let ingress = start_zone_proxy(
-        &z.b,
-        "ingress",
-        "ingress-b",
-        &ingress_yaml("ingress-b", net.host(6), 10001),
-        &z.token_b,
-        dir,
-    );
+    let ingress = start_ingress_b(&z);
     for dp in [&web, &a1, &b1, &ingress] {
         dp.wait_ready().await;
     }
@@ -415,40 +415,17 @@ async fn with_zone_egress_cross_zone_traffic_leaves_through_it_and_permissions_s
     let z = zones().await;
     let (net, dir) = (&z.net, z.root.path());
     z.global
-        .apply(
-            "type: Mesh
-name: default
-mtls:
-  enabledBackend: ca-1
-  backends:
-  - name: ca-1
-    type: builtin
-    dpCert:
-      rotation:
-        expiration: 1h
-routing:
-  zoneEgress: true
-",
-        )
+        .apply(&mtls::mesh_yaml(
+            "STRICT",
+            "8s",
+            "routing:\n  zoneEgress: true\n",
+        ))
         .await;
     let web_ip = net.host(3);
-    let web = Dataplane::start(
-        &z.a,
-        &DataplaneYaml::new("web-1", web_ip)
-            .inbound(8080, 18080, "web", "http")
-            .outbound(web_ip, 10001, "backend"),
-        dir,
-    );
+    let web = start_web(&z, web_ip);
     let _b1_app = apps::http(SocketAddr::new(net.host(7), 18081), "b1").await;
     let b1 = Dataplane::start(&z.b, &backend("backend-b1", net.host(7)), dir);
-    let ingress = start_zone_proxy(
-        &z.b,
-        "ingress",
-        "ingress-b",
-        &ingress_yaml("ingress-b", net.host(6), 10001),
-        &z.token_b,
-        dir,
-    );
+    let ingress = start_ingress_b(&z);
     for dp in [&web, &b1, &ingress] {
         dp.wait_ready().await;
     }
@@ -471,6 +448,11 @@ routing:
         "without an egress: {} {}",
         reply.status,
         reply.text().trim()
+    );
+    assert_eq!(
+        reply.text(),
+        "no healthy upstream: mesh \"default\" sends cross-zone traffic through a zone egress \
+         (routing.zoneEgress), and this zone has none: start one with koguma-dp run --proxy-type egress\n"
     );
     let insight = z.a.insight("web-1").await;
     let warnings = insight["warnings"].to_string();
@@ -559,6 +541,28 @@ routing:
         terminated >= 2.0,
         "the egress terminated {terminated} mesh mTLS handshakes"
     );
+
+    // The egress's certificates (8 s here) are renewed like a sidecar's:
+    // a new one is in force before the first expires, and traffic goes on.
+    let first = egress.cert().await.expect("the egress has a certificate");
+    assert_eq!(
+        first["subjectAltNames"][0], "spiffe://default/zone-egress",
+        "{first}"
+    );
+    eventually(
+        "the egress certificate renewed",
+        Duration::from_secs(15),
+        || async {
+            let now = egress.cert().await?;
+            (now["serialNumber"] != first["serialNumber"]).then_some(())
+        },
+    )
+    .await;
+    let reply = http
+        .get(&format!("http://{caller_ip}:{plain_port}/"))
+        .await
+        .expect("ext-plain after renewal");
+    assert_eq!((reply.status, reply.text()), (200, "outside".to_string()));
 
     // A permission that denies web is enforced by backend-b1's sidecar,
     // from web's own identity, across both zone proxies.

@@ -138,6 +138,8 @@ pub fn start(
         tracing::warn!(kind = rtype.kind(), ?peer, reason = %e.message(), "zone proxy refused");
     })?;
     let key: DataplaneKey = (String::new(), name);
+    // A new agent under this name serves again.
+    server.resources.set_draining(&key, false);
     let stream_id = server
         .next_stream
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -286,6 +288,11 @@ async fn run(
             changed = snapshots.changed() => if changed.is_err() { return },
             msg = incoming.message() => match msg {
                 Ok(Some(req)) => {
+                    if req.leaving && kind == ZoneProxyKind::Ingress {
+                        // Other zones stop routing here while it drains.
+                        tracing::info!(name = %key.1, "zone ingress is draining: withdrawing its services from other zones");
+                        server.resources.set_draining(key, true);
+                    }
                     if !req.csr.is_empty() {
                         identities.csr = Some(req.csr.clone());
                         // Issued at the next config computed; a renewal

@@ -16,8 +16,8 @@ use koguma_api::{DataplaneSpec, ExternalServiceSpec, Protocol, ResourceType, Sel
 use koguma_proto::v1 as pb;
 
 use super::Shared;
+use super::beyond;
 use super::interest::{ChangeSet, MeshChanges};
-use super::locality::Locality;
 use super::permissions;
 use super::remote::{self, RemoteService};
 use crate::catalog::Catalog;
@@ -25,7 +25,7 @@ use crate::store::StoredResource;
 use crate::vips::VipMap;
 
 /// The tag that names an inbound's zone (Kuma's locality).
-const ZONE_TAG: &str = "kuma.io/zone";
+pub const ZONE_TAG: &str = "kuma.io/zone";
 
 /// The service a zone egress is in every mesh: its certificates carry
 /// `spiffe://<mesh>/zone-egress` (Kuma's `ZoneEgressServiceName`).
@@ -94,6 +94,13 @@ impl MeshContext {
         self.external
             .iter()
             .filter_map(|(s, r)| r.resource.as_external_service().map(|e| (s, e)))
+    }
+
+    /// The ExternalService named `service`, if one is.
+    pub fn external_of(&self, service: &str) -> Option<&ExternalServiceSpec> {
+        self.external
+            .get(service)
+            .and_then(|r| r.resource.as_external_service())
     }
 
     /// What other zones offer of `service`.
@@ -405,107 +412,14 @@ fn service_entry(
     endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
     let local = endpoints.len();
     let mtls = ctx.mtls_on();
-    let mut unavailable = String::new();
-    let mut identity = None;
-    if let Some(es) = ctx
-        .external
-        .get(service)
-        .and_then(|r| r.resource.as_external_service())
-    {
-        // Reached through this zone's egress, which presents the mesh
-        // identity `zone-egress` (Kuma's) and originates the connection.
-        protocols.insert(es.tags.get(koguma_api::tags::PROTOCOL).map_or("tcp", |p| p));
-        tag_sets.insert(&es.tags);
-        if !mtls || !ctx.zone_egress() {
-            unavailable = format!(
-                "ExternalService {service:?} is reached through a zone egress: enable mTLS and routing.zoneEgress on mesh {mesh:?}"
-            );
-        } else if egresses.is_empty() {
-            unavailable = format!(
-                "ExternalService {service:?} is reached through a zone egress, and this zone has none: start one with koguma-dp run --proxy-type egress"
-            );
-        }
-        if mtls && ctx.zone_egress() {
-            endpoints.extend(egresses.iter().map(|(address, port)| pb::Endpoint {
-                address: address.clone(),
-                port: *port,
-                weight: 1,
-                tags: BTreeMap::new(),
-                zone: String::new(),
-                priority: 0,
-            }));
-            identity = Some(format!("spiffe://{mesh}/{ZONE_EGRESS_SERVICE}"));
-        }
-    }
-    // Cross-zone traffic is mesh mTLS only (Kuma's rule): the ingress routes
-    // by the SNI that only mTLS sends.
-    if let Some(remote) = ctx.remote.get(service).filter(|_| mtls) {
-        for tags in &remote.tag_sets {
-            protocols.insert(tags.get(koguma_api::tags::PROTOCOL).map_or("tcp", |p| p));
-            tag_sets.insert(tags);
-        }
-        let spec = ctx.mesh_spec();
-        let locality = Locality::of(catalog, mesh, service);
-        let local_zone = catalog.zone.as_deref();
-        if spec.is_some_and(|m| m.zone_egress()) {
-            // Through the egress, zones cannot be told apart: any remote
-            // zone the locality rules allow makes the egress an endpoint.
-            let priority = remote
-                .ingresses
-                .iter()
-                .filter_map(|i| locality.priority(local_zone, &i.zone))
-                .min();
-            // Every remote endpoint is the local egress (Kuma: weight 1 each).
-            if !remote.ingresses.is_empty() && egresses.is_empty() && local == 0 {
-                unavailable = format!(
-                    "mesh {mesh:?} sends cross-zone traffic through a zone egress (routing.zoneEgress), \
-                     and this zone has none: start one with koguma-dp run --proxy-type egress"
-                );
-            }
-            if let Some(priority) = priority {
-                endpoints.extend(egresses.iter().map(|(address, port)| pb::Endpoint {
-                    address: address.clone(),
-                    port: *port,
-                    weight: 1,
-                    tags: BTreeMap::new(),
-                    zone: String::new(),
-                    priority,
-                }));
-            }
-        } else {
-            // Each remote ingress weighs its instances; every local endpoint
-            // weighs the number of remote ingresses, so that traffic splits
-            // by instances however many ingresses there are (Kuma's rule).
-            let reachable: Vec<(&remote::IngressEndpoint, u32)> = remote
-                .ingresses
-                .iter()
-                .filter_map(|i| Some((i, locality.priority(local_zone, &i.zone)?)))
-                .filter(|(i, _)| {
-                    let ip = i.address.parse::<IpAddr>().is_ok();
-                    if !ip {
-                        tracing::warn!(zone = %i.zone, address = %i.address, "remote zone ingress skipped: its advertised address is not an IP address");
-                    }
-                    ip
-                })
-                .collect();
-            let coordinates = u32::try_from(reachable.len()).unwrap_or(u32::MAX);
-            endpoints
-                .iter_mut()
-                .for_each(|e| e.weight = coordinates.max(1));
-            for (ingress, priority) in reachable {
-                endpoints.push(pb::Endpoint {
-                    address: ingress.address.clone(),
-                    port: ingress.port,
-                    weight: ingress.instances.max(1),
-                    tags: BTreeMap::from([
-                        (koguma_api::tags::SERVICE.to_string(), service.to_string()),
-                        (ZONE_TAG.to_string(), ingress.zone.clone()),
-                    ]),
-                    zone: ingress.zone.clone(),
-                    priority,
-                });
-            }
-        }
+    let beyond = beyond::Beyond::of(catalog, ctx, egresses, mesh, service, local);
+    endpoints
+        .iter_mut()
+        .for_each(|e| e.weight = beyond.local_weight);
+    endpoints.extend(beyond.endpoints);
+    for tags in beyond.tag_sets {
+        protocols.insert(tags.get(koguma_api::tags::PROTOCOL).map_or("tcp", |p| p));
+        tag_sets.insert(tags);
     }
     let protocol = match protocols.len() {
         1 => Protocol::from_tag(protocols.first().copied()),
@@ -520,8 +434,8 @@ fn service_entry(
         BTreeMap::new()
     };
     let mut cluster = cluster(mesh, service, mtls, endpoints);
-    cluster.unavailable = unavailable;
-    if let Some(identity) = identity {
+    cluster.unavailable = beyond.unavailable;
+    if let Some(identity) = beyond.identity {
         cluster.identity = identity;
     }
     ServiceEntry {

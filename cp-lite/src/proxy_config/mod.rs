@@ -7,6 +7,7 @@
 //! so that a burst of registrations costs one index update and one round of
 //! config checks, not one per write.
 
+mod beyond;
 mod build;
 mod index;
 mod interest;
