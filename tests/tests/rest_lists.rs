@@ -100,7 +100,7 @@ async fn lists_are_paginated_and_every_type_has_the_same_paths() {
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("dataplanes or meshtrafficpermissions"),
+            .contains("dataplanes, meshtrafficpermissions, external-services"),
         "{body}"
     );
 
