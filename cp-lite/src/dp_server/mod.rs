@@ -172,14 +172,21 @@ impl DataplaneDiscovery for DpService {
         })?;
         let stream_id = self.0.next_stream.fetch_add(1, Ordering::Relaxed);
         tracing::info!(mesh = %key.0, dataplane = %key.1, ?peer, stream_id, "dataplane connected");
-        self.0
+        let others = self
+            .0
             .status
             .connected(&key, stream_id, &node.agent_version);
         // A fresh agent has bound nothing yet: it gets traffic once it has
         // ACKed its first config. One that reconnects with a config in force
-        // is serving already and stays in its peers' endpoints.
+        // is serving already and stays in its peers' endpoints. While
+        // another stream of this dataplane is open, its agent serves: a
+        // second agent does not take it out of rotation.
         let fresh = first.version_info.is_empty();
-        self.0.resources.set_draining(&key, fresh);
+        if others > 0 {
+            tracing::warn!(mesh = %key.0, dataplane = %key.1, ?peer, stream_id, open = others + 1, "a second stream for a dataplane that has one open: both are served; it stays registered while either is open");
+        } else {
+            self.0.resources.set_draining(&key, fresh);
+        }
         let (tx, rx) = mpsc::channel(4);
         let server = self.0.clone();
         tokio::spawn(async move {

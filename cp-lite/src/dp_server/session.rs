@@ -165,8 +165,13 @@ fn on_request(
     req: ConfigRequest,
 ) -> bool {
     if req.leaving {
-        tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane is draining: removing it from endpoints");
-        server.resources.set_draining(key, true);
+        if server.status.others_open(key, stream_id) > 0 {
+            // Another agent with this identity still serves it.
+            tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "one of the dataplane's streams is leaving; another is open: it stays in endpoints");
+        } else {
+            tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane is draining: removing it from endpoints");
+            server.resources.set_draining(key, true);
+        }
     }
     if req.response_nonce != sent.nonce.to_string() {
         return false; // answers an older response; the latest one is what counts

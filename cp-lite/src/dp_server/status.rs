@@ -19,7 +19,13 @@ pub struct Rejection {
 
 #[derive(Debug, Clone)]
 pub struct StreamStatus {
+    /// The stream whose ACKs and NACKs count: the newest live one.
     pub stream_id: u64,
+    /// Every stream of this dataplane that is open now, oldest first. Two
+    /// are open when a second agent (or a reconnect racing the old stream's
+    /// end) dials in with the same identity; the dataplane is online while
+    /// any is.
+    pub live: Vec<u64>,
     pub online: bool,
     pub agent_version: String,
     pub connect_time: SystemTime,
@@ -63,13 +69,20 @@ impl StatusRegistry {
         self.generation.load(Ordering::Relaxed)
     }
 
-    pub fn connected(&self, key: &DataplaneKey, stream_id: u64, agent_version: &str) {
+    /// Records a new stream of `key`; returns how many other streams of it
+    /// are still open.
+    pub fn connected(&self, key: &DataplaneKey, stream_id: u64, agent_version: &str) -> usize {
         let now = SystemTime::now();
         self.with_mut(|m| {
+            let live: Vec<u64> = m.get(key).map(|s| s.live.clone()).unwrap_or_default();
+            let others = live.len();
+            let mut live = live;
+            live.push(stream_id);
             m.insert(
                 key.clone(),
                 StreamStatus {
                     stream_id,
+                    live,
                     online: true,
                     agent_version: agent_version.to_string(),
                     connect_time: now,
@@ -86,7 +99,8 @@ impl StatusRegistry {
                     warnings: Vec::new(),
                 },
             );
-        });
+            others
+        })
     }
 
     /// Applies `f` to the status of `key` if `stream_id` is still its stream
@@ -138,19 +152,37 @@ impl StatusRegistry {
         });
     }
 
+    /// A stream of `key` ended. The dataplane stays online while another
+    /// is open, and that one's ACKs count from now on.
     pub fn disconnected(&self, key: &DataplaneKey, stream_id: u64) {
-        self.update(key, stream_id, |s| {
-            s.online = false;
-            s.disconnect_time = Some(SystemTime::now());
+        self.with_mut(|m| {
+            let Some(s) = m.get_mut(key) else {
+                return;
+            };
+            s.live.retain(|id| *id != stream_id);
+            s.last_update = SystemTime::now();
+            match s.live.last() {
+                Some(newest) => s.stream_id = *newest,
+                None => {
+                    s.online = false;
+                    s.disconnect_time = Some(SystemTime::now());
+                }
+            }
         });
     }
 
-    /// Whether `stream_id` is still the latest stream of `key` and offline.
-    pub fn still_gone(&self, key: &DataplaneKey, stream_id: u64) -> bool {
+    /// How many streams of `key` other than `stream_id` are open.
+    pub fn others_open(&self, key: &DataplaneKey, stream_id: u64) -> usize {
         self.with(|m| {
             m.get(key)
-                .is_none_or(|s| s.stream_id == stream_id && !s.online)
+                .map_or(0, |s| s.live.iter().filter(|id| **id != stream_id).count())
         })
+    }
+
+    /// Whether no stream of `key` is open: its agent is gone (whichever
+    /// stream ended last).
+    pub fn still_gone(&self, key: &DataplaneKey, _stream_id: u64) -> bool {
+        self.with(|m| m.get(key).is_none_or(|s| s.live.is_empty()))
     }
 
     pub fn get(&self, key: &DataplaneKey) -> Option<StreamStatus> {
@@ -190,6 +222,7 @@ impl StreamStatus {
                 "certificateExpirationTime": time(t),
                 "certificateRegenerations": self.cert_regenerations,
             })),
+            "liveStreams": self.live.len(),
             "subscriptions": [{
                 "id": self.stream_id.to_string(),
                 "connectTime": time(self.connect_time),
@@ -205,5 +238,32 @@ impl StreamStatus {
                 "version": {"kumaDp": {"version": self.agent_version}},
             }],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dataplane_is_online_and_kept_while_any_of_its_streams_is_open() {
+        let status = StatusRegistry::default();
+        let key = ("default".to_string(), "backend-1".to_string());
+        assert_eq!(status.connected(&key, 1, "v"), 0);
+        assert_eq!(status.connected(&key, 2, "v"), 1);
+        assert_eq!(status.others_open(&key, 2), 1);
+        // The second ends first: the first counts again.
+        status.disconnected(&key, 2);
+        let s = status.get(&key).unwrap();
+        assert!(s.online && s.stream_id == 1, "{s:?}");
+        assert!(!status.still_gone(&key, 2));
+        status.acked(&key, 1, "abc");
+        assert_eq!(
+            status.get(&key).unwrap().acked_version.as_deref(),
+            Some("abc")
+        );
+        status.disconnected(&key, 1);
+        assert!(status.still_gone(&key, 1));
+        assert!(!status.get(&key).unwrap().online);
     }
 }
