@@ -37,7 +37,7 @@ pub use traffic_permission::{
     From, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionAction, PermissionConf,
     Selector, TargetRef,
 };
-pub use validation::{ValidationError, Violation, validate_name};
+pub use validation::{ValidationError, Violation, validate_identifier, validate_name};
 pub use zone::{
     AvailableService, ZoneEgressNetworking, ZoneEgressSpec, ZoneIngressNetworking, ZoneIngressSpec,
     ZoneSpec,

@@ -11,7 +11,7 @@ use crate::dataplane::DataplaneSpec;
 use crate::mesh::MeshSpec;
 use crate::registry::{ResourceType, Spec};
 use crate::traffic_permission::MeshTrafficPermission;
-use crate::validation::{ValidationError, validate_name};
+use crate::validation::{ValidationError, validate_identifier, validate_name};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceMeta {
@@ -184,7 +184,7 @@ impl Resource {
 
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut errs = ValidationError::default();
-        validate_name("name", &self.meta.name, &mut errs);
+        validate_identifier("name", &self.meta.name, &mut errs);
         if self.resource_type().is_mesh_scoped() {
             validate_name("mesh", &self.meta.mesh, &mut errs);
         } else if !self.meta.mesh.is_empty() {

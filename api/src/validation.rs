@@ -54,6 +54,33 @@ impl std::error::Error for ValidationError {}
 
 /// Kuma's name charset for mesh-scoped legacy resources: `^[0-9a-z.\-_]*$`,
 /// non-empty, at most 253 characters (a DNS name's limit).
+/// A resource's name, as Kuma checks it (`meta_validator.go`): a lowercase
+/// RFC 1123 subdomain, so never `.`, `..`, `-x` or `a_b`.
+pub fn validate_identifier(field: &str, name: &str, errs: &mut ValidationError) {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() {
+        errs.add(field, "cannot be empty");
+    } else if name.len() > 253 {
+        errs.add(field, "value length must less or equal 253");
+    } else if !name.split('.').all(label_ok) {
+        errs.add(
+            field,
+            format!(
+                "{name:?}: invalid characters. A lowercase RFC 1123 subdomain must consist of lower case \
+                 alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+            ),
+        );
+    }
+}
+
+/// Kuma's older, wider rule, still used for the `mesh` field (a mesh made
+/// under it may hold `_`) and for zone and token names.
 pub fn validate_name(field: &str, name: &str, errs: &mut ValidationError) {
     if name.is_empty() {
         errs.add(field, "cannot be empty");
@@ -102,5 +129,29 @@ mod tests {
             e.to_string()
                 .starts_with("name: \"Web\" has invalid characters")
         );
+    }
+
+    #[test]
+    fn resource_names_are_rfc1123_subdomains_as_in_kuma() {
+        for ok in ["web-01", "a.b-c.d", "0", "backend-1-66xx8vw7fxxw7bb8"] {
+            let mut e = ValidationError::default();
+            validate_identifier("name", ok, &mut e);
+            assert!(e.is_empty(), "{ok}: {e}");
+        }
+        for bad in [
+            ".",
+            "..",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            "Web",
+            ".hidden",
+            &"a".repeat(254),
+        ] {
+            let mut e = ValidationError::default();
+            validate_identifier("name", bad, &mut e);
+            assert!(!e.is_empty(), "{bad:?} was accepted");
+        }
     }
 }

@@ -59,7 +59,19 @@ pub async fn accept(stream: TcpStream, mesh: &InboundMesh) -> io::Result<(Inboun
 fn xfcc(own: &str, leaf: &[u8], uris: &[String]) -> Option<HeaderValue> {
     let hash = cert_sha256(leaf);
     let uri = uris.iter().find(|u| u.starts_with("spiffe://"))?;
+    let (own, uri) = (xfcc_value(own), xfcc_value(uri));
     HeaderValue::from_str(&format!("By={own};Hash={hash};URI={uri}")).ok()
+}
+
+/// A value as Envoy writes it in XFCC: in double quotes (with `"` and `\`
+/// escaped) when it holds `,`, `;`, `=` or `"`, so that no identity can read
+/// as two, or as another field.
+fn xfcc_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains([',', ';', '=', '"']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+    std::borrow::Cow::Owned(format!("\"{escaped}\""))
 }
 
 /// Checks `peer` against the route's permissions, counting and logging the
@@ -105,5 +117,21 @@ pub async fn revoked(shared: &ListenerShared, peer: &Peer) {
             tracing::info!(source = peer.identity(), listener = %route.name, "closing an established connection: no longer allowed");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xfcc_value;
+
+    #[test]
+    fn xfcc_values_that_could_split_are_quoted_as_envoy_does() {
+        assert_eq!(xfcc_value("spiffe://default/web"), "spiffe://default/web");
+        assert_eq!(
+            xfcc_value("spiffe://default/web;URI=spiffe://default/admin"),
+            "\"spiffe://default/web;URI=spiffe://default/admin\""
+        );
+        assert_eq!(xfcc_value("a,b"), "\"a,b\"");
+        assert_eq!(xfcc_value("say \"hi\""), "\"say \\\"hi\\\"\"");
     }
 }

@@ -49,6 +49,23 @@ async fn a_bad_resource_is_refused_and_not_stored() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("document 1"));
 
+    // Names Kuma refuses (`.`, `..`, `a_b`): refused, naming the field.
+    for name in [".", "..", "a_b", "-web"] {
+        let yaml = format!(
+            "type: MeshTrafficPermission\nmesh: default\nname: \"{name}\"\nspec:\n  targetRef: {{kind: Mesh}}\n  from:\n  - targetRef: {{kind: Mesh}}\n    default: {{action: Allow}}\n"
+        );
+        let out = cp.cli(&["apply", "-f", "-"], Some(&yaml)).await;
+        assert!(!out.status.success(), "{name:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("RFC 1123"), "{name:?}: {stderr}");
+    }
+    assert_eq!(
+        cp.get_json("/meshes/default/meshtrafficpermissions")
+            .await
+            .1["total"],
+        0
+    );
+
     // The REST API itself refuses a body that does not match its URL.
     let body = serde_json::json!({"type": "Mesh", "name": "other"}).to_string();
     let (status, _) = put(&cp, "/meshes/demo", &body).await;

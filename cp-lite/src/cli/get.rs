@@ -327,17 +327,68 @@ async fn dataplane_rows(
     Ok(rows)
 }
 
-fn print_table(rows: &[Vec<String>]) {
+/// Table cells longer than this are cut, with an ellipsis; `-o yaml` and
+/// `-o json` print values whole.
+const MAX_CELL: usize = 80;
+
+fn cell(value: &str) -> String {
+    if value.chars().count() <= MAX_CELL {
+        return value.to_string();
+    }
+    let mut cut: String = value.chars().take(MAX_CELL - 1).collect();
+    cut.push('…');
+    cut
+}
+
+fn table_lines(rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:w$}"))
-            .collect();
-        println!("{}", line.join("   ").trim_end());
+    rows.iter()
+        .map(|r| {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(v, w)| format!("{v}{}", " ".repeat(w - v.chars().count())))
+                .collect();
+            line.join("   ").trim_end().to_string()
+        })
+        .collect()
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    for line in table_lines(rows) {
+        println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_in_tables_not_panicked_on() {
+        let long = "v".repeat(70_000);
+        let rows = vec![
+            vec!["NAME".to_string(), "TAGS".to_string()],
+            vec!["web-1".to_string(), format!("k={long}")],
+            vec!["é".to_string(), "x".to_string()],
+        ];
+        let lines = table_lines(&rows);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].ends_with('…'), "{}", lines[1]);
+        assert_eq!(lines[1].chars().count(), "web-1".len() + 3 + MAX_CELL);
+        assert_eq!(lines[2], "é       x");
     }
 }
