@@ -328,8 +328,8 @@ async fn dataplane_rows(
 }
 
 /// Table cells longer than this are cut, with an ellipsis; `-o yaml` and
-/// `-o json` print values whole.
-const MAX_CELL: usize = 80;
+/// `-o json` print values whole. Long enough for a NACK's reason.
+const MAX_CELL: usize = 200;
 
 fn cell(value: &str) -> String {
     if value.chars().count() <= MAX_CELL {
