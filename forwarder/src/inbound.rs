@@ -39,19 +39,29 @@ pub async fn accept(stream: TcpStream, mesh: &InboundMesh) -> io::Result<(Inboun
     if verdict == Detected::Other {
         return Ok((InboundIo::Plain(io), Peer::Unauthenticated));
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.tls.server.clone());
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+    let (tls, peer) = handshake(io, &mesh.tls).await?;
+    Ok((InboundIo::Tls(Box::new(tls)), peer))
+}
+
+/// The server side of mesh mTLS, within 10 s, and the caller it proved to
+/// be (a zone egress terminating for an external service uses it too).
+pub async fn handshake(
+    io: PrefixedIo<TcpStream>,
+    tls: &MeshTls,
+) -> io::Result<(tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>, Peer)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-    let leaf = tls
+    let leaf = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate"))?;
     let uris = uri_sans(leaf);
-    let xfcc = xfcc(&mesh.tls.own_identity, leaf, &uris);
-    Ok((InboundIo::Tls(Box::new(tls)), Peer::Mesh { uris, xfcc }))
+    let xfcc = xfcc(&tls.own_identity, leaf, &uris);
+    Ok((stream, Peer::Mesh { uris, xfcc }))
 }
 
 /// Envoy's `x-forwarded-client-cert` with By, Hash and URI: the application
@@ -86,7 +96,18 @@ pub fn authorize(route: &Route, peer: &Peer) -> bool {
         tracing::info!(listener = %route.name, "denied: plaintext to a Strict inbound");
         return false;
     }
-    match mesh.permissions.check(peer) {
+    admit(&mesh.permissions, stats, peer, &mesh.tls.own_identity)
+}
+
+/// What `permissions` say of `peer`, counted in `stats` and logged against
+/// `destination` (this proxy's identity). True when it may go on.
+pub fn admit(
+    permissions: &Permissions,
+    stats: &ListenerStats,
+    peer: &Peer,
+    destination: &str,
+) -> bool {
+    match permissions.check(peer) {
         Decision::Allow => {
             stats.rbac_allowed.inc();
             true
@@ -94,12 +115,12 @@ pub fn authorize(route: &Route, peer: &Peer) -> bool {
         Decision::ShadowDeny(policy) => {
             stats.rbac_allowed.inc();
             stats.rbac_shadow_denied.inc();
-            tracing::info!(source = peer.identity(), destination = %mesh.tls.own_identity, %policy, "would be denied (AllowWithShadowDeny)");
+            tracing::info!(source = peer.identity(), %destination, %policy, "would be denied (AllowWithShadowDeny)");
             true
         }
         Decision::Deny(policy) => {
             stats.rbac_denied.inc();
-            tracing::info!(source = peer.identity(), destination = %mesh.tls.own_identity, policy = policy.unwrap_or("(no permission allows it)"), "denied by MeshTrafficPermission");
+            tracing::info!(source = peer.identity(), %destination, policy = policy.unwrap_or("(no permission allows it)"), "denied by MeshTrafficPermission");
             false
         }
     }

@@ -73,6 +73,31 @@ impl Cluster {
         }
     }
 
+    /// Connects to the first endpoint that accepts among try number 0..
+    /// `attempts` of `pick`, so that one dead endpoint does not fail the
+    /// connection; the last error when none did.
+    pub async fn connect_first(
+        &self,
+        attempts: usize,
+        pick: impl Fn(usize) -> Option<SocketAddr>,
+        timeout: Duration,
+    ) -> io::Result<(SocketAddr, ClusterStream)> {
+        let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
+        for attempt in 0..attempts {
+            let Some(addr) = pick(attempt) else {
+                break;
+            };
+            match self.connector.connect(addr, timeout).await {
+                Ok(s) => return Ok((addr, s)),
+                Err(e) => {
+                    tracing::warn!(upstream = %addr, error = %e, "upstream connect failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
     pub fn client(&self, protocol: Protocol) -> &UpstreamClient {
         if protocol.upstream_h2() {
             &self.h2
@@ -149,24 +174,14 @@ impl Route {
     /// refuses, so that one dead endpoint does not fail the connection.
     pub async fn connect(&self) -> io::Result<(SocketAddr, ClusterStream)> {
         let attempts = self.connect_attempts();
-        let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
-        for attempt in 0..attempts {
-            let Some(addr) = self.pick_for(attempt).map(|e| e.addr) else {
-                break;
-            };
-            match self
-                .cluster
-                .connector
-                .connect(addr, self.connect_timeout)
-                .await
-            {
-                Ok(s) => return Ok((addr, s)),
-                Err(e) => {
-                    tracing::warn!(upstream = %addr, error = %e, "upstream connect failed");
-                    last = e;
-                }
-            }
-        }
+        let pick = |attempt| self.pick_for(attempt).map(|e| e.addr);
+        let result = self
+            .cluster
+            .connect_first(attempts, pick, self.connect_timeout)
+            .await;
+        let Err(mut last) = result else {
+            return result;
+        };
         if attempts == 0 {
             self.cluster.stats.no_healthy_upstream.inc();
             if let Some(why) = &self.unavailable {

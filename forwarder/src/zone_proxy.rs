@@ -7,17 +7,12 @@
 //! (`envoy_listener_no_filter_chain_match`, as Envoy counts it).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::authz::{Decision, Peer};
-use crate::copy;
 use crate::route::{Route, SniTarget, Target, Terminate};
-use crate::tls::verify::uri_sans;
 use crate::tls::{PrefixedIo, peek_client_hello};
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{copy, inbound};
 
 pub async fn serve(stream: TcpStream, route: Arc<Route>) {
     let Target::BySni(table) = &route.target else {
@@ -44,32 +39,21 @@ pub async fn serve(stream: TcpStream, route: Arc<Route>) {
     if let Some(terminate) = &target.terminate {
         return external(downstream, terminate, target, &route, &sni).await;
     }
-    let Some(mut upstream) = connect(target, &route).await else {
+    let endpoints = &target.endpoints;
+    let pick = |attempt| endpoints.pick_for(attempt).map(|e| e.addr);
+    let connected = target
+        .cluster
+        .connect_first(endpoints.attempts(), pick, route.connect_timeout)
+        .await;
+    let Ok((_, mut upstream)) = connected else {
+        target.cluster.stats.no_healthy_upstream.inc();
+        tracing::info!(listener = %route.name, "closed: no endpoint of the route could be reached");
         return;
     };
     match copy::bidirectional(&mut downstream, &mut upstream).await {
         Ok((tx, rx)) => tracing::debug!(%sni, tx, rx, "passthrough connection closed"),
         Err(e) => tracing::debug!(%sni, error = %e, "passthrough connection ended with an error"),
     }
-}
-
-/// Connects to an endpoint of `target`, moving on when one refuses.
-async fn connect(target: &SniTarget, route: &Route) -> Option<crate::connector::ClusterStream> {
-    for attempt in 0..target.endpoints.attempts() {
-        let addr = target.endpoints.pick_for(attempt)?.addr;
-        match target
-            .cluster
-            .connector
-            .connect(addr, route.connect_timeout)
-            .await
-        {
-            Ok(s) => return Some(s),
-            Err(e) => tracing::warn!(upstream = %addr, error = %e, "upstream connect failed"),
-        }
-    }
-    target.cluster.stats.no_healthy_upstream.inc();
-    tracing::info!(listener = %route.name, "closed: no endpoint of the route could be reached");
-    None
 }
 
 /// Mesh mTLS ends here: the caller's certificate is checked against the
@@ -83,41 +67,22 @@ async fn external(
     sni: &str,
 ) {
     let stats = &route.listener_stats;
-    let acceptor = tokio_rustls::TlsAcceptor::from(terminate.tls.server.clone());
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(downstream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+    let (tls, peer) = match inbound::handshake(downstream, &terminate.tls).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
             stats.ssl_connection_error.inc();
             tracing::info!(%sni, error = %e, "closed: mesh mTLS handshake failed");
             return;
         }
-        Err(_) => {
-            stats.ssl_connection_error.inc();
-            tracing::info!(%sni, "closed: mesh mTLS handshake timed out");
-            return;
-        }
     };
     stats.ssl_handshake.inc();
-    let uris = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|leaf| uri_sans(leaf))
-        .unwrap_or_default();
-    let peer = Peer::Mesh { uris, xfcc: None };
-    match terminate.permissions.check(&peer) {
-        Decision::Allow => stats.rbac_allowed.inc(),
-        Decision::ShadowDeny(policy) => {
-            stats.rbac_allowed.inc();
-            stats.rbac_shadow_denied.inc();
-            tracing::info!(source = peer.identity(), %sni, %policy, "would be denied (AllowWithShadowDeny)");
-        }
-        Decision::Deny(policy) => {
-            stats.rbac_denied.inc();
-            tracing::info!(source = peer.identity(), %sni, policy = policy.unwrap_or("(no permission allows it)"), "denied by MeshTrafficPermission");
-            return;
-        }
+    if !inbound::admit(
+        &terminate.permissions,
+        stats,
+        &peer,
+        &terminate.tls.own_identity,
+    ) {
+        return;
     }
     let mut downstream = tls;
     let addr = match tokio::net::lookup_host((terminate.host.as_str(), terminate.port)).await {
