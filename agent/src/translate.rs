@@ -86,27 +86,19 @@ fn endpoints(cluster: &pb::Cluster, listener: &str) -> Result<Vec<fwd::EndpointC
 }
 
 fn terminate(t: &pb::TerminateMesh, route: &str) -> Result<fwd::TerminateConfig, String> {
-    let (host, port) = t
-        .upstream_address
-        .rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some((
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse().ok()?,
-            ))
-        })
-        .filter(|(h, p): &(&str, u16)| !h.is_empty() && *p != 0)
-        .ok_or_else(|| {
-            format!(
-                "zone proxy route {route:?}: upstream address {:?} is not host:port",
-                t.upstream_address
-            )
-        })?;
+    let port = port_number(
+        t.upstream_port,
+        "upstream",
+        &format!("zone proxy route {route:?}"),
+    )?;
+    if t.upstream_host.is_empty() {
+        return Err(format!("zone proxy route {route:?}: no upstream host"));
+    }
     let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     Ok(fwd::TerminateConfig {
         mesh: t.mesh.clone(),
         permissions: permissions(t.permissions.as_ref()),
-        host: host.to_string(),
+        host: t.upstream_host.clone(),
         port,
         tls: t.upstream_tls.as_ref().map(|u| fwd::UpstreamTlsConfig {
             ca_pem: non_empty(&u.ca_cert_pem),

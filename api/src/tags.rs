@@ -1,6 +1,8 @@
 //! Well-known tags and the protocols `kuma.io/protocol` selects.
 
 pub const SERVICE: &str = "kuma.io/service";
+/// The zone of an inbound (stamped by its zone CP): its locality.
+pub const ZONE: &str = "kuma.io/zone";
 pub const PROTOCOL: &str = koguma_types::PROTOCOL_TAG;
 
 pub use koguma_types::Protocol;

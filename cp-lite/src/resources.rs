@@ -142,7 +142,9 @@ impl Resources {
         match &mut resource.spec {
             Spec::Dataplane(d) => {
                 for inbound in d.networking.iter_mut().flat_map(|n| &mut n.inbound) {
-                    inbound.tags.insert(ZONE_LABEL.into(), zone.into());
+                    inbound
+                        .tags
+                        .insert(koguma_api::tags::ZONE.into(), zone.into());
                 }
             }
             Spec::ZoneIngress(z) => z.zone = zone.into(),

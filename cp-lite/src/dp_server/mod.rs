@@ -86,7 +86,7 @@ impl DpServer {
                         stored.resource.meta.mesh.clone(),
                         stored.resource.meta.name.clone(),
                     );
-                    server.schedule_removal(rtype, key, 0, grace);
+                    server.schedule_removal(rtype, key, grace);
                 }
             }
         }
@@ -96,10 +96,9 @@ impl DpServer {
     fn schedule_deregistration(
         self: &Arc<Self>,
         key: crate::catalog::DataplaneKey,
-        stream_id: u64,
         after: Duration,
     ) {
-        self.schedule_removal(ResourceType::Dataplane, key, stream_id, after);
+        self.schedule_removal(ResourceType::Dataplane, key, after);
     }
 
     /// Deletes the agent-registered resource `key` of `rtype` after
@@ -108,14 +107,13 @@ impl DpServer {
         self: &Arc<Self>,
         rtype: ResourceType,
         key: crate::catalog::DataplaneKey,
-        stream_id: u64,
         after: Duration,
     ) {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let status = this.status_of(rtype);
-            if !status.still_gone(&key, stream_id) {
+            if !status.still_gone(&key) {
                 return;
             }
             match this.resources.deregister(rtype, &key) {
@@ -195,7 +193,7 @@ impl DataplaneDiscovery for DpService {
             server.status.disconnected(&key, stream_id);
             tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected");
             if origin == Origin::Agent {
-                server.schedule_deregistration(key, stream_id, server.deregistration_delay);
+                server.schedule_deregistration(key, server.deregistration_delay);
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

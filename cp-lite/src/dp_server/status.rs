@@ -74,9 +74,8 @@ impl StatusRegistry {
     pub fn connected(&self, key: &DataplaneKey, stream_id: u64, agent_version: &str) -> usize {
         let now = SystemTime::now();
         self.with_mut(|m| {
-            let live: Vec<u64> = m.get(key).map(|s| s.live.clone()).unwrap_or_default();
+            let mut live: Vec<u64> = m.get(key).map(|s| s.live.clone()).unwrap_or_default();
             let others = live.len();
-            let mut live = live;
             live.push(stream_id);
             m.insert(
                 key.clone(),
@@ -181,7 +180,7 @@ impl StatusRegistry {
 
     /// Whether no stream of `key` is open: its agent is gone (whichever
     /// stream ended last).
-    pub fn still_gone(&self, key: &DataplaneKey, _stream_id: u64) -> bool {
+    pub fn still_gone(&self, key: &DataplaneKey) -> bool {
         self.with(|m| m.get(key).is_none_or(|s| s.live.is_empty()))
     }
 
@@ -256,14 +255,14 @@ mod tests {
         status.disconnected(&key, 2);
         let s = status.get(&key).unwrap();
         assert!(s.online && s.stream_id == 1, "{s:?}");
-        assert!(!status.still_gone(&key, 2));
+        assert!(!status.still_gone(&key));
         status.acked(&key, 1, "abc");
         assert_eq!(
             status.get(&key).unwrap().acked_version.as_deref(),
             Some("abc")
         );
         status.disconnected(&key, 1);
-        assert!(status.still_gone(&key, 1));
+        assert!(status.still_gone(&key));
         assert!(!status.get(&key).unwrap().online);
     }
 }

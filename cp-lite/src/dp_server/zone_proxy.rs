@@ -153,7 +153,7 @@ pub fn start(
         run(&server, kind, &key, stream_id, first, incoming, tx).await;
         server.zone_proxies.disconnected(&key, stream_id);
         tracing::info!(kind = rtype.kind(), name = %key.1, stream_id, "zone proxy disconnected");
-        server.schedule_removal(rtype, key, stream_id, server.deregistration_delay);
+        server.schedule_removal(rtype, key, server.deregistration_delay);
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }

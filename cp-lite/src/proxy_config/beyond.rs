@@ -6,11 +6,10 @@
 //! as in Kuma: zone proxies route by the SNI only mTLS sends.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use koguma_proto::v1 as pb;
 
-use super::index::{MeshContext, ZONE_EGRESS_SERVICE, ZONE_TAG};
+use super::index::{MeshContext, ZONE_EGRESS_SERVICE};
 use super::locality::Locality;
 use super::remote::IngressEndpoint;
 use crate::catalog::Catalog;
@@ -149,30 +148,17 @@ impl<'a> Beyond<'a> {
         local_zone: Option<&str>,
         service: &str,
     ) {
-        let reachable: Vec<(&IngressEndpoint, u32)> = ingresses
+        let reachable: Vec<pb::Endpoint> = ingresses
             .iter()
-            .filter_map(|i| Some((i, locality.priority(local_zone, &i.zone)?)))
-            .filter(|(i, _)| {
-                let ip = i.address.parse::<IpAddr>().is_ok();
-                if !ip {
-                    tracing::warn!(zone = %i.zone, address = %i.address, "remote zone ingress skipped: its advertised address is not an IP address");
-                }
-                ip
+            .filter_map(|i| {
+                let tags = BTreeMap::from([
+                    (koguma_api::tags::SERVICE.to_string(), service.to_string()),
+                    (koguma_api::tags::ZONE.to_string(), i.zone.clone()),
+                ]);
+                i.endpoint(locality.priority(local_zone, &i.zone)?, tags)
             })
             .collect();
         self.local_weight = u32::try_from(reachable.len()).unwrap_or(u32::MAX).max(1);
-        for (ingress, priority) in reachable {
-            self.endpoints.push(pb::Endpoint {
-                address: ingress.address.clone(),
-                port: ingress.port,
-                weight: ingress.instances.max(1),
-                tags: BTreeMap::from([
-                    (koguma_api::tags::SERVICE.to_string(), service.to_string()),
-                    (ZONE_TAG.to_string(), ingress.zone.clone()),
-                ]),
-                zone: ingress.zone.clone(),
-                priority,
-            });
-        }
+        self.endpoints.extend(reachable);
     }
 }

@@ -24,9 +24,6 @@ use crate::catalog::Catalog;
 use crate::store::StoredResource;
 use crate::vips::VipMap;
 
-/// The tag that names an inbound's zone (Kuma's locality).
-pub const ZONE_TAG: &str = "kuma.io/zone";
-
 /// The service a zone egress is in every mesh: its certificates carry
 /// `spiffe://<mesh>/zone-egress` (Kuma's `ZoneEgressServiceName`).
 pub const ZONE_EGRESS_SERVICE: &str = "zone-egress";
@@ -404,7 +401,11 @@ fn service_entry(
                 port: inbound.port,
                 weight: 1,
                 tags: inbound.tags.clone(),
-                zone: inbound.tags.get(ZONE_TAG).cloned().unwrap_or_default(),
+                zone: inbound
+                    .tags
+                    .get(koguma_api::tags::ZONE)
+                    .cloned()
+                    .unwrap_or_default(),
                 priority: 0,
             });
         }

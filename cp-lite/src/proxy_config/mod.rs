@@ -119,9 +119,7 @@ impl ConfigSnapshot {
             Refresh::Unchanged | Refresh::Rebuilt => view.config().cloned(),
         }
     }
-}
 
-impl ConfigSnapshot {
     /// The config of zone proxy `name`, computed from scratch; `None`: no
     /// such zone proxy.
     pub fn compute_zone_proxy(&self, kind: ZoneProxyKind, name: &str) -> Option<pb::ProxyConfig> {

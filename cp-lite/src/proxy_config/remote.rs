@@ -27,6 +27,29 @@ pub struct IngressEndpoint {
     pub instances: u32,
 }
 
+impl IngressEndpoint {
+    /// The ingress as an endpoint of `priority` with `tags`, weighing its
+    /// instances; `None` (logged) when its address is not an IP address.
+    pub fn endpoint(
+        &self,
+        priority: u32,
+        tags: BTreeMap<String, String>,
+    ) -> Option<koguma_proto::v1::Endpoint> {
+        if self.address.parse::<std::net::IpAddr>().is_err() {
+            tracing::warn!(zone = %self.zone, address = %self.address, "remote zone ingress skipped: its advertised address is not an IP address");
+            return None;
+        }
+        Some(koguma_proto::v1::Endpoint {
+            address: self.address.clone(),
+            port: self.port,
+            weight: self.instances.max(1),
+            tags,
+            zone: self.zone.clone(),
+            priority,
+        })
+    }
+}
+
 /// One service of one mesh in the other zones.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RemoteService {

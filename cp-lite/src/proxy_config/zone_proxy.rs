@@ -10,7 +10,6 @@
 //! proxies, so that one service name in two meshes stays two clusters.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use koguma_api::ResourceType;
 use koguma_proto::v1 as pb;
@@ -149,15 +148,7 @@ fn egress_routes(ctx: &MeshContext) -> Vec<Route> {
             let endpoints: Vec<pb::Endpoint> = remote
                 .ingresses
                 .iter()
-                .filter(|i| i.address.parse::<IpAddr>().is_ok())
-                .map(|i| pb::Endpoint {
-                    address: i.address.clone(),
-                    port: i.port,
-                    weight: i.instances.max(1),
-                    tags: BTreeMap::new(),
-                    zone: i.zone.clone(),
-                    priority: 0,
-                })
+                .filter_map(|i| i.endpoint(0, BTreeMap::new()))
                 .collect();
             (!endpoints.is_empty()).then(|| (service.clone(), e.cluster.sni.clone(), endpoints))
         })
@@ -187,6 +178,10 @@ fn external_routes(
                 }
             },
         };
+        // Validation refused an address without one.
+        let Some((host, port)) = es.host_port() else {
+            continue;
+        };
         let cluster = format!("{mesh}:{service}");
         let route = pb::SniRoute {
             sni: entry.cluster.sni.clone(),
@@ -195,7 +190,8 @@ fn external_routes(
                 mesh: mesh.to_string(),
                 permissions: Some(permissions::for_inbound(catalog, mesh, &es.tags)),
                 upstream_tls,
-                upstream_address: es.networking.address.clone(),
+                upstream_host: host.to_string(),
+                upstream_port: u32::from(port),
             }),
         };
         let cluster = pb::Cluster {
