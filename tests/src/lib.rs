@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod client;
 pub mod cp;
 pub mod dp;
+pub mod external;
 pub mod mesh;
 pub mod mtls;
 pub mod multizone;

@@ -1,6 +1,7 @@
 //! Mesh mTLS for tests: turning it on, permissions, and clients from
 //! outside the mesh (curl and openssl with certificates of their own).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -141,4 +142,51 @@ pub fn curl_reply(out: &Output) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// What `openssl s_client` says of the certificate it was shown.
+pub async fn openssl_peer(ip: IpAddr, port: u16, sni: &str) -> String {
+    let out = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("{ip}:{port}"),
+            "-servername",
+            sni,
+            "-alpn",
+            "kuma",
+            "-showcerts",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if text.contains("BEGIN CERTIFICATE") {
+        // The SANs of the leaf it was shown.
+        let pem_start = text.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+        let pem_end = text
+            .find("-----END CERTIFICATE-----")
+            .map_or(text.len(), |e| e + 25);
+        let mut x509 = tokio::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl x509");
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = x509.stdin.take().expect("stdin");
+        stdin
+            .write_all(&text.as_bytes()[pem_start..pem_end])
+            .await
+            .expect("write pem");
+        drop(stdin);
+        let out = x509.wait_with_output().await.expect("x509");
+        return String::from_utf8_lossy(&out.stdout).to_string();
+    }
+    text
 }

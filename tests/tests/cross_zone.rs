@@ -12,7 +12,7 @@ use koguma_e2e::dp::DataplaneYaml;
 use koguma_e2e::multizone::{
     ingress_yaml, instances, items, start_global, start_zone_proxy, zone_args, zone_token,
 };
-use koguma_e2e::{ControlPlane, Dataplane, TestNet, apps, client, eventually, mtls};
+use koguma_e2e::{ControlPlane, Dataplane, TestNet, apps, client, eventually, external, mtls};
 
 struct Zones {
     net: TestNet,
@@ -210,12 +210,12 @@ async fn traffic_splits_by_instances_across_zones_through_an_ingress_that_termin
         .map(|c| c["sni"].as_str().unwrap_or_default().to_string())
         .expect("backend cluster in web's config");
     assert!(sni.ends_with(".backend.default.ks"), "{sni}");
-    let presented = openssl_peer(ingress_ip, 10001, &sni).await;
+    let presented = mtls::openssl_peer(ingress_ip, 10001, &sni).await;
     assert!(
         presented.contains("URI:spiffe://default/backend"),
         "through the ingress, the certificate must be the destination's: {presented}"
     );
-    let unknown = openssl_peer(ingress_ip, 10001, "nothing.default.ks").await;
+    let unknown = mtls::openssl_peer(ingress_ip, 10001, "nothing.default.ks").await;
     assert!(
         unknown.contains("no peer certificate available"),
         "an unknown SNI must get no certificate: {unknown}"
@@ -247,53 +247,6 @@ async fn traffic_splits_by_instances_across_zones_through_an_ingress_that_termin
     web.wait_endpoints(&format!("outbound:{web_ip}:10001"), 0)
         .await;
     drop(z.global);
-}
-
-/// What `openssl s_client` says of the certificate it was shown.
-async fn openssl_peer(ip: IpAddr, port: u16, sni: &str) -> String {
-    let out = tokio::process::Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("{ip}:{port}"),
-            "-servername",
-            sni,
-            "-alpn",
-            "kuma",
-            "-showcerts",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if text.contains("BEGIN CERTIFICATE") {
-        // The SANs of the leaf it was shown.
-        let pem_start = text.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
-        let pem_end = text
-            .find("-----END CERTIFICATE-----")
-            .map_or(text.len(), |e| e + 25);
-        let mut x509 = tokio::process::Command::new("openssl")
-            .args(["x509", "-noout", "-ext", "subjectAltName"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("openssl x509");
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = x509.stdin.take().expect("stdin");
-        stdin
-            .write_all(&text.as_bytes()[pem_start..pem_end])
-            .await
-            .expect("write pem");
-        drop(stdin);
-        let out = x509.wait_with_output().await.expect("x509");
-        return String::from_utf8_lossy(&out.stdout).to_string();
-    }
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +444,7 @@ async fn with_zone_egress_cross_zone_traffic_leaves_through_it_and_permissions_s
     // whose certificate the ExternalService's caCert verifies.
     let _plain_app = apps::http(SocketAddr::new(net.host(11), 18090), "outside").await;
     let tls_host = SocketAddr::new(net.host(12), 18443);
-    let (_tls_server, ca_pem) = external_tls_server(tls_host, dir);
+    let (_tls_server, ca_pem) = external::external_tls_server(tls_host, dir);
     z.global
         .apply(&format!(
             "type: ExternalService\nmesh: default\nname: plain\ntags:\n  kuma.io/service: ext-plain\n  kuma.io/protocol: http\nnetworking:\n  address: {}:18090\n---\ntype: ExternalService\nmesh: default\nname: secure\ntags:\n  kuma.io/service: ext-tls\nnetworking:\n  address: {tls_host}\n  tls:\n    enabled: true\n    serverName: ext.test\n    caCert:\n      inline: {}\n",
@@ -530,7 +483,7 @@ async fn with_zone_egress_cross_zone_traffic_leaves_through_it_and_permissions_s
         "ext-tls through the egress",
         Duration::from_secs(10),
         || async {
-            let a = raw_http_get(SocketAddr::new(caller_ip, tls_port)).await;
+            let a = external::raw_http_get(SocketAddr::new(caller_ip, tls_port)).await;
             a.starts_with("HTTP/1.0 200").then_some(a)
         },
     )
@@ -590,114 +543,4 @@ spec:
     .await;
     let denied = b1.metric_sum("envoy_rbac_denied").await;
     assert!(denied >= 1.0, "backend-b1 denied nothing");
-}
-
-/// `openssl s_server -www` on `addr` with a certificate for `ext.test`
-/// signed by a CA of its own; returns the server (killed when dropped)
-/// and that CA (PEM).
-fn external_tls_server(addr: SocketAddr, dir: &Path) -> (tokio::process::Child, Vec<u8>) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ext-ca.key",
-            "-out",
-            "ext-ca.crt",
-            "-subj",
-            "/CN=ext-ca",
-            "-days",
-            "1",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ext.key",
-            "-out",
-            "ext.csr",
-            "-subj",
-            "/CN=ext.test",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext.ext"),
-        "subjectAltName=DNS:ext.test\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "ext.csr",
-        "-CA",
-        "ext-ca.crt",
-        "-CAkey",
-        "ext-ca.key",
-        "-CAcreateserial",
-        "-out",
-        "ext.crt",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.ext",
-    ]);
-    let child = tokio::process::Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &addr.to_string(),
-            "-cert",
-            "ext.crt",
-            "-key",
-            "ext.key",
-            "-www",
-            "-quiet",
-        ])
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("openssl s_server");
-    (child, std::fs::read(dir.join("ext-ca.crt")).expect("CA"))
-}
-
-/// `GET /` over a plain TCP connection, the whole answer as text.
-async fn raw_http_get(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await
-    else {
-        return String::new();
-    };
-    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.is_err() {
-        return String::new();
-    }
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }

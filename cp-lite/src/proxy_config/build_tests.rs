@@ -5,16 +5,10 @@ use std::sync::Arc;
 use koguma_proto::v1 as pb;
 use serde_json::json;
 
-use super::test_catalog::{catalog, dataplane, permission, stored, transparent};
+use super::test_catalog::{catalog, compute, dataplane, permission, stored, transparent};
 use super::{ConfigSnapshot, DataplaneView, Refresh};
 use crate::catalog::Catalog;
 use koguma_proto::version;
-
-fn compute(c: &Catalog, name: &str) -> pb::ProxyConfig {
-    ConfigSnapshot::new(Arc::new(c.clone()))
-        .compute("default", name, None)
-        .expect("the dataplane exists")
-}
 
 /// The cluster an outbound sends to.
 fn cluster(cfg: &pb::ProxyConfig, outbound: usize) -> &pb::Cluster {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use koguma_proto::v1 as pb;
 use serde_json::json;
 
-use super::test_catalog::{dataplane, mesh, stored};
+use super::test_catalog::{compute, dataplane, mesh, stored};
 use super::{ConfigSnapshot, ZoneProxyKind};
 use crate::catalog::Catalog;
 use crate::store::{Origin, StoredResource};
@@ -61,10 +61,8 @@ fn mtls_mesh(routing: serde_json::Value) -> serde_json::Value {
 }
 
 fn backend(c: &Catalog) -> pb::Cluster {
-    let cfg = ConfigSnapshot::new(Arc::new(c.clone()))
-        .compute("default", "web", None)
-        .unwrap();
-    cfg.clusters
+    compute(c, "web")
+        .clusters
         .into_iter()
         .find(|c| c.name == "backend")
         .unwrap()

@@ -84,3 +84,10 @@ pub fn give_vips(c: &mut Catalog) {
         c.vips.insert("default".into(), Arc::new(map));
     }
 }
+
+/// The config dataplane `name` of the default mesh gets from `c`.
+pub fn compute(c: &Catalog, name: &str) -> koguma_proto::v1::ProxyConfig {
+    super::ConfigSnapshot::new(Arc::new(c.clone()))
+        .compute("default", name, None)
+        .expect("the dataplane exists")
+}
