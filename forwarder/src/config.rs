@@ -149,6 +149,75 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How long to wait for an upstream's response headers (Kuma's default: 15 s).
     pub request_timeout: Duration,
+    /// Retries and outlier detection of the outbounds.
+    pub resilience: Resilience,
+}
+
+/// What keeps one failing endpoint from failing requests: retries on
+/// another endpoint and taking the endpoint out for a while. The defaults
+/// are those of the policies Kuma creates with every mesh
+/// (`mesh-retry-all`, and outlier detection with Envoy's defaults), which
+/// the MeshRetry and MeshCircuitBreaker policies will set per outbound.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Resilience {
+    pub retry: RetryPolicy,
+    pub outlier: OutlierDetection,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries of an HTTP request after the first (MeshRetry `http.numRetries`).
+    pub num_retries: u32,
+    /// Connection attempts of a TCP outbound, the first included
+    /// (MeshRetry `tcp.maxConnectAttempt`).
+    pub max_connect_attempts: u32,
+    /// Wait before retry n: `base_interval` × 2ⁿ⁻¹, jittered, at most
+    /// `max_interval` (MeshRetry `backOff`).
+    pub base_interval: Duration,
+    pub max_interval: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            num_retries: 5,
+            max_connect_attempts: 5,
+            base_interval: Duration::from_millis(25),
+            max_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierDetection {
+    /// Failures in a row (connect failures, resets, timeouts, 502/503/504)
+    /// that take an endpoint out; 0: never.
+    pub consecutive_failures: u32,
+    /// Out for this long times the number of times it was out in a row.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    /// At most this share of a service's endpoints is out at once; at
+    /// least one may always be.
+    pub max_ejection_percent: u32,
+    /// An endpoint that answers nothing for this long, with two requests
+    /// or more waiting on it, while the service's other endpoints answer,
+    /// is frozen: it is taken out and its waiting requests go elsewhere
+    /// (when they can be sent again). `None`: never. Envoy has no such
+    /// detector; without it a frozen endpoint holds its share of requests
+    /// until the request timeout.
+    pub stalled_after: Option<Duration>,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10,
+            stalled_after: Some(Duration::from_secs(1)),
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -161,6 +230,7 @@ impl Default for ProxyConfig {
             zone_proxy: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
+            resilience: Resilience::default(),
         }
     }
 }

@@ -2,36 +2,41 @@
 //!
 //! A set is immutable: a config update builds a new one and swaps it in.
 //! Weighted round-robin is precomputed into a schedule (smooth WRR, as
-//! nginx does it), so a pick is one atomic increment and an index.
+//! nginx does it), so a pick is one atomic increment and an index. Picks
+//! pass over endpoints that outlier detection took out and, for a retry,
+//! those the request has tried already.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use http::uri::Authority;
 
 use crate::config::EndpointConfig;
+use crate::outlier::{EndpointHealth, HealthRegistry};
 
 /// Where requests go, with its URI authority rendered once per config
 /// rather than once per request.
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub authority: Authority,
+    pub health: Arc<EndpointHealth>,
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr) -> Endpoint {
+    pub fn new(addr: SocketAddr, health: Arc<EndpointHealth>) -> Endpoint {
         let authority = Authority::try_from(addr.to_string())
             .expect("an IP address and port is always a valid URI authority");
-        Endpoint { addr, authority }
+        Endpoint {
+            addr,
+            authority,
+            health,
+        }
     }
 }
 
 /// Longest schedule kept; larger weight sums are scaled down to fit.
 const MAX_SCHEDULE: u64 = 4096;
-
-/// At most this many endpoints of one priority are tried for one
-/// connection or request before the next priority's.
-const ATTEMPTS_PER_PRIORITY: usize = 3;
 
 /// The endpoints of one priority, in weighted round-robin order.
 struct Group {
@@ -41,8 +46,8 @@ struct Group {
 }
 
 /// A service's endpoints by priority (locality): picks come from the
-/// lowest priority that has endpoints; the next priorities are the
-/// fallback when those fail to connect.
+/// lowest priority that has an endpoint in rotation; the next priorities
+/// take over when all of its endpoints are out or were tried.
 pub struct EndpointSet {
     groups: Vec<Group>,
     len: usize,
@@ -53,7 +58,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 impl Group {
-    fn new(endpoints: &[&EndpointConfig], start: usize) -> Group {
+    fn new(endpoints: &[&EndpointConfig], start: usize, health: &HealthRegistry) -> Group {
         let mut weights: Vec<u64> = endpoints
             .iter()
             .map(|e| u64::from(e.weight.max(1)))
@@ -67,27 +72,36 @@ impl Group {
                 .for_each(|w| *w = (*w * MAX_SCHEDULE / total).max(1));
         }
         Group {
-            endpoints: endpoints.iter().map(|e| Endpoint::new(e.addr)).collect(),
+            endpoints: endpoints
+                .iter()
+                .map(|e| Endpoint::new(e.addr, health.of(e.addr)))
+                .collect(),
             schedule: smooth_wrr(&weights),
             cursor: AtomicUsize::new(start),
         }
     }
 
-    fn pick(&self) -> Option<&Endpoint> {
+    /// The next endpoint in weighted order that `usable` accepts. The
+    /// schedule is walked for a bounded number of steps, then the
+    /// endpoints in turn, so that a pick costs little even when most are out.
+    fn pick(&self, usable: impl Fn(&Endpoint) -> bool) -> Option<&Endpoint> {
         if self.schedule.is_empty() {
             return None;
         }
-        let i = self.cursor.fetch_add(1, Relaxed) % self.schedule.len();
-        Some(&self.endpoints[self.schedule[i] as usize])
-    }
-
-    fn attempts(&self) -> usize {
-        self.endpoints.len().min(ATTEMPTS_PER_PRIORITY)
+        let steps = self.schedule.len().min(2 * self.endpoints.len() + 2);
+        for _ in 0..steps {
+            let i = self.cursor.fetch_add(1, Relaxed) % self.schedule.len();
+            let e = &self.endpoints[self.schedule[i] as usize];
+            if usable(e) {
+                return Some(e);
+            }
+        }
+        self.endpoints.iter().find(|e| usable(e))
     }
 }
 
 impl EndpointSet {
-    pub fn new(endpoints: &[EndpointConfig]) -> EndpointSet {
+    pub fn new(endpoints: &[EndpointConfig], health: &HealthRegistry) -> EndpointSet {
         // Start each new set at a different place, so that frequent config
         // updates do not keep sending the first request to the first endpoint.
         let start = std::time::SystemTime::now()
@@ -101,7 +115,7 @@ impl EndpointSet {
             .map(|p| {
                 let members: Vec<&EndpointConfig> =
                     endpoints.iter().filter(|e| e.priority == p).collect();
-                Group::new(&members, start)
+                Group::new(&members, start, health)
             })
             .collect();
         EndpointSet {
@@ -118,26 +132,24 @@ impl EndpointSet {
         self.len == 0
     }
 
-    /// The next endpoint of the first priority, in weighted round-robin order.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        self.groups.first().and_then(Group::pick)
+    /// Every endpoint's health, for the share-ejected check.
+    pub fn healths(&self) -> impl Iterator<Item = &EndpointHealth> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.endpoints.iter().map(|e| &*e.health))
     }
 
-    /// How many endpoints one connection or request may try.
-    pub fn attempts(&self) -> usize {
-        self.groups.iter().map(Group::attempts).sum()
-    }
-
-    /// The endpoint for try number `attempt` (from 0): a few of the first
-    /// priority, then a few of the next, and so on.
-    pub fn pick_for(&self, mut attempt: usize) -> Option<&Endpoint> {
-        for group in &self.groups {
-            if attempt < group.attempts() {
-                return group.pick();
-            }
-            attempt -= group.attempts();
-        }
-        None
+    /// The endpoint for the next try of a connection or request that has
+    /// tried `tried` already: the first priority with an endpoint in
+    /// rotation it has not tried. When every untried endpoint is out
+    /// (outlier detection), one of them all the same (Envoy's panic mode):
+    /// a guess beats a certain failure. `None` when all were tried.
+    pub fn pick(&self, tried: &[SocketAddr], now: u64) -> Option<&Endpoint> {
+        let untried = |e: &Endpoint| !tried.contains(&e.addr);
+        self.groups
+            .iter()
+            .find_map(|g| g.pick(|e| untried(e) && !e.health.is_ejected(now)))
+            .or_else(|| self.groups.iter().find_map(|g| g.pick(untried)))
     }
 }
 
@@ -171,33 +183,61 @@ mod tests {
         }
     }
 
+    fn set(endpoints: &[EndpointConfig]) -> EndpointSet {
+        EndpointSet::new(endpoints, &HealthRegistry::default())
+    }
+
+    fn port(set: &EndpointSet, tried: &[SocketAddr]) -> Option<u16> {
+        set.pick(tried, 1).map(|e| e.addr.port())
+    }
+
     #[test]
     fn the_first_priority_takes_every_pick_and_the_next_ones_are_fallbacks() {
         let remote = |port| EndpointConfig {
             priority: 1,
             ..ep(port, 5)
         };
-        let set = EndpointSet::new(&[remote(9), ep(1, 1), ep(2, 1)]);
-        assert!((0..50).all(|_| set.pick().unwrap().addr.port() != 9));
-        assert_eq!(set.attempts(), 3);
-        let tries: Vec<u16> = (0..3)
-            .map(|i| set.pick_for(i).unwrap().addr.port())
-            .collect();
+        let set = set(&[remote(9), ep(1, 1), ep(2, 1)]);
+        assert!((0..50).all(|_| port(&set, &[]) != Some(9)));
+        // Retries go to endpoints not tried yet, this locality first.
+        let mut tried = Vec::new();
+        while let Some(e) = set.pick(&tried, 1) {
+            tried.push(e.addr);
+        }
+        let ports: Vec<u16> = tried.iter().map(|a| a.port()).collect();
         assert!(
-            tries[..2].contains(&1) && tries[..2].contains(&2),
-            "{tries:?}"
+            ports[..2].contains(&1) && ports[..2].contains(&2),
+            "{ports:?}"
         );
-        assert_eq!(tries[2], 9);
-        assert!(set.pick_for(3).is_none());
+        assert_eq!(ports[2], 9);
         // No local endpoint left: the remote one takes everything.
-        let only_remote = EndpointSet::new(&[remote(9)]);
-        assert_eq!(only_remote.pick().unwrap().addr.port(), 9);
+        let only_remote = super::tests::set(&[remote(9)]);
+        assert_eq!(port(&only_remote, &[]), Some(9));
+    }
+
+    #[test]
+    fn ejected_endpoints_are_passed_over_until_all_are_out() {
+        let registry = HealthRegistry::default();
+        let set = EndpointSet::new(&[ep(1, 1), ep(2, 1), ep(3, 1)], &registry);
+        let cfg = crate::config::OutlierDetection {
+            max_ejection_percent: 100,
+            ..Default::default()
+        };
+        let h1 = registry.of(SocketAddr::from(([127, 0, 0, 1], 1)));
+        assert!(crate::outlier::try_eject(&cfg, &h1, set.healths(), 1).is_some());
+        assert!((0..30).all(|_| port(&set, &[]) != Some(1)));
+        for p in [2, 3] {
+            let h = registry.of(SocketAddr::from(([127, 0, 0, 1], p)));
+            crate::outlier::try_eject(&cfg, &h, set.healths(), 1);
+        }
+        // All out: picks go on rather than fail.
+        assert!(port(&set, &[]).is_some());
     }
 
     #[test]
     fn equal_weights_alternate() {
-        let set = EndpointSet::new(&[ep(1, 1), ep(2, 1), ep(3, 1)]);
-        let picks: Vec<u16> = (0..6).map(|_| set.pick().unwrap().addr.port()).collect();
+        let set = set(&[ep(1, 1), ep(2, 1), ep(3, 1)]);
+        let picks: Vec<u16> = (0..6).map(|_| port(&set, &[]).unwrap()).collect();
         for p in 1..=3 {
             assert_eq!(picks.iter().filter(|x| **x == p).count(), 2, "{picks:?}");
         }
@@ -206,8 +246,8 @@ mod tests {
 
     #[test]
     fn weights_are_respected_and_interleaved() {
-        let set = EndpointSet::new(&[ep(1, 300), ep(2, 100)]);
-        let picks: Vec<u16> = (0..400).map(|_| set.pick().unwrap().addr.port()).collect();
+        let set = set(&[ep(1, 300), ep(2, 100)]);
+        let picks: Vec<u16> = (0..400).map(|_| port(&set, &[]).unwrap()).collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 300);
         // Smooth: never two picks of the light endpoint in a row.
         assert!(picks.windows(2).all(|w| !(w[0] == 2 && w[1] == 2)));
@@ -215,6 +255,6 @@ mod tests {
 
     #[test]
     fn empty_set_picks_nothing() {
-        assert!(EndpointSet::new(&[]).pick().is_none());
+        assert!(port(&set(&[]), &[]).is_none());
     }
 }

@@ -230,11 +230,12 @@ impl Forwarder {
                     unavailable: None,
                     name: inb.name.clone(),
                     protocol: inb.protocol,
-                    target: Target::Local(Endpoint::new(inb.upstream)),
+                    target: Target::Local(Endpoint::new(inb.upstream, Default::default())),
                     listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
                     cluster: cluster(&cluster_name, None, source, None),
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
+                    resilience: config.resilience.clone(),
                     mesh: mesh_tls.as_ref().map(|tls| InboundMesh {
                         tls: tls.clone(),
                         permissions: Permissions::new(inb.permissions.clone()),
@@ -283,11 +284,12 @@ impl Forwarder {
                     unavailable: out.unavailable.as_deref().map(Arc::from),
                     name: out.name.clone(),
                     protocol: out.protocol,
-                    target: Target::Balanced(EndpointSet::new(&out.endpoints)),
+                    target: Target::Balanced(EndpointSet::new(&out.endpoints, &c.health)),
                     listener_stats: self.stats.listener(&out.listen.to_string(), &out.service),
                     cluster: c,
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
+                    resilience: config.resilience.clone(),
                     mesh: None,
                 },
             });
@@ -324,7 +326,7 @@ impl Forwarder {
                     }
                 };
                 let target = SniTarget {
-                    endpoints: EndpointSet::new(&r.endpoints),
+                    endpoints: EndpointSet::new(&r.endpoints, &c.health),
                     cluster: c,
                     terminate,
                 };
@@ -343,6 +345,7 @@ impl Forwarder {
                     cluster: cluster(&name, None, None, None),
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.request_timeout,
+                    resilience: config.resilience.clone(),
                     mesh: None,
                     name,
                 },

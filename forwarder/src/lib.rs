@@ -15,6 +15,7 @@ mod forwarder;
 mod http;
 mod inbound;
 mod listener;
+mod outlier;
 mod route;
 mod socket;
 pub mod stats;

@@ -13,10 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
-use crate::config::Protocol;
+use crate::config::{OutlierDetection, Protocol, Resilience};
 use crate::connector::{ClusterConnector, ClusterStream, UpstreamTls};
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::inbound::InboundMesh;
+use crate::outlier::{self, HealthRegistry};
 use crate::stats::{ClusterStats, ListenerStats};
 
 /// What goes upstream: the downstream body, or nothing (which lets a
@@ -34,6 +35,8 @@ pub struct Cluster {
     pub connector: ClusterConnector,
     pub h1: UpstreamClient,
     pub h2: UpstreamClient,
+    /// What recent requests said of each endpoint.
+    pub health: HealthRegistry,
 }
 
 impl Cluster {
@@ -70,32 +73,63 @@ impl Cluster {
             connector,
             h1,
             h2,
+            health: HealthRegistry::default(),
         }
     }
 
-    /// Connects to the first endpoint that accepts among try number 0..
-    /// `attempts` of `pick`, so that one dead endpoint does not fail the
-    /// connection; the last error when none did.
+    /// Connects to the first endpoint of `set` that accepts, trying at
+    /// most `attempts` different ones, so that one dead endpoint does not
+    /// fail the connection; the last error when none did. Failures count
+    /// towards the endpoint's ejection.
     pub async fn connect_first(
         &self,
+        set: &EndpointSet,
         attempts: usize,
-        pick: impl Fn(usize) -> Option<SocketAddr>,
+        outlier: &OutlierDetection,
         timeout: Duration,
     ) -> io::Result<(SocketAddr, ClusterStream)> {
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
-        for attempt in 0..attempts {
-            let Some(addr) = pick(attempt) else {
+        let mut tried = Vec::new();
+        while tried.len() < attempts {
+            let Some(endpoint) = set.pick(&tried, outlier::now_ms()) else {
                 break;
             };
-            match self.connector.connect(addr, timeout).await {
-                Ok(s) => return Ok((addr, s)),
+            match self.connector.connect(endpoint.addr, timeout).await {
+                Ok(s) => {
+                    endpoint.health.succeeded(outlier::now_ms());
+                    return Ok((endpoint.addr, s));
+                }
                 Err(e) => {
-                    tracing::warn!(upstream = %addr, error = %e, "upstream connect failed");
+                    tracing::warn!(upstream = %endpoint.addr, error = %e, "upstream connect failed");
+                    self.endpoint_failed(endpoint, set, outlier);
                     last = e;
                 }
             }
+            tried.push(endpoint.addr);
         }
         Err(last)
+    }
+
+    /// Records a failed request or connection of `endpoint`, and takes it
+    /// out when that makes enough in a row.
+    pub fn endpoint_failed(&self, endpoint: &Endpoint, set: &EndpointSet, cfg: &OutlierDetection) {
+        if endpoint.health.failed(cfg) {
+            self.eject(endpoint, set, cfg, outlier::Ejection::ConsecutiveFailures);
+        }
+    }
+
+    pub fn eject(
+        &self,
+        endpoint: &Endpoint,
+        set: &EndpointSet,
+        cfg: &OutlierDetection,
+        why: outlier::Ejection,
+    ) {
+        let now = outlier::now_ms();
+        if let Some(out) = outlier::try_eject(cfg, &endpoint.health, set.healths(), now) {
+            self.stats.ejections_enforced.inc();
+            tracing::warn!(cluster = %self.stats.name, upstream = %endpoint.addr, reason = ?why, out_for = ?out, "endpoint taken out of rotation (outlier detection)");
+        }
     }
 
     pub fn client(&self, protocol: Protocol) -> &UpstreamClient {
@@ -143,6 +177,8 @@ pub struct Route {
     pub cluster: Arc<Cluster>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Retries and outlier detection (outbounds).
+    pub resilience: Resilience,
     /// Set on inbounds when mesh mTLS is on.
     pub mesh: Option<InboundMesh>,
     /// Why the target has no endpoints, when the CP said.
@@ -150,39 +186,40 @@ pub struct Route {
 }
 
 impl Route {
-    /// The endpoint for try number `attempt` (from 0) of one connection
-    /// or request: other endpoints of the same locality, then the next.
-    pub fn pick_for(&self, attempt: usize) -> Option<&Endpoint> {
-        match &self.target {
-            Target::Local(endpoint) => (attempt == 0).then_some(endpoint),
-            Target::Balanced(set) => set.pick_for(attempt),
-            Target::BySni(_) => None,
-        }
-    }
-
-    /// How many endpoints one connection or request may try when they
-    /// refuse to connect.
-    pub fn connect_attempts(&self) -> usize {
-        match &self.target {
-            Target::Local(_) => 1,
-            Target::Balanced(set) => set.attempts(),
-            Target::BySni(_) => 0,
-        }
-    }
-
-    /// Connects to an upstream, moving on to the next endpoint when one
+    /// Connects to an upstream, moving on to another endpoint when one
     /// refuses, so that one dead endpoint does not fail the connection.
     pub async fn connect(&self) -> io::Result<(SocketAddr, ClusterStream)> {
-        let attempts = self.connect_attempts();
-        let pick = |attempt| self.pick_for(attempt).map(|e| e.addr);
+        let set = match &self.target {
+            Target::Local(endpoint) => {
+                let s = self
+                    .cluster
+                    .connector
+                    .connect(endpoint.addr, self.connect_timeout)
+                    .await?;
+                return Ok((endpoint.addr, s));
+            }
+            Target::Balanced(set) => set,
+            Target::BySni(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a zone proxy route connects by SNI",
+                ));
+            }
+        };
+        let attempts = self.resilience.retry.max_connect_attempts.max(1) as usize;
         let result = self
             .cluster
-            .connect_first(attempts, pick, self.connect_timeout)
+            .connect_first(
+                set,
+                attempts,
+                &self.resilience.outlier,
+                self.connect_timeout,
+            )
             .await;
         let Err(mut last) = result else {
             return result;
         };
-        if attempts == 0 {
+        if set.is_empty() {
             self.cluster.stats.no_healthy_upstream.inc();
             if let Some(why) = &self.unavailable {
                 last = io::Error::new(io::ErrorKind::NotConnected, why.to_string());

@@ -63,6 +63,10 @@ pub struct ClusterStats {
     pub rq_time: Histogram,
     pub membership_total: Gauge,
     pub no_healthy_upstream: Counter,
+    /// Requests sent again, to another endpoint.
+    pub rq_retry: Counter,
+    /// Endpoints taken out of rotation by outlier detection.
+    pub ejections_enforced: Counter,
 }
 
 #[derive(Default)]
@@ -134,6 +138,8 @@ impl Stats {
                     rq_time: Histogram::default(),
                     membership_total: Gauge::default(),
                     no_healthy_upstream: Counter::default(),
+                    rq_retry: Counter::default(),
+                    ejections_enforced: Counter::default(),
                 })
             })
             .clone()
@@ -212,7 +218,7 @@ impl Stats {
                 .render(&mut out, "envoy_http_downstream_rq_time", &labels);
         }
 
-        let c_values: [(&str, &str, ClusterValue); 10] = [
+        let c_values: [(&str, &str, ClusterValue); 12] = [
             ("envoy_cluster_upstream_cx_total", "counter", |c| {
                 c.cx_total.get() as i64
             }),
@@ -243,6 +249,14 @@ impl Stats {
             ("envoy_cluster_lb_healthy_panic", "counter", |c| {
                 c.no_healthy_upstream.get() as i64
             }),
+            ("envoy_cluster_upstream_rq_retry", "counter", |c| {
+                c.rq_retry.get() as i64
+            }),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_total",
+                "counter",
+                |c| c.ejections_enforced.get() as i64,
+            ),
         ];
         for (name, kind, get) in c_values {
             family(&mut out, name, kind);

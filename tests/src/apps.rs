@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 type AppBody = http_body_util::Either<
@@ -28,17 +29,46 @@ pub struct Server {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     task: JoinHandle<()>,
+    /// HTTP only: what `kill` and `freeze` do to the connections it has.
+    fate: Option<watch::Sender<Fate>>,
+}
+
+/// What an HTTP app's open connections do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fate {
+    Serve,
+    /// Accept and read requests, never answer: a frozen process.
+    Freeze,
+    /// Gone: connections closed, new ones refused.
+    Dead,
 }
 
 impl Server {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
+
+    /// The app dies as a killed process does: its listening socket and
+    /// every connection close at once.
+    pub fn kill(&mut self) {
+        self.task.abort();
+        if let Some(f) = &self.fate {
+            let _ = f.send(Fate::Dead);
+        }
+    }
+
+    /// The app hangs: connections are accepted and requests read, and no
+    /// response ever comes (an HTTP app only).
+    pub fn freeze(&self) {
+        if let Some(f) = &self.fate {
+            let _ = f.send(Fate::Freeze);
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -55,6 +85,7 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 pub async fn http(addr: SocketAddr, id: &str) -> Server {
     let listener = bind(addr).await;
     let hits = Arc::new(AtomicU64::new(0));
+    let (fate, fate_rx) = watch::channel(Fate::Serve);
     let (id, counter) = (Arc::<str>::from(id), hits.clone());
     let task = tokio::spawn(async move {
         loop {
@@ -62,18 +93,34 @@ pub async fn http(addr: SocketAddr, id: &str) -> Server {
                 continue;
             };
             let (id, counter) = (id.clone(), counter.clone());
+            let mut conn_fate = fate_rx.clone();
             tokio::spawn(async move {
+                let request_fate = conn_fate.clone();
                 let svc = service_fn(move |req| {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    handle(id.clone(), req)
+                    let (id, fate) = (id.clone(), *request_fate.borrow());
+                    async move {
+                        if fate != Fate::Serve {
+                            std::future::pending::<()>().await;
+                        }
+                        handle(id, req).await
+                    }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = conn_fate.wait_for(|f| *f == Fate::Dead) => {}
+                }
             });
         }
     });
-    Server { addr, hits, task }
+    Server {
+        addr,
+        hits,
+        task,
+        fate: Some(fate),
+    }
 }
 
 async fn handle(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
@@ -151,7 +198,12 @@ pub async fn tcp_echo(addr: SocketAddr) -> Server {
             });
         }
     });
-    Server { addr, hits, task }
+    Server {
+        addr,
+        hits,
+        task,
+        fate: None,
+    }
 }
 
 /// A gRPC server with the standard health service; `koguma.test` is SERVING.
@@ -173,6 +225,7 @@ pub async fn grpc_health(addr: SocketAddr) -> Server {
         addr,
         hits: Arc::new(AtomicU64::new(0)),
         task,
+        fate: None,
     }
 }
 

@@ -191,7 +191,15 @@ impl DataplaneDiscovery for DpService {
             let node_tp = node.transparent_proxy;
             session::run(&server, &key, stream_id, first.csr, node_tp, incoming, tx).await;
             server.status.disconnected(&key, stream_id);
-            tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected");
+            // An agent that ends its stream without saying it is leaving was
+            // killed or cut off: its peers stop sending it traffic now, not
+            // after the deregistration delay. It is back in rotation when it
+            // reconnects with its config in force.
+            // A reconnect racing this is put back by its first ACK.
+            if server.status.still_gone(&key) {
+                server.resources.set_draining(&key, true);
+            }
+            tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected: out of its peers' endpoints until it is back");
             if origin == Origin::Agent {
                 server.schedule_deregistration(key, server.deregistration_delay);
             }

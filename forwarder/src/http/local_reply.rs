@@ -16,6 +16,8 @@ pub enum LocalReply {
     Unavailable(std::sync::Arc<str>),
     ConnectFailed(String),
     Reset(String),
+    /// The endpoint answered nothing while its peers did (outlier detection).
+    Stalled,
     Timeout,
     BadRequest(String),
     /// Denied by MeshTrafficPermission.
@@ -28,7 +30,7 @@ impl LocalReply {
             LocalReply::NoHealthyUpstream
             | LocalReply::Unavailable(_)
             | LocalReply::ConnectFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            LocalReply::Reset(_) => StatusCode::BAD_GATEWAY,
+            LocalReply::Reset(_) | LocalReply::Stalled => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
             LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -42,6 +44,9 @@ impl LocalReply {
             LocalReply::ConnectFailed(e) => format!("upstream connect error: {e}"),
             LocalReply::Reset(e) => format!("upstream reset before response: {e}"),
             LocalReply::Timeout => "upstream request timeout".into(),
+            LocalReply::Stalled => {
+                "upstream answered nothing while its peers did: taken out of rotation".into()
+            }
             LocalReply::BadRequest(e) | LocalReply::Forbidden(e) => e.clone(),
         }
     }
