@@ -17,13 +17,12 @@ use tonic::transport::Channel;
 
 use crate::dns_proxy::DnsProxy;
 use crate::identity::{CertInfo, WorkloadKeys};
+use crate::renewal::RenewalClock;
 use crate::state::AgentState;
 use crate::translate;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(3);
-/// How long a renewal CSR waits for its certificate before another is sent.
-const RENEW_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -110,18 +109,18 @@ impl ConfigStream {
         }
     }
 
-    /// When to send the next CSR: at 80 % of the certificate's life, or a
-    /// while after an unanswered one. Far away without a certificate.
-    fn renewal_due(&self, last_request: Option<SystemTime>) -> tokio::time::Instant {
+    /// When to send the next CSR (see `RenewalClock`); far away without a
+    /// certificate.
+    fn renewal_due(&self, clock: &mut RenewalClock) -> tokio::time::Instant {
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         let Some(cert) = self.state.cert() else {
             return far;
         };
-        let mut at = cert.renew_at();
-        if let Some(t) = last_request {
-            at = at.max(t + RENEW_RETRY);
-        }
-        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        let now = SystemTime::now();
+        let wait = clock
+            .due(&cert, now)
+            .duration_since(now)
+            .unwrap_or_default();
         tokio::time::Instant::now() + wait
     }
 
@@ -154,9 +153,9 @@ impl ConfigStream {
         };
         let mut got_config = false;
         let mut last_nonce = String::new();
-        let mut renewal_sent: Option<SystemTime> = None;
+        let mut renewal_clock = RenewalClock::default();
         loop {
-            let renewal = tokio::time::sleep_until(self.renewal_due(renewal_sent));
+            let renewal = tokio::time::sleep_until(self.renewal_due(&mut renewal_clock));
             tokio::select! {
                 _ = renewal => {
                     match self.keys.renew() {
@@ -170,7 +169,7 @@ impl ConfigStream {
                         }
                         Err(e) => tracing::error!(error = %e, "cannot renew the workload certificate"),
                     }
-                    renewal_sent = Some(SystemTime::now());
+                    renewal_clock.sent(self.state.cert().as_deref(), SystemTime::now());
                 }
                 msg = responses.message() => match msg {
                     Ok(Some(resp)) => {

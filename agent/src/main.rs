@@ -5,6 +5,7 @@ mod admin;
 mod config_stream;
 mod dns_proxy;
 mod identity;
+mod renewal;
 mod run;
 mod state;
 mod template;

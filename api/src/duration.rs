@@ -30,7 +30,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             _ => return Err(bad()),
         };
         rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(value as f64 * secs_per_unit);
+        let part = Duration::try_from_secs_f64(value as f64 * secs_per_unit)
+            .map_err(|_| format!("{text:?} is too long a duration"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("{text:?} is too long a duration"))?;
     }
     Ok(total)
 }
@@ -51,5 +55,7 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("99999999999999999999y").is_err());
+        assert!(parse_duration("18446744073709551615y").is_err());
     }
 }

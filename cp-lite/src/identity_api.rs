@@ -6,11 +6,12 @@
 //! on loopback by default.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use koguma_api::{ValidationError, parse_duration, validate_name};
+use koguma_api::{ValidationError, parse_duration, tags, validate_name};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -34,13 +35,22 @@ pub struct TokenRequest {
     valid_for: Option<String>,
 }
 
-fn lifetime(
-    field: &str,
-    text: Option<&str>,
-    default: &str,
-) -> Result<std::time::Duration, ApiError> {
+/// The shortest and longest lifetime a token or certificate may be given:
+/// shorter cannot be used before it expires, longer is a credential that
+/// outlives any reason to keep it (and its expiry must fit in a JWT).
+const SHORTEST: Duration = Duration::from_secs(1);
+const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+fn lifetime(field: &str, text: Option<&str>, default: &str) -> Result<Duration, ApiError> {
     let text = text.unwrap_or(default);
-    parse_duration(text).map_err(|m| ApiError::Invalid(ValidationError::single(field, m)))
+    let invalid = |m: String| ApiError::Invalid(ValidationError::single(field, m));
+    let d = parse_duration(text).map_err(invalid)?;
+    if d < SHORTEST || d > LONGEST {
+        return Err(invalid(format!(
+            "{text:?} is out of range: must be between 1s and 10y"
+        )));
+    }
+    Ok(d)
 }
 
 fn existing_mesh(s: &ApiState, mesh: &str) -> Result<(), ApiError> {
@@ -102,6 +112,28 @@ pub async fn workload_certificate(
     Json(req): Json<CertificateRequest>,
 ) -> Result<Response, ApiError> {
     existing_mesh(&s, &mesh)?;
+    // The service and tags become URI SANs: held to what a Dataplane's
+    // kuma.io/service and tags may be, so no value can smuggle another
+    // identity (a '/', a ',') into the certificate.
+    let mut errs = ValidationError::default();
+    let value_rule = "must be a valid tag value: letters, digits and . - _ : only";
+    if req.service.is_empty() {
+        errs.add("service", "cannot be empty");
+    } else if !tags::valid_tag_value(&req.service) {
+        errs.add("service", format!("{:?} {value_rule}", req.service));
+    }
+    for (k, v) in &req.tags {
+        let field = format!("tags[{k:?}]");
+        if !tags::valid_tag_key(k) {
+            errs.add(
+                &field,
+                "must be a valid tag key: letters, digits and . - _ : / only",
+            );
+        } else if v.is_empty() || !tags::valid_tag_value(v) {
+            errs.add(field, format!("{v:?} {value_rule}"));
+        }
+    }
+    errs.into_result().map_err(ApiError::Invalid)?;
     let catalog = s.resources.catalog();
     let backend = catalog
         .mesh(&mesh)
@@ -112,12 +144,6 @@ pub async fn workload_certificate(
                 format!("mesh {mesh:?} does not have mTLS enabled"),
             ))
         })?;
-    if req.service.is_empty() {
-        return Err(ApiError::Invalid(ValidationError::single(
-            "service",
-            "cannot be empty",
-        )));
-    }
     let valid_for = match req.valid_for.as_deref() {
         Some(text) => lifetime("validFor", Some(text), "")?,
         None => backend.dp_cert_lifetime(),

@@ -37,6 +37,10 @@ pub enum CaError {
     BadCsr(rcgen::Error),
     #[error("cannot sign the workload certificate: {0}")]
     Sign(rcgen::Error),
+    #[error(
+        "the mesh CA expired at {0}: replace its mtls backend (or its caCert.expiration) to issue certificates again"
+    )]
+    Expired(time::OffsetDateTime),
     #[error("identity {0:?} cannot be written into a certificate")]
     BadIdentity(String),
     #[error(
@@ -51,6 +55,8 @@ pub struct MeshCa {
     pub cert_der: Vec<u8>,
     pub cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// No certificate it signs outlives it.
+    not_after: time::OffsetDateTime,
 }
 
 /// A signed workload certificate.
@@ -180,20 +186,12 @@ impl MeshCas {
                 (c, k)
             }
         };
-        let load_err = |reason: String| CaError::Load {
+        let ca = MeshCa::load(cert_pem, &key_pem).map_err(|reason| CaError::Load {
             mesh: mesh.into(),
             backend: backend.name.clone(),
             reason,
-        };
-        let signing_key = KeyPair::from_pem(&key_pem).map_err(|e| load_err(e.to_string()))?;
-        let cert_der = rustls_pemfile_der(&cert_pem).ok_or_else(|| load_err("bad PEM".into()))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, signing_key)
-            .map_err(|e| load_err(e.to_string()))?;
-        let ca = Arc::new(MeshCa {
-            cert_der,
-            cert_pem,
-            issuer,
-        });
+        })?;
+        let ca = Arc::new(ca);
         cache.insert(key, ca.clone());
         Ok(ca)
     }
@@ -213,6 +211,24 @@ fn rustls_pemfile_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 impl MeshCa {
+    fn load(cert_pem: String, key_pem: &str) -> Result<MeshCa, String> {
+        let signing_key = KeyPair::from_pem(key_pem).map_err(|e| e.to_string())?;
+        let cert_der = rustls_pemfile_der(&cert_pem).ok_or("bad PEM")?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, signing_key).map_err(|e| e.to_string())?;
+        let not_after = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| e.to_string())?
+            .1
+            .validity()
+            .not_after
+            .to_datetime();
+        Ok(MeshCa {
+            cert_der,
+            cert_pem,
+            issuer,
+            not_after,
+        })
+    }
+
     /// Signs a workload certificate for the public key of `csr_der`, with
     /// exactly `uris` as its identities.
     pub fn issue(
@@ -242,8 +258,13 @@ impl MeshCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let now = time::OffsetDateTime::now_utc();
+        if self.not_after <= now {
+            return Err(CaError::Expired(self.not_after));
+        }
         params.not_before = now - time::Duration::seconds(10);
-        params.not_after = now + lifetime;
+        // A certificate that outlived its CA would fail every handshake
+        // from the CA's expiry on, whatever its own date says.
+        params.not_after = (now + lifetime).min(self.not_after);
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
         let not_after = params.not_after;
@@ -274,4 +295,50 @@ pub fn workload_uris(mesh: &str, dp: &koguma_api::DataplaneSpec) -> Vec<String> 
         }
     }
     services.into_iter().chain(tags).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(ca_expiration: &str) -> MtlsBackend {
+        serde_json::from_value(serde_json::json!({
+            "name": "ca-1", "type": "builtin",
+            "conf": {"caCert": {"expiration": ca_expiration}}
+        }))
+        .expect("backend")
+    }
+
+    fn csr() -> Vec<u8> {
+        let key = KeyPair::generate().expect("key");
+        CertificateParams::default()
+            .serialize_request(&key)
+            .expect("csr")
+            .der()
+            .to_vec()
+    }
+
+    fn not_after(der: &[u8]) -> time::OffsetDateTime {
+        x509_parser::parse_x509_certificate(der)
+            .expect("cert")
+            .1
+            .validity()
+            .not_after
+            .to_datetime()
+    }
+
+    #[test]
+    fn a_workload_certificate_never_outlives_its_ca() {
+        let (cert, key) = create("m", &backend("1h")).expect("ca");
+        let ca = MeshCa::load(cert, &key).expect("load");
+        let uris = ["spiffe://m/web".to_string()];
+        let long = ca
+            .issue(&csr(), &uris, Duration::from_secs(86_400))
+            .expect("issue");
+        assert_eq!(not_after(&long.cert_der), ca.not_after);
+        let short = ca
+            .issue(&csr(), &uris, Duration::from_secs(60))
+            .expect("issue");
+        assert!(not_after(&short.cert_der) < ca.not_after);
+    }
 }

@@ -66,6 +66,49 @@ async fn a_bad_resource_is_refused_and_not_stored() {
         0
     );
 
+    // Token lifetimes out of bounds, and a workload certificate service
+    // that is not a kuma.io/service value: refused, naming the field.
+    for valid_for in ["0s", "11y", "99999999999999999999y"] {
+        let out = cp
+            .cli(
+                &[
+                    "generate",
+                    "dataplane-token",
+                    "--mesh",
+                    "default",
+                    "--name",
+                    "web-1",
+                    "--valid-for",
+                    valid_for,
+                ],
+                None,
+            )
+            .await;
+        assert!(!out.status.success(), "validFor {valid_for} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("validFor"), "{valid_for}: {stderr}");
+    }
+    for service in ["a/b", "web,URI=spiffe://default/admin", ""] {
+        let out = cp
+            .cli(
+                &[
+                    "generate",
+                    "workload-certificate",
+                    "--service",
+                    service,
+                    "--cert-file",
+                    "/dev/null",
+                    "--key-file",
+                    "/dev/null",
+                ],
+                None,
+            )
+            .await;
+        assert!(!out.status.success(), "service {service:?} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("service"), "{service:?}: {stderr}");
+    }
+
     // The REST API itself refuses a body that does not match its URL.
     let body = serde_json::json!({"type": "Mesh", "name": "other"}).to_string();
     let (status, _) = put(&cp, "/meshes/demo", &body).await;

@@ -145,3 +145,38 @@ async fn a_dataplane_created_through_the_api_is_served_by_name_and_outlives_its_
     assert!(ghost.is_running());
     assert_eq!(ghost.ready_status().await, Some(503));
 }
+
+/// The store holds mesh CA keys and token signing keys: it is created
+/// readable by the CP's user only, and a store others may read is
+/// reported at start with the command that fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_private_and_a_readable_one_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let net = TestNet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(net.host(0), dir.path()).await;
+    let db = cp.data_dir.join("koguma.db");
+    assert_eq!(mode(&cp.data_dir), 0o700, "data dir");
+    assert_eq!(mode(&db), 0o600, "koguma.db");
+    let wal = cp.data_dir.join("koguma.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600, "koguma.db-wal");
+    }
+    assert!(!cp.log().contains("others may read it"), "{}", cp.log());
+
+    cp.kill();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cp.restart().await;
+    let log = cp.log();
+    assert!(
+        log.contains("others may read it") && log.contains("chmod 600"),
+        "no warning for a 0644 store: {log}"
+    );
+}

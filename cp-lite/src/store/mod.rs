@@ -2,6 +2,7 @@
 //! the data dir, or in memory for throwaway runs); the schema is plain SQL
 //! so that it can move to PostgreSQL unchanged.
 
+mod private;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -47,7 +48,7 @@ pub struct StoredResource {
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store: cannot create data directory {path}: {source}")]
+    #[error("store: cannot create {path}: {source}")]
     DataDir {
         path: String,
         source: std::io::Error,

@@ -40,12 +40,21 @@ fn now_rfc3339() -> String {
 }
 
 impl SqliteStore {
+    /// Opens `dir`/koguma.db, creating the directory 0700 and the file
+    /// 0600: it holds mesh CA keys and token signing keys.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+        let db = dir.join("koguma.db");
+        super::private::create_dir(dir).map_err(|source| StoreError::DataDir {
             path: dir.display().to_string(),
             source,
         })?;
-        let conn = Connection::open(dir.join("koguma.db"))?;
+        super::private::create_file(&db).map_err(|source| StoreError::DataDir {
+            path: db.display().to_string(),
+            source,
+        })?;
+        super::private::warn_if_open(dir);
+        super::private::warn_if_open(&db);
+        let conn = Connection::open(&db)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         Self::init(conn)
