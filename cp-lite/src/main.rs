@@ -6,6 +6,7 @@ mod available_services;
 mod catalog;
 mod cli;
 mod dp_server;
+mod handshake_gate;
 mod identity_api;
 mod kds;
 mod mesh_ca;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::api_server::{self, ApiState};
 use crate::dp_server::status::StatusRegistry;
@@ -223,25 +223,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
     )
     .with_graceful_shutdown(stopped());
-    let tls =
-        ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+    // TLS is ours rather than tonic's, for its bounds (`handshake_gate`).
+    let tls = crate::handshake_gate::server_config(&identity.cert_pem, &identity.key_pem)
+        .context("DP server TLS")?;
     let grpc = || {
         Server::builder()
-            .tls_config(tls.clone())
-            .map(|b| {
-                b.http2_keepalive_interval(Some(Duration::from_secs(15)))
-                    .http2_keepalive_timeout(Some(Duration::from_secs(15)))
-            })
-            .context("gRPC server TLS")
+            .http2_keepalive_interval(Some(Duration::from_secs(15)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(15)))
     };
-    let dp_incoming = tokio_stream::wrappers::TcpListenerStream::new(dp_listener);
+    let dp_incoming = crate::handshake_gate::incoming(dp_listener, tls.clone(), "DP server");
     let dp = if role == Role::Global {
-        grpc()?
+        grpc()
             .add_service(DataplaneDiscoveryServer::new(GlobalRefusesDataplanes))
             .serve_with_incoming_shutdown(dp_incoming, stopped())
             .boxed()
     } else {
-        grpc()?
+        grpc()
             .add_service(DataplaneDiscoveryServer::new(DpService(dp_server)))
             .serve_with_incoming_shutdown(dp_incoming, stopped())
             .boxed()
@@ -250,12 +247,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let kds = match (&role, kds_listener) {
         (Role::Global, Some(listener)) => {
             let sync = GlobalSync::new(local.clone(), zone_insights.clone(), instance_id.clone());
-            let server = grpc()?
+            let server = grpc()
                 .add_service(
                     MultizoneSyncServer::new(sync).max_decoding_message_size(kds::MAX_MESSAGE),
                 )
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    crate::handshake_gate::incoming(listener, tls.clone(), "multi-zone sync"),
                     stopped(),
                 );
             async move { server.await.context("multi-zone sync server") }.boxed()
