@@ -211,6 +211,14 @@ fn rustls_pemfile_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 impl MeshCa {
+    /// Puts this CA, and `cert` when there is one, into a config's mTLS.
+    pub fn fill(&self, mtls: &mut koguma_proto::v1::MeshTls, cert: Option<&[u8]>) {
+        mtls.ca_certs = vec![self.cert_der.clone()];
+        if let Some(cert) = cert {
+            mtls.cert_chain = vec![cert.to_vec()];
+        }
+    }
+
     fn load(cert_pem: String, key_pem: &str) -> Result<MeshCa, String> {
         let signing_key = KeyPair::from_pem(key_pem).map_err(|e| e.to_string())?;
         let cert_der = rustls_pemfile_der(&cert_pem).ok_or("bad PEM")?;

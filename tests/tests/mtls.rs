@@ -295,4 +295,18 @@ async fn certificates_rotate_under_load_without_losing_a_request() {
             >= 2,
         "{insight}"
     );
+    // The REST API's _config is the config web runs, CA and certificate
+    // included: same version as the one web applied and ACKed.
+    eventually(
+        "_config to show the version web runs",
+        Duration::from_secs(10),
+        || async {
+            let (_, api) =
+                m.cp.get_json("/meshes/default/dataplanes/web-1/_config")
+                    .await;
+            let running = m.web.config_dump().await["version"].clone();
+            (api["version"] == running && api["ackedVersion"] == running).then_some(())
+        },
+    )
+    .await;
 }

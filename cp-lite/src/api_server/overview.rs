@@ -92,12 +92,24 @@ pub async fn config(
     }
     // The config as of the latest published snapshot (at most one batching
     // window behind the write that preceded this request).
+    // Built as the dataplane's own stream builds it: with its agent's
+    // transparent proxying, the mesh CA and the certificate issued to it,
+    // so that the version is the one the agent ACKs when it is up to date.
     let snapshot = s.snapshots.borrow().clone();
-    let config = snapshot.compute(&mesh, &name, None).ok_or_else(|| {
+    let stream = s.status.get(&(mesh.clone(), name.clone()));
+    let node_tp = stream.as_ref().and_then(|st| st.node_tp.as_ref());
+    let mut config = snapshot.compute(&mesh, &name, node_tp).ok_or_else(|| {
         ApiError::NotFound(format!("Dataplane {name:?} has no networking section"))
     })?;
+    let backend = snapshot.catalog.mesh(&mesh).and_then(|m| m.mtls_backend());
+    if let (Some(mtls), Some(backend)) = (config.mtls.as_mut(), backend)
+        && let Ok(ca) = s.cas.get(&mesh, backend)
+    {
+        ca.fill(mtls, stream.as_ref().and_then(|st| st.cert_der.as_deref()));
+    }
     Ok(Json(json!({
         "version": koguma_proto::version(&config),
+        "ackedVersion": stream.as_ref().and_then(|st| st.acked_version.clone()),
         "config": koguma_proto::json::proxy_config(&config),
     }))
     .into_response())

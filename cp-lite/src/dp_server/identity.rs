@@ -60,7 +60,7 @@ impl SessionIdentity {
                 return;
             }
         };
-        mtls.ca_certs = vec![ca.cert_der.clone()];
+        ca.fill(mtls, None);
         let Some(csr) = &self.csr else {
             tracing::warn!(%mesh, dataplane = %name, "mesh mTLS is on but the agent sent no CSR: it gets no certificate");
             return;
@@ -82,7 +82,9 @@ impl SessionIdentity {
             match ca.issue(csr, &inputs.uris, inputs.lifetime) {
                 Ok(issued) => {
                     tracing::info!(%mesh, dataplane = %name, identities = ?inputs.uris, not_after = %issued.not_after, "workload certificate issued");
-                    server.status.cert_issued(key, issued.not_after);
+                    server
+                        .status
+                        .cert_issued(key, issued.not_after, &issued.cert_der);
                     self.issued = Some((inputs, issued.cert_der));
                 }
                 Err(e) => {
@@ -94,7 +96,7 @@ impl SessionIdentity {
             }
         }
         if let Some((_, cert)) = &self.issued {
-            mtls.cert_chain = vec![cert.clone()];
+            ca.fill(mtls, Some(cert));
         }
     }
 }

@@ -39,6 +39,11 @@ pub struct StreamStatus {
     pub responses_rejected: u64,
     pub cert_expiration: Option<SystemTime>,
     pub cert_regenerations: u64,
+    /// What the config served on the newest stream was built with beyond
+    /// the catalog: the agent's transparent proxying and the certificate
+    /// issued to it, so that `_config` shows (and versions) the same.
+    pub node_tp: Option<koguma_proto::v1::TransparentProxy>,
+    pub cert_der: Option<std::sync::Arc<[u8]>>,
     /// Why some destinations of the config last sent cannot be reached.
     pub warnings: Vec<String>,
 }
@@ -95,6 +100,8 @@ impl StatusRegistry {
                     responses_rejected: 0,
                     cert_expiration: None,
                     cert_regenerations: 0,
+                    node_tp: None,
+                    cert_der: None,
                     warnings: Vec::new(),
                 },
             );
@@ -140,13 +147,23 @@ impl StatusRegistry {
         });
     }
 
-    pub fn cert_issued(&self, key: &DataplaneKey, not_after: time::OffsetDateTime) {
+    pub fn cert_issued(&self, key: &DataplaneKey, not_after: time::OffsetDateTime, der: &[u8]) {
         let expires = SystemTime::UNIX_EPOCH
             + std::time::Duration::from_secs(not_after.unix_timestamp().max(0) as u64);
         self.with_mut(|m| {
             if let Some(s) = m.get_mut(key) {
                 s.cert_expiration = Some(expires);
                 s.cert_regenerations += 1;
+                s.cert_der = Some(der.into());
+            }
+        });
+    }
+
+    /// The agent of the newest stream asked for transparent proxying so.
+    pub fn node_tp(&self, key: &DataplaneKey, tp: Option<koguma_proto::v1::TransparentProxy>) {
+        self.with_mut(|m| {
+            if let Some(s) = m.get_mut(key) {
+                s.node_tp = tp;
             }
         });
     }
