@@ -189,7 +189,7 @@ impl DataplaneDiscovery for DpService {
         let server = self.0.clone();
         tokio::spawn(async move {
             let node_tp = node.transparent_proxy;
-            server.status.node_tp(&key, node_tp.clone());
+            server.status.node_tp(&key, node_tp);
             session::run(&server, &key, stream_id, first.csr, node_tp, incoming, tx).await;
             server.status.disconnected(&key, stream_id);
             // An agent that ends its stream without saying it is leaving was
