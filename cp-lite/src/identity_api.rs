@@ -222,3 +222,44 @@ pub async fn zone_token(
     tracing::info!(zone = %req.zone, ?scope, ?valid_for, "zone token issued");
     Ok(token.into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserTokenRequest {
+    name: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    valid_for: Option<String>,
+}
+
+/// Kuma's `POST /tokens/user`: a token for a REST API caller on another
+/// host. Admins only (`api_server::auth`); issued where the key is made
+/// (a standalone CP or the global), and checked by zones too.
+pub async fn user_token(
+    State(s): State<ApiState>,
+    Json(req): Json<UserTokenRequest>,
+) -> Result<Response, ApiError> {
+    if let crate::role::Role::Zone(_) = s.resources.role() {
+        return Err(ApiError::BadRequest(
+            "user tokens are issued by the global control plane: run this against it".into(),
+        ));
+    }
+    let mut errs = ValidationError::default();
+    if req.name.trim().is_empty() {
+        errs.add("name", "cannot be empty");
+    }
+    for (i, g) in req.groups.iter().enumerate() {
+        if g.trim().is_empty() {
+            errs.add(format!("groups[{i}]"), "cannot be empty");
+        }
+    }
+    errs.into_result().map_err(ApiError::Invalid)?;
+    let valid_for = lifetime("validFor", req.valid_for.as_deref(), "24h")?;
+    let mut groups = req.groups;
+    groups.push(tokens::user::AUTHENTICATED_GROUP.into());
+    let token = tokens::user::issue(&s.resources, &req.name, groups.clone(), valid_for)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(name = %req.name, ?groups, ?valid_for, "user token issued");
+    Ok(token.into_response())
+}

@@ -10,6 +10,7 @@ mod handshake_gate;
 mod identity_api;
 mod kds;
 mod mesh_ca;
+mod private_files;
 mod proxy_config;
 mod resources;
 mod role;
@@ -43,15 +44,15 @@ enum Command {
     Apply {
         #[arg(short = 'f', long)]
         file: String,
-        #[arg(long, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
-        api_url: String,
+        #[command(flatten)]
+        api: cli::ApiTarget,
     },
     /// Issue credentials: dataplane and zone tokens, workload certificates.
     Generate {
         #[command(subcommand)]
         what: cli::generate::Generate,
-        #[arg(long, global = true, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
-        api_url: String,
+        #[command(flatten)]
+        api: cli::ApiTarget,
     },
     /// Show resources of one type.
     Get {
@@ -62,8 +63,8 @@ enum Command {
         mesh: String,
         #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: cli::get::Output,
-        #[arg(long, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
-        api_url: String,
+        #[command(flatten)]
+        api: cli::ApiTarget,
     },
     /// Delete a resource.
     Delete {
@@ -72,8 +73,8 @@ enum Command {
         name: String,
         #[arg(long, short = 'm', default_value = "default")]
         mesh: String,
-        #[arg(long, default_value = cli::DEFAULT_API_URL, env = "KOGUMA_API_URL")]
-        api_url: String,
+        #[command(flatten)]
+        api: cli::ApiTarget,
     },
 }
 
@@ -85,22 +86,22 @@ async fn main() {
             koguma_telemetry::init_logging(&cli.log_level);
             run::run(args).await
         }
-        Command::Generate { what, api_url } => {
-            async { cli::generate::run(&cli::ApiClient::new(&api_url)?, what).await }.await
+        Command::Generate { what, api } => {
+            async { cli::generate::run(&cli::ApiClient::new(&api)?, what).await }.await
         }
-        Command::Apply { file, api_url } => {
-            async { cli::apply::run(&cli::ApiClient::new(&api_url)?, &file).await }.await
+        Command::Apply { file, api } => {
+            async { cli::apply::run(&cli::ApiClient::new(&api)?, &file).await }.await
         }
         Command::Get {
             kind,
             name,
             mesh,
             output,
-            api_url,
+            api,
         } => {
             async {
                 cli::get::run(
-                    &cli::ApiClient::new(&api_url)?,
+                    &cli::ApiClient::new(&api)?,
                     &kind,
                     name.as_deref(),
                     &mesh,
@@ -114,10 +115,9 @@ async fn main() {
             kind,
             name,
             mesh,
-            api_url,
+            api,
         } => {
-            async { cli::delete::run(&cli::ApiClient::new(&api_url)?, &kind, &name, &mesh).await }
-                .await
+            async { cli::delete::run(&cli::ApiClient::new(&api)?, &kind, &name, &mesh).await }.await
         }
     };
     if let Err(e) = result {

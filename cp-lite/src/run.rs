@@ -76,9 +76,22 @@ pub struct RunArgs {
     data_dir: PathBuf,
     #[arg(long, value_enum, default_value = "sqlite", env = "KOGUMA_STORE")]
     store: StoreKind,
-    /// REST API (plain HTTP; keep it on loopback).
+    /// REST API (plain HTTP). Off loopback, callers need user tokens to
+    /// change anything, and those cross the network unencrypted.
     #[arg(long, default_value = "127.0.0.1:5681", env = "KOGUMA_API_ADDRESS")]
     api_address: SocketAddr,
+    /// Callers on this host are admins (Kuma's localhostIsAdmin). Turn it
+    /// off when a proxy on this host forwards others' requests.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN")]
+    api_localhost_is_admin: bool,
+    /// A host name the REST API answers to besides IP addresses and
+    /// localhost (repeat for more): others are refused (DNS rebinding).
+    #[arg(
+        long = "api-allowed-host",
+        value_delimiter = ',',
+        env = "KOGUMA_API_ALLOWED_HOSTS"
+    )]
+    api_allowed_hosts: Vec<String>,
     /// Dataplane server (gRPC over TLS).
     #[arg(long, default_value = "0.0.0.0:5678", env = "KOGUMA_DP_SERVER_ADDRESS")]
     dp_server_address: SocketAddr,
@@ -154,6 +167,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         StoreKind::Memory => Box::new(SqliteStore::in_memory()?),
     };
     let resources = Arc::new(Resources::open(store, role.clone())?);
+    // A zone checks user tokens with its global's key; it makes none.
+    if role.zone_name().is_none() {
+        crate::tokens::user::ensure_admin_token(&resources, &args.data_dir)?;
+    }
     let identity = tls::prepare(
         &args.data_dir,
         args.tls_cert_file.as_deref(),
@@ -211,6 +228,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
+    if !args.api_address.ip().is_loopback() {
+        // Not refused: changes need tokens either way. Said loudly, since
+        // anyone who can reach it reads every resource, and tokens sent to
+        // it travel in clear text.
+        tracing::warn!(
+            api = %args.api_address,
+            "the REST API listens off loopback over plain HTTP: anyone who can reach it can read every resource, and user tokens cross the network unencrypted. Keep it on 127.0.0.1 and tunnel, or put a TLS proxy in front"
+        );
+    }
+    let auth = api_server::auth::ApiAuth {
+        localhost_is_admin: args.api_localhost_is_admin,
+        allowed_hosts: args
+            .api_allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
+    };
     let api = axum::serve(
         api_listener,
         api_server::router(ApiState {
@@ -220,7 +254,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             snapshots,
             zones: zone_insights.clone(),
             remote_insights,
-        }),
+            auth,
+        })
+        .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stopped());
     // TLS is ours rather than tonic's, for its bounds (`handshake_gate`).

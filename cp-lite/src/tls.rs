@@ -4,9 +4,7 @@
 //! for every name and address it can be reached at.
 
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -47,22 +45,11 @@ fn read(path: &Path) -> Result<String, TlsError> {
 }
 
 fn write(path: &Path, content: &str, private: bool) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write {
+    let mode = if private { 0o600 } else { 0o644 };
+    crate::private_files::write(path, content, mode).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(err)?;
-    }
-    let mode = if private { 0o600 } else { 0o644 };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(content.as_bytes()).map_err(err)
+    })
 }
 
 /// Names and addresses the server certificate must cover.

@@ -1,10 +1,12 @@
 //! What protects the control plane's ports: the DP server closes
 //! connections that do not finish their TLS handshake in 10 s, so
-//! half-open clients cannot hold its descriptors.
+//! half-open clients cannot hold its descriptors; the REST API lets
+//! anyone read, users with a token change resources, and admins issue
+//! credentials, and it answers only to its own names.
 
 use std::time::{Duration, Instant};
 
-use koguma_e2e::{WebToBackend, client};
+use koguma_e2e::{ControlPlane, TestNet, WebToBackend, client};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -42,4 +44,149 @@ async fn half_open_tls_connections_to_the_dp_server_are_closed_after_10s() {
         closed_after.iter().all(|t| *t >= Duration::from_secs(9)),
         "closed before the handshake timeout"
     );
+}
+
+const MESH: &str = "type: Mesh\nname: payments\n";
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Local callers are treated as anyone else here
+/// (`--api-localhost-is-admin=false`): what a caller on another host meets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_writes_need_a_user_token_and_credentials_an_admin() {
+    let net = TestNet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::spawn_with(
+        net.host(0),
+        dir.path(),
+        &["--api-localhost-is-admin=false".to_string()],
+    );
+    cp.wait_ready().await;
+    let d = dir.path();
+
+    // Anonymous: reads yes, writes and credentials no, and nothing changes.
+    assert_eq!(cp.get_json("/meshes").await.0, 200);
+    let out = cp.cli(&["apply", "-f", "-"], Some(MESH)).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs a user token"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(cp.get_json("/meshes/payments").await.0, 404);
+    let out = cp
+        .cli(&["generate", "dataplane-token", "--name", "web-1"], None)
+        .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs an admin"), "{}", stderr(&out));
+
+    // The admin token the CP keeps in its data dir (0600) issues a user's.
+    let admin = cp.data_dir.join("admin-user-token");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&admin).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "admin-user-token");
+    }
+    let admin_flag = admin.to_str().unwrap();
+    let out = cp
+        .cli(
+            &[
+                "generate",
+                "user-token",
+                "--name",
+                "jane",
+                "--api-token-file",
+                admin_flag,
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jane = d.join("jane.token");
+    std::fs::write(&jane, &out.stdout).unwrap();
+    let jane_flag = jane.to_str().unwrap();
+
+    // A user changes resources, but issues no credentials.
+    let out = cp
+        .cli(
+            &["apply", "-f", "-", "--api-token-file", jane_flag],
+            Some(MESH),
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cp.get_json("/meshes/payments").await.0, 200);
+    let out = cp
+        .cli(
+            &[
+                "generate",
+                "dataplane-token",
+                "--name",
+                "web-1",
+                "--api-token-file",
+                jane_flag,
+            ],
+            None,
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not in group mesh-system:admin"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A token this CP did not sign is refused, naming why.
+    let forged = d.join("forged.token");
+    std::fs::write(&forged, "eyJhbGciOiJub25lIn0.eyJOYW1lIjoiYWRtaW4ifQ.").unwrap();
+    let out = cp
+        .cli(
+            &[
+                "delete",
+                "mesh",
+                "payments",
+                "--api-token-file",
+                forged.to_str().unwrap(),
+            ],
+            None,
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("user token is not valid"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(cp.get_json("/meshes/payments").await.0, 200);
+    assert!(
+        cp.log().contains("API request refused"),
+        "refusals are not logged"
+    );
+}
+
+/// A browser page whose own name resolves to the API's address (DNS
+/// rebinding) sends its own name as Host: refused, even for a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_for_another_host_name_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let net = TestNet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(net.host(0), dir.path()).await;
+    let raw = |host: &'static str| {
+        let addr = format!("{}:5681", cp.ip);
+        async move {
+            let mut conn = TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET /meshes HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            conn.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            conn.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let evil = raw("attacker.example:5681").await;
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+    assert!(evil.contains("DNS rebinding"), "{evil}");
+    let ok = raw("localhost:5681").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }

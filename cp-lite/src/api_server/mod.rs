@@ -2,6 +2,7 @@
 //! for every registered resource type, and the views Kuma adds on top
 //! (dataplane overviews, a dataplane's config, tokens).
 
+pub mod auth;
 mod overview;
 mod resources;
 mod zones;
@@ -32,6 +33,7 @@ pub struct ApiState {
     pub zones: Arc<ZoneInsights>,
     /// Zones' dataplane insights (empty unless this is a global).
     pub remote_insights: Arc<RemoteInsights>,
+    pub auth: auth::ApiAuth,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -53,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/zones+insights/{name}", get(zones::get))
         .route("/tokens/dataplane", post(identity_api::dataplane_token))
         .route("/tokens/zone", post(identity_api::zone_token))
+        .route("/tokens/user", post(identity_api::user_token))
         .route(
             "/meshes/{mesh}/workload-certificates",
             post(identity_api::workload_certificate),
@@ -77,6 +80,10 @@ pub fn router(state: ApiState) -> Router {
                 .put(resources::put)
                 .delete(resources::delete),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check,
+        ))
         .with_state(state)
 }
 
@@ -85,6 +92,10 @@ pub enum ApiError {
     Invalid(ValidationError),
     /// A request that cannot be done here, and why.
     BadRequest(String),
+    /// No credentials, or bad ones, for what was asked.
+    Unauthenticated(String),
+    /// Credentials that do not allow what was asked.
+    Forbidden(String),
     NotFound(String),
     Internal(String),
 }
@@ -107,6 +118,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, "Bad request", d, vec![]),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "Not found", d, vec![]),
+            ApiError::Unauthenticated(d) => (StatusCode::UNAUTHORIZED, "Unauthorized", d, vec![]),
+            ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "Access Denied", d, vec![]),
             ApiError::Internal(d) => {
                 tracing::error!(error = %d, "API request failed");
                 (

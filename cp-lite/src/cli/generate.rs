@@ -37,6 +37,18 @@ pub enum Generate {
         #[arg(long, default_value = "24h")]
         valid_for: String,
     },
+    /// Print a token for calling the REST API from another host (send it
+    /// with --api-token-file). Needs an admin: run it on the CP's host.
+    UserToken {
+        #[arg(long)]
+        name: String,
+        /// Groups the user is in (repeat or comma-separate); mesh-system:admin
+        /// may issue tokens and certificates.
+        #[arg(long = "group", value_delimiter = ',')]
+        groups: Vec<String>,
+        #[arg(long, default_value = "24h")]
+        valid_for: String,
+    },
     /// Issue a workload certificate of the mesh CA for a proxy that is not
     /// koguma-dp (e.g. an Envoy). The key is generated here and never sent.
     WorkloadCertificate {
@@ -82,6 +94,14 @@ async fn print_token(api: &ApiClient, path: &str, body: Value) -> anyhow::Result
 
 pub async fn run(api: &ApiClient, what: Generate) -> anyhow::Result<()> {
     match what {
+        Generate::UserToken {
+            name,
+            groups,
+            valid_for,
+        } => {
+            let body = json!({"name": name, "groups": groups, "validFor": valid_for});
+            print_token(api, "/tokens/user", body).await?;
+        }
         Generate::ZoneToken {
             zone,
             scope,
@@ -145,15 +165,6 @@ pub async fn run(api: &ApiClient, what: Generate) -> anyhow::Result<()> {
 }
 
 fn write_private(path: &PathBuf, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(pem.as_bytes())?;
-    Ok(())
+    crate::private_files::write(path, pem, 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -16,19 +16,42 @@ use serde_json::Value;
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:5681";
 
+/// Which control plane the CLI talks to, and as whom.
+#[derive(clap::Args)]
+pub struct ApiTarget {
+    #[arg(long, global = true, default_value = DEFAULT_API_URL, env = "KOGUMA_API_URL")]
+    pub api_url: String,
+    /// A user token (koguma-cp generate user-token): needed to change
+    /// anything from a host other than the control plane's.
+    #[arg(long, global = true, env = "KOGUMA_API_TOKEN_FILE")]
+    pub api_token_file: Option<std::path::PathBuf>,
+}
+
 pub struct ApiClient {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
+    token: Option<String>,
 }
 
 impl ApiClient {
-    pub fn new(base: &str) -> anyhow::Result<ApiClient> {
+    pub fn new(target: &ApiTarget) -> anyhow::Result<ApiClient> {
+        let base = &target.api_url;
         if !base.starts_with("http://") {
             bail!("--api-url {base:?}: only http:// URLs are supported");
         }
+        let token = match &target.api_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --api-token-file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            token,
         })
     }
 
@@ -55,11 +78,14 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
         let url = format!("{}{}", self.base, path);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(&url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+            .header("content-type", "application/json");
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = self.client.request(req).await.with_context(|| {
             format!("cannot reach the control plane at {url} (is koguma-cp running? see --api-url)")
         })?;

@@ -77,11 +77,11 @@ impl Side {
     fn store_secret(&self, local: &LocalState, key: &KdsKey, data: &str) -> Result<(), String> {
         let (resources, cas) = (&local.resources, &local.cas);
         // Only a zone takes secrets, and only those it needs: the public
-        // key that checks zone proxies' tokens, and each mesh's own.
+        // keys that check zone proxies' and users' tokens, and each mesh's own.
         if let Side::Global(_) = self {
             return Err("a zone does not send secrets".into());
         }
-        if key.mesh.is_empty() && key.name == tokens::zone::public_key_name() {
+        if key.mesh.is_empty() && tokens::is_synced_public_key(&key.name) {
             return resources
                 .replace_secret("", &key.name, data)
                 .map_err(|e| e.to_string());

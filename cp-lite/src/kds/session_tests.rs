@@ -138,9 +138,9 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
             == n
     })
     .await;
-    // The mesh, its token signing key, the zone-token public key and the
-    // permissions, each once.
-    assert_eq!(sent.upserts.load(Ordering::SeqCst), n + 3);
+    // The mesh, its token signing key, the zone-token and user-token
+    // public keys and the permissions, each once.
+    assert_eq!(sent.upserts.load(Ordering::SeqCst), n + 4);
     assert!(
         sent.deltas.load(Ordering::SeqCst) >= 2,
         "one delta held everything"
@@ -155,6 +155,11 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
     )
     .unwrap();
     crate::tokens::zone::verify(&zone.resources, &token, "zone-1", "ingress").unwrap();
+    // And the user tokens it issues.
+    let user =
+        crate::tokens::user::issue(&global.resources, "jane", vec![], Duration::from_secs(60))
+            .unwrap();
+    crate::tokens::user::verify(&zone.resources, &user).unwrap();
     global
         .resources
         .upsert(permission("p0", "Deny"), Origin::Api)
@@ -165,7 +170,7 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
     .await;
     assert_eq!(
         sent.upserts.load(Ordering::SeqCst),
-        n + 4,
+        n + 5,
         "a change costs one resource"
     );
     tasks.iter().for_each(|t| t.abort());

@@ -179,18 +179,22 @@ impl Side {
         }
         match self {
             Side::Zone => out.extend(insight_items(catalog, local)),
-            Side::Global(_) => match tokens::zone::public_key(&local.resources) {
-                Ok((name, data)) => {
-                    let item = Item {
-                        version: secret_version(&data),
-                        payload: Payload::Secret(data.into()),
-                    };
-                    out.insert((SECRET.into(), String::new(), name), item);
+            Side::Global(_) => {
+                for key in tokens::synced_public_keys(&local.resources) {
+                    match key {
+                        Ok((name, data)) => {
+                            let item = Item {
+                                version: secret_version(&data),
+                                payload: Payload::Secret(data.into()),
+                            };
+                            out.insert((SECRET.into(), String::new(), name), item);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a token public key cannot be sent to zones")
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the zone-token public key cannot be sent to zones")
-                }
-            },
+            }
         }
         out
     }
@@ -294,12 +298,10 @@ impl Side {
             }
         }
         if let Side::Zone = self {
-            let zone_key = tokens::zone::public_key_name();
-            if let Ok(Some(data)) = local.resources.secret("", &zone_key) {
-                out.insert(
-                    (SECRET.into(), String::new(), zone_key),
-                    secret_version(&data),
-                );
+            for name in tokens::synced_public_key_names() {
+                if let Ok(Some(data)) = local.resources.secret("", &name) {
+                    out.insert((SECRET.into(), String::new(), name), secret_version(&data));
+                }
             }
             for mesh in catalog.list(ResourceType::Mesh, None) {
                 let name = &mesh.resource.meta.name;

@@ -2,7 +2,6 @@
 //! the data dir, or in memory for throwaway runs); the schema is plain SQL
 //! so that it can move to PostgreSQL unchanged.
 
-mod private;
 mod sqlite;
 
 pub use sqlite::SqliteStore;

@@ -44,16 +44,16 @@ impl SqliteStore {
     /// 0600: it holds mesh CA keys and token signing keys.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         let db = dir.join("koguma.db");
-        super::private::create_dir(dir).map_err(|source| StoreError::DataDir {
+        crate::private_files::create_dir(dir).map_err(|source| StoreError::DataDir {
             path: dir.display().to_string(),
             source,
         })?;
-        super::private::create_file(&db).map_err(|source| StoreError::DataDir {
+        crate::private_files::create_file(&db).map_err(|source| StoreError::DataDir {
             path: db.display().to_string(),
             source,
         })?;
-        super::private::warn_if_open(dir);
-        super::private::warn_if_open(&db);
+        crate::private_files::warn_if_open(dir);
+        crate::private_files::warn_if_open(&db);
         let conn = Connection::open(&db)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;

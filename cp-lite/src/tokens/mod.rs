@@ -5,6 +5,7 @@
 //! the global.
 
 pub mod dataplane;
+pub mod user;
 pub mod zone;
 
 use std::collections::BTreeSet;
@@ -58,6 +59,11 @@ pub enum TokenError {
         "{0} has not arrived from the global control plane yet (zones use the global's keys): try again in a moment, or issue the token on the global"
     )]
     NotSynced(String),
+    #[error("cannot write {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Store(#[from] ResourceError),
 }
@@ -143,6 +149,31 @@ fn public_key(resources: &Resources, key: &KeyName) -> Result<Option<Vec<u8>>, T
             .map_err(|e| TokenError::Key(format!("{name}: {e}"))),
         None => Ok(None),
     }
+}
+
+/// The global keys whose public halves zones receive: zone tokens (a zone
+/// checks its zone proxies') and user tokens (a zone's REST API checks
+/// them). Never a signing key: with one a zone could forge any token.
+fn synced_keys() -> [KeyName; 2] {
+    [zone::key(), user::key()]
+}
+
+/// The public halves a global sends its zones: (store name, base64).
+pub fn synced_public_keys(resources: &Resources) -> Vec<Result<(String, String), TokenError>> {
+    synced_keys()
+        .iter()
+        .map(|k| Ok((public_key_name(k).1, public_key_data(resources, k)?)))
+        .collect()
+}
+
+/// Whether `name` (a global secret) is one of those public halves.
+pub fn is_synced_public_key(name: &str) -> bool {
+    synced_keys().iter().any(|k| public_key_name(k).1 == name)
+}
+
+/// The store names of those public halves.
+pub fn synced_public_key_names() -> Vec<String> {
+    synced_keys().iter().map(|k| public_key_name(k).1).collect()
 }
 
 /// The public half of `key` as stored (base64), made with the key if need

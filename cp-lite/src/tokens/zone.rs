@@ -28,21 +28,8 @@ impl super::TokenClaims for ZoneClaims {
     }
 }
 
-fn key() -> KeyName {
+pub(super) fn key() -> KeyName {
     (String::new(), "zone-token-signing-key-1".into())
-}
-
-/// What a zone keeps to check zone proxies' tokens: the global's public
-/// key (never its signing key, which would let a zone forge any zone's
-/// tokens). (mesh "", name, base64 data), made on the global if need be.
-pub fn public_key(resources: &Resources) -> Result<(String, String), TokenError> {
-    let (_, name) = super::public_key_name(&key());
-    Ok((name, super::public_key_data(resources, &key())?))
-}
-
-/// The name of that public key in a zone's store.
-pub fn public_key_name() -> String {
-    super::public_key_name(&key()).1
 }
 
 pub fn issue(
@@ -123,8 +110,12 @@ mod tests {
             Role::Zone("zone-1".into()),
         )
         .unwrap();
-        let (name, data) = public_key(&r).unwrap();
-        zone.replace_secret("", &name, &data).unwrap();
+        // What the global sends its zones: the public halves only.
+        for key in crate::tokens::synced_public_keys(&r) {
+            let (name, data) = key.unwrap();
+            assert!(!name.contains("signing-key"), "{name}");
+            zone.replace_secret("", &name, &data).unwrap();
+        }
         let ingress = issue(
             &r,
             "zone-1",

@@ -1,8 +1,9 @@
-//! The store's files hold what can mint identities (mesh CA keys, token
-//! signing keys): only the CP's user may read them.
+//! Files that hold what can mint identities (the store with mesh CA keys
+//! and token signing keys, TLS keys, admin tokens): only the CP's user
+//! may read them.
 
 use std::fs::{DirBuilder, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -22,6 +23,23 @@ pub fn create_file(file: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         r => r.map(drop),
     }
+}
+
+/// Writes `content` to `path`, created or truncated, with `mode` (0600 for
+/// anything secret) even when the file existed with another; its
+/// directory is created 0700 if missing.
+pub fn write(path: &Path, content: &str, mode: u32) -> io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir(parent)?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(content.as_bytes())
 }
 
 /// Group or other bits on what holds the keys: said loudly, with the fix.
@@ -62,5 +80,9 @@ mod tests {
         std::fs::write(&db, b"kept").unwrap();
         create_file(&db).unwrap();
         assert_eq!(std::fs::read(&db).unwrap(), b"kept");
+        // Rewritten private even when it was readable by others.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&db, "key", 0o600).unwrap();
+        assert_eq!(mode(&db), 0o600);
     }
 }
