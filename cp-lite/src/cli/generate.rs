@@ -164,7 +164,7 @@ pub async fn run(api: &ApiClient, what: Generate) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_private(path: &PathBuf, pem: &str) -> anyhow::Result<()> {
+fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
     crate::private_files::write(path, pem, 0o600)
         .with_context(|| format!("cannot write {}", path.display()))
 }
