@@ -88,10 +88,11 @@ impl EndpointHealth {
     }
 
     /// Whether a request sent at `sent_at` shows this endpoint frozen: it
-    /// has waited `stalled_after`, nothing came back from this endpoint
-    /// since, at least one more request waits on it, and another endpoint
-    /// of the service did answer in that time (so the service itself is
-    /// not just slow).
+    /// has waited `stalled_after`, the endpoint has answered nothing for
+    /// that long (answers to requests sent before this one count: a
+    /// process that froze still finishes what it was writing), at least
+    /// one more request waits on it, and another endpoint of the service
+    /// answered in that time (so the service itself is not just slow).
     pub fn stalled(
         &self,
         cfg: &OutlierDetection,
@@ -99,13 +100,23 @@ impl EndpointHealth {
         now: u64,
         peers_answered_at: u64,
     ) -> bool {
-        let Some(after) = cfg.stalled_after else {
+        let Some(after) = cfg.stalled_after.map(ms) else {
             return false;
         };
-        now.saturating_sub(sent_at) >= ms(after)
-            && self.last_response() < sent_at
+        now.saturating_sub(sent_at) >= after
+            && now.saturating_sub(self.last_response()) >= after
             && self.in_flight() >= 2
-            && peers_answered_at > sent_at
+            && peers_answered_at > now.saturating_sub(after)
+    }
+
+    /// Whether a request sent at `sent_at` should stop waiting on this
+    /// endpoint because it was taken out meanwhile: it has not answered
+    /// since, or not for `stalled_after`.
+    pub fn abandoned(&self, cfg: &OutlierDetection, sent_at: u64, now: u64) -> bool {
+        let silent = now.saturating_sub(self.last_response());
+        let waited = now.saturating_sub(sent_at);
+        let limit = cfg.stalled_after.map_or(waited, |d| waited.min(ms(d)));
+        self.is_ejected(now) && silent >= limit
     }
 
     /// Takes the endpoint out: base time × ejections in a row, capped.
@@ -256,9 +267,25 @@ mod tests {
         assert!(!h.stalled(&cfg(), sent, now, 900));
         // Not long enough.
         assert!(!h.stalled(&cfg(), sent, 1_500, 1_400));
-        // It answered something since.
+        // It answered a moment ago (an earlier request).
         h.succeeded(1_200);
         assert!(!h.stalled(&cfg(), sent, now, 2_000));
+        // ...and nothing for a second since: frozen after all.
+        assert!(h.stalled(&cfg(), sent, 2_300, 2_250));
+    }
+
+    #[test]
+    fn requests_waiting_on_an_ejected_endpoint_give_up_once_it_is_silent() {
+        let h = EndpointHealth::default();
+        h.succeeded(1_500);
+        let others = [EndpointHealth::default()];
+        assert!(try_eject(&cfg(), &h, std::iter::once(&h).chain(others.iter()), 1_600).is_some());
+        // Sent before its last answer, silent for less than a second: wait.
+        assert!(!h.abandoned(&cfg(), 1_000, 2_000));
+        // Silent for a second: give up.
+        assert!(h.abandoned(&cfg(), 1_000, 2_500));
+        // Sent after its last answer: give up at once.
+        assert!(h.abandoned(&cfg(), 1_700, 1_800));
     }
 
     #[test]

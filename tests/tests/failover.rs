@@ -100,7 +100,7 @@ async fn an_app_that_dies_under_load_fails_no_get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_app_does_not_hold_requests() {
     let mesh = WebToBackend::start(2).await;
-    let running = load(mesh.url("/"), 6, 150);
+    let running = load(mesh.url("/"), 6, 250);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let frozen_at = Instant::now();
     mesh.backends[1].app.freeze();

@@ -82,7 +82,13 @@ impl Mesh {
 
     fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
         let mut cmd = self.lan.ns(CP).command(binaries::path("koguma-cp"), None);
-        cmd.args(args).args(["--api-url", &self.cp_url()]);
+        // The CP listens on its LAN address, not loopback: the CLI is not a
+        // local admin there, and uses the admin token the CP keeps.
+        let admin_token = self.dir.path().join("cp-data/admin-user-token");
+        cmd.args(args)
+            .args(["--api-url", &self.cp_url()])
+            .arg("--api-token-file")
+            .arg(admin_token);
         let out = match stdin {
             Some(input) => {
                 let path = self.dir.path().join("stdin.yaml");

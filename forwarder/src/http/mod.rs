@@ -301,8 +301,8 @@ async fn wait_for_response(
         }
         let now = outlier::now_ms();
         let health = &endpoint.health;
-        // Taken out by another request while this one waited, silent since.
-        let out = health.is_ejected(now) && health.last_response() < sent_at;
+        // Taken out by another request while this one waited.
+        let out = health.abandoned(outlier, sent_at, now);
         let stalled = health.stalled(outlier, sent_at, now, route.cluster.health.last_response());
         if let (true, Some(set)) = (stalled, set) {
             route
