@@ -63,7 +63,12 @@ fn failed(seen: &Seen) -> usize {
         .sum()
 }
 
-const BACKEND: &str = "{envoy_cluster_name=\"backend\"}";
+/// `name` for the backend service, on web's sidecar.
+async fn backend_metric(mesh: &WebToBackend, name: &str) -> f64 {
+    mesh.web
+        .metric(&format!("{name}{{envoy_cluster_name=\"backend\"}}"))
+        .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_dies_under_load_fails_no_get() {
@@ -72,16 +77,12 @@ async fn an_app_that_dies_under_load_fails_no_get() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     mesh.backends[1].app.kill();
     let seen = running.await.expect("load");
-    let retries = mesh
-        .web
-        .metric(&format!("envoy_cluster_upstream_rq_retry{BACKEND}"))
-        .await;
-    let ejections = mesh
-        .web
-        .metric(&format!(
-            "envoy_cluster_outlier_detection_ejections_enforced_total{BACKEND}"
-        ))
-        .await;
+    let retries = backend_metric(&mesh, "envoy_cluster_upstream_rq_retry").await;
+    let ejections = backend_metric(
+        &mesh,
+        "envoy_cluster_outlier_detection_ejections_enforced_total",
+    )
+    .await;
     println!(
         "app b2 killed under load: {:?}; retries {retries}, ejections {ejections}",
         seen.replies
@@ -105,12 +106,11 @@ async fn a_frozen_app_does_not_hold_requests() {
     let frozen_at = Instant::now();
     mesh.backends[1].app.freeze();
     let seen = running.await.expect("load");
-    let ejections = mesh
-        .web
-        .metric(&format!(
-            "envoy_cluster_outlier_detection_ejections_enforced_total{BACKEND}"
-        ))
-        .await;
+    let ejections = backend_metric(
+        &mesh,
+        "envoy_cluster_outlier_detection_ejections_enforced_total",
+    )
+    .await;
     println!(
         "app b2 frozen under load for {:?}: {:?}; slowest request {:?}, {} over 5 s, ejections {ejections}",
         frozen_at.elapsed(),
