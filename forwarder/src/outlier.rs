@@ -68,15 +68,21 @@ impl EndpointHealth {
         InFlight(self.clone())
     }
 
-    /// It sent a response, of whatever status: it is not frozen.
+    /// It sent a response, of whatever status: it is not frozen. Written
+    /// at most once a millisecond: under load every worker answers here,
+    /// and a read keeps the cache line shared where a write would not.
     pub fn answered(&self, now: u64) {
-        self.last_response.store(now, Relaxed);
+        if self.last_response.load(Relaxed) < now {
+            self.last_response.store(now, Relaxed);
+        }
     }
 
     /// It answered, and not with a gateway error: its failures in a row end.
     pub fn succeeded(&self, now: u64) {
         self.answered(now);
-        self.consecutive_failures.store(0, Relaxed);
+        if self.consecutive_failures.load(Relaxed) != 0 {
+            self.consecutive_failures.store(0, Relaxed);
+        }
     }
 
     /// It failed one request or connection. Returns true when this
@@ -189,7 +195,9 @@ impl HealthRegistry {
     }
 
     pub fn answered(&self, now: u64) {
-        self.last_response.fetch_max(now, Relaxed);
+        if self.last_response.load(Relaxed) < now {
+            self.last_response.fetch_max(now, Relaxed);
+        }
     }
 
     pub fn last_response(&self) -> u64 {
