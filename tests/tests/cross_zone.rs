@@ -280,7 +280,7 @@ spec:
     ];
     let mut a1 = Dataplane::start(&z.a, &backend("backend-a1", net.host(4)), dir);
     let b1 = Dataplane::start(&z.b, &backend("backend-b1", net.host(7)), dir);
-    let ingress = start_ingress_b(&z);
+    let mut ingress = start_ingress_b(&z);
     for dp in [&web, &a1, &b1, &ingress] {
         dp.wait_ready().await;
     }
@@ -360,6 +360,20 @@ spec:
         },
     )
     .await;
+
+    // zone-b's ingress killed (-9, no drain): its zone CP withdraws what
+    // it offered at once, and zone-a drops it well before the
+    // deregistration delay (3 s in tests) would have.
+    web.wait_endpoints(&listener, 2).await;
+    ingress.kill();
+    let killed = std::time::Instant::now();
+    web.wait_endpoints(&listener, 1).await;
+    let gone_after = killed.elapsed();
+    println!("killed ingress out of web's endpoints after {gone_after:?}");
+    assert!(
+        gone_after < Duration::from_millis(2500),
+        "the killed ingress stayed {gone_after:?}"
+    );
     let _ = &z.token_a;
 }
 

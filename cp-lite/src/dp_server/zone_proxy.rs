@@ -153,6 +153,11 @@ pub fn start(
         run(&server, kind, &key, stream_id, first, incoming, tx).await;
         server.zone_proxies.disconnected(&key, stream_id);
         tracing::info!(kind = rtype.kind(), name = %key.1, stream_id, "zone proxy disconnected");
+        // An ingress killed without draining: other zones stop routing to
+        // it now, as when it drains, not after the deregistration delay.
+        if kind == ZoneProxyKind::Ingress && server.zone_proxies.still_gone(&key) {
+            server.resources.set_draining(&key, true);
+        }
         server.schedule_removal(rtype, key, server.deregistration_delay);
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
