@@ -148,7 +148,7 @@ impl AdminServer {
                 "subjectAltNames": c.uris,
                 "validFrom": time(c.not_before),
                 "expirationTime": time(c.not_after),
-                "renewAt": time(c.renew_at()),
+                "renewAt": time(self.state.renew_at().unwrap_or_else(|| c.renew_at())),
             }]}),
         };
         reply(

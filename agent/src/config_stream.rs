@@ -117,10 +117,9 @@ impl ConfigStream {
             return far;
         };
         let now = SystemTime::now();
-        let wait = clock
-            .due(&cert, now)
-            .duration_since(now)
-            .unwrap_or_default();
+        let due = clock.due(&cert, now);
+        self.state.set_renew_at(due);
+        let wait = due.duration_since(now).unwrap_or_default();
         tokio::time::Instant::now() + wait
     }
 

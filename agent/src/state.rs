@@ -21,6 +21,8 @@ pub struct AgentState {
     terminating: AtomicBool,
     cp_connected: AtomicBool,
     cert: ArcSwapOption<CertInfo>,
+    /// When the next CSR goes (`RenewalClock`), for /certs.
+    renew_at: ArcSwapOption<SystemTime>,
     /// Why this agent must not take traffic although it is configured.
     problem: ArcSwapOption<String>,
     pub started: Instant,
@@ -33,6 +35,7 @@ impl Default for AgentState {
             terminating: AtomicBool::new(false),
             cp_connected: AtomicBool::new(false),
             cert: ArcSwapOption::empty(),
+            renew_at: ArcSwapOption::empty(),
             problem: ArcSwapOption::empty(),
             started: Instant::now(),
         }
@@ -63,6 +66,15 @@ impl AgentState {
 
     pub fn set_cert(&self, cert: Option<CertInfo>) {
         self.cert.store(cert.map(Arc::new));
+    }
+
+    /// When the agent will ask for the next certificate.
+    pub fn renew_at(&self) -> Option<SystemTime> {
+        self.renew_at.load().as_deref().copied()
+    }
+
+    pub fn set_renew_at(&self, at: SystemTime) {
+        self.renew_at.store(Some(Arc::new(at)));
     }
 
     pub fn problem(&self) -> Option<Arc<String>> {
