@@ -53,6 +53,16 @@ fn lifetime(field: &str, text: Option<&str>, default: &str) -> Result<Duration, 
     Ok(d)
 }
 
+/// A federated zone signs no global credentials: its global does.
+fn issued_here(s: &ApiState, what: &str) -> Result<(), ApiError> {
+    if let crate::role::Role::Zone(_) = s.resources.role() {
+        return Err(ApiError::BadRequest(format!(
+            "{what} are issued by the global control plane (koguma-cp run --mode global): run this against it"
+        )));
+    }
+    Ok(())
+}
+
 fn existing_mesh(s: &ApiState, mesh: &str) -> Result<(), ApiError> {
     if s.resources.catalog().mesh(mesh).is_none() {
         return Err(ApiError::Invalid(ValidationError::single(
@@ -195,11 +205,7 @@ pub async fn zone_token(
     Json(req): Json<ZoneTokenRequest>,
 ) -> Result<Response, ApiError> {
     // A standalone CP signs the tokens of its own zone proxies.
-    if let crate::role::Role::Zone(_) = s.resources.role() {
-        return Err(ApiError::BadRequest(
-            "zone tokens are issued by the global control plane (koguma-cp run --mode global): run this against it".into(),
-        ));
-    }
+    issued_here(&s, "zone tokens")?;
     let mut errs = ValidationError::default();
     validate_name("zone", &req.zone, &mut errs);
     let scope = if req.scope.is_empty() {
@@ -240,11 +246,7 @@ pub async fn user_token(
     State(s): State<ApiState>,
     Json(req): Json<UserTokenRequest>,
 ) -> Result<Response, ApiError> {
-    if let crate::role::Role::Zone(_) = s.resources.role() {
-        return Err(ApiError::BadRequest(
-            "user tokens are issued by the global control plane: run this against it".into(),
-        ));
-    }
+    issued_here(&s, "user tokens")?;
     let mut errs = ValidationError::default();
     if req.name.trim().is_empty() {
         errs.add("name", "cannot be empty");

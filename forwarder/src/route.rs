@@ -78,16 +78,17 @@ impl Cluster {
     }
 
     /// Connects to the first endpoint of `set` that accepts, trying at
-    /// most `attempts` different ones, so that one dead endpoint does not
-    /// fail the connection; the last error when none did. Failures count
-    /// towards the endpoint's ejection.
+    /// most `tcp.maxConnectAttempt` different ones, so that one dead
+    /// endpoint does not fail the connection; the last error when none
+    /// did. Failures count towards the endpoint's ejection.
     pub async fn connect_first(
         &self,
         set: &EndpointSet,
-        attempts: usize,
-        outlier: &OutlierDetection,
+        resilience: &Resilience,
         timeout: Duration,
     ) -> io::Result<(SocketAddr, ClusterStream)> {
+        let attempts = resilience.retry.max_connect_attempts.max(1) as usize;
+        let outlier = &resilience.outlier;
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
         let mut tried = Vec::new();
         while tried.len() < attempts {
@@ -206,15 +207,9 @@ impl Route {
                 ));
             }
         };
-        let attempts = self.resilience.retry.max_connect_attempts.max(1) as usize;
         let result = self
             .cluster
-            .connect_first(
-                set,
-                attempts,
-                &self.resilience.outlier,
-                self.connect_timeout,
-            )
+            .connect_first(set, &self.resilience, self.connect_timeout)
             .await;
         let Err(mut last) = result else {
             return result;

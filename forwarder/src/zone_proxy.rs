@@ -39,15 +39,9 @@ pub async fn serve(stream: TcpStream, route: Arc<Route>) {
     if let Some(terminate) = &target.terminate {
         return external(downstream, terminate, target, &route, &sni).await;
     }
-    let retry = &route.resilience;
     let connected = target
         .cluster
-        .connect_first(
-            &target.endpoints,
-            retry.retry.max_connect_attempts.max(1) as usize,
-            &retry.outlier,
-            route.connect_timeout,
-        )
+        .connect_first(&target.endpoints, &route.resilience, route.connect_timeout)
         .await;
     let Ok((_, mut upstream)) = connected else {
         target.cluster.stats.no_healthy_upstream.inc();

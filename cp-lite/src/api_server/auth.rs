@@ -135,9 +135,7 @@ pub async fn check(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+        .and_then(crate::tokens::bearer_token);
     let caller = match auth.caller(&state, peer, bearer) {
         Ok(c) => c,
         Err(e) => return deny(e, "bad user token"),

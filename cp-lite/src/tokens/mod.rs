@@ -86,10 +86,17 @@ pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
     metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
+        .map(str::to_string)
+}
+
+/// The token of an `authorization` header value `Bearer <token>`, if any
+/// (for gRPC metadata and REST headers alike).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(str::to_string)
 }
 
 /// Where a signing key is kept: (mesh, secret name); mesh "" for global keys.
