@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::SpecType;
-use crate::tags::{self, Protocol};
+use crate::tags::{self, Protocol, TagRules, validate_tags};
 use crate::validation::ValidationError;
 
 /// Envoy's (and so Kuma's) default admin port.
@@ -119,7 +119,19 @@ pub struct Inbound {
     pub service_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    #[serde(default)]
+    /// Kuma's inbound `name`, what a policy's `sectionName` selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Kuma 2.x's `protocol` field; wins over the `kuma.io/protocol` tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Empty in Kuma's newer, tag-less form: the inbound is served, but no
+    /// `kuma.io/service` names it.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "tags::deserialize_tags"
+    )]
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
@@ -139,7 +151,7 @@ pub struct Outbound {
     pub address: Option<String>,
     #[serde(default)]
     pub port: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags::deserialize_tags")]
     pub tags: BTreeMap<String, String>,
 }
 
@@ -174,7 +186,10 @@ impl Inbound {
     }
 
     pub fn protocol(&self) -> Protocol {
-        Protocol::from_tags(&self.tags)
+        match &self.protocol {
+            Some(p) => Protocol::from_tag(Some(p)),
+            None => Protocol::from_tags(&self.tags),
+        }
     }
 
     /// Unhealthy inbounds (`health.ready: false`) get no traffic; no health
@@ -187,15 +202,27 @@ impl Inbound {
         self.address.as_deref().unwrap_or(&networking.address)
     }
 
-    /// Where the application listens: `serviceAddress`, else the inbound's
-    /// address; `servicePort`, else `port`.
+    /// Where the application listens, by Kuma's defaults: `serviceAddress`,
+    /// else the inbound's address; `servicePort`, else `port`. Without
+    /// transparent proxying that default is the sidecar's own socket, so
+    /// the application is then looked for on loopback (see `validate`).
     pub fn service_target<'a>(&'a self, networking: &'a Networking) -> (&'a str, u32) {
-        let addr = self
-            .service_address
-            .as_deref()
-            .unwrap_or_else(|| self.listen_address(networking));
-        (addr, self.service_port.unwrap_or(self.port))
+        let listen = self.listen_address(networking);
+        let port = self.service_port.unwrap_or(self.port);
+        let addr = match self.service_address.as_deref() {
+            Some(a) => a,
+            None if networking.transparent_proxying.is_none() && port == self.port => {
+                loopback_of(listen)
+            }
+            None => listen,
+        };
+        (addr, port)
     }
+}
+
+/// The loopback address of `addr`'s family.
+fn loopback_of(addr: &str) -> &'static str {
+    if addr.contains(':') { "::1" } else { "127.0.0.1" }
 }
 
 impl Outbound {
@@ -217,7 +244,7 @@ pub(crate) fn check_port(field: String, port: u32, errs: &mut ValidationError) {
     if port == 0 || port > 65535 {
         errs.add(
             field,
-            format!("port {port} must be in the range from 1 to 65535"),
+            format!("port must be in the range [1, 65535] (got {port})"),
         );
     }
 }
@@ -242,35 +269,6 @@ pub(crate) fn is_dns_name(s: &str) -> bool {
         })
 }
 
-pub(crate) fn check_tags(field: &str, tags: &BTreeMap<String, String>, errs: &mut ValidationError) {
-    match tags.get(tags::SERVICE) {
-        None => errs.add(field, format!("{:?} is required", tags::SERVICE)),
-        Some(s) if s.is_empty() => errs.add(
-            format!("{field}[{:?}]", tags::SERVICE),
-            "tag value cannot be empty",
-        ),
-        Some(_) => {}
-    }
-    for (k, v) in tags {
-        if !tags::valid_tag_key(k) {
-            errs.add(
-                format!("{field}[{k:?}]"),
-                "tag name must consist of alphanumeric characters, dots, dashes, slashes, colons and underscores",
-            );
-        }
-        if v.is_empty() {
-            if k != tags::SERVICE {
-                errs.add(format!("{field}[{k:?}]"), "tag value cannot be empty");
-            }
-        } else if !tags::valid_tag_value(v) {
-            errs.add(
-                format!("{field}[{k:?}]"),
-                format!("tag value {v:?} must consist of alphanumeric characters, dots, dashes, colons and underscores"),
-            );
-        }
-    }
-}
-
 impl DataplaneSpec {
     pub fn networking(&self) -> Option<&Networking> {
         self.networking.as_ref()
@@ -278,6 +276,8 @@ impl DataplaneSpec {
 }
 
 impl SpecType for DataplaneSpec {
+    /// Kuma's `dataplane_validator.go`, field for field; and one check of
+    /// Koguma's own: no two sockets of this dataplane on one address:port.
     fn validate(&self, errs: &mut ValidationError) {
         let Some(net) = &self.networking else {
             errs.add("networking", "must be defined");
@@ -285,82 +285,84 @@ impl SpecType for DataplaneSpec {
         };
         match net.address.as_str() {
             "" => errs.add("networking.address", "address can't be empty"),
-            "0.0.0.0" | "::" => errs.add(
-                "networking.address",
-                format!(
-                    "{:?} is not allowed: use an address other dataplanes can reach",
-                    net.address
-                ),
-            ),
+            "0.0.0.0" | "::" => errs.add("networking.address", "must not be 0.0.0.0 or ::"),
             a if a.parse::<IpAddr>().is_err() && !is_dns_name(a) => errs.add(
                 "networking.address",
-                format!("{a:?} has to be a valid IP address or domain name"),
+                format!("address has to be valid IP address or domain name (got {a:?})"),
             ),
             _ => {}
         }
         if let Some(adv) = &net.advertised_address {
             check_ip("networking.advertisedAddress".into(), adv, errs);
         }
-        if net.inbound.is_empty() {
-            errs.add(
-                "networking",
-                "has to contain at least one inbound interface",
-            );
-        }
         // Every socket this dataplane binds, to find collisions.
         let mut bound: Vec<(String, String, u32)> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
         for (i, inb) in net.inbound.iter().enumerate() {
             let f = format!("networking.inbound[{i}]");
-            check_port(format!("{f}.port"), inb.port, errs);
-            if let Some(p) = inb.service_port {
-                check_port(format!("{f}.servicePort"), p, errs);
+            inb.validate(&f, net, errs);
+            if let Some(name) = inb.name.as_deref() {
+                if names.contains(&name) {
+                    errs.add(
+                        format!("{f}.name"),
+                        format!("name {name:?} must be unique across inbounds and listeners"),
+                    );
+                }
+                names.push(name);
             }
-            if let Some(a) = &inb.service_address {
-                check_ip(format!("{f}.serviceAddress"), a, errs);
-            }
-            if let Some(a) = &inb.address {
-                check_ip(format!("{f}.address"), a, errs);
-            }
-            check_tags(&format!("{f}.tags"), &inb.tags, errs);
-            let listen = inb.listen_address(net);
-            if net.transparent_proxying.is_some() {
+            if net.transparent_proxying.is_none() {
                 // Under transparent proxying the inbound binds no socket of
                 // its own: traffic to address:port is redirected to the
                 // proxy, which hands it to the application on that port.
-                continue;
+                let listen = inb.listen_address(net);
+                if inb.service_address.is_none() && inb.service_target(net) == (listen, inb.port) {
+                    errs.add(
+                        format!("{f}.servicePort"),
+                        format!(
+                            "the application would have to listen on the sidecar's own socket {listen}:{}: set servicePort, or serviceAddress to where it listens",
+                            inb.port
+                        ),
+                    );
+                }
+                bound.push((f, listen.to_string(), inb.port));
             }
-            if inb.service_target(net) == (listen, inb.port) {
-                errs.add(
-                    f.clone(),
-                    format!(
-                        "serviceAddress:servicePort ({listen}:{}) has to differ from address:port",
-                        inb.port
-                    ),
-                );
-            }
-            bound.push((f, listen.to_string(), inb.port));
         }
         for (i, out) in net.outbound.iter().enumerate() {
             let f = format!("networking.outbound[{i}]");
             check_port(format!("{f}.port"), out.port, errs);
-            if let Some(a) = &out.address {
-                check_ip(format!("{f}.address"), a, errs);
+            if let Some(a) = &out.address
+                && a.parse::<IpAddr>().is_err()
+            {
+                errs.add(format!("{f}.address"), "address has to be valid IP address");
             }
-            check_tags(&format!("{f}.tags"), &out.tags, errs);
+            let rules = TagRules {
+                require_service: true,
+                check_protocol: false,
+            };
+            validate_tags(&format!("{f}.tags"), &out.tags, rules, errs);
             bound.push((f, out.listen_address().to_string(), out.port));
         }
         if let Some(tp) = &net.transparent_proxying {
             tp.validate(errs);
         }
-        if let Some(admin) = &net.admin {
-            check_port("networking.admin.port".into(), admin.port, errs);
-            bound.push(("networking.admin".into(), "127.0.0.1".into(), admin.port));
-        } else {
-            bound.push((
-                "networking.admin (default)".into(),
-                "127.0.0.1".into(),
-                u32::from(DEFAULT_ADMIN_PORT),
-            ));
+        let admin_port = match &net.admin {
+            Some(admin) => {
+                check_port("networking.admin.port".into(), admin.port, errs);
+                admin.port
+            }
+            None => u32::from(DEFAULT_ADMIN_PORT),
+        };
+        let admin_field = "networking.admin.port".to_string();
+        for (field, addr, port) in &bound {
+            let on_loopback = addr == "127.0.0.1" || addr == "0.0.0.0";
+            if on_loopback && *port == admin_port {
+                let what = if field.starts_with("networking.inbound") {
+                    "inbound"
+                } else {
+                    "outbound"
+                };
+                errs.add(admin_field.clone(), format!("must differ from {what}"));
+            }
         }
         for (i, (field, addr, port)) in bound.iter().enumerate() {
             if let Some((other, _, _)) = bound[..i].iter().find(|(_, a, p)| a == addr && p == port)
@@ -370,6 +372,59 @@ impl SpecType for DataplaneSpec {
                     format!("{addr}:{port} is already used by {other}"),
                 );
             }
+        }
+    }
+}
+
+impl Inbound {
+    /// Kuma's `validateInbound`, errors under `f`.
+    fn validate(&self, f: &str, net: &Networking, errs: &mut ValidationError) {
+        check_port(format!("{f}.port"), self.port, errs);
+        if let Some(p) = self.service_port {
+            check_port(format!("{f}.servicePort"), p, errs);
+        }
+        let service_port_differs = self.service_port.is_some_and(|p| p != self.port);
+        let overlap = "serviceAddress and servicePort has to differ from address and port";
+        if let Some(a) = &self.service_address {
+            if a.parse::<IpAddr>().is_err() {
+                errs.add(
+                    format!("{f}.serviceAddress"),
+                    "serviceAddress has to be valid IP address",
+                );
+            }
+            if *a == net.address && !service_port_differs {
+                errs.add(format!("{f}.serviceAddress"), overlap);
+            }
+        }
+        if let Some(a) = &self.address {
+            if a.parse::<IpAddr>().is_err() {
+                errs.add(format!("{f}.address"), "address has to be valid IP address");
+            }
+            if self.service_address.as_ref() == Some(a) && !service_port_differs {
+                errs.add(format!("{f}.serviceAddress"), overlap);
+            }
+        }
+        let tags_path = format!("{f}.tags");
+        let rules = TagRules {
+            require_service: false,
+            check_protocol: true,
+        };
+        validate_tags(&tags_path, &self.tags, rules, errs);
+        // Kuma's newer inbounds carry no tags; one with tags is the older
+        // kind and must name its service.
+        if !self.tags.is_empty() && !self.tags.contains_key(tags::SERVICE) {
+            errs.add(tags::key_path(&tags_path, tags::SERVICE), "tag has to exist");
+        }
+        if let Some(p) = &self.protocol
+            && !tags::KNOWN_PROTOCOLS.contains(&p.as_str())
+        {
+            errs.add(
+                format!("{f}.protocol"),
+                format!(
+                    "has an invalid value {p:?}. Allowed values: {}",
+                    tags::KNOWN_PROTOCOLS.join(", ")
+                ),
+            );
         }
     }
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{check_port, check_tags, is_dns_name};
+use crate::dataplane::{check_port, is_dns_name};
 use crate::registry::SpecType;
+use crate::tags::{TagRules, validate_tags};
 use crate::tags;
 use crate::validation::ValidationError;
 
@@ -147,7 +148,15 @@ impl SpecType for ExternalServiceSpec {
                 }
             }
         }
-        check_tags("tags", &self.tags, errs);
+        validate_tags(
+            "tags",
+            &self.tags,
+            TagRules {
+                require_service: true,
+                check_protocol: true,
+            },
+            errs,
+        );
         if let Some((host, _)) = self.networking.address.rsplit_once(':')
             && host == self.service()
         {

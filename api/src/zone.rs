@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{check_ip, check_port, check_tags, is_dns_name};
+use crate::dataplane::{check_ip, check_port, is_dns_name};
 use crate::registry::SpecType;
+use crate::tags::{TagRules, validate_tags};
 use crate::validation::ValidationError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -131,7 +132,15 @@ impl SpecType for ZoneIngressSpec {
             check_port("networking.advertisedPort".into(), n.advertised_port, errs);
         }
         for (i, s) in self.available_services.iter().enumerate() {
-            check_tags(&format!("availableServices[{i}].tags"), &s.tags, errs);
+            validate_tags(
+                &format!("availableServices[{i}].tags"),
+                &s.tags,
+                TagRules {
+                    require_service: true,
+                    check_protocol: true,
+                },
+                errs,
+            );
         }
     }
 }
@@ -195,7 +204,7 @@ mod tests {
             "networking": {"address": "127.0.0.1", "port": 0, "admin": {"port": 0}}}));
         assert!(
             errs.iter()
-                .any(|e| e.starts_with("networking.port: port 0")),
+                .any(|e| e.starts_with("networking.port: port must be in the range [1, 65535]")),
             "{errs:?}"
         );
         assert!(

@@ -43,7 +43,7 @@ fn missing_service_tag_names_the_field() {
     let err = parse(&bad).unwrap_err();
     assert_eq!(
         err,
-        r#"networking.inbound[0].tags: "kuma.io/service" is required"#
+        r#"networking.inbound[0].tags["kuma.io/service"]: tag has to exist"#
     );
 }
 
@@ -63,7 +63,7 @@ fn ports_addresses_and_collisions_are_checked() {
     let err = parse(&bad).unwrap_err();
     assert!(
         err.contains(
-            "networking.inbound[0].servicePort: port 70000 must be in the range from 1 to 65535"
+            "networking.inbound[0].servicePort: port must be in the range [1, 65535] (got 70000)"
         ),
         "{err}"
     );
@@ -81,7 +81,7 @@ fn ports_addresses_and_collisions_are_checked() {
 }
 
 #[test]
-fn unknown_protocol_is_tcp() {
+fn kafka_is_carried_as_tcp() {
     let r = parse(&GOOD.replace("kuma.io/protocol: http", "kuma.io/protocol: kafka")).unwrap();
     let dp = r.as_dataplane().unwrap();
     assert_eq!(
@@ -131,7 +131,7 @@ fn transparent_proxying_is_checked_and_frees_the_inbound_port() {
     assert!(err.contains("networking.transparentProxying.redirectPortOutbound: port 15001 is also the inbound redirect port"), "{err}");
     let err = parse(&tp("    redirectPortInbound: 70000\n")).unwrap_err();
     assert!(
-        err.contains("networking.transparentProxying.redirectPortInbound: port 70000"),
+        err.contains("networking.transparentProxying.redirectPortInbound: port must be in the range [1, 65535] (got 70000)"),
         "{err}"
     );
     let err = parse(&tp("    ipFamilyMode: IPv5\n")).unwrap_err();

@@ -104,7 +104,7 @@ impl Catalog {
         if let Some(net) = resource.as_dataplane().and_then(|d| d.networking()) {
             out.entry(resource.meta.mesh.clone())
                 .or_default()
-                .extend(net.inbound.iter().map(|i| i.service()));
+                .extend(net.inbound.iter().map(|i| i.service()).filter(|s| !s.is_empty()));
         }
         if let Some(es) = resource.as_external_service() {
             out.entry(resource.meta.mesh.clone())

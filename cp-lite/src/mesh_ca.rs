@@ -292,18 +292,28 @@ impl MeshCa {
 
 /// The identities a dataplane is entitled to: `spiffe://<mesh>/<service>`
 /// for each service of its inbounds, and `kuma://<tag>/<value>` for every
-/// inbound tag, as Kuma issues them.
+/// inbound tag, as Kuma issues them. A dataplane that names no service
+/// (outbounds only, or tag-less inbounds) is `unknown`, Kuma's
+/// `ServiceUnknown`.
 pub fn workload_uris(mesh: &str, dp: &koguma_api::DataplaneSpec) -> Vec<String> {
     let mut services = std::collections::BTreeSet::new();
     let mut tags = std::collections::BTreeSet::new();
     for inbound in dp.networking().into_iter().flat_map(|n| &n.inbound) {
-        services.insert(format!("spiffe://{mesh}/{}", inbound.service()));
+        if !inbound.service().is_empty() {
+            services.insert(format!("spiffe://{mesh}/{}", inbound.service()));
+        }
         for (k, v) in &inbound.tags {
             tags.insert(format!("kuma://{k}/{v}"));
         }
     }
+    if services.is_empty() {
+        services.insert(format!("spiffe://{mesh}/{UNKNOWN_SERVICE}"));
+    }
     services.into_iter().chain(tags).collect()
 }
+
+/// Kuma's name for the service of a dataplane that names none.
+pub const UNKNOWN_SERVICE: &str = "unknown";
 
 #[cfg(test)]
 mod tests {

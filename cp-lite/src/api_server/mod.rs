@@ -87,9 +87,15 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Kuma's error body: `{"type", "status", "title", "detail", "invalid_parameters"}`.
+/// Kuma's error body: `type`, `status`, `title`, `detail` and
+/// `invalid_parameters` (`field`, `reason`), and the same again as
+/// `details` and `causes` (`field`, `message`) for clients written against
+/// Kuma before 2.4.
 pub enum ApiError {
+    /// A resource that is not valid.
     Invalid(ValidationError),
+    /// A list query (filters, page) that is not valid.
+    InvalidQuery(ValidationError),
     /// A request that cannot be done here, and why.
     BadRequest(String),
     /// No credentials, or bad ones, for what was asked.
@@ -102,21 +108,20 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, title, detail, params) = match self {
-            ApiError::Invalid(e) => {
-                let params: Vec<Value> = e
-                    .violations
-                    .iter()
-                    .map(|v| json!({"field": v.field, "reason": v.message}))
-                    .collect();
-                (
-                    StatusCode::BAD_REQUEST,
-                    "Invalid request",
-                    "Resource is not valid".to_string(),
-                    params,
-                )
-            }
-            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, "Bad request", d, vec![]),
+        let (status, title, detail, violations) = match self {
+            ApiError::Invalid(e) => (
+                StatusCode::BAD_REQUEST,
+                "Could not process a resource",
+                "Resource is not valid".to_string(),
+                e.violations,
+            ),
+            ApiError::InvalidQuery(e) => (
+                StatusCode::BAD_REQUEST,
+                "Could not retrieve resources",
+                "Resource is not valid".to_string(),
+                e.violations,
+            ),
+            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, "Bad Request", d, vec![]),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "Not found", d, vec![]),
             ApiError::Unauthenticated(d) => (StatusCode::UNAUTHORIZED, "Unauthorized", d, vec![]),
             ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "Access Denied", d, vec![]),
@@ -130,13 +135,25 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let body = json!({
+        let params: Vec<Value> = violations
+            .iter()
+            .map(|v| json!({"field": v.field, "reason": v.message}))
+            .collect();
+        let causes: Vec<Value> = violations
+            .iter()
+            .map(|v| json!({"field": v.field, "message": v.message}))
+            .collect();
+        let mut body = json!({
             "type": "/std-errors",
             "status": status.as_u16(),
             "title": title,
             "detail": detail,
-            "invalid_parameters": params,
+            "details": detail,
         });
+        if !violations.is_empty() {
+            body["invalid_parameters"] = params.into();
+            body["causes"] = causes.into();
+        }
         (status, Json(body)).into_response()
     }
 }

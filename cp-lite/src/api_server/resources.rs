@@ -103,6 +103,14 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
         )));
     }
     let mut value = docs.remove(0);
+    // Kuma looks at `type` before anything else: a body of another type
+    // is refused whole, naming the one this URL takes.
+    if value.get("type").and_then(Value::as_str) != Some(rtype.kind()) {
+        return Err(ApiError::Invalid(ValidationError::single(
+            "",
+            format!("type in body should be one of [{}]", rtype.kind()),
+        )));
+    }
     if rtype.is_mesh_scoped()
         && let Some(obj) = value.as_object_mut()
     {
@@ -110,13 +118,12 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
     }
     let resource = Resource::from_value(value).map_err(ApiError::Invalid)?;
     let mut errs = ValidationError::default();
-    if resource.resource_type() != rtype {
+    if rtype.is_mesh_scoped() && resource.meta.mesh != mesh {
         errs.add(
-            "type",
+            "mesh",
             format!(
-                "expected {}, got {}",
-                rtype.kind(),
-                resource.resource_type().kind()
+                "mesh from the URL has to be the same as in body (URL {mesh:?}, body {:?})",
+                resource.meta.mesh
             ),
         );
     }
@@ -124,17 +131,8 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
         errs.add(
             "name",
             format!(
-                "the name in the URL ({name:?}) has to be the same as in the body ({:?})",
+                "name from the URL has to be the same as in body (URL {name:?}, body {:?})",
                 resource.meta.name
-            ),
-        );
-    }
-    if rtype.is_mesh_scoped() && resource.meta.mesh != mesh {
-        errs.add(
-            "mesh",
-            format!(
-                "the mesh in the URL ({mesh:?}) has to be the same as in the body ({:?})",
-                resource.meta.mesh
             ),
         );
     }
@@ -203,7 +201,7 @@ impl Page {
         let number = |field: &str, default: usize| match query.get(field) {
             None => Ok(default),
             Some(v) => v.parse::<usize>().map_err(|_| {
-                ApiError::Invalid(ValidationError::single(
+                ApiError::InvalidQuery(ValidationError::single(
                     field,
                     format!("{v:?} is not a whole number"),
                 ))
@@ -211,7 +209,7 @@ impl Page {
         };
         let size = number("size", DEFAULT_PAGE_SIZE)?;
         if size == 0 || size > MAX_PAGE_SIZE {
-            return Err(ApiError::Invalid(ValidationError::single(
+            return Err(ApiError::InvalidQuery(ValidationError::single(
                 "size",
                 format!("invalid page size of {size}: it must be between 1 and {MAX_PAGE_SIZE}"),
             )));

@@ -82,7 +82,7 @@ impl DataplaneView {
             {
                 watched
                     .services
-                    .extend(net.inbound.iter().map(|i| i.service().to_string()));
+                    .extend(net.inbound.iter().map(|i| i.service().to_string()).filter(|s| !s.is_empty()));
             }
         }
         watched
