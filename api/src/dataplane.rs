@@ -222,7 +222,11 @@ impl Inbound {
 
 /// The loopback address of `addr`'s family.
 fn loopback_of(addr: &str) -> &'static str {
-    if addr.contains(':') { "::1" } else { "127.0.0.1" }
+    if addr.contains(':') {
+        "::1"
+    } else {
+        "127.0.0.1"
+    }
 }
 
 impl Outbound {
@@ -413,7 +417,10 @@ impl Inbound {
         // Kuma's newer inbounds carry no tags; one with tags is the older
         // kind and must name its service.
         if !self.tags.is_empty() && !self.tags.contains_key(tags::SERVICE) {
-            errs.add(tags::key_path(&tags_path, tags::SERVICE), "tag has to exist");
+            errs.add(
+                tags::key_path(&tags_path, tags::SERVICE),
+                "tag has to exist",
+            );
         }
         if let Some(p) = &self.protocol
             && !tags::KNOWN_PROTOCOLS.contains(&p.as_str())

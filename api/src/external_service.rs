@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{check_port, is_dns_name};
 use crate::registry::SpecType;
-use crate::tags::{TagRules, validate_tags};
 use crate::tags;
+use crate::tags::{TagRules, validate_tags};
 use crate::validation::ValidationError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -48,7 +48,9 @@ fn violations(yaml: &str) -> Vec<(String, String)> {
 }
 
 fn run(file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kuma_cases").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kuma_cases")
+        .join(file);
     let text = std::fs::read_to_string(&path).expect("case file");
     let cases: Vec<Case> = serde_yaml_ng::from_str(&text).expect("case file parses");
     let mut failures = Vec::new();

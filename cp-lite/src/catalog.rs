@@ -102,9 +102,12 @@ impl Catalog {
     ) -> BTreeMap<String, BTreeSet<&'a str>> {
         let mut out: BTreeMap<String, BTreeSet<&'a str>> = BTreeMap::new();
         if let Some(net) = resource.as_dataplane().and_then(|d| d.networking()) {
-            out.entry(resource.meta.mesh.clone())
-                .or_default()
-                .extend(net.inbound.iter().map(|i| i.service()).filter(|s| !s.is_empty()));
+            out.entry(resource.meta.mesh.clone()).or_default().extend(
+                net.inbound
+                    .iter()
+                    .map(|i| i.service())
+                    .filter(|s| !s.is_empty()),
+            );
         }
         if let Some(es) = resource.as_external_service() {
             out.entry(resource.meta.mesh.clone())

@@ -145,12 +145,47 @@ pub struct ProxyConfig {
     pub transparent: Option<TransparentConfig>,
     /// Set for a zone ingress or egress (which has no inbounds or outbounds).
     pub zone_proxy: Option<ZoneProxyConfig>,
-    /// How long to wait for an upstream connection (Kuma's MeshTimeout default: 5 s).
-    pub connect_timeout: Duration,
-    /// How long to wait for an upstream's response headers (Kuma's default: 15 s).
-    pub request_timeout: Duration,
+    /// The timeouts of the outbounds (and zone proxies).
+    pub outbound_timeouts: Timeouts,
+    /// The timeouts of the inbounds.
+    pub inbound_timeouts: Timeouts,
     /// Retries and outlier detection of the outbounds.
     pub resilience: Resilience,
+}
+
+/// Envoy's timeouts as Kuma sets them when no MeshTimeout applies
+/// (`pkg/plugins/policies/meshtimeout`: the outbound default policy and
+/// `DefaultInboundTimeout`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// To connect to an upstream.
+    pub connect: Duration,
+    /// A connection with nothing in flight and no bytes moving is closed
+    /// after this long.
+    pub idle: Duration,
+    /// Envoy's route timeout: from the end of the request (its last body
+    /// byte) to the response headers. `None`: off. A long upload is never
+    /// cut by it while the client is still sending.
+    pub request: Option<Duration>,
+    /// A request whose body, response headers or response body do not move
+    /// for this long is ended (408 before the response started, else a
+    /// reset).
+    pub stream_idle: Duration,
+}
+
+impl Timeouts {
+    pub const OUTBOUND: Timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        idle: Duration::from_secs(3600),
+        request: Some(Duration::from_secs(15)),
+        stream_idle: Duration::from_secs(30 * 60),
+    };
+    pub const INBOUND: Timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        idle: Duration::from_secs(2 * 3600),
+        request: None,
+        stream_idle: Duration::from_secs(3600),
+    };
 }
 
 /// What keeps one failing endpoint from failing requests: retries on
@@ -228,8 +263,8 @@ impl Default for ProxyConfig {
             mtls: None,
             transparent: None,
             zone_proxy: None,
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(15),
+            outbound_timeouts: Timeouts::OUTBOUND,
+            inbound_timeouts: Timeouts::INBOUND,
             resilience: Resilience::default(),
         }
     }

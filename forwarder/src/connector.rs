@@ -168,6 +168,18 @@ pub struct ClusterConnector {
     pub source: Option<IpAddr>,
     /// The server name sent under mesh mTLS; `None`: none (an IP address).
     pub sni: Option<rustls::pki_types::ServerName<'static>>,
+    /// Where every connection goes, whatever the URI says; `None`: to the
+    /// URI's authority.
+    pub pinned: Option<SocketAddr>,
+}
+
+impl ClusterConnector {
+    pub fn pinned_to(&self, addr: SocketAddr) -> ClusterConnector {
+        ClusterConnector {
+            pinned: Some(addr),
+            ..self.clone()
+        }
+    }
 }
 
 impl tower::Service<Uri> for ClusterConnector {
@@ -182,9 +194,9 @@ impl tower::Service<Uri> for ClusterConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let addr: SocketAddr = uri
-                .authority()
-                .and_then(|a| a.as_str().parse().ok())
+            let addr: SocketAddr = this
+                .pinned
+                .or_else(|| uri.authority().and_then(|a| a.as_str().parse().ok()))
                 .ok_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::InvalidInput,

@@ -131,7 +131,7 @@ impl Forwarder {
         }
         inner.clusters = clusters;
         let mut table = TransparentTable {
-            connect_timeout: config.connect_timeout,
+            connect_timeout: config.outbound_timeouts.connect,
             outbound_passthrough: config.transparent.is_some_and(|t| t.passthrough),
             // Kuma's strict inbound ports: under Strict mTLS only declared
             // inbounds take traffic.
@@ -189,6 +189,7 @@ impl Forwarder {
         // new requests go out on new connections with the new certificate
         // while requests in flight finish on theirs.
         let mut cluster = |name: &str,
+                           connect_timeout: Duration,
                            tls_key: Option<String>,
                            source: Option<IpAddr>,
                            sni: Option<ServerName<'static>>|
@@ -206,7 +207,7 @@ impl Forwarder {
                 .unwrap_or_else(|| {
                     Arc::new(Cluster::new(
                         self.stats.cluster(name),
-                        config.connect_timeout,
+                        connect_timeout,
                         source,
                         sni,
                     ))
@@ -232,9 +233,14 @@ impl Forwarder {
                     protocol: inb.protocol,
                     target: Target::Local(Endpoint::new(inb.upstream, Default::default())),
                     listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
-                    cluster: cluster(&cluster_name, None, source, None),
-                    connect_timeout: config.connect_timeout,
-                    request_timeout: config.request_timeout,
+                    cluster: cluster(
+                        &cluster_name,
+                        config.inbound_timeouts.connect,
+                        None,
+                        source,
+                        None,
+                    ),
+                    timeouts: config.inbound_timeouts,
                     resilience: config.resilience.clone(),
                     mesh: mesh_tls.as_ref().map(|tls| InboundMesh {
                         tls: tls.clone(),
@@ -261,6 +267,7 @@ impl Forwarder {
             };
             let c = cluster(
                 &out.service,
+                config.outbound_timeouts.connect,
                 tls.map(|(t, id)| format!("{:x}|{id}", t.fingerprint)),
                 None,
                 sni,
@@ -287,8 +294,7 @@ impl Forwarder {
                     target: Target::Balanced(EndpointSet::new(&out.endpoints, &c.health)),
                     listener_stats: self.stats.listener(&out.listen.to_string(), &out.service),
                     cluster: c,
-                    connect_timeout: config.connect_timeout,
-                    request_timeout: config.request_timeout,
+                    timeouts: config.outbound_timeouts,
                     resilience: config.resilience.clone(),
                     mesh: None,
                 },
@@ -301,7 +307,13 @@ impl Forwarder {
             }
             let mut table = HashMap::new();
             for r in &zp.routes {
-                let c = cluster(&r.cluster, None, None, None);
+                let c = cluster(
+                    &r.cluster,
+                    config.outbound_timeouts.connect,
+                    None,
+                    None,
+                    None,
+                );
                 c.stats.membership_total.set(r.endpoints.len() as i64);
                 let terminate = match &r.terminate {
                     None => None,
@@ -342,9 +354,8 @@ impl Forwarder {
                     protocol: crate::config::Protocol::Tcp,
                     target: Target::BySni(table),
                     listener_stats: self.stats.listener(&zp.listen.to_string(), "zone-proxy"),
-                    cluster: cluster(&name, None, None, None),
-                    connect_timeout: config.connect_timeout,
-                    request_timeout: config.request_timeout,
+                    cluster: cluster(&name, config.outbound_timeouts.connect, None, None, None),
+                    timeouts: config.outbound_timeouts,
                     resilience: config.resilience.clone(),
                     mesh: None,
                     name,

@@ -19,6 +19,7 @@ mod outlier;
 mod route;
 mod socket;
 pub mod stats;
+mod stream_body;
 mod tcp;
 mod tls;
 mod transparent;

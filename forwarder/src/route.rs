@@ -5,36 +5,52 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
-use crate::config::{OutlierDetection, Protocol, Resilience};
+use crate::config::{OutlierDetection, Protocol, Resilience, Timeouts};
 use crate::connector::{ClusterConnector, ClusterStream, UpstreamTls};
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::inbound::InboundMesh;
 use crate::outlier::{self, HealthRegistry};
 use crate::stats::{ClusterStats, ListenerStats};
+use crate::stream_body::RequestBody;
 
 /// What goes upstream: the downstream body, or nothing (which lets a
 /// bodiless request be sent again after a connect failure).
-pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
+pub type UpstreamBody = http_body_util::Either<RequestBody, http_body_util::Empty<bytes::Bytes>>;
 
 pub type UpstreamClient = Client<ClusterConnector, UpstreamBody>;
 
 /// One upstream cluster: its stats, its mesh mTLS client side and its
 /// pooled HTTP clients, kept across config updates so that pooled
 /// connections survive them.
+fn client(connector: ClusterConnector, h2: bool) -> UpstreamClient {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new());
+    if h2 {
+        builder.http2_only(true).timer(TokioTimer::new());
+    }
+    builder.build(connector)
+}
+
 pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     pub tls: Arc<UpstreamTls>,
     pub connector: ClusterConnector,
+    /// HTTP/1.1 requests, pooled by the endpoint address in their URI.
     pub h1: UpstreamClient,
-    pub h2: UpstreamClient,
+    /// Clients bound to one endpoint each, whatever the request URI's
+    /// authority: for requests that carry their own authority upstream
+    /// (HTTP/2's `:authority`, CONNECT's target). By endpoint and whether
+    /// HTTP/2.
+    pinned: RwLock<HashMap<(SocketAddr, bool), UpstreamClient>>,
     /// What recent requests said of each endpoint.
     pub health: HealthRegistry,
 }
@@ -56,25 +72,34 @@ impl Cluster {
             tls: tls.clone(),
             source,
             sni,
+            pinned: None,
         };
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
+        let h1 = client(connector.clone(), false);
         Cluster {
             stats,
             tls,
             connector,
             h1,
-            h2,
+            pinned: RwLock::default(),
             health: HealthRegistry::default(),
         }
+    }
+
+    /// The client whose connections all go to `addr`.
+    pub fn pinned_client(&self, addr: SocketAddr, h2: bool) -> UpstreamClient {
+        let key = (addr, h2);
+        if let Some(c) = self
+            .pinned
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return c.clone();
+        }
+        let mut map = self.pinned.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| client(self.connector.pinned_to(addr), h2))
+            .clone()
     }
 
     /// Connects to the first endpoint of `set` that accepts, trying at
@@ -132,14 +157,6 @@ impl Cluster {
             tracing::warn!(cluster = %self.stats.name, upstream = %endpoint.addr, reason = ?why, out_for = ?out, "endpoint taken out of rotation (outlier detection)");
         }
     }
-
-    pub fn client(&self, protocol: Protocol) -> &UpstreamClient {
-        if protocol.upstream_h2() {
-            &self.h2
-        } else {
-            &self.h1
-        }
-    }
 }
 
 pub enum Target {
@@ -176,8 +193,7 @@ pub struct Route {
     pub target: Target,
     pub listener_stats: Arc<ListenerStats>,
     pub cluster: Arc<Cluster>,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
+    pub timeouts: Timeouts,
     /// Retries and outlier detection (outbounds).
     pub resilience: Resilience,
     /// Set on inbounds when mesh mTLS is on.
@@ -195,7 +211,7 @@ impl Route {
                 let s = self
                     .cluster
                     .connector
-                    .connect(endpoint.addr, self.connect_timeout)
+                    .connect(endpoint.addr, self.timeouts.connect)
                     .await?;
                 return Ok((endpoint.addr, s));
             }
@@ -209,7 +225,7 @@ impl Route {
         };
         let result = self
             .cluster
-            .connect_first(set, &self.resilience, self.connect_timeout)
+            .connect_first(set, &self.resilience, self.timeouts.connect)
             .await;
         let Err(mut last) = result else {
             return result;

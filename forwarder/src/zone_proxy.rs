@@ -41,7 +41,7 @@ pub async fn serve(stream: TcpStream, route: Arc<Route>) {
     }
     let connected = target
         .cluster
-        .connect_first(&target.endpoints, &route.resilience, route.connect_timeout)
+        .connect_first(&target.endpoints, &route.resilience, route.timeouts.connect)
         .await;
     let Ok((_, mut upstream)) = connected else {
         target.cluster.stats.no_healthy_upstream.inc();
@@ -97,7 +97,7 @@ async fn external(
     let tcp = match target
         .cluster
         .connector
-        .connect(addr, route.connect_timeout)
+        .connect(addr, route.timeouts.connect)
         .await
     {
         Ok(s) => s,

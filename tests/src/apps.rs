@@ -80,8 +80,11 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 
 /// `GET /...` answers the app's `id`; `GET /slow?ms=N` first waits N ms;
 /// `GET /xfcc` answers the `x-forwarded-client-cert` it received;
-/// `POST /echo` returns the body and trailers it was sent, plus a trailer
-/// `x-app-id`.
+/// `GET /headers` the request headers it received; `POST /upload` the size
+/// of the body it read; `POST /echo` returns the body and trailers it was
+/// sent, plus a trailer `x-app-id`. A gRPC health `Check` answers SERVING.
+/// Every response says the authority the request came with
+/// (`x-seen-authority`).
 pub async fn http(addr: SocketAddr, id: &str) -> Server {
     let listener = bind(addr).await;
     let hits = Arc::new(AtomicU64::new(0));
@@ -124,7 +127,71 @@ pub async fn http(addr: SocketAddr, id: &str) -> Server {
 }
 
 async fn handle(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
+    let seen_authority = seen_authority(&req);
+    let mut resp = route(id, req).await?;
+    if let Ok(v) = HeaderValue::from_str(&seen_authority) {
+        resp.headers_mut().insert("x-seen-authority", v);
+    }
+    Ok(resp)
+}
+
+/// The authority the request arrived with: `:authority` (HTTP/2) or Host.
+fn seen_authority<B>(req: &Request<B>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+async fn route(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
     let path = req.uri().path().to_string();
+    let grpc = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc && path == "/grpc.health.v1.Health/Check" {
+        // SERVING, whatever service was asked about: a HealthCheckResponse
+        // {status: 1} in one gRPC frame, then grpc-status 0.
+        let frame = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let frames = vec![Ok(Frame::data(frame)), Ok(Frame::trailers(trailers))];
+        return Ok(Response::builder()
+            .header("content-type", "application/grpc")
+            .body(AppBody::Right(StreamBody::new(tokio_stream::iter(frames))))
+            .unwrap());
+    }
+    if path == "/headers" {
+        // The request headers as received, one `name: value` a line.
+        let mut text = String::new();
+        for (name, value) in req.headers() {
+            text.push_str(&format!(
+                "{name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        return Ok(Response::new(AppBody::Left(Full::new(Bytes::from(text)))));
+    }
+    if path == "/upload" {
+        // Reads the body as it comes, however slowly; answers its size.
+        let mut body = req.into_body();
+        let mut received = 0usize;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => received += f.data_ref().map_or(0, |d| d.len()),
+                Err(_) => break,
+            }
+        }
+        return Ok(Response::new(AppBody::Left(Full::new(Bytes::from(
+            format!("received {received}"),
+        )))));
+    }
     if path == "/slow" {
         let ms: u64 = req
             .uri()

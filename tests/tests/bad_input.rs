@@ -28,7 +28,7 @@ async fn a_bad_resource_is_refused_and_not_stored() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(r#"networking.inbound[0].tags: "kuma.io/service" is required"#),
+        stderr.contains(r#"networking.inbound[0].tags["kuma.io/service"]: tag has to exist"#),
         "{stderr}"
     );
     assert_eq!(
@@ -131,7 +131,7 @@ async fn an_agent_with_a_bad_template_exits_with_the_reason() {
     assert!(!status.success());
     assert!(
         dp.log()
-            .contains(r#"networking.inbound[0].tags: "kuma.io/service" is required"#),
+            .contains(r#"networking.inbound[0].tags["kuma.io/service"]: tag has to exist"#),
         "{}",
         dp.log()
     );

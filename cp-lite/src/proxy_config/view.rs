@@ -80,9 +80,12 @@ impl DataplaneView {
                 .as_dataplane()
                 .and_then(|d| d.networking())
             {
-                watched
-                    .services
-                    .extend(net.inbound.iter().map(|i| i.service().to_string()).filter(|s| !s.is_empty()));
+                watched.services.extend(
+                    net.inbound
+                        .iter()
+                        .map(|i| i.service().to_string())
+                        .filter(|s| !s.is_empty()),
+                );
             }
         }
         watched

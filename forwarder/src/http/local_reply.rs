@@ -5,9 +5,10 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+use crate::stream_body::ResponseBody;
+
+pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 
 #[derive(Debug)]
 pub enum LocalReply {
@@ -19,6 +20,8 @@ pub enum LocalReply {
     /// The endpoint answered nothing while its peers did (outlier detection).
     Stalled,
     Timeout,
+    /// The request body stopped moving (stream idle timeout).
+    StreamIdle,
     BadRequest(String),
     /// Denied by MeshTrafficPermission.
     Forbidden(String),
@@ -32,6 +35,7 @@ impl LocalReply {
             | LocalReply::ConnectFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::Reset(_) | LocalReply::Stalled => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::StreamIdle => StatusCode::REQUEST_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
             LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
         }
@@ -44,6 +48,7 @@ impl LocalReply {
             LocalReply::ConnectFailed(e) => format!("upstream connect error: {e}"),
             LocalReply::Reset(e) => format!("upstream reset before response: {e}"),
             LocalReply::Timeout => "upstream request timeout".into(),
+            LocalReply::StreamIdle => "stream timeout".into(),
             LocalReply::Stalled => {
                 "upstream answered nothing while its peers did: taken out of rotation".into()
             }
@@ -53,10 +58,10 @@ impl LocalReply {
 
     fn grpc_status(&self) -> &'static str {
         match self {
-            LocalReply::Timeout => "4",        // DEADLINE_EXCEEDED
-            LocalReply::BadRequest(_) => "13", // INTERNAL
-            LocalReply::Forbidden(_) => "7",   // PERMISSION_DENIED
-            _ => "14",                         // UNAVAILABLE
+            LocalReply::Timeout | LocalReply::StreamIdle => "4", // DEADLINE_EXCEEDED
+            LocalReply::BadRequest(_) => "13",                   // INTERNAL
+            LocalReply::Forbidden(_) => "7",                     // PERMISSION_DENIED
+            _ => "14",                                           // UNAVAILABLE
         }
     }
 

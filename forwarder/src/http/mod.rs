@@ -4,6 +4,7 @@
 //! connections. Endpoints are picked per request from the listener's current
 //! route, so endpoint changes reach keep-alive connections at once.
 
+mod conn_watch;
 mod headers;
 mod local_reply;
 
@@ -11,13 +12,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::{Either, Empty};
 use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,12 +29,15 @@ use crate::config::RetryPolicy;
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::listener::ListenerShared;
 use crate::outlier::{self, Ejection};
-use crate::route::{Route, Target, UpstreamBody};
+use crate::route::{Route, Target, UpstreamBody, UpstreamClient};
+use crate::stream_body::{RequestBody, RequestProgress, ResponseBody};
+use conn_watch::{Activity, Verdict, WatchedIo};
 use local_reply::{LocalReply, ProxyBody};
 
 /// Serves one downstream connection until it closes, or until `shutdown`
 /// resolves: then in-flight requests finish and the connection is closed
-/// (`Connection: close` / GOAWAY).
+/// (`Connection: close` / GOAWAY). A connection that sends nothing at
+/// first, or that goes idle, is closed by its watch.
 pub async fn serve<S>(
     stream: S,
     peer: Arc<Peer>,
@@ -42,15 +47,24 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let idle = conn_route.timeouts.idle;
+    let activity = Arc::new(Activity::default());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
+    let in_service = activity.clone();
     let service = service_fn(move |req| {
         let route = current_route(&shared, &conn_route);
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(forward(route, &peer, req).await) }
+        let in_flight = in_service.request();
+        async move {
+            let resp = forward(route, &peer, req).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(resp)
+        }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => finished(res),
@@ -58,6 +72,17 @@ pub async fn serve<S>(
             conn.as_mut().graceful_shutdown();
             finished(conn.await);
         }
+        verdict = conn_watch::watch(&activity, conn_watch::FIRST_REQUEST_TIMEOUT, idle) => match verdict {
+            Verdict::Silent => tracing::warn!(
+                waited = ?conn_watch::FIRST_REQUEST_TIMEOUT,
+                "closing a connection that sent no HTTP request: the client seems to wait for the server to speak first (MySQL, SMTP, ...). A service speaking such a protocol must be tagged kuma.io/protocol: tcp"
+            ),
+            Verdict::Idle => {
+                tracing::debug!(?idle, "closing an idle connection");
+                conn.as_mut().graceful_shutdown();
+                finished(conn.await);
+            }
+        },
     }
 }
 
@@ -107,32 +132,44 @@ async fn forward(route: Arc<Route>, peer: &Peer, req: Request<Incoming>) -> Resp
 async fn upstream(
     route: &Route,
     peer: &Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
-    let (parts, body) = req.into_parts();
+    // An upgrade (WebSocket) or CONNECT becomes a tunnel once the upstream
+    // agrees; HTTP/2 upstreams take neither.
+    let h2 = route.protocol.upstream_h2();
+    let mut downstream_upgrade =
+        (!h2 && headers::is_upgrade(&req)).then(|| hyper::upgrade::on(&mut req));
+    let upgrade = downstream_upgrade.is_some();
+    let connect = req.method() == http::Method::CONNECT;
+    let (mut parts, body) = req.into_parts();
+    headers::set_forwarding(&mut parts.headers, matches!(peer, Peer::Mesh { .. }));
     // A request without a body can be sent again as it is; one with a body
     // streams through and is sent once. Failures where the endpoint may
     // have acted on the request (a reset, a gateway error, no answer) are
     // retried for idempotent methods only (RFC 9110 §9.2.2); a refused
     // connection saw nothing, whatever the method.
     let tries = match &route.target {
-        Target::Balanced(_) if body.is_end_stream() => 1 + route.resilience.retry.num_retries,
+        Target::Balanced(_) if body.is_end_stream() && !upgrade => {
+            1 + route.resilience.retry.num_retries
+        }
         _ => 1,
     };
     let idempotent = parts.method.is_idempotent();
-    let deadline = tokio::time::Instant::now() + route.request_timeout;
     let mut body = Some(body);
     let mut parts = Some(parts);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_failure = None;
+    // The route timeout covers every try, from the end of the request.
+    let mut progress = Arc::new(RequestProgress::ended_now());
     for attempt in 0..tries {
         if attempt > 0 {
             route.cluster.stats.rq_retry.inc();
-            tokio::time::sleep_until(
-                deadline
-                    .min(tokio::time::Instant::now() + backoff(&route.resilience.retry, attempt)),
-            )
-            .await;
+            let wait = backoff(&route.resilience.retry, attempt);
+            let until = match (progress.ended_at(), route.timeouts.request) {
+                (Some(end), Some(limit)) => (end + limit).min(tokio::time::Instant::now() + wait),
+                _ => tokio::time::Instant::now() + wait,
+            };
+            tokio::time::sleep_until(until).await;
         }
         let picked = match &route.target {
             Target::Local(endpoint) => Some((endpoint, None)),
@@ -150,7 +187,10 @@ async fn upstream(
             return Err(LocalReply::NoHealthyUpstream);
         };
         let upstream_body = match body.take() {
-            Some(b) if tries == 1 => Either::Left(b),
+            Some(b) if tries == 1 => {
+                progress = Arc::new(RequestProgress::default());
+                Either::Left(RequestBody::new(b, progress.clone()))
+            }
             _ => Either::Right(Empty::new()),
         };
         // The head is cloned only when another attempt may need it.
@@ -163,13 +203,28 @@ async fn upstream(
         let mut req = headers::to_upstream(
             Request::from_parts(head, upstream_body),
             &endpoint.authority,
-            route.protocol.upstream_h2(),
+            h2,
+            upgrade,
         )
         .map_err(LocalReply::BadRequest)?;
         if route.mesh.is_some() {
             headers::set_client_cert(req.headers_mut(), peer);
         }
-        let result = send(route, endpoint, set, req, deadline).await;
+        // HTTP/2 requests keep the caller's `:authority`, CONNECT its
+        // target: their URI cannot name the endpoint, so their client is
+        // the endpoint's own.
+        let client = if h2 || connect {
+            route.cluster.pinned_client(endpoint.addr, h2)
+        } else {
+            route.cluster.h1.clone()
+        };
+        let exchange = Exchange {
+            client: &client,
+            progress: &progress,
+            downstream_upgrade: downstream_upgrade.take(),
+            connect,
+        };
+        let result = send(route, endpoint, set, req, exchange).await;
         let gateway_error = matches!(&result, Ok(r) if is_gateway_error(r.status()));
         if let (Some(set), true) = (set, gateway_error || result.is_err()) {
             route
@@ -192,6 +247,15 @@ async fn upstream(
     last_failure.unwrap_or(Err(LocalReply::NoHealthyUpstream))
 }
 
+/// What one try needs besides the request.
+struct Exchange<'a> {
+    client: &'a UpstreamClient,
+    progress: &'a RequestProgress,
+    /// The downstream side of an upgrade the request asked for.
+    downstream_upgrade: Option<OnUpgrade>,
+    connect: bool,
+}
+
 /// 502, 503 and 504: what Kuma's default retry policy calls a gateway error.
 fn is_gateway_error(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 502..=504)
@@ -210,21 +274,21 @@ fn backoff(policy: &RetryPolicy, n: u32) -> std::time::Duration {
     cap.mul_f64(f64::from(nanos % 1000) / 1000.0)
 }
 
-/// Sends one try to `endpoint` and waits for its response until
-/// `deadline`. When the endpoint is one of a set, the wait also ends once
-/// the endpoint looks frozen (see `OutlierDetection::stalled_after`).
+/// Sends one try to `endpoint` and waits for its response (see
+/// `wait_for_response`). A switch of protocols the upstream agrees to
+/// becomes a tunnel between the two upgraded connections.
 async fn send(
     route: &Route,
     endpoint: &Endpoint,
     set: Option<&EndpointSet>,
     req: Request<UpstreamBody>,
-    deadline: tokio::time::Instant,
+    exchange: Exchange<'_>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
     let cluster = &route.cluster.stats;
     let addr = endpoint.addr;
     cluster.rq_total.inc();
     let started = Instant::now();
-    let waited = wait_for_response(route, endpoint, set, req, deadline).await;
+    let waited = wait_for_response(route, endpoint, set, req, &exchange).await;
     let now = outlier::now_ms();
     let result = match waited {
         Waited::Response(Ok(mut resp)) => {
@@ -233,8 +297,19 @@ async fn send(
             if !is_gateway_error(resp.status()) {
                 endpoint.health.succeeded(now);
             }
-            headers::strip_hop_by_hop(resp.headers_mut());
-            Ok(resp.map(Either::Left))
+            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                || (exchange.connect && resp.status().is_success());
+            let tunnel = match exchange.downstream_upgrade {
+                Some(down) if switched => {
+                    let up = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(down, up, addr));
+                    true
+                }
+                _ => false,
+            };
+            headers::strip_hop_by_hop(resp.headers_mut(), tunnel && !exchange.connect);
+            let idle = route.timeouts.stream_idle;
+            Ok(resp.map(|b| Either::Left(ResponseBody::new(b, idle))))
         }
         Waited::Response(Err(e)) => {
             let reason = local_reply::error_chain(&e);
@@ -251,8 +326,17 @@ async fn send(
         }
         Waited::Deadline => {
             cluster.rq_timeout.inc();
-            tracing::warn!(upstream = %addr, timeout = ?route.request_timeout, "upstream request timed out");
+            tracing::warn!(upstream = %addr, timeout = ?route.timeouts.request, "upstream request timed out");
             Err(LocalReply::Timeout)
+        }
+        Waited::StreamIdle { request_ended } => {
+            cluster.rq_timeout.inc();
+            tracing::warn!(upstream = %addr, idle = ?route.timeouts.stream_idle, request_ended, "request stream idle: nothing moved");
+            Err(if request_ended {
+                LocalReply::Timeout
+            } else {
+                LocalReply::StreamIdle
+            })
         }
     };
     let status = match &result {
@@ -264,40 +348,88 @@ async fn send(
     result
 }
 
+/// Carries bytes both ways between an upgraded downstream connection and
+/// the upgraded upstream one, until either side closes.
+async fn tunnel(down: OnUpgrade, up: OnUpgrade, addr: SocketAddr) {
+    let (down, up) = tokio::join!(down, up);
+    let (down, up) = match (down, up) {
+        (Ok(d), Ok(u)) => (d, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(upstream = %addr, error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        Ok((sent, received)) => {
+            tracing::debug!(upstream = %addr, sent, received, "upgraded connection closed")
+        }
+        Err(e) => tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended"),
+    }
+}
+
 enum Waited {
     Response(Result<Response<Incoming>, hyper_util::client::legacy::Error>),
     Frozen,
     Deadline,
+    StreamIdle { request_ended: bool },
 }
 
+/// Waits for the response headers. Envoy's route timeout starts when the
+/// request has been sent whole, so an upload takes as long as it takes;
+/// until then (and after, without a route timeout) the stream idle timeout
+/// ends a request whose body stopped moving. When the endpoint is one of a
+/// set, the wait also ends once the endpoint looks frozen (see
+/// `OutlierDetection::stalled_after`).
 async fn wait_for_response(
     route: &Route,
     endpoint: &Endpoint,
     set: Option<&EndpointSet>,
     req: Request<UpstreamBody>,
-    deadline: tokio::time::Instant,
+    exchange: &Exchange<'_>,
 ) -> Waited {
     let _in_flight = endpoint.health.start_request();
     let sent_at = outlier::now_ms();
     let outlier = &route.resilience.outlier;
+    let timeouts = &route.timeouts;
+    let progress = exchange.progress;
     // Checked a few times per stall period, and only by requests that wait.
     let check_every = outlier
         .stalled_after
         .filter(|_| set.is_some())
         .map(|d| d / 4);
-    let response = route.cluster.client(route.protocol).request(req);
+    let response = exchange.client.request(req);
     tokio::pin!(response);
     loop {
-        let wake = match check_every {
-            Some(every) => deadline.min(tokio::time::Instant::now() + every),
-            None => deadline,
-        };
+        let now = tokio::time::Instant::now();
+        let deadline = progress
+            .ended_at()
+            .and_then(|end| timeouts.request.map(|limit| end + limit));
+        let quiet = Duration::from_millis(
+            outlier::now_ms().saturating_sub(progress.last_moved_ms().max(sent_at)),
+        );
+        let idle_at = now + timeouts.stream_idle.saturating_sub(quiet);
+        let mut wake = deadline.map_or(idle_at, |d| d.min(idle_at));
+        if let Some(every) = check_every {
+            wake = wake.min(now + every);
+        }
         tokio::select! {
             r = &mut response => return Waited::Response(r),
             () = tokio::time::sleep_until(wake) => {}
+            // The route timeout starts now: compute the deadline again.
+            () = progress.wait_ended(), if progress.ended_at().is_none() => continue,
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             return Waited::Deadline;
+        }
+        if now >= idle_at {
+            return Waited::StreamIdle {
+                request_ended: progress.ended_at().is_some(),
+            };
+        }
+        if check_every.is_none() {
+            continue;
         }
         let now = outlier::now_ms();
         let health = &endpoint.health;

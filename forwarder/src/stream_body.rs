@@ -1,0 +1,179 @@
+//! Bodies as they cross the proxy, carrying what the timeouts need: when
+//! the request body ended (Envoy's route timeout starts there), and when a
+//! body last moved (the stream idle timeout).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::outlier::now_ms;
+
+/// How far a request body has got, shared by the body (which moves it)
+/// and the request waiting for its response.
+#[derive(Default)]
+pub struct RequestProgress {
+    ended_at: OnceLock<Instant>,
+    ended: Notify,
+    /// `outlier::now_ms` of the last body frame; 0: none yet.
+    last_ms: AtomicU64,
+}
+
+impl RequestProgress {
+    /// For a request whose body is already complete (none, or sent again).
+    pub fn ended_now() -> RequestProgress {
+        let p = RequestProgress::default();
+        p.end();
+        p
+    }
+
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.ended_at.get().copied()
+    }
+
+    /// Resolves once the body has ended.
+    pub async fn wait_ended(&self) {
+        loop {
+            // Registered before the check: an end in between still wakes it.
+            let signal = self.ended.notified();
+            if self.ended_at.get().is_some() {
+                return;
+            }
+            signal.await;
+        }
+    }
+
+    /// When the body last moved, in `outlier::now_ms` time; 0: never.
+    pub fn last_moved_ms(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+
+    fn moved(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        if self.ended_at.set(Instant::now()).is_ok() {
+            self.ended.notify_waiters();
+        }
+    }
+}
+
+/// The downstream request body on its way upstream.
+pub struct RequestBody {
+    inner: Incoming,
+    progress: Arc<RequestProgress>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, progress: Arc<RequestProgress>) -> RequestBody {
+        if inner.is_end_stream() {
+            progress.end();
+        }
+        RequestBody { inner, progress }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                this.progress.moved();
+                if this.inner.is_end_stream() {
+                    this.progress.end();
+                }
+            }
+            // An aborted body ends the request too: its upstream attempt
+            // fails on its own, and must not wait for a deadline never set.
+            Poll::Ready(None | Some(Err(_))) => this.progress.end(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The upstream response body on its way downstream, ended with an error
+/// (a reset for the client) when it does not move for `idle`. The timer is
+/// made only when the body first has to wait, and re-armed lazily: a body
+/// that keeps moving costs a clock read per frame, no timer work.
+pub struct ResponseBody {
+    inner: Incoming,
+    idle: Duration,
+    last: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream response did not move for {0:?} (stream idle timeout)")]
+pub struct StreamIdle(Duration);
+
+impl ResponseBody {
+    pub fn new(inner: Incoming, idle: Duration) -> ResponseBody {
+        ResponseBody {
+            inner,
+            idle,
+            last: Instant::now(),
+            timer: None,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.last = Instant::now();
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        let (last, idle) = (this.last, this.idle);
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + idle)));
+        // The timer may be older than the last frame: when it fires early,
+        // it is moved to the real due time and waited on again.
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= last + idle {
+                return Poll::Ready(Some(Err(Box::new(StreamIdle(idle)))));
+            }
+            timer.as_mut().reset(last + idle);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
