@@ -31,13 +31,15 @@ pub use mesh::{
     MeshSpec, Mtls, MtlsBackend, MtlsMode, Rotation,
 };
 pub use registry::{KdsSync, ResourceType, Scope, Spec, SpecType};
-pub use resource::{Resource, ResourceMeta};
+pub use resource::{DISPLAY_NAME_LABEL, MESH_LABEL, Resource, ResourceMeta};
 pub use tags::Protocol;
 pub use traffic_permission::{
     From, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionAction, PermissionConf,
     Selector, TargetRef,
 };
-pub use validation::{ValidationError, Violation, validate_identifier, validate_name};
+pub use validation::{
+    ValidationError, Violation, validate_identifier, validate_labels, validate_name,
+};
 pub use zone::{
     AvailableService, ZoneEgressNetworking, ZoneEgressSpec, ZoneIngressNetworking, ZoneIngressSpec,
     ZoneSpec,

@@ -59,7 +59,7 @@ impl KdsSync {
 }
 
 macro_rules! resource_types {
-    ($($variant:ident($spec:ty): $plural:literal, $scope:ident, $sync:ident;)+) => {
+    ($($variant:ident($spec:ty): $plural:literal, $short:expr, $scope:ident, $sync:ident;)+) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum ResourceType {
             $($variant),+
@@ -85,6 +85,14 @@ macro_rules! resource_types {
             pub fn plural(self) -> &'static str {
                 match self {
                     $(ResourceType::$variant => $plural),+
+                }
+            }
+
+            /// Kuma's short name, the type part of a KRI; `None` for the
+            /// types Kuma gives none.
+            pub fn short_name(self) -> Option<&'static str> {
+                match self {
+                    $(ResourceType::$variant => $short),+
                 }
             }
 
@@ -132,14 +140,14 @@ macro_rules! resource_types {
 // Order matters to the multi-zone sync: a type is sent after the types
 // listed above it (a Mesh before what lives in it) and removed before them.
 resource_types! {
-    Mesh(MeshSpec): "meshes", Global, GlobalToZones;
-    Zone(ZoneSpec): "zones", Global, Local;
-    ZoneIngress(ZoneIngressSpec): "zoneingresses", Global, ZoneToGlobalToZones;
-    ZoneEgress(ZoneEgressSpec): "zoneegresses", Global, ZoneToGlobal;
-    Dataplane(DataplaneSpec): "dataplanes", Mesh, ZoneToGlobal;
-    MeshTrafficPermission(MeshTrafficPermission): "meshtrafficpermissions", Mesh, GlobalToZones;
-    ExternalService(ExternalServiceSpec): "external-services", Mesh, GlobalToZones;
-    MeshLoadBalancingStrategy(MeshLoadBalancingStrategy): "meshloadbalancingstrategies", Mesh, GlobalToZones;
+    Mesh(MeshSpec): "meshes", Some("m"), Global, GlobalToZones;
+    Zone(ZoneSpec): "zones", Some("z"), Global, Local;
+    ZoneIngress(ZoneIngressSpec): "zoneingresses", Some("zi"), Global, ZoneToGlobalToZones;
+    ZoneEgress(ZoneEgressSpec): "zoneegresses", Some("ze"), Global, ZoneToGlobal;
+    Dataplane(DataplaneSpec): "dataplanes", Some("dp"), Mesh, ZoneToGlobal;
+    MeshTrafficPermission(MeshTrafficPermission): "meshtrafficpermissions", Some("mtp"), Mesh, GlobalToZones;
+    ExternalService(ExternalServiceSpec): "external-services", None, Mesh, GlobalToZones;
+    MeshLoadBalancingStrategy(MeshLoadBalancingStrategy): "meshloadbalancingstrategies", Some("mlbs"), Mesh, GlobalToZones;
 }
 
 impl ResourceType {

@@ -30,14 +30,23 @@ pub struct Resource {
     pub spec: Spec,
 }
 
-const META_KEYS: [&str; 6] = [
+const META_KEYS: [&str; 7] = [
     "type",
     "mesh",
     "name",
     "labels",
     "creationTime",
     "modificationTime",
+    "kri",
 ];
+
+/// Kuma's label naming a mesh-scoped resource's mesh.
+pub const MESH_LABEL: &str = "kuma.io/mesh";
+/// Kuma's label with the name a resource was given where it was made
+/// (KDS renames copies).
+pub const DISPLAY_NAME_LABEL: &str = "kuma.io/display-name";
+const ZONE_LABEL: &str = "kuma.io/zone";
+const NAMESPACE_LABEL: &str = "k8s.kuma.io/namespace";
 
 fn take_string(
     obj: &mut Map<String, Value>,
@@ -144,6 +153,9 @@ impl Resource {
         let name = take_string(&mut obj, "name", &mut errs).unwrap_or_default();
         let creation_time = take_string(&mut obj, "creationTime", &mut errs);
         let modification_time = take_string(&mut obj, "modificationTime", &mut errs);
+        // Derived from the rest (see `kri`): what a client read back may
+        // carry it, and it changes nothing.
+        obj.remove("kri");
         let labels = match obj.remove("labels") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(v) => serde_json::from_value(v).unwrap_or_else(|_| {
@@ -196,8 +208,36 @@ impl Resource {
                 ),
             );
         }
+        crate::validation::validate_labels(&self.meta.labels, &mut errs);
+        if let Some(mesh) = self.meta.labels.get(MESH_LABEL)
+            && self.resource_type().is_mesh_scoped()
+            && *mesh != self.meta.mesh
+        {
+            errs.add(
+                format!("labels[{MESH_LABEL:?}]"),
+                "kuma.io/mesh label must not differ from mesh set on resource",
+            );
+        }
         self.spec.validate(&mut errs);
         errs.into_result()
+    }
+
+    /// Kuma's resource identifier,
+    /// `kri_<type>_<mesh>_<zone>_<namespace>_<name>_<section>`, for the
+    /// types Kuma gives a short name; the name is the display name.
+    pub fn kri(&self) -> Option<String> {
+        let short = self.resource_type().short_name()?;
+        let labels = &self.meta.labels;
+        let label = |k: &str| labels.get(k).map_or("", String::as_str);
+        let name = labels
+            .get(DISPLAY_NAME_LABEL)
+            .map_or(self.meta.name.as_str(), String::as_str);
+        Some(format!(
+            "kri_{short}_{}_{}_{}_{name}_",
+            self.meta.mesh,
+            label(ZONE_LABEL),
+            label(NAMESPACE_LABEL),
+        ))
     }
 
     /// The flat JSON form the REST API serves and the store keeps.

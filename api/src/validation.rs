@@ -99,6 +99,65 @@ pub fn validate_name(field: &str, name: &str, errs: &mut ValidationError) {
     }
 }
 
+/// Kuma's check of resource labels (`resource_endpoints.go`
+/// `validateLabels`): keys are Kubernetes qualified names, values
+/// Kubernetes label values, each error at `labels["key"]`.
+pub fn validate_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+    errs: &mut ValidationError,
+) {
+    for (key, value) in labels {
+        let field = format!("labels[{key:?}]");
+        let (prefix, name) = match key.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, key.as_str()),
+        };
+        if let Some(p) = prefix {
+            let mut prefix_errs = ValidationError::default();
+            validate_identifier("prefix", p, &mut prefix_errs);
+            if !prefix_errs.is_empty() {
+                errs.add(
+                    field.clone(),
+                    "prefix part must be a lowercase RFC 1123 subdomain: lowercase alphanumeric characters, '-' or '.', starting and ending with an alphanumeric character",
+                );
+            }
+        }
+        if name.is_empty() {
+            errs.add(field.clone(), "name part must be non-empty");
+        } else if name.len() > 63 {
+            errs.add(
+                field.clone(),
+                "name part must be no more than 63 characters",
+            );
+        } else if !is_label_token(name) {
+            errs.add(
+                field.clone(),
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            );
+        }
+        if value.len() > 63 {
+            errs.add(field.clone(), "must be no more than 63 characters");
+        } else if !value.is_empty() && !is_label_token(value) {
+            errs.add(
+                field,
+                format!(
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (got {value:?})"
+                ),
+            );
+        }
+    }
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
+fn is_label_token(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+}
+
 /// The validation errors of the resource `yaml` (parsing and checks), as a
 /// person reads them; empty when it is valid. For unit tests.
 #[cfg(test)]
@@ -116,6 +175,46 @@ pub(crate) fn errors_of(yaml: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_kubernetes_qualified_names_and_values() {
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let mut e = ValidationError::default();
+        validate_labels(
+            &labels(&[
+                ("kuma.io/mesh", "default"),
+                ("team", ""),
+                ("k8s.kuma.io/namespace", "kuma-system"),
+                ("app.kubernetes.io/name", "web_1.v2"),
+            ]),
+            &mut e,
+        );
+        assert!(e.is_empty(), "{e}");
+        validate_labels(
+            &labels(&[
+                ("Kuma.io/x", "a"),
+                ("bad key", "a"),
+                ("ok", "-starts-with-dash"),
+                ("long", &"a".repeat(64)),
+            ]),
+            &mut e,
+        );
+        let fields: Vec<&str> = e.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                r#"labels["Kuma.io/x"]"#,
+                r#"labels["bad key"]"#,
+                r#"labels["long"]"#,
+                r#"labels["ok"]"#
+            ]
+        );
+    }
 
     #[test]
     fn names_follow_kuma_charset() {

@@ -7,7 +7,7 @@ use koguma_api::{Resource, ResourceType, Spec, ValidationError};
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, DataplaneKey};
-use crate::role::{ORIGIN_LABEL, Role, ZONE_LABEL};
+use crate::role::{ENV_LABEL, ORIGIN_LABEL, PROXY_TYPE_LABEL, Role, ZONE_LABEL};
 use crate::store::{Origin, ResourceStore, StoreError, StoredResource};
 use crate::vips::{self, VipMap};
 
@@ -126,18 +126,44 @@ impl Resources {
         &self.role
     }
 
-    /// A federated zone marks what it makes as its own, as Kuma's zone CP
-    /// does: origin and zone labels, and the `kuma.io/zone` tag on every
-    /// inbound (what other zones and the global select and route by).
-    fn stamp_zone(&self, resource: &mut Resource) {
-        let Some(zone) = self.role.zone_name() else {
-            return;
+    /// The labels Kuma computes for every resource (`labels.Compute`): the
+    /// mesh of a mesh-scoped one, and the kind of proxy a proxy is. A user's
+    /// own value is kept (and validated).
+    fn stamp_labels(resource: &mut Resource) {
+        let rtype = resource.resource_type();
+        let labels = &mut resource.meta.labels;
+        if rtype.is_mesh_scoped() {
+            labels
+                .entry(koguma_api::MESH_LABEL.into())
+                .or_insert_with(|| resource.meta.mesh.clone());
+        }
+        let proxy_type = match rtype {
+            ResourceType::Dataplane => Some("sidecar"),
+            ResourceType::ZoneIngress => Some("zoneingress"),
+            ResourceType::ZoneEgress => Some("zoneegress"),
+            _ => None,
         };
-        if !resource.resource_type().kds_sync().zone_sends() {
+        if let Some(t) = proxy_type {
+            labels.insert(PROXY_TYPE_LABEL.into(), t.into());
+        }
+    }
+
+    /// What a control plane that serves dataplanes makes is marked as its
+    /// zone's, as Kuma's zone CP does: origin (and, federated, zone) labels,
+    /// the environment, and for a federated zone the `kuma.io/zone` tag on
+    /// every inbound (what other zones and the global select and route by).
+    fn stamp_zone(&self, resource: &mut Resource) {
+        if self.role == Role::Global || !resource.resource_type().kds_sync().zone_sends() {
             return;
         }
         let labels = &mut resource.meta.labels;
         labels.insert(ORIGIN_LABEL.into(), "zone".into());
+        labels
+            .entry(ENV_LABEL.into())
+            .or_insert_with(|| "universal".into());
+        let Some(zone) = self.role.zone_name() else {
+            return;
+        };
         labels.insert(ZONE_LABEL.into(), zone.into());
         match &mut resource.spec {
             Spec::Dataplane(d) => {
@@ -169,6 +195,7 @@ impl Resources {
         if origin != Origin::Kds {
             self.stamp_zone(&mut resource);
         }
+        Self::stamp_labels(&mut resource);
         resource.validate()?;
         let _guard = self.lock();
         let catalog = self.catalog();

@@ -8,7 +8,11 @@ use koguma_api::{KdsSync, ResourceType};
 /// Kuma's labels on resources in multi-zone.
 pub const ORIGIN_LABEL: &str = "kuma.io/origin";
 pub const ZONE_LABEL: &str = "kuma.io/zone";
-pub const DISPLAY_NAME_LABEL: &str = "kuma.io/display-name";
+pub use koguma_api::DISPLAY_NAME_LABEL;
+/// The environment a zone resource was made in (`universal` here).
+pub const ENV_LABEL: &str = "kuma.io/env";
+/// What kind of proxy a proxy resource is.
+pub const PROXY_TYPE_LABEL: &str = "kuma.io/proxy-type";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {

@@ -3,6 +3,7 @@
 //! (dataplane overviews, a dataplane's config, tokens).
 
 pub mod auth;
+mod list_filter;
 mod overview;
 mod resources;
 mod zones;
@@ -43,6 +44,11 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/meshes/{mesh}/dataplanes+insights", get(overview::list))
+        .route("/meshes/{mesh}/dataplanes/_overview", get(overview::list))
+        .route(
+            "/meshes/{mesh}/dataplanes/{name}/_overview",
+            get(overview::get),
+        )
         .route(
             "/meshes/{mesh}/dataplanes+insights/{name}",
             get(overview::get),
@@ -103,6 +109,8 @@ pub enum ApiError {
     /// Credentials that do not allow what was asked.
     Forbidden(String),
     NotFound(String),
+    /// A path under a mesh that does not exist.
+    MeshNotFound(String),
     Internal(String),
 }
 
@@ -123,6 +131,12 @@ impl IntoResponse for ApiError {
             ),
             ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, "Bad Request", d, vec![]),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "Not found", d, vec![]),
+            ApiError::MeshNotFound(m) => (
+                StatusCode::NOT_FOUND,
+                "Failed to retrieve Mesh",
+                format!("Not found: mesh {m:?} does not exist"),
+                vec![],
+            ),
             ApiError::Unauthenticated(d) => (StatusCode::UNAUTHORIZED, "Unauthorized", d, vec![]),
             ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "Access Denied", d, vec![]),
             ApiError::Internal(d) => {
@@ -170,6 +184,23 @@ impl From<ResourceError> for ApiError {
 }
 
 pub type ApiResult = Result<Response, ApiError>;
+
+/// Kuma leaves out a field it has no value for (protobuf JSON) rather than
+/// sending `null`: objects lose their null members, at every depth.
+pub(super) fn omit_nulls(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|_, x| !x.is_null());
+                map.values_mut().for_each(walk);
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
 
 async fn index() -> Json<Value> {
     Json(json!({"product": "Koguma", "tagline": "Koguma", "version": env!("CARGO_PKG_VERSION")}))

@@ -1,8 +1,6 @@
 //! Kuma's views of dataplanes: overviews (the resource with its insight:
 //! online, versions, certificate) and the config a dataplane is sent.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -10,8 +8,9 @@ use axum::response::IntoResponse;
 use koguma_api::ResourceType;
 use serde_json::{Value, json};
 
-use super::resources::{Page, not_found};
-use super::{ApiError, ApiResult, ApiState};
+use super::list_filter::ListFilter;
+use super::resources::{Page, mesh_exists, not_found};
+use super::{ApiError, ApiResult, ApiState, omit_nulls};
 use crate::store::StoredResource;
 
 fn overview(s: &ApiState, r: &StoredResource) -> Value {
@@ -44,7 +43,7 @@ fn overview(s: &ApiState, r: &StoredResource) -> Value {
             None => offline(),
         },
     };
-    json!({
+    let mut out = json!({
         "type": "DataplaneOverview",
         "mesh": meta.mesh,
         "name": meta.name,
@@ -52,19 +51,34 @@ fn overview(s: &ApiState, r: &StoredResource) -> Value {
         "modificationTime": meta.modification_time,
         "dataplane": dataplane,
         "dataplaneInsight": insight,
-    })
+    });
+    if !meta.labels.is_empty() {
+        out["labels"] = json!(meta.labels);
+    }
+    if let Some(kri) = r.resource.kri() {
+        out["kri"] = kri.into();
+    }
+    omit_nulls(out)
 }
 
 pub async fn list(
     State(s): State<ApiState>,
     Path(mesh): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(query): Query<Vec<(String, String)>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> ApiResult {
-    let page = Page::from_query(&query)?;
     let catalog = s.resources.catalog();
-    let items = catalog.list(ResourceType::Dataplane, Some(&mesh));
+    mesh_exists(&catalog, &mesh)?;
+    let page = Page::from_query(&query)?;
+    let filter = ListFilter::from_query(
+        "/meshes/{mesh}/dataplanes+insights",
+        ResourceType::Dataplane,
+        &query,
+    )?;
+    let items = catalog
+        .list(ResourceType::Dataplane, Some(&mesh))
+        .filter(|r| filter.matches(&r.resource));
     Ok(page.render(items, |r| overview(&s, r), &uri, &headers))
 }
 
@@ -73,6 +87,7 @@ pub async fn get(
     Path((mesh, name)): Path<(String, String)>,
 ) -> ApiResult {
     let catalog = s.resources.catalog();
+    mesh_exists(&catalog, &mesh)?;
     let r = catalog
         .get(ResourceType::Dataplane, &mesh, &name)
         .ok_or_else(|| not_found(ResourceType::Dataplane, &mesh, &name))?;

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use koguma_api::{Resource, ResourceType, Scope, ValidationError, parse_documents};
 use serde_json::{Value, json};
 
+use super::list_filter::ListFilter;
 use super::{ApiError, ApiResult, ApiState};
 use crate::resources::ResourceError;
 use crate::store::Origin;
@@ -55,13 +56,39 @@ fn name(params: &Params) -> &str {
 pub async fn get(State(s): State<ApiState>, Path(params): Path<Params>) -> ApiResult {
     let (rtype, mesh) = target(&params, true)?;
     let mesh = mesh.unwrap_or_default();
-    let stored = s
-        .resources
-        .catalog()
+    let catalog = s.resources.catalog();
+    if rtype.is_mesh_scoped() {
+        mesh_exists(&catalog, &mesh)?;
+    }
+    let stored = catalog
         .get(rtype, &mesh, name(&params))
-        .cloned()
         .ok_or_else(|| not_found(rtype, &mesh, name(&params)))?;
-    Ok(Json(stored.resource.to_value()).into_response())
+    Ok(Json(resource_json(&stored.resource)).into_response())
+}
+
+/// A resource as the API serves it: its flat form and its `kri`.
+pub fn resource_json(r: &Resource) -> Value {
+    let mut v = r.to_value();
+    if let (Some(kri), Some(obj)) = (r.kri(), v.as_object_mut()) {
+        obj.insert("kri".into(), kri.into());
+    }
+    v
+}
+
+/// Kuma answers anything under a mesh that does not exist with a 404.
+pub fn mesh_exists(catalog: &crate::catalog::Catalog, mesh: &str) -> Result<(), ApiError> {
+    match catalog.mesh(mesh) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::MeshNotFound(mesh.to_string())),
+    }
+}
+
+/// The route pattern of a list, as Kuma's errors name it.
+fn list_route(rtype: ResourceType, mesh: Option<&str>) -> String {
+    match mesh {
+        Some(_) => format!("/meshes/{{mesh}}/{}", rtype.plural()),
+        None => format!("/{}", rtype.plural()),
+    }
 }
 
 pub fn not_found(rtype: ResourceType, mesh: &str, name: &str) -> ApiError {
@@ -78,15 +105,21 @@ pub fn not_found(rtype: ResourceType, mesh: &str, name: &str) -> ApiError {
 pub async fn list(
     State(s): State<ApiState>,
     Path(params): Path<Params>,
-    Query(query): Query<Params>,
+    Query(query): Query<Vec<(String, String)>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> ApiResult {
     let (rtype, mesh) = target(&params, false)?;
-    let page = Page::from_query(&query)?;
     let catalog = s.resources.catalog();
-    let items = catalog.list(rtype, mesh.as_deref());
-    Ok(page.render(items, |r| r.resource.to_value(), &uri, &headers))
+    if let Some(mesh) = &mesh {
+        mesh_exists(&catalog, mesh)?;
+    }
+    let page = Page::from_query(&query)?;
+    let filter = ListFilter::from_query(&list_route(rtype, mesh.as_deref()), rtype, &query)?;
+    let items = catalog
+        .list(rtype, mesh.as_deref())
+        .filter(|r| filter.matches(&r.resource));
+    Ok(page.render(items, |r| resource_json(&r.resource), &uri, &headers))
 }
 
 pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: Bytes) -> ApiResult {
@@ -197,8 +230,9 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn from_query(query: &Params) -> Result<Page, ApiError> {
-        let number = |field: &str, default: usize| match query.get(field) {
+    pub fn from_query(query: &[(String, String)]) -> Result<Page, ApiError> {
+        let get = |field: &str| query.iter().rev().find(|(k, _)| k == field).map(|(_, v)| v);
+        let number = |field: &str, default: usize| match get(field) {
             None => Ok(default),
             Some(v) => v.parse::<usize>().map_err(|_| {
                 ApiError::InvalidQuery(ValidationError::single(
@@ -211,7 +245,11 @@ impl Page {
         if size == 0 || size > MAX_PAGE_SIZE {
             return Err(ApiError::InvalidQuery(ValidationError::single(
                 "size",
-                format!("invalid page size of {size}: it must be between 1 and {MAX_PAGE_SIZE}"),
+                if size == 0 {
+                    format!("invalid page size of {size}: it must be at least 1")
+                } else {
+                    format!("invalid page size of {size}. Maximum page size is {MAX_PAGE_SIZE}")
+                },
             )));
         }
         Ok(Page {
@@ -243,11 +281,20 @@ impl Page {
                 .get(axum::http::header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("localhost");
-            format!(
+            // The same query (filters included), moved on by one page.
+            let mut next = format!(
                 "http://{host}{}?offset={end}&size={}",
                 uri.path(),
                 self.size
-            )
+            );
+            for pair in uri.query().unwrap_or("").split('&') {
+                let key = pair.split('=').next().unwrap_or("");
+                if !pair.is_empty() && key != "offset" && key != "size" {
+                    next.push('&');
+                    next.push_str(pair);
+                }
+            }
+            next
         });
         Json(json!({"total": total, "items": page, "next": next})).into_response()
     }
