@@ -38,6 +38,8 @@ fn permissions(p: Option<&pb::Permissions>) -> Vec<fwd::PermissionRule> {
                 .unwrap_or(fwd::PermissionAction::Deny),
             required_uris: r.required_uris.clone(),
             policy: r.policy.clone(),
+            uri_prefix: Some(r.uri_prefix.clone()).filter(|p| !p.is_empty()),
+            sni: Some(r.sni.clone()).filter(|s| !s.is_empty()),
         })
         .collect()
 }

@@ -11,6 +11,7 @@ mod mesh;
 mod registry;
 mod resource;
 pub mod tags;
+mod target_ref;
 mod traffic_permission;
 mod validation;
 mod zone;
@@ -33,9 +34,10 @@ pub use mesh::{
 pub use registry::{KdsSync, ResourceType, Scope, Spec, SpecType};
 pub use resource::{DISPLAY_NAME_LABEL, MESH_LABEL, Resource, ResourceMeta};
 pub use tags::Protocol;
+pub use target_ref::{InboundSubject, Selector, TargetRef};
 pub use traffic_permission::{
-    From, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionAction, PermissionConf,
-    Selector, TargetRef,
+    From, Match, MeshTrafficPermission, MeshTrafficPermissionSpec, PermissionAction,
+    PermissionConf, Rule, RuleConf, SniMatch, SpiffeIdMatch,
 };
 pub use validation::{
     ValidationError, Violation, validate_identifier, validate_labels, validate_name,

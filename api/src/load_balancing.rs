@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::registry::SpecType;
-use crate::traffic_permission::{Selector, TargetRef};
+use crate::target_ref::{Selector, TargetRef};
 use crate::validation::ValidationError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,13 +117,23 @@ impl LocalityAwareness {
     }
 }
 
+/// Every kind `TargetRef::validate` knows: which of them this policy takes
+/// is checked after, in its own words.
+const ALL_KINDS: &[&str] = &[
+    "Mesh",
+    "MeshSubset",
+    "MeshService",
+    "MeshServiceSubset",
+    "Dataplane",
+];
+
 const NOT_YET: &str = "is not supported by this version of koguma-cp (only localityAwareness.disabled and crossZone.failover are)";
 
 impl SpecType for MeshLoadBalancingStrategy {
     fn validate(&self, errs: &mut ValidationError) {
         let spec = &self.spec;
         if let Some(t) = &spec.target_ref {
-            t.validate("spec.targetRef", errs);
+            t.validate("spec.targetRef", ALL_KINDS, false, errs);
             if t.kind != "Mesh" {
                 errs.add(
                     "spec.targetRef.kind",
@@ -136,7 +146,8 @@ impl SpecType for MeshLoadBalancingStrategy {
         }
         for (i, to) in spec.to.iter().enumerate() {
             let field = format!("spec.to[{i}]");
-            to.target_ref.validate(&format!("{field}.targetRef"), errs);
+            to.target_ref
+                .validate(&format!("{field}.targetRef"), ALL_KINDS, false, errs);
             if !matches!(to.target_ref.kind.as_str(), "Mesh" | "MeshService") {
                 errs.add(
                     format!("{field}.targetRef.kind"),

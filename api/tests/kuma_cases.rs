@@ -89,3 +89,8 @@ fn run(file: &str) {
 fn dataplane_cases_as_kuma() {
     run("dataplane.yaml");
 }
+
+#[test]
+fn mesh_traffic_permission_cases_as_kuma() {
+    run("meshtrafficpermission.yaml");
+}

@@ -91,11 +91,11 @@ spec:
     )
     .unwrap_err();
     assert!(
-        err.contains("spec.targetRef.name: is required with kind MeshService"),
+        err.contains("spec.targetRef: name or labels must be set when kind is MeshService"),
         "{err}"
     );
     assert!(
-        err.contains(r#"spec.from[0].targetRef.kind: "MeshGateway" is not supported"#),
+        err.contains("spec.from[0].targetRef.kind: value 'MeshGateway' is not supported"),
         "{err}"
     );
     let err = parse(

@@ -14,6 +14,8 @@ pub enum Peer {
         uris: Vec<String>,
         /// `x-forwarded-client-cert` for the application: who called.
         xfcc: Option<HeaderValue>,
+        /// The server name the caller asked for.
+        sni: Option<String>,
     },
     /// Plaintext or the application's own TLS (Permissive mode, or mesh
     /// mTLS off): not authenticated, so not authorized either, as in Kuma.
@@ -54,10 +56,18 @@ impl Permissions {
     }
 
     pub fn check(&self, peer: &Peer) -> Decision<'_> {
-        let Peer::Mesh { uris, .. } = peer else {
+        let Peer::Mesh { uris, sni, .. } = peer else {
             return Decision::Allow;
         };
-        let matches = |r: &PermissionRule| r.required_uris.iter().all(|u| uris.contains(u));
+        let matches = |r: &PermissionRule| {
+            r.required_uris.iter().all(|u| uris.contains(u))
+                && r.uri_prefix
+                    .as_deref()
+                    .is_none_or(|p| uris.iter().any(|u| u.starts_with(p)))
+                && r.sni
+                    .as_deref()
+                    .is_none_or(|want| sni.as_deref() == Some(want))
+        };
         match self.rules.iter().find(|r| matches(r)) {
             Some(rule) => match rule.action {
                 PermissionAction::Deny => Decision::Deny(Some(&rule.policy)),
@@ -78,6 +88,8 @@ mod tests {
             action,
             required_uris: uris.iter().map(|u| u.to_string()).collect(),
             policy: format!("{action:?}"),
+            uri_prefix: None,
+            sni: None,
         }
     }
 
@@ -85,6 +97,7 @@ mod tests {
         Peer::Mesh {
             uris: uris.iter().map(|u| u.to_string()).collect(),
             xfcc: None,
+            sni: None,
         }
     }
 
@@ -114,5 +127,24 @@ mod tests {
             shadow.check(&web_v1),
             Decision::ShadowDeny("AllowWithShadowDeny")
         );
+    }
+
+    #[test]
+    fn prefix_and_server_name_matches() {
+        let mut by_prefix = rule(PermissionAction::Allow, &[]);
+        by_prefix.uri_prefix = Some("spiffe://m/team-a/".into());
+        let mut by_sni = rule(PermissionAction::Deny, &[]);
+        by_sni.sni = Some("db.mesh".into());
+        let p = Permissions::new(vec![by_prefix, by_sni]);
+        let member = peer(&["spiffe://m/team-a/web"]);
+        let other = peer(&["spiffe://m/team-b/web"]);
+        assert_eq!(p.check(&member), Decision::Allow);
+        assert_eq!(p.check(&other), Decision::Deny(None));
+        let to_db = Peer::Mesh {
+            uris: vec!["spiffe://m/team-a/web".into()],
+            xfcc: None,
+            sni: Some("db.mesh".into()),
+        };
+        assert_eq!(p.check(&to_db), Decision::Deny(Some("Deny")));
     }
 }

@@ -25,6 +25,11 @@ pub struct PermissionRule {
     pub required_uris: Vec<String>,
     /// The policy it comes from, for logs.
     pub policy: String,
+    /// One of the caller's URI SANs must start with this (a SPIFFE ID
+    /// prefix match).
+    pub uri_prefix: Option<String>,
+    /// The server name the caller sent must be this.
+    pub sni: Option<String>,
 }
 
 /// A private key (PKCS#8 DER). Its `Debug` shows nothing of it, so that no

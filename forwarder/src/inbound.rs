@@ -61,7 +61,8 @@ pub async fn handshake(
         .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate"))?;
     let uris = uri_sans(leaf);
     let xfcc = xfcc(&tls.own_identity, leaf, &uris);
-    Ok((stream, Peer::Mesh { uris, xfcc }))
+    let sni = stream.get_ref().1.server_name().map(str::to_string);
+    Ok((stream, Peer::Mesh { uris, xfcc, sni }))
 }
 
 /// Envoy's `x-forwarded-client-cert` with By, Hash and URI: the application

@@ -65,7 +65,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 tags: i.tags.clone(),
                 permissions: mtls
                     .as_ref()
-                    .map(|_| inbound_permissions(ctx, catalog, mesh, &i.tags)),
+                    .map(|_| inbound_permissions(ctx, catalog, mesh, name, i)),
             }
         })
         .collect();
@@ -128,16 +128,29 @@ fn cluster(ctx: &MeshContext, mesh: &str, service: &str, mtls: bool) -> pb::Clus
     }
 }
 
-/// What an inbound with `tags` enforces: its service's entry has it, computed
-/// once for every instance with the same tags.
+/// What an inbound enforces: its service's entry has it, computed once for
+/// every instance with the same tags (and inbound, when policies select
+/// dataplanes).
 pub fn inbound_permissions(
     ctx: &MeshContext,
     catalog: &Catalog,
     mesh: &str,
-    tags: &BTreeMap<String, String>,
+    name: &str,
+    inbound: &koguma_api::Inbound,
 ) -> pb::Permissions {
-    tags.get(koguma_api::tags::SERVICE)
-        .and_then(|s| ctx.services.get(s))
-        .and_then(|e| e.permissions.get(tags).cloned())
-        .unwrap_or_else(|| permissions::for_inbound(catalog, mesh, tags))
+    ctx.services
+        .get(inbound.service())
+        .and_then(|e| e.permissions_of(name, inbound.port, &inbound.tags).cloned())
+        .unwrap_or_else(|| {
+            let no_labels = BTreeMap::new();
+            let stored = catalog.get(koguma_api::ResourceType::Dataplane, mesh, name);
+            let subject = koguma_api::InboundSubject {
+                tags: &inbound.tags,
+                dataplane: name,
+                labels: stored.map_or(&no_labels, |r| &r.resource.meta.labels),
+                inbound_name: inbound.name.as_deref(),
+                port: inbound.port,
+            };
+            permissions::for_inbound(catalog, mesh, &subject)
+        })
 }

@@ -18,7 +18,7 @@ use koguma_proto::v1 as pb;
 use super::Shared;
 use super::beyond;
 use super::interest::{ChangeSet, MeshChanges};
-use super::permissions;
+use super::permissions::{self, PermissionKey};
 use super::remote::{self, RemoteService};
 use crate::catalog::Catalog;
 use crate::store::StoredResource;
@@ -47,9 +47,29 @@ pub struct ServiceEntry {
     /// The ports its inbounds listen on: its VIP answers on these and 80.
     pub ports: BTreeSet<u32>,
     /// With mesh mTLS on, the permissions of each distinct tag set among
-    /// its inbounds: what those inbounds enforce, and a caller may reach
-    /// the service if one of them lets it in.
-    pub permissions: BTreeMap<BTreeMap<String, String>, pb::Permissions>,
+    /// its inbounds (and, when policies select dataplanes, of each inbound):
+    /// what those inbounds enforce, and a caller may reach the service if
+    /// one of them lets it in.
+    pub permissions: BTreeMap<PermissionKey, pb::Permissions>,
+}
+
+impl ServiceEntry {
+    /// What the inbound on `port` of dataplane `name`, with `tags`,
+    /// enforces.
+    pub fn permissions_of(
+        &self,
+        name: &str,
+        port: u32,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<&pb::Permissions> {
+        let key = |inbound| PermissionKey {
+            tags: tags.clone(),
+            inbound,
+        };
+        self.permissions
+            .get(&key(Some((name.to_string(), port))))
+            .or_else(|| self.permissions.get(&key(None)))
+    }
 }
 
 /// One mesh as configs see it.
@@ -350,8 +370,8 @@ impl ConfigIndex {
 fn selected_service(policy: &StoredResource) -> Option<String> {
     let spec = &policy.resource.as_traffic_permission()?.spec;
     match spec.selector()? {
-        Selector::Service(name) => Some(name),
-        Selector::Mesh | Selector::Subset(_) => None,
+        Selector::Service(name) | Selector::ServiceSubset(name, _) => Some(name),
+        Selector::Mesh | Selector::Subset(_) | Selector::Dataplane { .. } => None,
     }
 }
 
@@ -367,11 +387,17 @@ fn service_entry(
     let mut endpoints = Vec::new();
     let mut protocols = BTreeSet::new();
     let mut ports = BTreeSet::new();
-    let mut tag_sets = BTreeSet::new();
+    let mtls = ctx.mtls_on();
+    let per_dataplane = mtls && permissions::selects_dataplanes(catalog, mesh);
+    let no_labels = BTreeMap::new();
+    let mut permissions = BTreeMap::new();
     for name in ctx.members.get(service).into_iter().flatten() {
-        let Some(net) = catalog
-            .get(ResourceType::Dataplane, mesh, name)
-            .and_then(|r| r.resource.as_dataplane())
+        let Some(stored) = catalog.get(ResourceType::Dataplane, mesh, name) else {
+            continue;
+        };
+        let Some(net) = stored
+            .resource
+            .as_dataplane()
             .and_then(DataplaneSpec::networking)
         else {
             continue;
@@ -380,7 +406,22 @@ fn service_entry(
         for inbound in net.inbound.iter().filter(|i| i.service() == service) {
             protocols.insert(inbound.protocol().as_str());
             ports.insert(inbound.port);
-            tag_sets.insert(&inbound.tags);
+            if mtls {
+                let key = PermissionKey {
+                    tags: inbound.tags.clone(),
+                    inbound: per_dataplane.then(|| (name.clone(), inbound.port)),
+                };
+                permissions.entry(key).or_insert_with(|| {
+                    let subject = koguma_api::InboundSubject {
+                        tags: &inbound.tags,
+                        dataplane: name,
+                        labels: &stored.resource.meta.labels,
+                        inbound_name: inbound.name.as_deref(),
+                        port: inbound.port,
+                    };
+                    permissions::for_inbound(catalog, mesh, &subject)
+                });
+            }
             if draining || !inbound.is_ready() {
                 continue;
             }
@@ -412,7 +453,6 @@ fn service_entry(
     }
     endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
     let local = endpoints.len();
-    let mtls = ctx.mtls_on();
     let beyond = beyond::Beyond::of(catalog, ctx, egresses, mesh, service, local);
     endpoints
         .iter_mut()
@@ -420,19 +460,27 @@ fn service_entry(
     endpoints.extend(beyond.endpoints);
     for tags in beyond.tag_sets {
         protocols.insert(tags.get(koguma_api::tags::PROTOCOL).map_or("tcp", |p| p));
-        tag_sets.insert(tags);
+        // Other zones' inbounds, for reachability: by their tags alone.
+        let key = PermissionKey {
+            tags: tags.clone(),
+            inbound: None,
+        };
+        if mtls {
+            permissions.entry(key).or_insert_with(|| {
+                let subject = koguma_api::InboundSubject {
+                    tags,
+                    dataplane: "",
+                    labels: &no_labels,
+                    inbound_name: None,
+                    port: 0,
+                };
+                permissions::for_inbound(catalog, mesh, &subject)
+            });
+        }
     }
     let protocol = match protocols.len() {
         1 => Protocol::from_tag(protocols.first().copied()),
         _ => Protocol::Tcp,
-    };
-    let permissions = if mtls {
-        tag_sets
-            .into_iter()
-            .map(|tags| (tags.clone(), permissions::for_inbound(catalog, mesh, tags)))
-            .collect()
-    } else {
-        BTreeMap::new()
     };
     let mut cluster = cluster(mesh, service, mtls, endpoints);
     cluster.unavailable = beyond.unavailable;

@@ -40,7 +40,7 @@ impl Locality {
                 let matches = match &selector {
                     Selector::Mesh => true,
                     Selector::Service(s) => s == service,
-                    Selector::Subset(_) => false,
+                    _ => false,
                 };
                 let rank = selector.specificity();
                 if matches && chosen.is_none_or(|(r, _)| rank >= r) {

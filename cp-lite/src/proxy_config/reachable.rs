@@ -59,9 +59,14 @@ impl Caller {
 fn allows(permissions: &pb::Permissions, uris: &BTreeSet<String>) -> bool {
     let mut rules: Vec<&pb::PermissionRule> = permissions.rules.iter().collect();
     rules.sort_by_key(|r| r.action != pb::PermissionAction::Deny as i32);
+    // A rule on the server name cannot be judged before the call: it is
+    // taken to match (a deny hides the service, an allow shows it).
     rules
         .into_iter()
-        .find(|r| r.required_uris.iter().all(|u| uris.contains(u)))
+        .find(|r| {
+            r.required_uris.iter().all(|u| uris.contains(u))
+                && (r.uri_prefix.is_empty() || uris.iter().any(|u| u.starts_with(&r.uri_prefix)))
+        })
         .is_some_and(|r| r.action != pb::PermissionAction::Deny as i32)
 }
 
@@ -74,6 +79,7 @@ mod tests {
             action: action.into(),
             required_uris: uris.iter().map(|u| u.to_string()).collect(),
             policy: "p".into(),
+            ..Default::default()
         }
     }
 

@@ -153,7 +153,8 @@ impl DataplaneView {
                     // Its own inbounds enforce what the entry says of their tags.
                     for (inbound, listener) in net.inbound.iter().zip(&config.inbounds) {
                         if inbound.service() == service && listener.permissions.is_some() {
-                            let now = entry.and_then(|e| e.permissions.get(&inbound.tags));
+                            let now = entry
+                                .and_then(|e| e.permissions_of(name, inbound.port, &inbound.tags));
                             touched |= now != listener.permissions.as_ref();
                         }
                     }
