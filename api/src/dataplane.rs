@@ -342,6 +342,7 @@ impl SpecType for DataplaneSpec {
             let rules = TagRules {
                 require_service: true,
                 check_protocol: false,
+                selector: false,
             };
             validate_tags(&format!("{f}.tags"), &out.tags, rules, errs);
             bound.push((f, out.listen_address().to_string(), out.port));
@@ -412,6 +413,7 @@ impl Inbound {
         let rules = TagRules {
             require_service: false,
             check_protocol: true,
+            selector: false,
         };
         validate_tags(&tags_path, &self.tags, rules, errs);
         // Kuma's newer inbounds carry no tags; one with tags is the older

@@ -68,9 +68,16 @@ pub struct DataSource {
 }
 
 impl DataSource {
-    /// The bytes it stands for; `Err` says why not (a secret: not yet).
-    pub fn read(&self) -> Result<Vec<u8>, String> {
+    /// The bytes it stands for; `secret` looks a Secret of the mesh up by
+    /// name. `Err` says why not.
+    pub fn read_with(
+        &self,
+        secret: impl FnOnce(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, String> {
         use base64::Engine;
+        if let Some(name) = &self.secret {
+            return secret(name);
+        }
         if let Some(s) = &self.inline_string {
             return Ok(s.clone().into_bytes());
         }
@@ -82,10 +89,10 @@ impl DataSource {
         if let Some(path) = &self.file {
             return std::fs::read(path).map_err(|e| format!("cannot read file {path}: {e}"));
         }
-        Err("secret data sources are not supported by this version of koguma-cp: use inline, inlineString or file".into())
+        Err("no data source given".into())
     }
 
-    fn validate(&self, field: &str, errs: &mut ValidationError) {
+    pub(crate) fn validate(&self, field: &str, errs: &mut ValidationError) {
         let given = [
             self.secret.is_some(),
             self.file.is_some(),
@@ -99,12 +106,14 @@ impl DataSource {
             errs.add(field, "data source has to be chosen. Available sources: secret, file, inline, inlineString");
             return;
         }
-        if self.secret.is_some() || self.file.as_deref().is_some_and(str::is_empty) {
-            if let Err(e) = self.read() {
-                errs.add(field, e);
-            }
+        // A secret is looked up when it is used: it may be applied after.
+        let no_secret = |_: &str| Err(String::new());
+        if let Some(name) = &self.secret {
+            crate::validation::validate_identifier(&format!("{field}.secret"), name, errs);
+        } else if self.file.as_deref().is_some_and(str::is_empty) {
+            errs.add(format!("{field}.file"), "cannot be empty");
         } else if self.inline.is_some()
-            && let Err(e) = self.read()
+            && let Err(e) = self.read_with(no_secret)
         {
             errs.add(format!("{field}.inline"), e);
         }
@@ -154,6 +163,7 @@ impl SpecType for ExternalServiceSpec {
             TagRules {
                 require_service: true,
                 check_protocol: true,
+                selector: false,
             },
             errs,
         );

@@ -8,8 +8,10 @@ mod duration;
 mod external_service;
 mod load_balancing;
 mod mesh;
+mod mesh_backends;
 mod registry;
 mod resource;
+mod secret;
 pub mod tags;
 mod target_ref;
 mod traffic_permission;
@@ -28,11 +30,13 @@ pub use load_balancing::{
     LocalityAwareness, MeshLoadBalancingStrategy, ToZoneType, ToZones,
 };
 pub use mesh::{
-    BuiltinConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshRouting,
+    BackendConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshRouting,
     MeshSpec, Mtls, MtlsBackend, MtlsMode, Rotation,
 };
+pub use mesh_backends::{Constraints, Logging, Metrics, Tracing};
 pub use registry::{KdsSync, ResourceType, Scope, Spec, SpecType};
 pub use resource::{DISPLAY_NAME_LABEL, MESH_LABEL, Resource, ResourceMeta};
+pub use secret::SecretSpec;
 pub use tags::Protocol;
 pub use target_ref::{InboundSubject, Selector, TargetRef};
 pub use traffic_permission::{

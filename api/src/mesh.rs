@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::duration::parse_duration;
+use crate::external_service::DataSource;
+use crate::mesh_backends::{Constraints, Logging, Metrics, Tracing};
 use crate::registry::SpecType;
 use crate::validation::ValidationError;
 
@@ -26,13 +28,13 @@ pub struct MeshSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<MeshRouting>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub constraints: Option<Value>,
+    pub constraints: Option<Constraints>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Value>,
+    pub metrics: Option<Metrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracing: Option<Value>,
+    pub tracing: Option<Tracing>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logging: Option<Value>,
+    pub logging: Option<Logging>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_creating_initial_policies: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +93,7 @@ pub struct MtlsBackend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_chain: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conf: Option<BuiltinConf>,
+    pub conf: Option<BackendConf>,
 }
 
 pub use koguma_types::MtlsMode;
@@ -112,11 +114,17 @@ pub struct Rotation {
     pub expiration: Option<String>,
 }
 
+/// A CA backend's `conf`: `caCert` for `builtin`; `cert` and `key` (Kuma's
+/// data sources: a Secret of the mesh, a file, or inline) for `provided`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BuiltinConf {
+pub struct BackendConf {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<CaCert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<DataSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<DataSource>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,19 +168,46 @@ impl MtlsBackend {
         self.ca_cert().and_then(|c| c.rsa_bits)
     }
 
+    /// The provided CA's certificate and key data sources.
+    pub fn provided(&self) -> Option<(&DataSource, &DataSource)> {
+        let conf = self.conf.as_ref()?;
+        (self.kind == "provided").then_some(())?;
+        Some((conf.cert.as_ref()?, conf.key.as_ref()?))
+    }
+
     fn validate(&self, field: &str, errs: &mut ValidationError) {
         if self.name.is_empty() {
             errs.add(format!("{field}.name"), "cannot be empty");
         }
+        let conf = self.conf.clone().unwrap_or_default();
         match self.kind.as_str() {
-            "builtin" => {}
-            "provided" => errs.add(
-                format!("{field}.type"),
-                "the provided CA backend is not supported by this version of koguma-cp: use builtin",
-            ),
+            "builtin" => {
+                if conf.cert.is_some() || conf.key.is_some() {
+                    errs.add(
+                        format!("{field}.conf"),
+                        "cert and key are for a provided CA: a builtin CA makes its own",
+                    );
+                }
+            }
+            "provided" => {
+                for (name, source) in [("cert", &conf.cert), ("key", &conf.key)] {
+                    match source {
+                        None => errs.add(format!("{field}.conf.{name}"), "has to be defined"),
+                        Some(s) => s.validate(&format!("{field}.conf.{name}"), errs),
+                    }
+                }
+                if conf.ca_cert.is_some() {
+                    errs.add(
+                        format!("{field}.conf.caCert"),
+                        "is for a builtin CA: a provided CA is given whole",
+                    );
+                }
+            }
             other => errs.add(
                 format!("{field}.type"),
-                format!("unknown backend type {other:?}: expected builtin"),
+                format!(
+                    "unknown backend type {other:?}: Koguma supports builtin and provided (vault, acmpca and certmanager are not supported)"
+                ),
             ),
         }
         if let Some(e) = self
@@ -181,13 +216,14 @@ impl MtlsBackend {
             .and_then(|d| d.rotation.as_ref())
             .and_then(|r| r.expiration.as_deref())
         {
-            let f = format!("{field}.dpCert.rotation.expiration");
+            // Kuma names this field so, whichever backend it is in.
+            let f = "mtls.dpcert.rotation.expiration";
             match parse_duration(e) {
                 Ok(d) if d < MIN_DP_CERT_LIFETIME => {
                     errs.add(f, format!("{e:?} is too short: at least 5s"))
                 }
                 Ok(_) => {}
-                Err(msg) => errs.add(f, msg),
+                Err(_) => errs.add(f, "has to be a valid format"),
             }
         }
         if let Some(ca) = self.ca_cert() {
@@ -248,15 +284,39 @@ impl MeshSpec {
     }
 }
 
+impl MeshSpec {
+    /// Whether a dataplane whose inbounds carry these tags may join this
+    /// mesh (`constraints.dataplaneProxy`); `Err` says why not.
+    pub fn admits(
+        &self,
+        inbound_tags: &[&std::collections::BTreeMap<String, String>],
+    ) -> Result<(), String> {
+        match &self.constraints {
+            Some(c) => c.admits(inbound_tags),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Kuma allows one CA backend per mesh.
+const ALLOWED_MTLS_BACKENDS: usize = 1;
+
 impl SpecType for MeshSpec {
+    /// Kuma's `mesh_validator.go`, with its field names and messages.
     fn validate(&self, errs: &mut ValidationError) {
         if let Some(mtls) = &self.mtls {
+            if mtls.backends.len() > ALLOWED_MTLS_BACKENDS {
+                errs.add(
+                    "mtls.backends",
+                    format!("cannot have more than {ALLOWED_MTLS_BACKENDS} backends"),
+                );
+            }
             for (i, b) in mtls.backends.iter().enumerate() {
                 b.validate(&format!("mtls.backends[{i}]"), errs);
                 if mtls.backends[..i].iter().any(|o| o.name == b.name) {
                     errs.add(
                         format!("mtls.backends[{i}].name"),
-                        format!("{:?} is used by another backend", b.name),
+                        format!("{:?} name is already used for another backend", b.name),
                     );
                 }
             }
@@ -265,22 +325,31 @@ impl SpecType for MeshSpec {
             {
                 errs.add(
                     "mtls.enabledBackend",
-                    format!("{enabled:?} is not the name of a backend in mtls.backends"),
+                    "has to be set to one of the backends in the mesh",
                 );
             }
         }
-        // Kuma refuses it too: the egress is reached over mesh mTLS, and
-        // routes by the SNI only mTLS sends.
-        if self.zone_egress() && self.mtls_backend().is_none() {
-            errs.add("mtls", "has to be set when zoneEgress enabled");
+        if let Some(l) = &self.logging {
+            l.validate(errs);
         }
-        // A user who sets membership constraints expects them to be
-        // enforced; accepting them unenforced would be a silent hole.
-        if self.constraints.is_some() {
-            errs.add(
-                "constraints",
-                "dataplane membership constraints are not supported by this version of koguma-cp",
-            );
+        if let Some(t) = &self.tracing {
+            t.validate(errs);
+        }
+        if let Some(m) = &self.metrics {
+            m.validate(errs);
+        }
+        if let Some(c) = &self.constraints {
+            c.validate(errs);
+        }
+        // The egress is reached over mesh mTLS, and routes by the SNI only
+        // mTLS sends.
+        let enabled = self
+            .mtls
+            .as_ref()
+            .and_then(|m| m.enabled_backend.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        if self.zone_egress() && !enabled {
+            errs.add("mtls", "has to be set when zoneEgress enabled");
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::dataplane::DataplaneSpec;
 use crate::external_service::ExternalServiceSpec;
 use crate::load_balancing::MeshLoadBalancingStrategy;
 use crate::mesh::MeshSpec;
+use crate::secret::SecretSpec;
 use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::ValidationError;
 use crate::zone::{ZoneEgressSpec, ZoneIngressSpec, ZoneSpec};
@@ -141,6 +142,7 @@ macro_rules! resource_types {
 // listed above it (a Mesh before what lives in it) and removed before them.
 resource_types! {
     Mesh(MeshSpec): "meshes", Some("m"), Global, GlobalToZones;
+    Secret(SecretSpec): "secrets", None, Mesh, GlobalToZones;
     Zone(ZoneSpec): "zones", Some("z"), Global, Local;
     ZoneIngress(ZoneIngressSpec): "zoneingresses", Some("zi"), Global, ZoneToGlobalToZones;
     ZoneEgress(ZoneEgressSpec): "zoneegresses", Some("ze"), Global, ZoneToGlobal;

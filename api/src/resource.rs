@@ -131,6 +131,13 @@ impl Resource {
         }
     }
 
+    pub fn as_secret(&self) -> Option<&crate::SecretSpec> {
+        match &self.spec {
+            Spec::Secret(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn as_mesh(&self) -> Option<&MeshSpec> {
         match &self.spec {
             Spec::Mesh(m) => Some(m),

@@ -42,6 +42,9 @@ pub struct TagRules {
     pub require_service: bool,
     /// `kuma.io/protocol`, when present, must be one of Kuma's protocols.
     pub check_protocol: bool,
+    /// A selector (Kuma's `ValidateSelector`): values may also hold `/`, or
+    /// be `*`.
+    pub selector: bool,
 }
 
 /// Kuma's `ValidateTags`: every key and value non-empty and of the tag
@@ -75,6 +78,17 @@ pub fn validate_tags(
         }
         if value.is_empty() {
             errs.add(key_path(path, key), "tag value must be non-empty");
+        } else if rules.selector {
+            let ok = value == "*"
+                || value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
+            if !ok {
+                errs.add(
+                    key_path(path, key),
+                    r#"tag value must consist of alphanumeric characters, dots, dashes, slashes and underscores or be "*""#,
+                );
+            }
         } else if !valid_tag_value(value) {
             errs.add(
                 key_path(path, key),

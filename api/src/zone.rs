@@ -138,6 +138,7 @@ impl SpecType for ZoneIngressSpec {
                 TagRules {
                     require_service: true,
                     check_protocol: true,
+                    selector: false,
                 },
                 errs,
             );

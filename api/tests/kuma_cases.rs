@@ -94,3 +94,8 @@ fn dataplane_cases_as_kuma() {
 fn mesh_traffic_permission_cases_as_kuma() {
     run("meshtrafficpermission.yaml");
 }
+
+#[test]
+fn mesh_cases_as_kuma() {
+    run("mesh.yaml");
+}

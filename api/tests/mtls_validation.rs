@@ -50,10 +50,12 @@ mtls:
     )
     .unwrap_err();
     for part in [
-        "mtls.backends[0].type: the provided CA backend is not supported",
-        r#"mtls.backends[0].dpCert.rotation.expiration: "soon" is not a duration"#,
+        "mtls.backends[0].conf.cert: has to be defined",
+        "mtls.backends[0].conf.key: has to be defined",
+        "mtls.backends[0].conf.caCert: is for a builtin CA",
+        "mtls.dpcert.rotation.expiration: has to be a valid format",
         "mtls.backends[0].conf.caCert.RSAbits: 1024 is not supported",
-        r#"mtls.enabledBackend: "ca-2" is not the name of a backend"#,
+        "mtls.enabledBackend: has to be set to one of the backends in the mesh",
     ] {
         assert!(err.contains(part), "{part:?} not in {err}");
     }

@@ -54,6 +54,14 @@ impl Catalog {
             .map(|(_, r)| r)
     }
 
+    /// The bytes of the Secret `name` of `mesh`, for a data source.
+    pub fn secret_bytes(&self, mesh: &str, name: &str) -> Result<Vec<u8>, String> {
+        self.get(ResourceType::Secret, mesh, name)
+            .and_then(|r| r.resource.as_secret())
+            .ok_or_else(|| format!("secret {name:?} does not exist in mesh {mesh:?}"))?
+            .bytes()
+    }
+
     pub fn mesh(&self, name: &str) -> Option<&MeshSpec> {
         self.get(ResourceType::Mesh, "", name)
             .and_then(|r| r.resource.as_mesh())

@@ -47,8 +47,27 @@ pub enum CaError {
         "mesh {0:?}: its CA has not arrived from the global control plane yet (a zone never makes its own)"
     )]
     NotSynced(String),
+    #[error("mesh {mesh:?}, provided CA {backend:?}: conf.{part}: {reason}")]
+    Provided {
+        mesh: String,
+        backend: String,
+        /// `cert` or `key`.
+        part: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     Store(#[from] ResourceError),
+}
+
+impl CaError {
+    /// For a provided CA that cannot be used: the backend's field at fault
+    /// (under `mtls.backends[i]`) and why.
+    pub fn provided_field(&self) -> Option<(String, &str)> {
+        match self {
+            CaError::Provided { part, reason, .. } => Some((format!("conf.{part}"), reason)),
+            _ => None,
+        }
+    }
 }
 
 pub struct MeshCa {
@@ -164,6 +183,12 @@ impl MeshCas {
         if let Some(ca) = cache.get(&key) {
             return Ok(ca.clone());
         }
+        if backend.kind == "provided" {
+            let ca = Arc::new(self.load_provided(mesh, backend)?);
+            tracing::info!(mesh, backend = %backend.name, "loaded the provided mesh CA");
+            cache.insert(key, ca.clone());
+            return Ok(ca);
+        }
         let (cert_name, key_name) = secret_names(mesh, &backend.name);
         let stored = (
             self.resources.secret(mesh, &cert_name)?,
@@ -194,6 +219,29 @@ impl MeshCas {
         let ca = Arc::new(ca);
         cache.insert(key, ca.clone());
         Ok(ca)
+    }
+
+    /// A provided CA: its certificate and key from their data sources (a
+    /// Secret of the mesh, a file or inline), checked to be a CA and a pair.
+    fn load_provided(&self, mesh: &str, backend: &MtlsBackend) -> Result<MeshCa, CaError> {
+        let fail = |part: &'static str, reason: String| CaError::Provided {
+            mesh: mesh.into(),
+            backend: backend.name.clone(),
+            part,
+            reason,
+        };
+        let (cert, key) = backend
+            .provided()
+            .ok_or_else(|| fail("cert", "a provided CA needs conf.cert and conf.key".into()))?;
+        let catalog = self.resources.catalog();
+        let read = |source: &koguma_api::DataSource, part: &'static str| {
+            source
+                .read_with(|name| catalog.secret_bytes(mesh, name))
+                .and_then(|b| String::from_utf8(b).map_err(|_| "is not PEM text".to_string()))
+                .map_err(|reason| fail(part, reason))
+        };
+        let (cert_pem, key_pem) = (read(cert, "cert")?, read(key, "key")?);
+        MeshCa::load_provided(cert_pem, &key_pem).map_err(|(part, reason)| fail(part, reason))
     }
 
     /// Forgets cached CAs of meshes that were deleted or changed backend.
@@ -235,6 +283,38 @@ impl MeshCa {
             issuer,
             not_after,
         })
+    }
+
+    /// A CA the user gave: the certificate must be a CA's, in force, and
+    /// the key its own. `Err`: which part (`cert`, `key`) and why.
+    fn load_provided(cert_pem: String, key_pem: &str) -> Result<MeshCa, (&'static str, String)> {
+        let cert_der = rustls_pemfile_der(&cert_pem)
+            .ok_or(("cert", "is not a PEM certificate".to_string()))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| ("cert", format!("cannot be parsed: {e}")))?;
+        let is_ca = parsed
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.value.ca);
+        if !is_ca {
+            return Err((
+                "cert",
+                "is not a CA certificate (basicConstraints CA:TRUE is missing)".into(),
+            ));
+        }
+        if !parsed.validity().is_valid() {
+            return Err((
+                "cert",
+                "is not valid now (expired, or not yet valid)".into(),
+            ));
+        }
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| ("key", format!("is not a PEM private key (PKCS#8): {e}")))?;
+        if key.public_key_raw() != &*parsed.tbs_certificate.subject_pki.subject_public_key.data {
+            return Err(("key", "does not belong to the certificate".into()));
+        }
+        MeshCa::load(cert_pem, key_pem).map_err(|e| ("cert", e))
     }
 
     /// Signs a workload certificate for the public key of `csr_der`, with

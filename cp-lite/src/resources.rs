@@ -207,6 +207,30 @@ impl Resources {
             )
             .into());
         }
+        // Kuma's membership check: the mesh's constraints.dataplaneProxy
+        // (made where the dataplane registers, not again on a sync copy).
+        if let (Some(dp), Some(mesh), true) = (
+            resource.as_dataplane(),
+            catalog.mesh(&resource.meta.mesh),
+            origin != Origin::Kds,
+        ) {
+            let tags: Vec<_> = dp
+                .networking()
+                .iter()
+                .flat_map(|n| &n.inbound)
+                .map(|i| &i.tags)
+                .collect();
+            if let Err(why) = mesh.admits(&tags) {
+                return Err(ValidationError::single(
+                    "mesh",
+                    format!(
+                        "dataplane cannot be a member of mesh {:?}: {why}",
+                        resource.meta.mesh
+                    ),
+                )
+                .into());
+            }
+        }
         let key = (
             resource.resource_type(),
             resource.meta.mesh.clone(),

@@ -2,8 +2,8 @@
 //! caller on the CP's own host is an admin (`localhostIsAdmin`); anyone
 //! else is the user their token names (`koguma-cp generate user-token`,
 //! ES256), or anonymous. Anyone may read; changing resources takes a user
-//! token; issuing tokens and certificates takes an admin (a member of
-//! `mesh-system:admin`). Kuma lets anonymous callers write; Koguma does
+//! token; issuing tokens and certificates, and reading or changing
+//! Secrets, takes an admin (a member of `mesh-system:admin`). Kuma lets anonymous callers write; Koguma does
 //! not, since its API is the only way in.
 //!
 //! Requests whose Host header is neither an IP address, `localhost` nor a
@@ -57,7 +57,11 @@ enum Need {
 }
 
 fn need(method: &Method, path: &str) -> Need {
-    if method == Method::GET || method == Method::HEAD {
+    // Secrets are read and written by admins only (Kuma's default access).
+    let secrets = path.split('/').any(|segment| segment == "secrets");
+    if secrets {
+        Need::Admin
+    } else if method == Method::GET || method == Method::HEAD {
         Need::Anyone
     } else if path.starts_with("/tokens/") || path.ends_with("/workload-certificates") {
         Need::Admin
@@ -177,6 +181,18 @@ mod tests {
         assert_eq!(
             need(&Method::POST, "/meshes/default/workload-certificates"),
             Need::Admin
+        );
+        // Secrets: admins only, reading included.
+        assert_eq!(need(&Method::GET, "/meshes/default/secrets"), Need::Admin);
+        assert_eq!(need(&Method::GET, "/secrets"), Need::Admin);
+        assert_eq!(
+            need(&Method::PUT, "/meshes/default/secrets/ca-key"),
+            Need::Admin
+        );
+        assert_eq!(
+            need(&Method::GET, "/meshes/secrets/dataplanes"),
+            Need::Admin,
+            "a mesh named secrets is held to the stricter rule"
         );
     }
 

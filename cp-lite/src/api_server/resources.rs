@@ -173,13 +173,34 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
     owned_here(&s, rtype, &mesh, name, &resource.meta.labels)?;
     // A mesh that enables mTLS gets its CA before it is stored: if the CA
     // cannot be made, the mesh is left as it was.
-    if let Some(backend) = resource.as_mesh().and_then(|m| m.mtls_backend()) {
+    if let Some(mesh_spec) = resource.as_mesh()
+        && let Some(backend) = mesh_spec.mtls_backend()
+    {
         resource.validate().map_err(ApiError::Invalid)?;
+        // A provided CA is read again: its Secrets or file may have changed.
+        s.cas.retain(|m, _| m != name);
         s.cas
             .get(name, backend)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| match e.provided_field() {
+                Some((field, reason)) => {
+                    let index = mesh_spec
+                        .mtls
+                        .as_ref()
+                        .and_then(|m| m.backends.iter().position(|b| b.name == backend.name))
+                        .unwrap_or(0);
+                    ApiError::Invalid(ValidationError::single(
+                        format!("mtls.backends[{index}].{field}"),
+                        reason,
+                    ))
+                }
+                None => ApiError::Internal(e.to_string()),
+            })?;
     }
     let (_, created) = s.resources.upsert(resource, Origin::Api)?;
+    if rtype == ResourceType::Secret {
+        // A provided CA may be made of it: read again on next use.
+        s.cas.retain(|m, _| m != mesh);
+    }
     tracing::info!(kind = rtype.kind(), mesh, name, created, "resource applied");
     let status = if created {
         StatusCode::CREATED
@@ -194,6 +215,9 @@ pub async fn delete(State(s): State<ApiState>, Path(params): Path<Params>) -> Ap
     let (mesh, name) = (mesh.unwrap_or_default(), name(&params));
     owned_here(&s, rtype, &mesh, name, &Default::default())?;
     s.resources.delete(rtype, &mesh, name)?;
+    if rtype == ResourceType::Secret {
+        s.cas.retain(|m, _| m != mesh);
+    }
     if rtype == ResourceType::Mesh {
         // Its CA went with its secrets: forget the cached one.
         s.cas.retain(|m, _| m != name);

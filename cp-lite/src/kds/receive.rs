@@ -71,6 +71,12 @@ impl Side {
         resources
             .upsert(resource, Origin::Kds)
             .map_err(|e| e.to_string())?;
+        // A provided CA is made of the mesh and its Secrets.
+        match rtype {
+            ResourceType::Secret => local.cas.retain(|m, _| m != key.mesh),
+            ResourceType::Mesh => local.cas.retain(|m, _| m != key.name),
+            _ => {}
+        }
         Ok(())
     }
 

@@ -225,6 +225,9 @@ impl ConfigIndex {
                 }
                 ResourceType::ZoneIngress => ingresses_changed = true,
                 ResourceType::ZoneEgress => egresses_changed = true,
+                // An external service's TLS may come from one: the egress
+                // config is made again (a provided CA is the CA cache's).
+                ResourceType::Secret => egresses_changed = true,
                 ResourceType::Zone => {}
             }
         }

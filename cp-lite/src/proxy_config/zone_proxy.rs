@@ -170,7 +170,7 @@ fn external_routes(
         };
         let upstream_tls = match es.networking.tls.as_ref().filter(|t| t.enabled) {
             None => None,
-            Some(tls) => match upstream_tls(tls) {
+            Some(tls) => match upstream_tls(catalog, mesh, tls) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     tracing::warn!(%mesh, external_service = %service, error = %e, "ExternalService left out of the egress config");
@@ -215,12 +215,16 @@ fn external_routes(
 }
 
 /// What the egress needs to originate TLS to an ExternalService.
-fn upstream_tls(tls: &koguma_api::ExternalTls) -> Result<pb::UpstreamTls, String> {
+fn upstream_tls(
+    catalog: &Catalog,
+    mesh: &str,
+    tls: &koguma_api::ExternalTls,
+) -> Result<pb::UpstreamTls, String> {
     let pem = |source: &Option<koguma_api::DataSource>, what: &str| -> Result<String, String> {
         match source {
             None => Ok(String::new()),
             Some(s) => s
-                .read()
+                .read_with(|name| catalog.secret_bytes(mesh, name))
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| format!("networking.tls.{what}: {e}")),
         }
