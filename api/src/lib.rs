@@ -33,7 +33,7 @@ pub use mesh::{
     BackendConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshRouting,
     MeshSpec, Mtls, MtlsBackend, MtlsMode, Rotation,
 };
-pub use mesh_backends::{Constraints, Logging, Metrics, Tracing};
+pub use mesh_backends::{Backend, Backends, Constraints, Metrics};
 pub use registry::{KdsSync, ResourceType, Scope, Spec, SpecType};
 pub use resource::{DISPLAY_NAME_LABEL, MESH_LABEL, Resource, ResourceMeta};
 pub use secret::SecretSpec;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::duration::parse_duration;
 use crate::external_service::DataSource;
-use crate::mesh_backends::{Constraints, Logging, Metrics, Tracing};
+use crate::mesh_backends::{Backends, Constraints, Metrics};
 use crate::registry::SpecType;
 use crate::validation::ValidationError;
 
@@ -32,9 +32,9 @@ pub struct MeshSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracing: Option<Tracing>,
+    pub tracing: Option<Backends>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logging: Option<Logging>,
+    pub logging: Option<Backends>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_creating_initial_policies: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,10 +330,10 @@ impl SpecType for MeshSpec {
             }
         }
         if let Some(l) = &self.logging {
-            l.validate(errs);
+            l.validate_logging(errs);
         }
         if let Some(t) = &self.tracing {
-            t.validate(errs);
+            t.validate_tracing(errs);
         }
         if let Some(m) = &self.metrics {
             m.validate(errs);

@@ -12,18 +12,10 @@ use serde_json::Value;
 use crate::tags::{TagRules, validate_tags};
 use crate::validation::ValidationError;
 
+/// The Mesh's `logging` and `tracing`: backends and the default one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Logging {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backends: Vec<Backend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_backend: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Tracing {
+pub struct Backends {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,24 +220,47 @@ fn check_names(
     }
 }
 
-impl Logging {
-    pub fn validate(&self, errs: &mut ValidationError) {
+impl Backends {
+    /// Names, then each backend by `check` (given the backend, its path
+    /// and its `config` path), then the default.
+    fn validate_each(
+        &self,
+        path: &str,
+        default_message: &str,
+        errs: &mut ValidationError,
+        check: impl Fn(&Backend, &str, &str, &mut ValidationError),
+    ) {
         for (i, b) in self.backends.iter().enumerate() {
-            let at = format!("logging.backends[{i}]");
+            let at = format!("{path}.backends[{i}]");
             if b.name().is_empty() {
                 errs.add(format!("{at}.name"), "cannot be empty");
             }
-            let config = format!("{at}.config");
+            check(b, &at, &format!("{at}.config"), errs);
+        }
+        check_names(
+            path,
+            &self.backends,
+            self.default_backend.as_deref(),
+            "defaultBackend",
+            default_message,
+            errs,
+        );
+    }
+
+    /// `logging`: file and tcp backends.
+    pub fn validate_logging(&self, errs: &mut ValidationError) {
+        let message = "has to be set to one of the logging backend in mesh";
+        self.validate_each("logging", message, errs, |b, at, config, errs| {
             match b.kind.as_str() {
                 "file" => {
-                    if let Some(c) = conf::<FileConf>(b, &config, errs)
+                    if let Some(c) = conf::<FileConf>(b, config, errs)
                         && c.path.as_deref().unwrap_or("").is_empty()
                     {
                         errs.add(format!("{config}.path"), "cannot be empty");
                     }
                 }
                 "tcp" => {
-                    if let Some(c) = conf::<TcpConf>(b, &config, errs) {
+                    if let Some(c) = conf::<TcpConf>(b, config, errs) {
                         let address = c.address.unwrap_or_default();
                         if address.is_empty() {
                             errs.add(format!("{config}.address"), "cannot be empty");
@@ -262,57 +277,24 @@ impl Logging {
                     r#"unknown backend type. Available backends: "tcp", "file""#,
                 ),
             }
-        }
-        check_names(
-            "logging",
-            &self.backends,
-            self.default_backend.as_deref(),
-            "defaultBackend",
-            "has to be set to one of the logging backend in mesh",
-            errs,
-        );
+        });
     }
-}
 
-impl Tracing {
-    pub fn validate(&self, errs: &mut ValidationError) {
-        for (i, b) in self.backends.iter().enumerate() {
-            let at = format!("tracing.backends[{i}]");
-            if b.name().is_empty() {
-                errs.add(format!("{at}.name"), "cannot be empty");
-            }
+    /// `tracing`: zipkin and datadog backends.
+    pub fn validate_tracing(&self, errs: &mut ValidationError) {
+        let message = "has to be set to one of the tracing backend in mesh";
+        self.validate_each("tracing", message, errs, |b, at, config, errs| {
             if b.sampling.is_some_and(|s| !(0.0..=100.0).contains(&s)) {
                 errs.add(format!("{at}.sampling"), "has to be in [0.0 - 100.0] range");
             }
-            let config = format!("{at}.config");
             match b.kind.as_str() {
                 "zipkin" => {
-                    if let Some(c) = conf::<ZipkinConf>(b, &config, errs) {
-                        if let Some(v) = c.api_version.filter(|v| !v.is_empty())
-                            && !matches!(v.as_str(), "httpJsonV1" | "httpJson" | "httpProto")
-                        {
-                            errs.add(
-                                format!("{config}.apiVersion"),
-                                "has invalid value. Allowed values: httpJsonV1, httpJson, httpProto",
-                            );
-                        }
-                        let url = c.url.unwrap_or_default();
-                        if url.is_empty() {
-                            errs.add(format!("{config}.url"), "cannot be empty");
-                        } else {
-                            match url_port(&url) {
-                                Err(()) => errs.add(format!("{config}.url"), "invalid URL"),
-                                Ok(false) => errs.add(
-                                    format!("{config}.url"),
-                                    "port has to be explicitly specified",
-                                ),
-                                Ok(true) => {}
-                            }
-                        }
+                    if let Some(c) = conf::<ZipkinConf>(b, config, errs) {
+                        check_zipkin(c, config, errs);
                     }
                 }
                 "datadog" => {
-                    if let Some(c) = conf::<DatadogConf>(b, &config, errs) {
+                    if let Some(c) = conf::<DatadogConf>(b, config, errs) {
                         if c.address.as_deref().unwrap_or("").is_empty() {
                             errs.add(format!("{config}.address"), "cannot be empty");
                         }
@@ -330,15 +312,31 @@ impl Tracing {
                     r#"unknown backend type. Available backends: "zipkin", "datadog""#,
                 ),
             }
-        }
-        check_names(
-            "tracing",
-            &self.backends,
-            self.default_backend.as_deref(),
-            "defaultBackend",
-            "has to be set to one of the tracing backend in mesh",
-            errs,
+        });
+    }
+}
+
+fn check_zipkin(c: ZipkinConf, config: &str, errs: &mut ValidationError) {
+    if let Some(v) = c.api_version.filter(|v| !v.is_empty())
+        && !matches!(v.as_str(), "httpJsonV1" | "httpJson" | "httpProto")
+    {
+        errs.add(
+            format!("{config}.apiVersion"),
+            "has invalid value. Allowed values: httpJsonV1, httpJson, httpProto",
         );
+    }
+    let url = c.url.unwrap_or_default();
+    if url.is_empty() {
+        errs.add(format!("{config}.url"), "cannot be empty");
+        return;
+    }
+    match url_port(&url) {
+        Err(()) => errs.add(format!("{config}.url"), "invalid URL"),
+        Ok(false) => errs.add(
+            format!("{config}.url"),
+            "port has to be explicitly specified",
+        ),
+        Ok(true) => {}
     }
 }
 

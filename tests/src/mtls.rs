@@ -89,25 +89,31 @@ pub async fn workload_cert(
 /// A self-signed certificate that claims `uri`, from a CA the mesh does
 /// not know: (cert, key).
 pub fn foreign_cert(uri: &str, dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("foreign.crt"), dir.join("foreign.key"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-subj", "/CN=foreign", "-days", "1", "-addext"])
-        .arg(format!("subjectAltName=URI:{uri}"))
-        .output()
-        .expect("run openssl");
+    self_signed(dir, "foreign", &[&format!("subjectAltName=URI:{uri}")])
+}
+
+/// A self-signed ECDSA P-256 certificate (PKCS#8 key) named `cn`, with
+/// the X.509 extensions `exts` (`openssl req -addext`): (cert, key) files.
+pub fn self_signed(dir: &Path, cn: &str, exts: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ])
+    .args(["-nodes", "-days", "1", "-subj", &format!("/CN={cn}")])
+    .arg("-keyout")
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    for ext in exts {
+        cmd.args(["-addext", ext]);
+    }
+    let out = cmd.output().expect("run openssl");
     assert!(
         out.status.success(),
         "{}",

@@ -10,41 +10,16 @@ use std::time::Duration;
 use base64::Engine;
 use koguma_e2e::{WebToBackend, client, eventually, mtls};
 
-/// A CA of the test's own (ECDSA P-256, PKCS#8 key), named `cn`; `ca`
-/// false makes a certificate that is not a CA's.
+/// A CA of the test's own, named `cn`; `ca` false makes a certificate
+/// that is not a CA's: (cert, key) PEM.
 fn make_ca(dir: &Path, cn: &str, ca: bool) -> (String, String) {
-    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
     let constraints = if ca {
         "basicConstraints=critical,CA:TRUE"
     } else {
         "basicConstraints=critical,CA:FALSE"
     };
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "30", "-subj", &format!("/CN={cn}")])
-        .args(["-addext", constraints])
-        .args([
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let usage = "keyUsage=critical,keyCertSign,cRLSign,digitalSignature";
+    let (cert, key) = mtls::self_signed(dir, cn, &[constraints, usage]);
     (
         std::fs::read_to_string(cert).unwrap(),
         std::fs::read_to_string(key).unwrap(),

@@ -132,20 +132,10 @@ mod tests {
     use std::sync::Arc;
 
     fn mtp(c: &mut Catalog, name: &str, target: serde_json::Value, from: serde_json::Value) {
-        let v = serde_json::json!({"type": "MeshTrafficPermission", "mesh": "default", "name": name,
-            "spec": {"targetRef": target, "from": from}});
-        let r = Resource::from_value(v).unwrap();
-        r.validate().unwrap();
-        c.resources.insert(
-            (
-                ResourceType::MeshTrafficPermission,
-                "default".into(),
-                name.into(),
-            ),
-            Arc::new(StoredResource {
-                resource: r,
-                origin: Origin::Api,
-            }),
+        policy(
+            c,
+            name,
+            serde_json::json!({"targetRef": target, "from": from}),
         );
     }
 
