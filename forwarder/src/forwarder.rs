@@ -278,6 +278,7 @@ impl Forwarder {
             };
             cluster_tls.push((c.clone(), client));
             c.stats.membership_total.set(out.endpoints.len() as i64);
+            c.retain_pinned(|addr| out.endpoints.iter().any(|e| e.addr == addr));
             if out.transparent && !transparent {
                 return Err(ForwarderError::NotTransparent {
                     listener: out.name.clone(),

@@ -85,6 +85,13 @@ impl Cluster {
         }
     }
 
+    /// Drops the pinned clients (and their pooled connections) of
+    /// endpoints that left the cluster.
+    pub fn retain_pinned(&self, keep: impl Fn(SocketAddr) -> bool) {
+        let mut map = self.pinned.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(addr, _), _| keep(*addr));
+    }
+
     /// The client whose connections all go to `addr`.
     pub fn pinned_client(&self, addr: SocketAddr, h2: bool) -> UpstreamClient {
         let key = (addr, h2);

@@ -119,8 +119,8 @@ impl Body for RequestBody {
 /// (a reset for the client) when it does not move for `idle`. The timer is
 /// made only when the body first has to wait, and re-armed lazily: a body
 /// that keeps moving costs a clock read per frame, no timer work.
-pub struct ResponseBody {
-    inner: Incoming,
+pub struct ResponseBody<B = Incoming> {
+    inner: B,
     idle: Duration,
     last: Instant,
     timer: Option<Pin<Box<Sleep>>>,
@@ -130,8 +130,8 @@ pub struct ResponseBody {
 #[error("the upstream response did not move for {0:?} (stream idle timeout)")]
 pub struct StreamIdle(Duration);
 
-impl ResponseBody {
-    pub fn new(inner: Incoming, idle: Duration) -> ResponseBody {
+impl<B> ResponseBody<B> {
+    pub fn new(inner: B, idle: Duration) -> ResponseBody<B> {
         ResponseBody {
             inner,
             idle,
@@ -141,7 +141,11 @@ impl ResponseBody {
     }
 }
 
-impl Body for ResponseBody {
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -175,5 +179,64 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// Sends `frames` data frames, then nothing, ever.
+    struct Stalls {
+        frames: usize,
+    }
+
+    impl Body for Stalls {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.frames == 0 {
+                return Poll::Pending;
+            }
+            self.frames -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_that_stops_moving_ends_after_the_stream_idle_timeout() {
+        let idle = Duration::from_secs(1800);
+        let mut body = ResponseBody::new(Stalls { frames: 2 }, idle);
+        let started = Instant::now();
+        assert!(body.frame().await.is_some_and(|f| f.is_ok()));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        // Ten minutes later the second frame moves the deadline on.
+        assert!(body.frame().await.is_some_and(|f| f.is_ok()));
+        let err = body.frame().await.and_then(Result::err);
+        assert!(err.is_some_and(|e| e.to_string().contains("stream idle timeout")));
+        assert_eq!(started.elapsed(), Duration::from_secs(600) + idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_route_timeout_starts_when_the_request_body_ends() {
+        let progress = RequestProgress::default();
+        assert!(progress.ended_at().is_none());
+        let waiter = async {
+            progress.wait_ended().await;
+            Instant::now()
+        };
+        let ender = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            progress.end();
+        };
+        let started = Instant::now();
+        let (ended, ()) = tokio::join!(waiter, ender);
+        assert_eq!(ended - started, Duration::from_secs(60));
+        assert_eq!(progress.ended_at(), Some(ended));
     }
 }
