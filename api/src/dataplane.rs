@@ -301,19 +301,9 @@ impl SpecType for DataplaneSpec {
         }
         // Every socket this dataplane binds, to find collisions.
         let mut bound: Vec<(String, String, u32)> = Vec::new();
-        let mut names: Vec<&str> = Vec::new();
         for (i, inb) in net.inbound.iter().enumerate() {
             let f = format!("networking.inbound[{i}]");
             inb.validate(&f, net, errs);
-            if let Some(name) = inb.name.as_deref() {
-                if names.contains(&name) {
-                    errs.add(
-                        format!("{f}.name"),
-                        format!("name {name:?} must be unique across inbounds and listeners"),
-                    );
-                }
-                names.push(name);
-            }
             if net.transparent_proxying.is_none() {
                 // Under transparent proxying the inbound binds no socket of
                 // its own: traffic to address:port is redirected to the
