@@ -79,12 +79,40 @@ pub fn set_forwarding(headers: &mut HeaderMap, downstream_tls: bool) {
     }
 }
 
+/// 128 random bits for a request id. An id names a request; it is no
+/// secret, so a per-thread splitmix64 stream seeded once from the system's
+/// generator does, at a few nanoseconds an id.
+fn random_128() -> [u8; 16] {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            // Should the generator fail, ids are still unique per thread
+            // and time.
+            let _ = aws_lc_rs::rand::fill(&mut seed);
+            u64::from_le_bytes(seed) ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    }
+    let next = || {
+        STATE.with(|s| {
+            let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&next().to_le_bytes());
+    b[8..].copy_from_slice(&next().to_le_bytes());
+    b
+}
+
 /// A version 4 UUID, as Envoy's `x-request-id`.
 fn request_id() -> HeaderValue {
-    let mut b = [0u8; 16];
-    // The DRBG does not fail in practice; were it to, an id of zeros still
-    // names the request, only not uniquely.
-    let _ = aws_lc_rs::rand::fill(&mut b);
+    let mut b = random_128();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -159,13 +159,15 @@ async fn upstream(
     let mut parts = Some(parts);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_failure = None;
-    // The route timeout covers every try, from the end of the request.
-    let mut progress = Arc::new(RequestProgress::ended_now());
+    // The route timeout covers every try, from the end of the request: now
+    // for a bodiless one (kept on the stack), else when its body has gone.
+    let ended = RequestProgress::ended_now();
+    let mut streamed: Option<Arc<RequestProgress>> = None;
     for attempt in 0..tries {
         if attempt > 0 {
             route.cluster.stats.rq_retry.inc();
             let wait = backoff(&route.resilience.retry, attempt);
-            let until = match (progress.ended_at(), route.timeouts.request) {
+            let until = match (ended.ended_at(), route.timeouts.request) {
                 (Some(end), Some(limit)) => (end + limit).min(tokio::time::Instant::now() + wait),
                 _ => tokio::time::Instant::now() + wait,
             };
@@ -188,8 +190,9 @@ async fn upstream(
         };
         let upstream_body = match body.take() {
             Some(b) if tries == 1 => {
-                progress = Arc::new(RequestProgress::default());
-                Either::Left(RequestBody::new(b, progress.clone()))
+                let progress = Arc::new(RequestProgress::default());
+                streamed = Some(progress.clone());
+                Either::Left(RequestBody::new(b, progress))
             }
             _ => Either::Right(Empty::new()),
         };
@@ -220,7 +223,7 @@ async fn upstream(
         };
         let exchange = Exchange {
             client: &client,
-            progress: &progress,
+            progress: streamed.as_deref().unwrap_or(&ended),
             downstream_upgrade: downstream_upgrade.take(),
             connect,
         };
