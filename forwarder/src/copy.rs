@@ -3,12 +3,14 @@
 //! chatty connection costs 16 KiB per direction, a bulk transfer gets up to
 //! 256 KiB reads and so few syscalls per byte.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 const INITIAL: usize = 16 * 1024;
 const MAX: usize = 256 * 1024;
@@ -106,23 +108,72 @@ impl OneWay {
     }
 }
 
-/// Copies `a` to `b` and `b` to `a` until both directions reach EOF.
-/// Returns the bytes sent each way (a→b, b→a).
-pub async fn bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+/// Copies `a` to `b` and `b` to `a` until both directions reach EOF, or
+/// until no byte has moved either way for `idle` (Envoy's idle timeout:
+/// then `TimedOut`). Returns the bytes sent each way (a→b, b→a).
+pub async fn bidirectional<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<Duration>,
+) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let (mut a_to_b, mut b_to_a) = (OneWay::new(), OneWay::new());
+    let mut watch = idle.map(IdleWatch::new);
     poll_fn(|cx| {
         let ab = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
         let ba = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
         match (ab, ba) {
             (Poll::Ready(x), Poll::Ready(y)) => Poll::Ready(Ok((x, y))),
-            _ => Poll::Pending,
+            _ => match &mut watch {
+                Some(w) => w.poll(cx, a_to_b.total + b_to_a.total),
+                None => Poll::Pending,
+            },
         }
     })
     .await
+}
+
+/// The idle timeout of a copy: a timer made once and moved on lazily,
+/// so that a busy connection reads the clock only when it has moved bytes
+/// and touches the timer once an idle period.
+struct IdleWatch {
+    idle: Duration,
+    moved: u64,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl IdleWatch {
+    fn new(idle: Duration) -> IdleWatch {
+        let last = Instant::now();
+        IdleWatch {
+            idle,
+            moved: 0,
+            last,
+            timer: Box::pin(tokio::time::sleep_until(last + idle)),
+        }
+    }
+
+    fn poll<T>(&mut self, cx: &mut Context<'_>, moved: u64) -> Poll<io::Result<T>> {
+        if moved != self.moved {
+            self.moved = moved;
+            self.last = Instant::now();
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let due = self.last + self.idle;
+            if Instant::now() >= due {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no bytes moved for {:?} (idle timeout)", self.idle),
+                )));
+            }
+            self.timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +186,7 @@ mod tests {
         let (mut client, mut proxy_down) = tokio::io::duplex(64 * 1024);
         let (mut proxy_up, mut server) = tokio::io::duplex(64 * 1024);
         let proxy =
-            tokio::spawn(async move { bidirectional(&mut proxy_down, &mut proxy_up).await });
+            tokio::spawn(async move { bidirectional(&mut proxy_down, &mut proxy_up, None).await });
 
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let expected = payload.clone();
@@ -158,5 +209,29 @@ mod tests {
         );
         let (up, down) = proxy.await.unwrap().unwrap();
         assert_eq!((up, down), (3_000_000, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_nothing_moving_ends_at_the_idle_timeout() {
+        let (mut client, mut proxy_down) = tokio::io::duplex(1024);
+        let (mut proxy_up, mut server) = tokio::io::duplex(1024);
+        let idle = Duration::from_secs(3600);
+        let started = Instant::now();
+        let proxy =
+            tokio::spawn(
+                async move { bidirectional(&mut proxy_down, &mut proxy_up, Some(idle)).await },
+            );
+        // Bytes at 30 min keep it open past the first hour.
+        tokio::time::sleep(Duration::from_secs(1800)).await;
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        let err = proxy.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(1800) + idle && took < Duration::from_secs(1801) + idle,
+            "{took:?}"
+        );
     }
 }

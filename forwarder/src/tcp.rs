@@ -18,7 +18,7 @@ where
             return;
         }
     };
-    match copy::bidirectional(&mut downstream, &mut upstream).await {
+    match copy::bidirectional(&mut downstream, &mut upstream, Some(route.timeouts.idle)).await {
         Ok((tx, rx)) => tracing::debug!(upstream = %addr, tx, rx, "tcp connection closed"),
         Err(e) => {
             tracing::debug!(upstream = %addr, error = %e, "tcp connection ended with an error")

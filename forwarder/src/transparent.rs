@@ -331,7 +331,9 @@ async fn pass_through(
             return;
         }
     };
-    match copy::bidirectional(&mut downstream, &mut upstream).await {
+    // Envoy's tcp_proxy idle timeout, which Kuma leaves at its default.
+    let idle = Some(crate::config::Timeouts::OUTBOUND.idle);
+    match copy::bidirectional(&mut downstream, &mut upstream, idle).await {
         Ok((tx, rx)) => tracing::debug!(tx, rx, "passthrough connection closed"),
         Err(e) => tracing::debug!(error = %e, "passthrough connection ended with an error"),
     }

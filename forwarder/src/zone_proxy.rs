@@ -48,7 +48,7 @@ pub async fn serve(stream: TcpStream, route: Arc<Route>) {
         tracing::info!(listener = %route.name, "closed: no endpoint of the route could be reached");
         return;
     };
-    match copy::bidirectional(&mut downstream, &mut upstream).await {
+    match copy::bidirectional(&mut downstream, &mut upstream, Some(route.timeouts.idle)).await {
         Ok((tx, rx)) => tracing::debug!(%sni, tx, rx, "passthrough connection closed"),
         Err(e) => tracing::debug!(%sni, error = %e, "passthrough connection ended with an error"),
     }
@@ -109,7 +109,7 @@ async fn external(
     let result = match &terminate.upstream_tls {
         None => {
             let mut upstream = tcp;
-            copy::bidirectional(&mut downstream, &mut upstream).await
+            copy::bidirectional(&mut downstream, &mut upstream, Some(route.timeouts.idle)).await
         }
         Some((config, name)) => {
             let connector = tokio_rustls::TlsConnector::from(config.clone());
@@ -121,7 +121,7 @@ async fn external(
                     return;
                 }
             };
-            copy::bidirectional(&mut downstream, &mut upstream).await
+            copy::bidirectional(&mut downstream, &mut upstream, Some(route.timeouts.idle)).await
         }
     };
     match result {

@@ -305,7 +305,7 @@ async fn send(
             let tunnel = match exchange.downstream_upgrade {
                 Some(down) if switched => {
                     let up = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(tunnel(down, up, addr));
+                    tokio::spawn(tunnel(down, up, addr, route.timeouts.stream_idle));
                     true
                 }
                 _ => false,
@@ -352,8 +352,8 @@ async fn send(
 }
 
 /// Carries bytes both ways between an upgraded downstream connection and
-/// the upgraded upstream one, until either side closes.
-async fn tunnel(down: OnUpgrade, up: OnUpgrade, addr: SocketAddr) {
+/// the upgraded upstream one, until both sides close or it goes idle.
+async fn tunnel(down: OnUpgrade, up: OnUpgrade, addr: SocketAddr, idle: Duration) {
     let (down, up) = tokio::join!(down, up);
     let (down, up) = match (down, up) {
         (Ok(d), Ok(u)) => (d, u),
@@ -363,7 +363,8 @@ async fn tunnel(down: OnUpgrade, up: OnUpgrade, addr: SocketAddr) {
         }
     };
     let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+    // An upgraded stream is still a stream: its idle timeout applies.
+    match crate::copy::bidirectional(&mut down, &mut up, Some(idle)).await {
         Ok((sent, received)) => {
             tracing::debug!(upstream = %addr, sent, received, "upgraded connection closed")
         }
