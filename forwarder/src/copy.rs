@@ -144,6 +144,8 @@ struct IdleWatch {
     moved: u64,
     last: Instant,
     timer: Pin<Box<Sleep>>,
+    /// Whether the timer has been polled (holds this task's waker).
+    polled: bool,
 }
 
 impl IdleWatch {
@@ -154,6 +156,7 @@ impl IdleWatch {
             moved: 0,
             last,
             timer: Box::pin(tokio::time::sleep_until(last + idle)),
+            polled: false,
         }
     }
 
@@ -161,7 +164,13 @@ impl IdleWatch {
         if moved != self.moved {
             self.moved = moved;
             self.last = Instant::now();
+            // The timer, polled before by this task, still wakes it when
+            // due: a busy connection does not touch it.
+            if self.polled {
+                return Poll::Pending;
+            }
         }
+        self.polled = true;
         while self.timer.as_mut().poll(cx).is_ready() {
             let due = self.last + self.idle;
             if Instant::now() >= due {
