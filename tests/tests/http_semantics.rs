@@ -350,3 +350,62 @@ async fn a_server_first_protocol_on_an_http_service_is_closed_with_a_reason() {
         p.web.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_opens_a_tunnel_to_the_callers_target() {
+    let p = pair().await;
+    // The application is an HTTP proxy: it answers CONNECT with 200, says
+    // which target it was asked for, then echoes.
+    let listener = TcpListener::bind(SocketAddr::new(p.backend_ip, 18085))
+        .await
+        .unwrap();
+    let _proxy = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let reply = format!("HTTP/1.1 200 OK\r\nx-target: {target}\r\n\r\n");
+                if s.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut client = TcpStream::connect((p.web_ip, 10005)).await.unwrap();
+    client
+        .write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nhost: db.internal:5432\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read_head = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            client.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_head)
+        .await
+        .expect("no answer to CONNECT");
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-target: db.internal:5432"), "{head}");
+    // Bytes both ways through the tunnel.
+    client.write_all(b"raw bytes, not HTTP").await.unwrap();
+    let mut echoed = [0u8; 19];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut echoed))
+        .await
+        .expect("tunnel hung")
+        .unwrap();
+    assert_eq!(&echoed, b"raw bytes, not HTTP");
+}
