@@ -392,7 +392,6 @@ fn service_entry(
     let mut ports = BTreeSet::new();
     let mtls = ctx.mtls_on();
     let per_dataplane = mtls && permissions::selects_dataplanes(catalog, mesh);
-    let no_labels = BTreeMap::new();
     let mut permissions = BTreeMap::new();
     for name in ctx.members.get(service).into_iter().flatten() {
         let Some(stored) = catalog.get(ResourceType::Dataplane, mesh, name) else {
@@ -469,16 +468,9 @@ fn service_entry(
             inbound: None,
         };
         if mtls {
-            permissions.entry(key).or_insert_with(|| {
-                let subject = koguma_api::InboundSubject {
-                    tags,
-                    dataplane: "",
-                    labels: &no_labels,
-                    inbound_name: None,
-                    port: 0,
-                };
-                permissions::for_inbound(catalog, mesh, &subject)
-            });
+            permissions
+                .entry(key)
+                .or_insert_with(|| permissions::for_tags(catalog, mesh, tags));
         }
     }
     let protocol = match protocols.len() {

@@ -77,6 +77,20 @@ fn match_rule(m: &Match, action: PermissionAction, policy: &str) -> pb::Permissi
     }
 }
 
+/// What an inbound known only by its tags enforces: another zone's, or an
+/// external service behind the egress (no dataplane of this zone).
+pub fn for_tags(catalog: &Catalog, mesh: &str, tags: &BTreeMap<String, String>) -> pb::Permissions {
+    let no_labels = BTreeMap::new();
+    let subject = InboundSubject {
+        tags,
+        dataplane: "",
+        labels: &no_labels,
+        inbound_name: None,
+        port: 0,
+    };
+    for_inbound(catalog, mesh, &subject)
+}
+
 pub fn for_inbound(catalog: &Catalog, mesh: &str, subject: &InboundSubject<'_>) -> pb::Permissions {
     let mut policies: Vec<(Selector, &str, &koguma_api::MeshTrafficPermissionSpec)> = catalog
         .list(ResourceType::MeshTrafficPermission, Some(mesh))

@@ -188,17 +188,7 @@ fn external_routes(
             cluster: cluster.clone(),
             terminate: Some(pb::TerminateMesh {
                 mesh: mesh.to_string(),
-                permissions: Some(permissions::for_inbound(
-                    catalog,
-                    mesh,
-                    &koguma_api::InboundSubject {
-                        tags: &es.tags,
-                        dataplane: "",
-                        labels: &BTreeMap::new(),
-                        inbound_name: None,
-                        port: 0,
-                    },
-                )),
+                permissions: Some(permissions::for_tags(catalog, mesh, &es.tags)),
                 upstream_tls,
                 upstream_host: host.to_string(),
                 upstream_port: u32::from(port),
