@@ -11,42 +11,14 @@ chain per server name, a TCP proxy each; the inbound terminating mTLS),
 with certificates of the same mesh CA (`koguma-cp generate
 workload-certificate`)."""
 import json
-import subprocess
 from pathlib import Path
 
+from meshtls import MESH, cli as _cli, cp as _cp, downstream_tls, upstream_tls
 from procs import Proc, http_status, wait_until
 from targets import INBOUND, NGINX, OUTBOUND, start_envoys
 
 GLOBAL, ZONE_A, ZONE_B = "127.0.0.41", "127.0.0.42", "127.0.0.43"
 INGRESS = ("127.0.0.44", 10001)
-MESH = """type: Mesh
-name: default
-mtls:
-  enabledBackend: ca-1
-  backends:
-  - name: ca-1
-    type: builtin
----
-type: MeshTrafficPermission
-mesh: default
-name: allow-all
-spec:
-  targetRef: {kind: Mesh}
-  from:
-  - targetRef: {kind: Mesh}
-    default: {action: Allow}
-"""
-
-
-def _cli(bins, *args, stdin=None):
-    return subprocess.run([str(bins / "koguma-cp"), *args], input=stdin, check=True, capture_output=True).stdout
-
-
-def _cp(bins, work, name, ip, extra):
-    data = work / name
-    return Proc(name, [str(bins / "koguma-cp"), "run", "--store", "memory", "--data-dir", str(data),
-                       "--api-address", f"{ip}:5681", "--dp-server-address", f"{ip}:5678", *extra], work)
-
 
 class KogumaCrossZone:
     name = "koguma"
@@ -122,35 +94,6 @@ class KogumaCrossZone:
 SNI = "a0000000000000000.app.default.ks"
 
 
-def certificates(bins: Path, work: Path):
-    """Workload certificates of one mesh CA for the Envoys: a short-lived
-    standalone koguma-cp with mTLS on issues them."""
-    out = work / "certs"
-    out.mkdir(exist_ok=True)
-    cp = _cp(bins, work, "cert-cp", "127.0.0.45", [])
-    try:
-        api = "http://127.0.0.45:5681"
-        wait_until("cert CP", lambda: http_status(api + "/")[0] == 200, 20, [cp])
-        _cli(bins, "apply", "-f", "-", "--api-url", api, stdin=MESH.encode())
-        for service in ("client", "app"):
-            _cli(bins, "generate", "workload-certificate", "--service", service, "--valid-for", "24h",
-                 "--cert-file", str(out / f"{service}.crt"), "--key-file", str(out / f"{service}.key"),
-                 "--ca-file", str(out / "ca.crt"), "--api-url", api)
-    finally:
-        cp.stop()
-    return out
-
-
-def _tls(certs, service, san_matcher):
-    return {"common_tls_context": {
-        "alpn_protocols": ["kuma"],
-        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3", "tls_maximum_protocol_version": "TLSv1_3"},
-        "tls_certificates": [{"certificate_chain": {"filename": str(certs / f"{service}.crt")},
-                              "private_key": {"filename": str(certs / f"{service}.key")}}],
-        "validation_context": {"trusted_ca": {"filename": str(certs / "ca.crt")},
-                               "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": san_matcher}]}}}
-
-
 def _tcp(stat, cluster):
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
@@ -180,14 +123,8 @@ class EnvoyCrossZone:
 
     def __init__(self, protocol, work: Path, envoy: str, certs: Path):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
-        upstream_tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": SNI, **_tls(certs, "client", {"exact": "spiffe://default/app"})}}
-        downstream_tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "require_client_certificate": True, **_tls(certs, "app", {"prefix": "spiffe://default/"})}}
         sides = [
-            ("inbound", [_listener("inbound", INBOUND, [{"transport_socket": downstream_tls,
+            ("inbound", [_listener("inbound", INBOUND, [{"transport_socket": downstream_tls(certs),
                                                           "filters": [_tcp("inbound", "local_app")]}])],
              [_cluster("local_app", NGINX)], 9921),
             ("ingress", [_listener("ingress", INGRESS, [{"filter_chain_match": {"server_names": [SNI],
@@ -195,7 +132,7 @@ class EnvoyCrossZone:
                                                          "filters": [_tcp("ingress", "default_app")]}], inspector=True)],
              [_cluster("default_app", INBOUND)], 9923),
             ("outbound", [_listener("outbound", OUTBOUND, [{"filters": [_tcp("outbound", "app")]}])],
-             [_cluster("app", INGRESS, upstream_tls)], 9922),
+             [_cluster("app", INGRESS, upstream_tls(certs, SNI))], 9922),
         ]
         self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 

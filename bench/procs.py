@@ -9,16 +9,35 @@ from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# The CPUs each side runs on when pinned (`--pin`): the load generators on
+# one, the proxies and the application on the others, so that the client
+# never takes the proxies' core and ratios stop swinging with scheduling.
+PIN = {}
+
+
+def pin(n_cpus):
+    """Pins the client to CPU 0 and everything measured to the rest."""
+    PIN["client"] = "0"
+    PIN["server"] = f"1-{n_cpus - 1}" if n_cpus > 2 else "1"
+
+
+def pinned(role, cmd):
+    """`cmd`, run on `role`'s CPUs when pinning is on (taskset execs the
+    command, so the pid stays the command's)."""
+    cpus = PIN.get(role)
+    return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
+
 
 class Proc:
     """A child whose output goes to a log file; stopped with SIGTERM, then SIGKILL."""
 
-    def __init__(self, name, cmd, log_dir: Path):
+    def __init__(self, name, cmd, log_dir: Path, role="server"):
         self.name = name
         self.log = log_dir / f"{name}.log"
         self.started = time.monotonic()
         with open(self.log, "wb") as out:
-            self.popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.popen = subprocess.Popen(pinned(role, cmd), stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL)
 
     @property
     def pid(self):

@@ -14,6 +14,12 @@ def median(runs, key, sub=None):
     return statistics.median(values) if values else None
 
 
+def spread(runs, key, sub=None):
+    """(min, max) over the runs, or None."""
+    values = [(r[key][sub] if sub else r[key]) for r in runs if key in r]
+    return (min(values), max(values)) if len(values) > 1 else None
+
+
 def machine():
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -35,7 +41,7 @@ def ratio(a, b):
 
 
 ROWS = [
-    ("max requests/s (wrk, 32 conns)", "rps", None, 0, "higher"),
+    ("max requests/s", "rps", None, 0, "higher"),
     ("p50 latency, ms (open loop)", "latency", "p50_us", 3, "lower"),
     ("p99 latency, ms", "latency", "p99_us", 3, "lower"),
     ("p99.9 latency, ms", "latency", "p999_us", 3, "lower"),
@@ -48,8 +54,7 @@ ROWS = [
 ]
 
 
-def value(runs, key, sub):
-    v = median(runs, key, sub)
+def scaled(v, key, sub):
     if v is None:
         return None
     if sub and sub.endswith("_us"):
@@ -59,7 +64,25 @@ def value(runs, key, sub):
     return v
 
 
+def value(runs, key, sub):
+    return scaled(median(runs, key, sub), key, sub)
+
+
+def cell(runs, key, sub, digits):
+    """The median, and the range over the repetitions when there are several."""
+    v = value(runs, key, sub)
+    r = spread(runs, key, sub)
+    if v is None or r is None or r[0] == r[1]:
+        return fmt(v, digits)
+    lo, hi = scaled(r[0], key, sub), scaled(r[1], key, sub)
+    return f"{fmt(v, digits)} <sub>({fmt(lo, digits)}–{fmt(hi, digits)})</sub>"
+
+
 def write(results, scenarios, args, command, out_dir: Path, versions):
+    from measure import CLIENTS
+    from procs import PIN
+    pinning = (f" The load generators run on CPU {PIN['client']}, the proxies, their control planes and the applications"
+               f" on CPU {PIN['server']} (taskset)." if PIN else " Nothing is pinned to a CPU.")
     lines = [
         "# Koguma vs Envoy: benchmark results",
         "",
@@ -67,13 +90,19 @@ def write(results, scenarios, args, command, out_dir: Path, versions):
         f"- Command: `{command}`",
         f"- Machine: {machine()}",
         f"- Versions: koguma {versions['koguma']}, {versions['envoy']}, nginx {versions['nginx']}",
-        f"- Method: each pair is client → outbound proxy → inbound proxy → nginx (1 worker, keep-alive) on loopback;"
+        f"- Method: each pair is client → outbound proxy → inbound proxy → application (nginx with 1 worker, keep-alive,"
+        f" HTTP/1.1 or h2c; for gRPC a one-thread Rust server answering unary calls with a message and the grpc-status"
+        f" trailer) on loopback;"
         f" one worker thread per proxy (Envoy `--concurrency 1`, koguma-dp `--concurrency 1`). Koguma runs as users run it"
         f" (koguma-cp plus two koguma-dp configured over the stream); Envoy gets an equivalent static bootstrap."
-        f" {args.reps} interleaved repetitions (direct, Koguma, Envoy, ...); figures are medians."
-        f" Throughput: wrk, 1 thread, 32 connections, {args.duration} s. Latency: koguma-loadgen, open loop at"
+        f" With mesh mTLS, Koguma's mesh has a builtin CA and an allow-all MeshTrafficPermission; the Envoys get"
+        f" certificates of one mesh CA (`koguma-cp generate workload-certificate`) and what Kuma configures: TLS 1.3,"
+        f" ALPN `kuma`, SAN checks, HTTP/2 between the proxies for every HTTP protocol."
+        f" {args.reps} interleaved repetitions (direct, Koguma, Envoy, ...); figures are medians, with the range over"
+        f" the repetitions in brackets; ratios are of medians.{pinning}"
+        f" Throughput: the client named under each scenario, {args.duration} s. Latency: koguma-loadgen, open loop at"
         f" {args.rate} requests/s for {args.duration} s over 32 connections, measured from each request's intended send time."
-        f" CPU: utime+stime of the proxies from /proc during the wrk run. The cross-zone scenario adds a zone ingress between"
+        f" CPU: utime+stime of the proxies from /proc during the throughput run. The cross-zone scenario adds a zone ingress between"
         f" the two sidecars (three proxies each side; Koguma with a global and two zone CPs, mesh mTLS between the sidecars;"
         f" Envoy with an SNI filter-chain TCP proxy as Kuma configures an ingress). The machine is shared by the client, nginx"
         f" and the proxies: read ratios, not absolute numbers.",
@@ -81,7 +110,8 @@ def write(results, scenarios, args, command, out_dir: Path, versions):
     ]
     for sc in scenarios:
         name = sc["name"]
-        lines += [f"## {sc['title']}", "", "| metric | direct | Koguma | Envoy | Koguma/Envoy | Koguma/direct | Envoy/direct |",
+        lines += [f"## {sc['title']}", "", f"Client: {CLIENTS[sc['kind']]}.", "",
+                  "| metric | direct | Koguma | Envoy | Koguma/Envoy | Koguma/direct | Envoy/direct |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for label, key, sub, digits, _ in ROWS:
             vals = {t: value(results.get(t, {}).get(name, []), key, sub) for t in TARGETS}
@@ -89,10 +119,11 @@ def write(results, scenarios, args, command, out_dir: Path, versions):
                 continue
             if key in ("cpu_s_per_10k", "rss_idle_kib", "rss_peak_kib", "ready_ms") :
                 vals["direct"] = None
-            lines.append(f"| {label} | {fmt(vals['direct'], digits)} | {fmt(vals['koguma'], digits)} | {fmt(vals['envoy'], digits)} "
+            cells = {t: cell(results.get(t, {}).get(name, []), key, sub, digits) if vals[t] is not None else "–"
+                     for t in TARGETS}
+            lines.append(f"| {label} | {cells['direct']} | {cells['koguma']} | {cells['envoy']} "
                          f"| {ratio(vals['koguma'], vals['envoy'])} | {ratio(vals['koguma'], vals['direct'])} | {ratio(vals['envoy'], vals['direct'])} |")
         lines.append("")
-    lines += pending()
     lines += ["## Latency distribution", "", "![latency percentiles per scenario](latency.svg)", ""]
     notes = Path(__file__).resolve().parent / "NOTES.md"
     if notes.exists():
@@ -102,16 +133,10 @@ def write(results, scenarios, args, command, out_dir: Path, versions):
     (out_dir / "latency.svg").write_text(chart(results, scenarios))
 
 
-def pending():
-    return ["## Not measured yet", "",
-            "HTTP/1.1, HTTP/2 and gRPC pairs with mesh mTLS between the proxies, and the mTLS half of bulk transfer: only the",
-            "cross-zone scenario runs over mTLS so far (the mTLS benchmark scenarios are the data-path performance work).", ""]
-
-
 def chart(results, scenarios):
     """Latency percentile curves (ms, log scale) per scenario, one panel each."""
     import math
-    panels = [s for s in scenarios if s["kind"] != "bulk"]
+    panels = [s for s in scenarios if s["kind"] == "rq"]
     w, h, pad = 420, 260, 50
     width = w * max(len(panels), 1)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 40}" font-family="sans-serif" font-size="11">',
@@ -121,7 +146,7 @@ def chart(results, scenarios):
         curves = {}
         for t in TARGETS:
             runs = results.get(t, {}).get(sc["name"], [])
-            if runs:
+            if runs and all("latency" in r for r in runs):
                 # Each point is the median of that percentile over the runs,
                 # as in the tables (one run's tail spike would misrepresent).
                 per_q = {}

@@ -7,6 +7,7 @@ all traffic stays on loopback."""
 import argparse
 import datetime
 import json
+import os
 import shutil
 import signal
 import sys
@@ -17,16 +18,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import measure  # noqa: E402
+import procs  # noqa: E402
 import report  # noqa: E402
-from crosszone import EnvoyCrossZone, KogumaCrossZone, certificates  # noqa: E402
-from targets import Direct, EnvoyPair, KogumaPair, Nginx  # noqa: E402
+from crosszone import EnvoyCrossZone, KogumaCrossZone  # noqa: E402
+from meshtls import certificates  # noqa: E402
+from targets import APP, Direct, EnvoyPair, GrpcUpstream, KogumaPair, Nginx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = {
     "tcp": {"name": "tcp", "title": "1. TCP through a sidecar pair", "protocol": "tcp", "path": "/", "kind": "rq"},
     "http": {"name": "http", "title": "2. HTTP/1.1 through a sidecar pair", "protocol": "http", "path": "/", "kind": "rq"},
     "http-64k": {"name": "http-64k", "title": "2b. HTTP/1.1, 64 KiB responses", "protocol": "http", "path": "/64k", "kind": "rq"},
+    "mtls-http": {"name": "mtls-http", "title": "3. HTTP/1.1 through a sidecar pair, mesh mTLS", "protocol": "http",
+                  "path": "/", "kind": "rq", "mtls": True},
+    "mtls-h2": {"name": "mtls-h2", "title": "3b. HTTP/2 (h2c client and application) through a sidecar pair, mesh mTLS",
+                "protocol": "http2", "path": "/", "kind": "h2", "mtls": True},
+    "mtls-grpc": {"name": "mtls-grpc", "title": "3c. gRPC unary calls through a sidecar pair, mesh mTLS", "protocol": "grpc",
+                  "path": "/grpc.health.v1.Health/Check", "kind": "grpc", "mtls": True},
+    "mtls-conn": {"name": "mtls-conn", "title": "4. A new connection per request: TCP through a sidecar pair, mesh mTLS "
+                  "(one mTLS handshake between the proxies per request)", "protocol": "tcp", "path": "/", "kind": "conn",
+                  "mtls": True},
     "bulk": {"name": "bulk", "title": "5. Bulk TCP transfer (plaintext)", "protocol": "tcp", "path": "/bulk", "kind": "bulk"},
+    "mtls-bulk": {"name": "mtls-bulk", "title": "5b. Bulk TCP transfer, mesh mTLS", "protocol": "tcp", "path": "/bulk",
+                  "kind": "bulk", "mtls": True},
     "cross-zone": {"name": "cross-zone", "title": "6. Cross-zone: sidecar -> zone ingress (SNI passthrough) -> sidecar, TCP over mTLS",
                    "protocol": "tcp", "path": "/", "kind": "rq", "cross_zone": True},
 }
@@ -37,16 +51,23 @@ def parse_args():
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
     p.add_argument("--duration", type=int, default=10, help="seconds per throughput and per latency run (default 10)")
     p.add_argument("--rate", type=int, default=2000, help="fixed request rate for the latency runs (default 2000/s)")
-    p.add_argument("--scenarios", default="tcp,http,http-64k,bulk,cross-zone", help="comma-separated: " + ",".join(SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS))
+    p.add_argument("--targets", default="direct,koguma,envoy",
+                   help="which of direct, koguma, envoy to measure (default all three; fewer for quick A/B runs)")
     p.add_argument("--bulk-mib", type=int, default=1024, help="size of the bulk transfer (default 1024 MiB)")
     p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"), help="where koguma-cp, koguma-dp, koguma-loadgen are")
     p.add_argument("--envoy", default=str(ROOT / "bench" / ".venv" / "bin" / "envoy"))
     p.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     p.add_argument("--out-dir", default=str(ROOT / "bench"), help="where RESULTS.md, latency.svg and results.json go")
-    p.add_argument("--smoke", action="store_true", help="one very short run of the http scenario (for the test suite)")
+    cpus = len(os.sched_getaffinity(0))
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=cpus >= 2,
+                   help="client on CPU 0, proxies and applications on the others (default: on with 2 or more CPUs)")
+    p.add_argument("--smoke", action="store_true", help="very short runs of the http and mtls-grpc scenarios (for the test suite)")
     args = p.parse_args()
     if args.smoke:
-        args.reps, args.duration, args.rate, args.scenarios, args.bulk_mib = 1, 1, 200, "http", 1
+        args.reps, args.duration, args.rate, args.scenarios, args.bulk_mib = 1, 1, 200, "http,mtls-grpc", 1
+    if args.pin:
+        procs.pin(cpus)
     return args
 
 
@@ -61,10 +82,11 @@ def main():
         sys.exit(f"--scenarios: unknown {unknown}; choose from {list(SCENARIOS)}")
     scenarios = [SCENARIOS[n] for n in names]
     bins = Path(args.bin_dir)
-    for tool in [bins / "koguma-cp", bins / "koguma-dp", bins / "koguma-loadgen", Path(args.envoy), Path(args.nginx)]:
+    for tool in [bins / "koguma-cp", bins / "koguma-dp", bins / "koguma-loadgen", bins / "koguma-grpc-upstream",
+                 Path(args.envoy), Path(args.nginx)]:
         if not tool.exists():
             sys.exit(f"{tool} is missing: run `bash bench/run.sh`, which installs and builds everything")
-    for tool in ("wrk", "curl"):
+    for tool in ("wrk", "curl", "h2load") + (("taskset",) if args.pin else ()):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run `bash bench/setup.sh`")
     out_dir = Path(args.out_dir)
@@ -73,12 +95,21 @@ def main():
     results = {"direct": {}, "koguma": {}, "envoy": {}}
     with tempfile.TemporaryDirectory(prefix="koguma-bench-") as tmp:
         work = Path(tmp)
-        nginx = Nginx(args.nginx, work / "nginx", args.bulk_mib)
+        apps = [Nginx(args.nginx, work / "nginx", args.bulk_mib)]
         try:
-            certs = certificates(bins, work) if any(sc.get("cross_zone") for sc in scenarios) else None
+            if any(sc["protocol"] == "grpc" for sc in scenarios):
+                apps.append(GrpcUpstream(bins, work))
+            certs = certificates(bins, work) if any(sc.get("cross_zone") or sc.get("mtls") for sc in scenarios) else None
             for rep in range(args.reps):
-                for kind in ("direct", "koguma", "envoy"):
+                direct_done = {}
+                for kind in [t for t in ("direct", "koguma", "envoy") if t in args.targets.split(",")]:
                     for sc in scenarios:
+                        # The application alone is measured once per rep for
+                        # each way of loading it (mtls-http's is http's).
+                        same = (APP[sc["protocol"]], sc["path"], sc["kind"])
+                        if kind == "direct" and same in direct_done:
+                            results[kind].setdefault(sc["name"], []).append(direct_done[same])
+                            continue
                         run_dir = work / f"{rep}-{kind}-{sc['name']}"
                         run_dir.mkdir()
                         print(f"[rep {rep + 1}/{args.reps}] {kind:6} {sc['name']}", flush=True)
@@ -88,19 +119,22 @@ def main():
                             target = (KogumaCrossZone(sc["protocol"], run_dir, bins) if kind == "koguma"
                                       else EnvoyCrossZone(sc["protocol"], run_dir, args.envoy, certs))
                         elif kind == "koguma":
-                            target = KogumaPair(sc["protocol"], run_dir, bins)
+                            target = KogumaPair(sc["protocol"], run_dir, bins, mtls=sc.get("mtls", False))
                         else:
-                            target = EnvoyPair(sc["protocol"], run_dir, args.envoy)
+                            target = EnvoyPair(sc["protocol"], run_dir, args.envoy, certs if sc.get("mtls") else None)
                         try:
-                            r = measure.run(target, sc, args, bins / "koguma-loadgen")
+                            r = measure.run(target, sc, args, bins / "koguma-loadgen", run_dir)
                         finally:
                             target.stop()
                         if "latency" in r:
                             r["errors"] += r["latency"]["errors"]
                         results[kind].setdefault(sc["name"], []).append(r)
+                        if kind == "direct":
+                            direct_done[same] = r
                         print("         " + summary(r), flush=True)
         finally:
-            nginx.stop()
+            for app in apps:
+                app.stop()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "bash bench/run.sh" + "".join(f" {a}" for a in sys.argv[1:])
     versions = report.versions(bins, args.envoy, args.nginx, date)
@@ -112,8 +146,9 @@ def main():
 def summary(r):
     if "gbps" in r:
         return f"{r['gbps']:.2f} Gbit/s"
-    lat = r["latency"]
-    return (f"{r['rps']:.0f} rq/s, p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms, "
+    lat = r.get("latency")
+    lat = f", p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms" if lat else ""
+    return (f"{r['rps']:.0f} rq/s{lat}, "
             f"cpu/10k {r['cpu_s_per_10k']:.3f} s, rss peak {r['rss_peak_kib'] / 1024:.1f} MiB, errors {r['errors']}")
 
 

@@ -1,15 +1,22 @@
-"""What is measured: nginx alone (direct), a Koguma sidecar pair configured
-by koguma-cp over its stream, and an Envoy pair with an equivalent static
-bootstrap. Each pair is: client -> outbound proxy (127.0.0.1:10001) ->
-inbound proxy (127.0.0.2:18081) -> nginx (127.0.0.1:18080)."""
+"""What is measured: the application alone (direct), a Koguma sidecar pair
+configured by koguma-cp over its stream, and an Envoy pair with an
+equivalent static bootstrap. Each pair is: client -> outbound proxy
+(127.0.0.1:10001) -> inbound proxy (127.0.0.2:18081) -> the application:
+nginx over HTTP/1.1 (127.0.0.1:18080) or h2c (127.0.0.1:18084), or a gRPC
+server (127.0.0.1:18085). With mesh mTLS, the two proxies speak mTLS to
+each other as Kuma configures it."""
 import json
 import subprocess
-import time
 from pathlib import Path
 
+from meshtls import MESH, cli, downstream_tls, upstream_tls
 from procs import Proc, http_status, wait_until
 
 NGINX = ("127.0.0.1", 18080)
+NGINX_H2 = ("127.0.0.1", 18084)
+GRPC = ("127.0.0.1", 18085)
+# Where the application listens, by the protocol it speaks.
+APP = {"tcp": NGINX, "http": NGINX, "http2": NGINX_H2, "grpc": GRPC}
 OUTBOUND = ("127.0.0.1", 10001)
 INBOUND = ("127.0.0.2", 18081)
 SMALL_BODY = "x" * 100
@@ -36,15 +43,38 @@ http {{
   tcp_nopush on;
   keepalive_timeout 75s;
   keepalive_requests 1000000;
+  http2_max_requests 1000000;
   server {{
     listen {NGINX[0]}:{NGINX[1]} reuseport;
+    listen {NGINX_H2[0]}:{NGINX_H2[1]} http2;
     location = / {{ default_type text/plain; return 200 "{SMALL_BODY}"; }}
     location / {{ root {root}; }}
   }}
 }}
 """)
-        self.proc = Proc("nginx", [nginx, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log")], work)
-        wait_until("nginx", lambda: http_status(f"http://{NGINX[0]}:{NGINX[1]}/")[0] == 200, 10, [self.proc])
+        self.procs = [Proc("nginx", [nginx, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log")], work)]
+        wait_until("nginx", lambda: http_status(f"http://{NGINX[0]}:{NGINX[1]}/")[0] == 200, 10, self.procs)
+
+    def stop(self):
+        for p in self.procs:
+            p.stop()
+
+
+class GrpcUpstream:
+    """The gRPC scenario's application: unary calls answered with a message
+    and the grpc-status trailer (bench/loadgen/src/bin/grpc_upstream.rs)."""
+
+    def __init__(self, bins: Path, work: Path):
+        self.proc = Proc("grpc-upstream", [str(bins / "koguma-grpc-upstream"), "--listen", f"{GRPC[0]}:{GRPC[1]}"], work)
+
+        def listening():
+            import socket
+            try:
+                socket.create_connection(GRPC, timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_until("the gRPC upstream", listening, 10, [self.proc])
 
     def stop(self):
         self.proc.stop()
@@ -54,7 +84,8 @@ class Direct:
     name = "direct"
 
     def __init__(self, protocol, work):
-        self.url_base = f"http://{NGINX[0]}:{NGINX[1]}"
+        app = APP[protocol]
+        self.url_base = f"http://{app[0]}:{app[1]}"
         self.procs = []
         self.ready_ms = 0.0
 
@@ -71,25 +102,30 @@ def _dataplane(name, address, inbound, outbound, protocol):
 
 
 class KogumaPair:
-    """koguma-cp plus two koguma-dp, as users run them: configured over the stream."""
+    """koguma-cp plus two koguma-dp, as users run them: configured over the
+    stream; with `mtls`, the mesh has a builtin CA and an allow-all
+    MeshTrafficPermission."""
 
     name = "koguma"
 
-    def __init__(self, protocol, work: Path, bins: Path):
+    def __init__(self, protocol, work: Path, bins: Path, mtls=False):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
         cp_dir = work / "koguma-cp"
         self.cp = Proc("koguma-cp", [str(bins / "koguma-cp"), "run", "--store", "memory", "--data-dir", str(cp_dir),
                                      "--api-address", "127.0.0.1:25681", "--dp-server-address", "127.0.0.1:25678"], work)
         self.procs = []
         try:
-            self._start_dataplanes(protocol, work, bins, cp_dir)
+            self._start_dataplanes(protocol, work, bins, cp_dir, mtls)
         except BaseException:
             self.stop()  # nothing started here outlives a failed start
             raise
 
-    def _start_dataplanes(self, protocol, work, bins, cp_dir):
+    def _start_dataplanes(self, protocol, work, bins, cp_dir, mtls):
         wait_until("koguma-cp", lambda: http_status("http://127.0.0.1:25681/")[0] == 200, 20, [self.cp])
-        inbound = _dataplane("app-1", INBOUND[0], {"port": INBOUND[1], "servicePort": NGINX[1], "serviceAddress": NGINX[0],
+        if mtls:
+            cli(bins, "apply", "-f", "-", "--api-url", "http://127.0.0.1:25681", stdin=MESH.encode())
+        app = APP[protocol]
+        inbound = _dataplane("app-1", INBOUND[0], {"port": INBOUND[1], "servicePort": app[1], "serviceAddress": app[0],
                                                     "tags": {"kuma.io/service": "app"}}, None, protocol)
         outbound = _dataplane("client-1", "127.0.0.3", {"port": 18082, "servicePort": 18083, "tags": {"kuma.io/service": "client"}},
                               {"address": OUTBOUND[0], "port": OUTBOUND[1], "tags": {"kuma.io/service": "app"}}, protocol)
@@ -112,7 +148,7 @@ class KogumaPair:
         def has_endpoint():
             dump = json.loads(http_status("http://127.0.0.1:9912/config_dump")[1] or b"{}")
             outs = (dump.get("config") or {}).get("outbounds") or []
-            return bool(outs and outs[0]["endpoints"])
+            return bool(outs and outs[0]["endpoints"] and (not mtls or outs[0].get("identity")))
         wait_until("client-1 to know app-1", has_endpoint, 10, self.procs)
 
     def stop(self):
@@ -137,7 +173,7 @@ def _envoy_listener(name, addr, protocol, cluster):
             "filter_chains": [{"filters": [filt]}]}
 
 
-def _envoy_cluster(name, addr, protocol):
+def _envoy_cluster(name, addr, protocol, transport=None):
     c = {"name": name, "type": "STATIC", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
          "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
              {"endpoint": {"address": {"socket_address": {"address": addr[0], "port_value": addr[1]}}}}]}]}}
@@ -145,6 +181,8 @@ def _envoy_cluster(name, addr, protocol):
         c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}}
+    if transport:
+        c["transport_socket"] = transport
     return c
 
 
@@ -168,16 +206,25 @@ def start_envoys(sides, work: Path, envoy: str):
 
 
 class EnvoyPair:
-    """Two Envoys with static bootstraps doing what the Koguma pair does."""
+    """Two Envoys with static bootstraps doing what the Koguma pair does.
+    With `certs` (mesh mTLS), what Kuma configures: the outbound cluster
+    speaks HTTP/2 to the other sidecar over mTLS for every HTTP protocol,
+    the inbound listener requires a mesh client certificate and speaks the
+    application's protocol to it."""
 
     name = "envoy"
 
-    def __init__(self, protocol, work: Path, envoy: str):
+    def __init__(self, protocol, work: Path, envoy: str, certs=None):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
-        sides = [(side, [_envoy_listener(f"{side}:{listen[0]}:{listen[1]}", listen, protocol, cluster)],
-                  [_envoy_cluster(cluster, target, protocol)], admin)
-                 for side, listen, cluster, target, admin in (("inbound", INBOUND, "localhost_18080", NGINX, 9921),
-                                                              ("outbound", OUTBOUND, "app", INBOUND, 9922))]
+        app = APP[protocol]
+        inbound = _envoy_listener(f"inbound:{INBOUND[0]}:{INBOUND[1]}", INBOUND, protocol, "localhost")
+        between = protocol
+        if certs:
+            inbound["filter_chains"][0]["transport_socket"] = downstream_tls(certs)
+            between = "tcp" if protocol == "tcp" else "http2"
+        sides = [("inbound", [inbound], [_envoy_cluster("localhost", app, protocol)], 9921),
+                 ("outbound", [_envoy_listener(f"outbound:{OUTBOUND[0]}:{OUTBOUND[1]}", OUTBOUND, protocol, "app")],
+                  [_envoy_cluster("app", INBOUND, between, upstream_tls(certs) if certs else None)], 9922)]
         self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 
     def stop(self):

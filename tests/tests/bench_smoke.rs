@@ -1,6 +1,7 @@
-//! The benchmark harness itself (bench/run.py): a very short run of one
-//! scenario starts both proxies, carries traffic through them and produces
-//! figures. The full benchmark is not part of the suite.
+//! The benchmark harness itself (bench/run.py): very short runs of two
+//! scenarios (HTTP/1.1 in plaintext, gRPC over mesh mTLS) start both
+//! proxies, carry traffic through them and produce figures. The full
+//! benchmark is not part of the suite.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +17,7 @@ fn on_path(tool: &str) -> bool {
 fn a_short_benchmark_run_measures_koguma_and_envoy() {
     let root = binaries::workspace();
     let envoy = root.join("bench/.venv/bin/envoy");
-    let mut missing: Vec<String> = ["wrk", "curl", "python3"]
+    let mut missing: Vec<String> = ["wrk", "h2load", "curl", "python3"]
         .into_iter()
         .filter(|t| !on_path(t))
         .map(String::from)
@@ -69,6 +70,13 @@ fn a_short_benchmark_run_measures_koguma_and_envoy() {
         assert!(
             run["latency"]["p99_us"].as_u64().unwrap_or(0) > 0,
             "{proxy} has no latency figure: {run}"
+        );
+    }
+    for proxy in ["koguma", "envoy", "direct"] {
+        let run = &results["results"][proxy]["mtls-grpc"][0];
+        assert!(
+            run["rps"].as_f64().unwrap_or(0.0) > 0.0 && run["errors"] == 0,
+            "{proxy}: gRPC over mesh mTLS: {run}"
         );
     }
     for proxy in ["koguma", "envoy"] {
