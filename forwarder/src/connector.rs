@@ -20,7 +20,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::socket;
 use crate::stats::ClusterStats;
-use crate::tls::MaybeTls;
+use crate::tls::{ALPN_H2, MaybeTls, MeshClientTls};
 
 /// A TCP stream to an upstream whose traffic shows in its cluster's stats.
 /// Counting happens once per read or write call, not per byte.
@@ -123,9 +123,9 @@ impl AsyncWrite for CountedStream {
     }
 }
 
-/// The client side of mesh mTLS for one cluster; swapped when the
-/// certificate is renewed, so that new connections present the new one.
-pub type UpstreamTls = ArcSwapOption<rustls::ClientConfig>;
+/// The client side of mesh mTLS for one cluster, set once: a renewed
+/// certificate or another CA makes another cluster.
+pub type UpstreamTls = ArcSwapOption<MeshClientTls>;
 
 /// A connection to an upstream: plain, or mesh mTLS.
 pub type ClusterStream = MaybeTls<CountedStream, TlsStream<CountedStream>>;
@@ -139,10 +139,11 @@ impl ClusterConnector {
         let stats = &self.stats;
         let started = tokio::time::Instant::now();
         let tcp = CountedStream::connect(addr, self.source, stats.clone(), timeout).await?;
-        let Some(config) = tls else {
+        let Some(tls) = tls else {
             return Ok(ClusterStream::Plain(tcp));
         };
-        let connector = tokio_rustls::TlsConnector::from(config);
+        let config = if self.offer_h2 { &tls.h2 } else { &tls.kuma };
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
         // The SNI is what a zone ingress or egress on the way routes by;
         // the peer's identity is checked by URI SAN whatever the name.
         let name = self
@@ -171,8 +172,15 @@ impl ClusterConnector {
 }
 
 impl Connection for ClusterStream {
+    /// A Koguma peer that chose `h2` gets HTTP/2 on this connection, which
+    /// the pool then shares between requests.
     fn connected(&self) -> Connected {
-        Connected::new()
+        match self {
+            ClusterStream::Tls(s) if s.get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
+                Connected::new().negotiated_h2()
+            }
+            _ => Connected::new(),
+        }
     }
 }
 
@@ -190,12 +198,19 @@ pub struct ClusterConnector {
     /// Where every connection goes, whatever the URI says; `None`: to the
     /// URI's authority.
     pub pinned: Option<SocketAddr>,
+    /// Whether mesh mTLS offers ALPN `h2` (pooled HTTP/1.1 requests, which
+    /// a Koguma peer then takes over HTTP/2).
+    pub offer_h2: bool,
 }
 
 impl ClusterConnector {
+    /// Connections to `addr` only, which stay in the protocol they were
+    /// made for (HTTP/1.1 for upgrades and CONNECT, HTTP/2 by prior
+    /// knowledge for HTTP/2 services).
     pub fn pinned_to(&self, addr: SocketAddr) -> ClusterConnector {
         ClusterConnector {
             pinned: Some(addr),
+            offer_h2: false,
             ..self.clone()
         }
     }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 
 use crate::authz::Permissions;
-use crate::config::{MtlsMode, ProxyConfig};
+use crate::config::{MeshTlsConfig, MtlsMode, ProxyConfig};
 use crate::drain::DrainWatch;
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
@@ -19,7 +19,7 @@ use crate::listener::RunningListener;
 use crate::route::{Cluster, Route, SniTarget, Target, Terminate};
 use crate::socket;
 use crate::stats::Stats;
-use crate::tls::MeshTls;
+use crate::tls::{MeshClientTls, MeshTls};
 use crate::transparent::{Direction, RedirectListeners, SELF_PROBE, TransparentTable};
 
 pub struct Forwarder {
@@ -38,6 +38,10 @@ struct Inner {
     redirect: RedirectListeners,
     /// `None` once the process drains: no more configs are taken.
     process: Option<DrainWatch>,
+    /// The mesh identities of the running config, kept while a new config
+    /// carries the same certificate: rebuilding them would drop the
+    /// session caches that let peers resume instead of a full handshake.
+    identities: Vec<(MeshTlsConfig, Arc<MeshTls>)>,
 }
 
 /// One listener of a config, before it is bound.
@@ -50,12 +54,13 @@ struct Planned {
     route: Route,
 }
 
-/// A config's listeners and the mTLS client side of each of its clusters,
-/// all prepared before anything running changes.
+/// A config's listeners and the mTLS client side of its new clusters, all
+/// prepared before anything running changes.
 struct Plan {
     listeners: Vec<Planned>,
-    cluster_tls: Vec<(Arc<Cluster>, Option<Arc<rustls::ClientConfig>>)>,
+    cluster_tls: Vec<(Arc<Cluster>, MeshClientTls)>,
     clusters: HashMap<String, Arc<Cluster>>,
+    identities: Vec<(MeshTlsConfig, Arc<MeshTls>)>,
 }
 
 impl Forwarder {
@@ -67,6 +72,7 @@ impl Forwarder {
                 clusters: HashMap::new(),
                 redirect: RedirectListeners::default(),
                 process: Some(process),
+                identities: Vec::new(),
             }),
             table: Arc::new(ArcSwap::from_pointee(TransparentTable::default())),
             own_traffic: Arc::new(AtomicBool::new(false)),
@@ -94,6 +100,7 @@ impl Forwarder {
             listeners: planned,
             cluster_tls,
             clusters,
+            identities,
         } = self.plan(&inner, config)?;
 
         // Bind every new socket first: if one fails, the new ones are
@@ -125,11 +132,13 @@ impl Forwarder {
                 l.stop();
             }
         }
-        // Renewed certificates go to clusters before routes point at them.
+        // New clusters (renewed certificates among them) get their TLS
+        // side before routes point at them.
         for (cluster, tls) in cluster_tls {
-            cluster.tls.store(tls);
+            cluster.tls.store(Some(Arc::new(tls)));
         }
         inner.clusters = clusters;
+        inner.identities = identities;
         let mut table = TransparentTable {
             connect_timeout: config.outbound_timeouts.connect,
             outbound_passthrough: config.transparent.is_some_and(|t| t.passthrough),
@@ -176,8 +185,20 @@ impl Forwarder {
     }
 
     fn plan(&self, inner: &Inner, config: &ProxyConfig) -> Result<Plan, ForwarderError> {
+        let mut identities: Vec<(MeshTlsConfig, Arc<MeshTls>)> = Vec::new();
+        let mut identity = |cfg: &MeshTlsConfig| -> Result<Arc<MeshTls>, ForwarderError> {
+            let known = inner.identities.iter().chain(identities.iter());
+            let tls = match known.into_iter().find(|(c, _)| c == cfg) {
+                Some((_, tls)) => tls.clone(),
+                None => Arc::new(MeshTls::new(cfg)?),
+            };
+            if !identities.iter().any(|(c, _)| c == cfg) {
+                identities.push((cfg.clone(), tls.clone()));
+            }
+            Ok(tls)
+        };
         let mesh_tls = match &config.mtls {
-            Some(cfg) => Some(Arc::new(MeshTls::new(cfg)?)),
+            Some(cfg) => Some(identity(cfg)?),
             None => None,
         };
         let mut planned: Vec<Planned> = Vec::new();
@@ -272,11 +293,14 @@ impl Forwarder {
                 None,
                 sni,
             );
-            let client = match tls {
-                Some((t, id)) => Some(t.client_for(id)?),
-                None => None,
-            };
-            cluster_tls.push((c.clone(), client));
+            // A cluster with the same key already has this TLS side (and
+            // its session cache); only a new one needs it built.
+            if let Some((t, id)) = tls
+                && c.tls.load().is_none()
+                && !cluster_tls.iter().any(|(k, _)| Arc::ptr_eq(k, &c))
+            {
+                cluster_tls.push((c.clone(), t.client_for(id)?));
+            }
             c.stats.membership_total.set(out.endpoints.len() as i64);
             c.retain_pinned(|addr| out.endpoints.iter().any(|e| e.addr == addr));
             if out.transparent && !transparent {
@@ -302,9 +326,9 @@ impl Forwarder {
             });
         }
         if let Some(zp) = &config.zone_proxy {
-            let mut identities = HashMap::new();
+            let mut by_mesh = HashMap::new();
             for (mesh, cfg) in &zp.mesh_tls {
-                identities.insert(mesh.as_str(), Arc::new(MeshTls::new(cfg)?));
+                by_mesh.insert(mesh.as_str(), identity(cfg)?);
             }
             let mut table = HashMap::new();
             for r in &zp.routes {
@@ -319,7 +343,7 @@ impl Forwarder {
                 let terminate = match &r.terminate {
                     None => None,
                     Some(t) => {
-                        let tls = identities.get(t.mesh.as_str()).cloned().ok_or_else(|| {
+                        let tls = by_mesh.get(t.mesh.as_str()).cloned().ok_or_else(|| {
                             ForwarderError::NoMeshIdentity {
                                 route: r.sni.clone(),
                                 mesh: t.mesh.clone(),
@@ -376,6 +400,7 @@ impl Forwarder {
             listeners: planned,
             cluster_tls,
             clusters,
+            identities,
         })
     }
 

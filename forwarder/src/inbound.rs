@@ -31,7 +31,13 @@ pub type InboundIo =
 
 /// Completes the handshake the inbound's mode calls for and says who the
 /// caller is. Strict takes mesh mTLS only: plaintext fails the handshake.
-pub async fn accept(stream: TcpStream, mesh: &InboundMesh) -> io::Result<(InboundIo, Peer)> {
+/// `http`: the inbound serves HTTP, and takes HTTP/2 from a caller that
+/// offers it.
+pub async fn accept(
+    stream: TcpStream,
+    mesh: &InboundMesh,
+    http: bool,
+) -> io::Result<(InboundIo, Peer)> {
     let (verdict, io) = match mesh.tls.mode {
         MtlsMode::Strict => (Detected::MeshTls, PrefixedIo::new(Vec::new(), stream)),
         MtlsMode::Permissive => detect(stream).await?,
@@ -39,17 +45,24 @@ pub async fn accept(stream: TcpStream, mesh: &InboundMesh) -> io::Result<(Inboun
     if verdict == Detected::Other {
         return Ok((InboundIo::Plain(io), Peer::Unauthenticated));
     }
-    let (tls, peer) = handshake(io, &mesh.tls).await?;
+    let config = if http {
+        &mesh.tls.server_h2
+    } else {
+        &mesh.tls.server
+    };
+    let (tls, peer) = handshake(io, config, &mesh.tls.own_identity).await?;
     Ok((InboundIo::Tls(Box::new(tls)), peer))
 }
 
-/// The server side of mesh mTLS, within 10 s, and the caller it proved to
-/// be (a zone egress terminating for an external service uses it too).
+/// The server side of mesh mTLS (`config`, one of a [`MeshTls`]'s), within
+/// 10 s, and the caller it proved to be (a zone egress terminating for an
+/// external service uses it too). `own`: this proxy's identity, for XFCC.
 pub async fn handshake(
     io: PrefixedIo<TcpStream>,
-    tls: &MeshTls,
+    config: &Arc<rustls::ServerConfig>,
+    own: &str,
 ) -> io::Result<(tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>, Peer)> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
@@ -60,7 +73,7 @@ pub async fn handshake(
         .and_then(|c| c.first())
         .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate"))?;
     let uris = uri_sans(leaf);
-    let xfcc = xfcc(&tls.own_identity, leaf, &uris);
+    let xfcc = xfcc(own, leaf, &uris);
     let sni = stream.get_ref().1.server_name().map(str::to_string);
     Ok((stream, Peer::Mesh { uris, xfcc, sni }))
 }

@@ -176,7 +176,7 @@ async fn serve_connection(
         .await;
     };
     let stats = route.listener_stats.clone();
-    let (io, peer) = match inbound::accept(stream, mesh).await {
+    let (io, peer) = match inbound::accept(stream, mesh, route.protocol.is_http()).await {
         Ok((io, peer)) => (io, Arc::new(peer)),
         Err(e) => {
             stats.ssl_connection_error.inc();

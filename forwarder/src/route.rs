@@ -44,7 +44,9 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     pub tls: Arc<UpstreamTls>,
     pub connector: ClusterConnector,
-    /// HTTP/1.1 requests, pooled by the endpoint address in their URI.
+    /// HTTP/1.1 requests, pooled by the endpoint address in their URI;
+    /// over HTTP/2 to a Koguma peer under mesh mTLS (one shared
+    /// connection per endpoint).
     pub h1: UpstreamClient,
     /// Clients bound to one endpoint each, whatever the request URI's
     /// authority: for requests that carry their own authority upstream
@@ -73,8 +75,15 @@ impl Cluster {
             source,
             sni,
             pinned: None,
+            offer_h2: false,
         };
-        let h1 = client(connector.clone(), false);
+        let h1 = client(
+            ClusterConnector {
+                offer_h2: true,
+                ..connector.clone()
+            },
+            false,
+        );
         Cluster {
             stats,
             tls,

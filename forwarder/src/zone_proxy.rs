@@ -65,7 +65,13 @@ async fn external(
     sni: &str,
 ) {
     let stats = &route.listener_stats;
-    let (tls, peer) = match inbound::handshake(downstream, &terminate.tls).await {
+    let (tls, peer) = match inbound::handshake(
+        downstream,
+        &terminate.tls.server,
+        &terminate.tls.own_identity,
+    )
+    .await
+    {
         Ok(accepted) => accepted,
         Err(e) => {
             stats.ssl_connection_error.inc();

@@ -1,9 +1,12 @@
-//! HTTP through a sidecar pair as Envoy carries it under Kuma: upgrades
-//! (a WebSocket echo with a real client library), the route timeout that
-//! starts when the request has been sent (a 60 s upload is not cut; a slow
-//! response still is), the headers Envoy adds and keeps, the caller's
-//! authority kept for HTTP/2 and gRPC, and a server-first protocol on an
-//! `http` service closed with a clear log line rather than left hanging.
+//! HTTP through a sidecar pair under mesh mTLS, as Envoy carries it under
+//! Kuma: upgrades (a WebSocket echo with a real client library), the route
+//! timeout that starts when the request has been sent (a 60 s upload is
+//! not cut; a slow response still is), the headers Envoy adds and keeps,
+//! the caller's authority kept for HTTP/2 and gRPC, and a server-first
+//! protocol on an `http` service closed with a clear log line rather than
+//! left hanging. Between the two sidecars, HTTP/1.1 callers' requests
+//! travel over one shared HTTP/2 connection; everything above holds across
+//! that hop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::HeaderMap;
 use koguma_e2e::dp::DataplaneYaml;
-use koguma_e2e::{ControlPlane, Dataplane, TestNet, apps, binaries, client};
+use koguma_e2e::{ControlPlane, Dataplane, TestNet, apps, binaries, client, mtls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -37,6 +40,8 @@ async fn pair() -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let (web_ip, backend_ip) = (net.host(1), net.host(2));
     let cp = ControlPlane::start(net.host(0), dir.path()).await;
+    mtls::enable(&cp, "STRICT", "24h").await;
+    mtls::forbid_nothing(&cp).await;
     let mut started = Vec::new();
     for (port, id) in [
         (18081, "backend-http"),
@@ -180,6 +185,63 @@ async fn http2_and_grpc_keep_the_callers_authority() {
     assert_eq!(
         r.headers["x-seen-authority"].to_str().unwrap(),
         format!("{}:10001", p.web_ip)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_callers_share_one_http2_connection_between_the_sidecars() {
+    let p = pair().await;
+    let url = format!("http://{}:10001/headers", p.web_ip);
+    let cx_total = "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"backend-http\"}";
+    client::get(&url).await.expect("first request");
+    assert_eq!(p.web.metric(cx_total).await, 1.0);
+    // 32 callers at once, each on its own HTTP/1.1 connection.
+    let calls: Vec<_> = (0..32)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let r = client::Http1::default().get(&url).await.expect("request");
+                (i, r.status, r.text())
+            })
+        })
+        .collect();
+    for call in calls {
+        let (i, status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "caller {i}: {body}");
+        let host = format!("host: {}:10001", p.web_ip);
+        assert!(body.lines().any(|l| l == host), "caller {i}: {body}");
+    }
+    // One connection between web and backend carried all of them.
+    assert_eq!(
+        p.web.metric(cx_total).await,
+        1.0,
+        "{}",
+        p.web.metrics().await
+    );
+    let active = "envoy_cluster_upstream_cx_active{envoy_cluster_name=\"backend-http\"}";
+    assert_eq!(p.web.metric(active).await, 1.0);
+    // A 4 MiB upload streams through it whole.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            "transfer-encoding: chunked",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("http://{}:10001/upload", p.web_ip))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut child = out;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&vec![7u8; 4 << 20]).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("received {}", 4 << 20)
     );
 }
 

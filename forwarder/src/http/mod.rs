@@ -215,8 +215,9 @@ async fn upstream(
         }
         // HTTP/2 requests keep the caller's `:authority`, CONNECT its
         // target: their URI cannot name the endpoint, so their client is
-        // the endpoint's own.
-        let client = if h2 || connect {
+        // the endpoint's own. Upgrades need HTTP/1.1 end to end, which the
+        // shared pool (HTTP/2 to a Koguma peer) cannot promise.
+        let client = if h2 || connect || upgrade {
             route.cluster.pinned_client(endpoint.addr, h2)
         } else {
             route.cluster.h1.clone()
