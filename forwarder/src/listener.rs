@@ -184,8 +184,11 @@ async fn serve_connection(
             return;
         }
     };
-    if matches!(io, inbound::InboundIo::Tls(_)) {
+    if let inbound::InboundIo::Tls(tls) = &io {
         stats.ssl_handshake.inc();
+        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            stats.ssl_session_reused.inc();
+        }
     }
     // HTTP is authorized per request (a denial is a 403); TCP here, once.
     if !route.protocol.is_http() && !inbound::authorize(&route, &peer) {

@@ -39,6 +39,8 @@ pub struct ListenerStats {
     pub rq_xx: StatusClasses,
     pub rq_time: Histogram,
     pub ssl_handshake: Counter,
+    /// Handshakes that resumed a session (no certificate sent or checked).
+    pub ssl_session_reused: Counter,
     pub ssl_connection_error: Counter,
     pub rbac_allowed: Counter,
     pub rbac_denied: Counter,
@@ -111,6 +113,7 @@ impl Stats {
                     rq_xx: StatusClasses::default(),
                     rq_time: Histogram::default(),
                     ssl_handshake: Counter::default(),
+                    ssl_session_reused: Counter::default(),
                     ssl_connection_error: Counter::default(),
                     rbac_allowed: Counter::default(),
                     rbac_denied: Counter::default(),
@@ -151,13 +154,16 @@ impl Stats {
         let listeners: Vec<_> = lock(&self.listeners).values().cloned().collect();
         let clusters: Vec<_> = lock(&self.clusters).values().cloned().collect();
 
-        let l_counters: [(&str, ListenerValue); 8] = [
+        let l_counters: [(&str, ListenerValue); 9] = [
             ("envoy_listener_downstream_cx_total", |l| {
                 l.cx_total.get() as i64
             }),
             ("envoy_listener_downstream_cx_active", |l| l.cx_active.get()),
             ("envoy_listener_ssl_handshake", |l| {
                 l.ssl_handshake.get() as i64
+            }),
+            ("envoy_listener_ssl_session_reused", |l| {
+                l.ssl_session_reused.get() as i64
             }),
             ("envoy_listener_ssl_connection_error", |l| {
                 l.ssl_connection_error.get() as i64

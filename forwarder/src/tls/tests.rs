@@ -126,3 +126,24 @@ async fn a_second_connection_to_the_same_peer_resumes_and_keeps_the_callers_iden
     assert_eq!(third.kind, Some(HandshakeKind::Resumed));
     assert_eq!(third.alpn.as_deref(), Some(ALPN_H2));
 }
+
+#[tokio::test]
+async fn a_burst_of_new_connections_to_one_peer_resumes_beyond_rustls_default_eight() {
+    let (web, backend) = pair();
+    let to_backend = web.client_for("spiffe://default/backend").expect("client");
+    // Sequential connections fill the cache: each uses a ticket and brings
+    // two.
+    for _ in 0..16 {
+        connect(to_backend.kuma.clone(), backend.server.clone()).await;
+    }
+    let burst: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(connect(to_backend.kuma.clone(), backend.server.clone())))
+        .collect();
+    let mut resumed = 0;
+    for c in burst {
+        if c.await.expect("connection").kind == Some(HandshakeKind::Resumed) {
+            resumed += 1;
+        }
+    }
+    assert_eq!(resumed, 16, "of 16 connections at once");
+}
