@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 
 use crate::authz::Permissions;
-use crate::config::{MeshTlsConfig, MtlsMode, ProxyConfig};
+use crate::config::{MeshTlsConfig, MtlsMode, ProxyConfig, Timeouts};
 use crate::drain::DrainWatch;
 use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
@@ -210,7 +210,7 @@ impl Forwarder {
         // new requests go out on new connections with the new certificate
         // while requests in flight finish on theirs.
         let mut cluster = |name: &str,
-                           connect_timeout: Duration,
+                           timeouts: &Timeouts,
                            tls_key: Option<String>,
                            source: Option<IpAddr>,
                            sni: Option<ServerName<'static>>|
@@ -228,7 +228,7 @@ impl Forwarder {
                 .unwrap_or_else(|| {
                     Arc::new(Cluster::new(
                         self.stats.cluster(name),
-                        connect_timeout,
+                        timeouts,
                         source,
                         sni,
                     ))
@@ -254,13 +254,7 @@ impl Forwarder {
                     protocol: inb.protocol,
                     target: Target::Local(Endpoint::new(inb.upstream, Default::default())),
                     listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
-                    cluster: cluster(
-                        &cluster_name,
-                        config.inbound_timeouts.connect,
-                        None,
-                        source,
-                        None,
-                    ),
+                    cluster: cluster(&cluster_name, &config.inbound_timeouts, None, source, None),
                     timeouts: config.inbound_timeouts,
                     resilience: config.resilience.clone(),
                     mesh: mesh_tls.as_ref().map(|tls| InboundMesh {
@@ -288,7 +282,7 @@ impl Forwarder {
             };
             let c = cluster(
                 &out.service,
-                config.outbound_timeouts.connect,
+                &config.outbound_timeouts,
                 tls.map(|(t, id)| format!("{:x}|{id}", t.fingerprint)),
                 None,
                 sni,
@@ -332,13 +326,7 @@ impl Forwarder {
             }
             let mut table = HashMap::new();
             for r in &zp.routes {
-                let c = cluster(
-                    &r.cluster,
-                    config.outbound_timeouts.connect,
-                    None,
-                    None,
-                    None,
-                );
+                let c = cluster(&r.cluster, &config.outbound_timeouts, None, None, None);
                 c.stats.membership_total.set(r.endpoints.len() as i64);
                 let terminate = match &r.terminate {
                     None => None,
@@ -379,7 +367,7 @@ impl Forwarder {
                     protocol: crate::config::Protocol::Tcp,
                     target: Target::BySni(table),
                     listener_stats: self.stats.listener(&zp.listen.to_string(), "zone-proxy"),
-                    cluster: cluster(&name, config.outbound_timeouts.connect, None, None, None),
+                    cluster: cluster(&name, &config.outbound_timeouts, None, None, None),
                     timeouts: config.outbound_timeouts,
                     resilience: config.resilience.clone(),
                     mesh: None,

@@ -26,13 +26,11 @@ pub type UpstreamBody = http_body_util::Either<RequestBody, http_body_util::Empt
 
 pub type UpstreamClient = Client<ClusterConnector, UpstreamBody>;
 
-/// One upstream cluster: its stats, its mesh mTLS client side and its
-/// pooled HTTP clients, kept across config updates so that pooled
-/// connections survive them.
-fn client(connector: ClusterConnector, h2: bool) -> UpstreamClient {
+/// A pooled HTTP client whose connections close after `idle` unused.
+fn client(connector: ClusterConnector, h2: bool, idle: Duration) -> UpstreamClient {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(idle)
         .pool_timer(TokioTimer::new());
     if h2 {
         builder.http2_only(true).timer(TokioTimer::new());
@@ -40,8 +38,16 @@ fn client(connector: ClusterConnector, h2: bool) -> UpstreamClient {
     builder.build(connector)
 }
 
+/// One upstream cluster: its stats, its mesh mTLS client side and its
+/// pooled HTTP clients, kept across config updates so that pooled
+/// connections survive them.
 pub struct Cluster {
     pub stats: Arc<ClusterStats>,
+    /// How long a pooled connection may sit unused: the route's idle
+    /// timeout (Envoy's cluster `idle_timeout`, 1 h by default under Kuma),
+    /// so that connections between sidecars, and the handshakes they cost,
+    /// outlive quiet minutes.
+    pool_idle: Duration,
     pub tls: Arc<UpstreamTls>,
     pub connector: ClusterConnector,
     /// HTTP/1.1 requests, pooled by the endpoint address in their URI;
@@ -63,14 +69,15 @@ impl Cluster {
     /// `sni`: the server name sent when the cluster has mesh mTLS.
     pub fn new(
         stats: Arc<ClusterStats>,
-        connect_timeout: Duration,
+        timeouts: &Timeouts,
         source: Option<IpAddr>,
         sni: Option<ServerName<'static>>,
     ) -> Cluster {
         let tls = Arc::new(UpstreamTls::empty());
+        let pool_idle = timeouts.idle;
         let connector = ClusterConnector {
             stats: stats.clone(),
-            timeout: connect_timeout,
+            timeout: timeouts.connect,
             tls: tls.clone(),
             source,
             sni,
@@ -83,9 +90,11 @@ impl Cluster {
                 ..connector.clone()
             },
             false,
+            pool_idle,
         );
         Cluster {
             stats,
+            pool_idle,
             tls,
             connector,
             h1,
@@ -114,7 +123,7 @@ impl Cluster {
         }
         let mut map = self.pinned.write().unwrap_or_else(|p| p.into_inner());
         map.entry(key)
-            .or_insert_with(|| client(self.connector.pinned_to(addr), h2))
+            .or_insert_with(|| client(self.connector.pinned_to(addr), h2, self.pool_idle))
             .clone()
     }
 
@@ -253,5 +262,67 @@ impl Route {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{Either, Empty};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::stats::Stats;
+
+    /// An HTTP/1.1 server on loopback that keeps connections alive.
+    async fn server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(|_| async {
+                        Ok::<_, Infallible>(hyper::Response::new(Empty::<bytes::Bytes>::new()))
+                    }),
+                ));
+            }
+        });
+        addr
+    }
+
+    /// Connections the cluster made for two requests `apart`.
+    async fn connections_for_two_requests(idle: Duration, apart: Duration) -> u64 {
+        let addr = server().await;
+        let timeouts = Timeouts {
+            idle,
+            ..Timeouts::OUTBOUND
+        };
+        let cluster = Cluster::new(Stats::default().cluster("c"), &timeouts, None, None);
+        for i in 0..2 {
+            if i > 0 {
+                tokio::time::sleep(apart).await;
+            }
+            let req = http::Request::get(format!("http://{addr}/"))
+                .body(Either::Right(Empty::new()))
+                .unwrap();
+            assert_eq!(cluster.h1.request(req).await.unwrap().status(), 200);
+        }
+        cluster.stats.cx_total.get()
+    }
+
+    #[tokio::test]
+    async fn pooled_connections_live_as_long_as_the_routes_idle_timeout() {
+        // Kept while within it (Kuma's default is an hour)...
+        let kept =
+            connections_for_two_requests(Duration::from_secs(10), Duration::from_millis(400));
+        assert_eq!(kept.await, 1);
+        // ...and closed after it.
+        let closed =
+            connections_for_two_requests(Duration::from_millis(100), Duration::from_millis(400));
+        assert_eq!(closed.await, 2);
     }
 }
