@@ -186,15 +186,17 @@ impl Forwarder {
 
     fn plan(&self, inner: &Inner, config: &ProxyConfig) -> Result<Plan, ForwarderError> {
         let mut identities: Vec<(MeshTlsConfig, Arc<MeshTls>)> = Vec::new();
+        // This config's identities: one per certificate, the running
+        // config's own where it carries the same one.
         let mut identity = |cfg: &MeshTlsConfig| -> Result<Arc<MeshTls>, ForwarderError> {
-            let known = inner.identities.iter().chain(identities.iter());
-            let tls = match known.into_iter().find(|(c, _)| c == cfg) {
+            if let Some((_, tls)) = identities.iter().find(|(c, _)| c == cfg) {
+                return Ok(tls.clone());
+            }
+            let tls = match inner.identities.iter().find(|(c, _)| c == cfg) {
                 Some((_, tls)) => tls.clone(),
                 None => Arc::new(MeshTls::new(cfg)?),
             };
-            if !identities.iter().any(|(c, _)| c == cfg) {
-                identities.push((cfg.clone(), tls.clone()));
-            }
+            identities.push((cfg.clone(), tls.clone()));
             Ok(tls)
         };
         let mesh_tls = match &config.mtls {

@@ -205,10 +205,10 @@ async fn http1_callers_share_one_http2_connection_between_the_sidecars() {
             })
         })
         .collect();
+    let host = format!("host: {}:10001", p.web_ip);
     for call in calls {
         let (i, status, body) = call.await.unwrap();
         assert_eq!(status, 200, "caller {i}: {body}");
-        let host = format!("host: {}:10001", p.web_ip);
         assert!(body.lines().any(|l| l == host), "caller {i}: {body}");
     }
     // One connection between web and backend carried all of them.
@@ -221,7 +221,7 @@ async fn http1_callers_share_one_http2_connection_between_the_sidecars() {
     let active = "envoy_cluster_upstream_cx_active{envoy_cluster_name=\"backend-http\"}";
     assert_eq!(p.web.metric(active).await, 1.0);
     // A 4 MiB upload streams through it whole.
-    let out = tokio::process::Command::new("curl")
+    let mut child = tokio::process::Command::new("curl")
         .args([
             "-sS",
             "-H",
@@ -234,7 +234,6 @@ async fn http1_callers_share_one_http2_connection_between_the_sidecars() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("curl");
-    let mut child = out;
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&vec![7u8; 4 << 20]).await.unwrap();
     drop(stdin);

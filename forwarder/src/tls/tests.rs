@@ -49,7 +49,7 @@ fn pair() -> (MeshTls, MeshTls) {
 struct Outcome {
     alpn: Option<Vec<u8>>,
     kind: Option<HandshakeKind>,
-    /// The caller's first URI SAN as the server saw it.
+    /// The caller's URI SANs as the server saw them.
     caller: Vec<String>,
 }
 
@@ -85,15 +85,15 @@ async fn connect(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Outcom
     let mut buf = [0u8; 4];
     tls.read_exact(&mut buf).await.expect("client read");
     let state = tls.get_ref().1;
-    let outcome = Outcome {
-        alpn: state.alpn_protocol().map(<[u8]>::to_vec),
-        kind: state.handshake_kind(),
-        caller: Vec::new(),
-    };
+    let (alpn, kind) = (
+        state.alpn_protocol().map(<[u8]>::to_vec),
+        state.handshake_kind(),
+    );
     let _ = tls.shutdown().await;
     Outcome {
+        alpn,
+        kind,
         caller: server.await.expect("server task"),
-        ..outcome
     }
 }
 
