@@ -15,7 +15,7 @@ from pathlib import Path
 
 from meshtls import MESH, cli as _cli, cp as _cp, downstream_tls, upstream_tls
 from procs import Proc, http_status, wait_until
-from targets import INBOUND, NGINX, OUTBOUND, start_envoys
+from targets import INBOUND, NGINX, OUTBOUND, envoy_cluster, envoy_tcp_proxy, start_envoys
 
 GLOBAL, ZONE_A, ZONE_B = "127.0.0.41", "127.0.0.42", "127.0.0.43"
 INGRESS = ("127.0.0.44", 10001)
@@ -94,21 +94,6 @@ class KogumaCrossZone:
 SNI = "a0000000000000000.app.default.ks"
 
 
-def _tcp(stat, cluster):
-    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-        "stat_prefix": stat, "cluster": cluster}}
-
-
-def _cluster(name, addr, transport=None):
-    c = {"name": name, "type": "STATIC", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
-         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-             {"endpoint": {"address": {"socket_address": {"address": addr[0], "port_value": addr[1]}}}}]}]}}
-    if transport:
-        c["transport_socket"] = transport
-    return c
-
-
 def _listener(name, addr, chains, inspector=False):
     listener = {"name": name, "address": {"socket_address": {"address": addr[0], "port_value": addr[1]}},
                 "filter_chains": chains}
@@ -125,14 +110,14 @@ class EnvoyCrossZone:
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
         sides = [
             ("inbound", [_listener("inbound", INBOUND, [{"transport_socket": downstream_tls(certs),
-                                                          "filters": [_tcp("inbound", "local_app")]}])],
-             [_cluster("local_app", NGINX)], 9921),
+                                                          "filters": [envoy_tcp_proxy("inbound", "local_app")]}])],
+             [envoy_cluster("local_app", NGINX, "tcp")], 9921),
             ("ingress", [_listener("ingress", INGRESS, [{"filter_chain_match": {"server_names": [SNI],
                                                                                 "transport_protocol": "tls"},
-                                                         "filters": [_tcp("ingress", "default_app")]}], inspector=True)],
-             [_cluster("default_app", INBOUND)], 9923),
-            ("outbound", [_listener("outbound", OUTBOUND, [{"filters": [_tcp("outbound", "app")]}])],
-             [_cluster("app", INGRESS, upstream_tls(certs, SNI))], 9922),
+                                                         "filters": [envoy_tcp_proxy("ingress", "default_app")]}], inspector=True)],
+             [envoy_cluster("default_app", INBOUND, "tcp")], 9923),
+            ("outbound", [_listener("outbound", OUTBOUND, [{"filters": [envoy_tcp_proxy("outbound", "app")]}])],
+             [envoy_cluster("app", INGRESS, "tcp", upstream_tls(certs, SNI))], 9922),
         ]
         self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 

@@ -156,11 +156,15 @@ class KogumaPair:
             p.stop()
 
 
+def envoy_tcp_proxy(stat, cluster):
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": stat, "cluster": cluster}}
+
+
 def _envoy_listener(name, addr, protocol, cluster):
     if protocol == "tcp":
-        filt = {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-            "stat_prefix": name, "cluster": cluster}}
+        filt = envoy_tcp_proxy(name, cluster)
     else:
         filt = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -173,7 +177,7 @@ def _envoy_listener(name, addr, protocol, cluster):
             "filter_chains": [{"filters": [filt]}]}
 
 
-def _envoy_cluster(name, addr, protocol, transport=None):
+def envoy_cluster(name, addr, protocol, transport=None):
     c = {"name": name, "type": "STATIC", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
          "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
              {"endpoint": {"address": {"socket_address": {"address": addr[0], "port_value": addr[1]}}}}]}]}}
@@ -222,9 +226,9 @@ class EnvoyPair:
         if certs:
             inbound["filter_chains"][0]["transport_socket"] = downstream_tls(certs)
             between = "tcp" if protocol == "tcp" else "http2"
-        sides = [("inbound", [inbound], [_envoy_cluster("localhost", app, protocol)], 9921),
+        sides = [("inbound", [inbound], [envoy_cluster("localhost", app, protocol)], 9921),
                  ("outbound", [_envoy_listener(f"outbound:{OUTBOUND[0]}:{OUTBOUND[1]}", OUTBOUND, protocol, "app")],
-                  [_envoy_cluster("app", INBOUND, between, upstream_tls(certs) if certs else None)], 9922)]
+                  [envoy_cluster("app", INBOUND, between, upstream_tls(certs) if certs else None)], 9922)]
         self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 
     def stop(self):
