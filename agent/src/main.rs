@@ -2,6 +2,7 @@
 //! plane, the forwarder that carries the traffic, and admin endpoints.
 
 mod admin;
+mod cluster_policy;
 mod config_stream;
 mod dns_proxy;
 mod identity;

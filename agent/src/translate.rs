@@ -184,6 +184,12 @@ pub fn proxy_config(
             .get(o.cluster.as_str())
             .ok_or_else(|| format!("{}: cluster {:?} is not in the config", o.name, o.cluster))?;
         let endpoints = endpoints(cluster, &o.name)?;
+        let policy = crate::cluster_policy::outbound(
+            cluster.policy.as_ref(),
+            out.outbound_timeouts,
+            &out.resilience,
+            &o.cluster,
+        )?;
         out.outbounds.push(fwd::OutboundConfig {
             name: o.name.clone(),
             listen: socket(&o.address, o.port, "listen", &o.name)?,
@@ -193,6 +199,10 @@ pub fn proxy_config(
             identity: Some(cluster.identity.clone()).filter(|i| !i.is_empty()),
             sni: Some(cluster.sni.clone()).filter(|s| !s.is_empty()),
             unavailable: Some(cluster.unavailable.clone()).filter(|s| !s.is_empty()),
+            timeouts: policy.timeouts,
+            resilience: policy.resilience,
+            health_check: policy.health_check,
+            load_balancer: policy.load_balancer,
             transparent: o.transparent,
         });
     }

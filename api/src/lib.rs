@@ -6,9 +6,11 @@ mod dataplane;
 mod document;
 mod duration;
 mod external_service;
+pub mod headers;
 mod load_balancing;
 mod mesh;
 mod mesh_backends;
+pub mod policy;
 mod registry;
 mod resource;
 mod secret;
@@ -26,14 +28,16 @@ pub use document::{DocumentError, parse_documents, read_source};
 pub use duration::parse_duration;
 pub use external_service::{DataSource, ExternalNetworking, ExternalServiceSpec, ExternalTls};
 pub use load_balancing::{
-    CrossZone, Failover, FromZones, LoadBalancingConf, LoadBalancingSpec, LoadBalancingTo,
-    LocalityAwareness, MeshLoadBalancingStrategy, ToZoneType, ToZones,
+    CrossZone, Failover, FromZones, HashPolicyConf, LoadBalancerConf, LoadBalancingConf,
+    LoadBalancingSpec, LoadBalancingTo, LocalityAwareness, MeshLoadBalancingStrategy, ToZoneType,
+    ToZones,
 };
 pub use mesh::{
     BackendConf, CaCert, DEFAULT_CA_LIFETIME, DEFAULT_DP_CERT_LIFETIME, DpCert, MeshRouting,
     MeshSpec, Mtls, MtlsBackend, MtlsMode, Rotation,
 };
 pub use mesh_backends::{Backend, Backends, Constraints, Metrics};
+pub use policy::{AnyPolicy, Policy, PolicyConf};
 pub use registry::{KdsSync, ResourceType, Scope, Spec, SpecType};
 pub use resource::{DISPLAY_NAME_LABEL, MESH_LABEL, Resource, ResourceMeta};
 pub use secret::SecretSpec;

@@ -11,6 +11,9 @@ use crate::dataplane::DataplaneSpec;
 use crate::external_service::ExternalServiceSpec;
 use crate::load_balancing::MeshLoadBalancingStrategy;
 use crate::mesh::MeshSpec;
+use crate::policy::{
+    AnyPolicy, CircuitBreakerConf, HealthCheckConf, Policy, RetryConf, TimeoutConf,
+};
 use crate::secret::SecretSpec;
 use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::ValidationError;
@@ -20,6 +23,11 @@ use crate::zone::{ZoneEgressSpec, ZoneIngressSpec, ZoneSpec};
 pub trait SpecType {
     /// Checks beyond shape (which serde checks), naming the field.
     fn validate(&self, errs: &mut ValidationError);
+
+    /// A `to` policy, for the engine that selects and merges them.
+    fn as_policy(&self) -> Option<&dyn AnyPolicy> {
+        None
+    }
 }
 
 /// Where a type's resources live.
@@ -129,6 +137,13 @@ macro_rules! resource_types {
                 }
             }
 
+            /// The policy this spec is, when it is a `to` policy.
+            pub fn as_policy(&self) -> Option<&dyn AnyPolicy> {
+                match self {
+                    $(Spec::$variant(s) => SpecType::as_policy(s)),+
+                }
+            }
+
             pub(crate) fn to_object(&self) -> Map<String, Value> {
                 match self {
                     $(Spec::$variant(s) => crate::resource::to_object(s)),+
@@ -150,6 +165,10 @@ resource_types! {
     MeshTrafficPermission(MeshTrafficPermission): "meshtrafficpermissions", Some("mtp"), Mesh, GlobalToZones;
     ExternalService(ExternalServiceSpec): "external-services", None, Mesh, GlobalToZones;
     MeshLoadBalancingStrategy(MeshLoadBalancingStrategy): "meshloadbalancingstrategies", Some("mlbs"), Mesh, GlobalToZones;
+    MeshTimeout(Policy<TimeoutConf>): "meshtimeouts", Some("mt"), Mesh, GlobalToZones;
+    MeshRetry(Policy<RetryConf>): "meshretries", Some("mr"), Mesh, GlobalToZones;
+    MeshCircuitBreaker(Policy<CircuitBreakerConf>): "meshcircuitbreakers", Some("mcb"), Mesh, GlobalToZones;
+    MeshHealthCheck(Policy<HealthCheckConf>): "meshhealthchecks", Some("mhc"), Mesh, GlobalToZones;
 }
 
 impl ResourceType {

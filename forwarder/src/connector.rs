@@ -137,6 +137,16 @@ impl ClusterConnector {
     pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<ClusterStream> {
         let tls = self.tls.load_full();
         let stats = &self.stats;
+        let max = self
+            .max_connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if max > 0 && stats.cx_active.get() >= i64::from(max) {
+            stats.cx_overflow.inc();
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("circuit breaker: maxConnections ({max}) are open"),
+            ));
+        }
         let started = tokio::time::Instant::now();
         let tcp = CountedStream::connect(addr, self.source, stats.clone(), timeout).await?;
         let Some(tls) = tls else {
@@ -201,6 +211,9 @@ pub struct ClusterConnector {
     /// Whether mesh mTLS offers ALPN `h2` (pooled HTTP/1.1 requests, which
     /// a Koguma peer then takes over HTTP/2).
     pub offer_h2: bool,
+    /// MeshCircuitBreaker `maxConnections`, shared by every client of the
+    /// cluster and set by each config; 0: no limit.
+    pub max_connections: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl ClusterConnector {

@@ -284,11 +284,13 @@ impl Forwarder {
             };
             let c = cluster(
                 &out.service,
-                &config.outbound_timeouts,
+                &out.timeouts,
                 tls.map(|(t, id)| format!("{:x}|{id}", t.fingerprint)),
                 None,
                 sni,
             );
+            c.set_limits(&out.resilience.limits);
+            c.health_checks(out.health_check.as_ref(), &out.endpoints);
             // A cluster with the same key already has this TLS side (and
             // its session cache); only a new one needs it built.
             if let Some((t, id)) = tls
@@ -312,11 +314,16 @@ impl Forwarder {
                     unavailable: out.unavailable.as_deref().map(Arc::from),
                     name: out.name.clone(),
                     protocol: out.protocol,
-                    target: Target::Balanced(EndpointSet::new(&out.endpoints, &c.health)),
+                    target: Target::Balanced(EndpointSet::new(
+                        &out.endpoints,
+                        &c.health,
+                        &out.load_balancer,
+                        out.resilience.outlier.panic_threshold,
+                    )),
                     listener_stats: self.stats.listener(&out.listen.to_string(), &out.service),
                     cluster: c,
-                    timeouts: config.outbound_timeouts,
-                    resilience: config.resilience.clone(),
+                    timeouts: out.timeouts,
+                    resilience: out.resilience.clone(),
                     mesh: None,
                 },
             });
@@ -353,7 +360,12 @@ impl Forwarder {
                     }
                 };
                 let target = SniTarget {
-                    endpoints: EndpointSet::new(&r.endpoints, &c.health),
+                    endpoints: EndpointSet::new(
+                        &r.endpoints,
+                        &c.health,
+                        &crate::config::LoadBalancer::RoundRobin,
+                        None,
+                    ),
                     cluster: c,
                     terminate,
                 };

@@ -12,6 +12,7 @@ pub mod drain;
 mod endpoints;
 mod error;
 mod forwarder;
+mod health_check;
 mod http;
 mod inbound;
 mod listener;
@@ -26,9 +27,12 @@ mod transparent;
 mod zone_proxy;
 
 pub use config::{
-    EndpointConfig, InboundConfig, MeshTlsConfig, MtlsMode, OutboundConfig, PermissionAction,
-    PermissionRule, PrivateKey, Protocol, ProxyConfig, SniRouteConfig, TerminateConfig,
-    TransparentConfig, UpstreamTlsConfig, ZoneProxyConfig,
+    ConnectionLimits, EndpointConfig, FailurePercentageDetector, HashPolicy, HashSource,
+    HeaderMatchKind, HeaderMatcher, HealthCheck, HealthCheckKind, InboundConfig, LoadBalancer,
+    MeshTlsConfig, MtlsMode, OutboundConfig, OutlierDetection, PermissionAction, PermissionRule,
+    PrivateKey, Protocol, ProxyConfig, RateLimitedBackOff, ResetFormat, Resilience, RetryOn,
+    RetryPolicy, SniRouteConfig, SuccessRateDetector, TerminateConfig, Timeouts, TransparentConfig,
+    UpstreamTlsConfig, ZoneProxyConfig,
 };
 pub use endpoints::EndpointSet;
 pub use error::ForwarderError;

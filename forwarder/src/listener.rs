@@ -165,15 +165,10 @@ async fn serve_connection(
     if let Target::BySni(_) = route.target {
         return zone_proxy::serve(stream, route).await;
     }
+    let client = stream.peer_addr().ok().map(|a| a.ip());
     let Some(mesh) = &route.mesh else {
-        return serve_stream(
-            stream,
-            Arc::new(Peer::Unauthenticated),
-            shared,
-            route,
-            shutdown,
-        )
-        .await;
+        let peer = Arc::new(Peer::Unauthenticated);
+        return serve_stream(stream, peer, client, shared, route, shutdown).await;
     };
     let stats = route.listener_stats.clone();
     let (io, peer) = match inbound::accept(stream, mesh, route.protocol.is_http()).await {
@@ -196,7 +191,7 @@ async fn serve_connection(
     }
     let watched = shared.clone();
     tokio::select! {
-        _ = serve_stream(io, peer.clone(), shared, route, shutdown) => {},
+        _ = serve_stream(io, peer.clone(), client, shared, route, shutdown) => {},
         _ = inbound::revoked(&watched, &peer) => {},
     }
 }
@@ -204,6 +199,7 @@ async fn serve_connection(
 async fn serve_stream<S>(
     io: S,
     peer: Arc<Peer>,
+    client: Option<std::net::IpAddr>,
     shared: Arc<ListenerShared>,
     route: Arc<Route>,
     shutdown: impl Future<Output = ()>,
@@ -211,8 +207,8 @@ async fn serve_stream<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if route.protocol.is_http() {
-        http::serve(io, peer, shared, route, shutdown).await;
+        http::serve(io, peer, client, shared, route, shutdown).await;
     } else {
-        tcp::proxy(io, route).await;
+        tcp::proxy(io, route, client).await;
     }
 }

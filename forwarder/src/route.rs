@@ -12,17 +12,20 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
-use crate::config::{OutlierDetection, Protocol, Resilience, Timeouts};
+use crate::config::{
+    ConnectionLimits, EndpointConfig, HealthCheck, OutlierDetection, Protocol, Resilience, Timeouts,
+};
 use crate::connector::{ClusterConnector, ClusterStream, UpstreamTls};
-use crate::endpoints::{Endpoint, EndpointSet};
+use crate::endpoints::{Endpoint, EndpointSet, PickKey};
+use crate::health_check::HealthChecks;
 use crate::inbound::InboundMesh;
-use crate::outlier::{self, HealthRegistry};
+use crate::outlier::{self, EndpointHealth, HealthRegistry, Outcome};
 use crate::stats::{ClusterStats, ListenerStats};
 use crate::stream_body::RequestBody;
 
-/// What goes upstream: the downstream body, or nothing (which lets a
-/// bodiless request be sent again after a connect failure).
-pub type UpstreamBody = http_body_util::Either<RequestBody, http_body_util::Empty<bytes::Bytes>>;
+/// What goes upstream: the downstream body streaming through, or a copy
+/// (nothing, or a small body read whole) that a retry can send again.
+pub type UpstreamBody = http_body_util::Either<RequestBody, http_body_util::Full<bytes::Bytes>>;
 
 pub type UpstreamClient = Client<ClusterConnector, UpstreamBody>;
 
@@ -61,6 +64,8 @@ pub struct Cluster {
     pinned: RwLock<HashMap<(SocketAddr, bool), UpstreamClient>>,
     /// What recent requests said of each endpoint.
     pub health: HealthRegistry,
+    /// Active health checks, when a MeshHealthCheck asks for them.
+    checks: HealthChecks,
 }
 
 impl Cluster {
@@ -83,6 +88,7 @@ impl Cluster {
             sni,
             pinned: None,
             offer_h2: false,
+            max_connections: Arc::default(),
         };
         let h1 = client(
             ClusterConnector {
@@ -100,7 +106,22 @@ impl Cluster {
             h1,
             pinned: RwLock::default(),
             health: HealthRegistry::default(),
+            checks: HealthChecks::default(),
         }
+    }
+
+    /// MeshCircuitBreaker's `maxConnections`, for the next connections.
+    pub fn set_limits(&self, limits: &ConnectionLimits) {
+        self.connector.max_connections.store(
+            limits.max_connections.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Runs the active health checks `cfg` asks for over `endpoints`.
+    pub fn health_checks(&self, cfg: Option<&HealthCheck>, endpoints: &[EndpointConfig]) {
+        self.checks
+            .update(cfg, endpoints, &self.connector, &self.health);
     }
 
     /// Drops the pinned clients (and their pooled connections) of
@@ -130,10 +151,11 @@ impl Cluster {
     /// Connects to the first endpoint of `set` that accepts, trying at
     /// most `tcp.maxConnectAttempt` different ones, so that one dead
     /// endpoint does not fail the connection; the last error when none
-    /// did. Failures count towards the endpoint's ejection.
+    /// did. Outcomes count towards the endpoints' ejection.
     pub async fn connect_first(
         &self,
         set: &EndpointSet,
+        key: &PickKey,
         resilience: &Resilience,
         timeout: Duration,
     ) -> io::Result<(SocketAddr, ClusterStream)> {
@@ -142,17 +164,17 @@ impl Cluster {
         let mut last = io::Error::new(io::ErrorKind::NotConnected, "no healthy upstream");
         let mut tried = Vec::new();
         while tried.len() < attempts {
-            let Some(endpoint) = set.pick(&tried, outlier::now_ms()) else {
+            let Some(endpoint) = set.pick_for(key, &tried, outlier::now_ms()) else {
                 break;
             };
             match self.connector.connect(endpoint.addr, timeout).await {
                 Ok(s) => {
-                    endpoint.health.succeeded(outlier::now_ms());
+                    self.record(endpoint, set, outlier, Outcome::Connected);
                     return Ok((endpoint.addr, s));
                 }
                 Err(e) => {
                     tracing::warn!(upstream = %endpoint.addr, error = %e, "upstream connect failed");
-                    self.endpoint_failed(endpoint, set, outlier);
+                    self.record(endpoint, set, outlier, Outcome::LocalFailure);
                     last = e;
                 }
             }
@@ -161,11 +183,39 @@ impl Cluster {
         Err(last)
     }
 
-    /// Records a failed request or connection of `endpoint`, and takes it
-    /// out when that makes enough in a row.
-    pub fn endpoint_failed(&self, endpoint: &Endpoint, set: &EndpointSet, cfg: &OutlierDetection) {
-        if endpoint.health.failed(cfg) {
-            self.eject(endpoint, set, cfg, outlier::Ejection::ConsecutiveFailures);
+    /// Lets a request in unless MeshCircuitBreaker's `maxRequests` are in
+    /// flight; it counts as in flight while the guard lives.
+    pub fn admit_request(&self, limits: &ConnectionLimits) -> Option<InFlightRequest<'_>> {
+        let active = &self.stats.rq_active;
+        if limits
+            .max_requests
+            .is_some_and(|max| active.get() >= i64::from(max))
+        {
+            return None;
+        }
+        active.inc();
+        Some(InFlightRequest(active))
+    }
+
+    /// Records what a try of `endpoint` came to, takes the endpoint out
+    /// when a detector trips, and runs the interval detectors when due.
+    pub fn record(
+        &self,
+        endpoint: &Endpoint,
+        set: &EndpointSet,
+        cfg: &OutlierDetection,
+        outcome: Outcome,
+    ) {
+        let now = outlier::now_ms();
+        if let Some(why) = endpoint.health.record(cfg, outcome, now) {
+            self.eject(endpoint, set, cfg, why);
+        }
+        if self.health.evaluation_due(cfg, now) {
+            let all: Vec<&Endpoint> = set.endpoints().collect();
+            let healths: Vec<&EndpointHealth> = all.iter().map(|e| &*e.health).collect();
+            for (i, why) in outlier::evaluate(cfg, &healths) {
+                self.eject(all[i], set, cfg, why);
+            }
         }
     }
 
@@ -179,8 +229,18 @@ impl Cluster {
         let now = outlier::now_ms();
         if let Some(out) = outlier::try_eject(cfg, &endpoint.health, set.healths(), now) {
             self.stats.ejections_enforced.inc();
+            self.stats.ejections_by[why as usize].inc();
             tracing::warn!(cluster = %self.stats.name, upstream = %endpoint.addr, reason = ?why, out_for = ?out, "endpoint taken out of rotation (outlier detection)");
         }
+    }
+}
+
+/// A request counted in its cluster's `rq_active` until dropped.
+pub struct InFlightRequest<'a>(&'a koguma_telemetry::metrics::Gauge);
+
+impl Drop for InFlightRequest<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -230,7 +290,8 @@ pub struct Route {
 impl Route {
     /// Connects to an upstream, moving on to another endpoint when one
     /// refuses, so that one dead endpoint does not fail the connection.
-    pub async fn connect(&self) -> io::Result<(SocketAddr, ClusterStream)> {
+    /// `client`: the downstream's address, for a source-IP hash.
+    pub async fn connect(&self, client: Option<IpAddr>) -> io::Result<(SocketAddr, ClusterStream)> {
         let set = match &self.target {
             Target::Local(endpoint) => {
                 let s = self
@@ -248,9 +309,10 @@ impl Route {
                 ));
             }
         };
+        let key = set.key_for(&http::HeaderMap::new(), &http::Uri::default(), client);
         let result = self
             .cluster
-            .connect_first(set, &self.resilience, self.timeouts.connect)
+            .connect_first(set, &key, &self.resilience, self.timeouts.connect)
             .await;
         let Err(mut last) = result else {
             return result;
@@ -270,6 +332,7 @@ mod tests {
     use std::convert::Infallible;
 
     use http_body_util::{Either, Empty};
+
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     use tokio::net::TcpListener;
@@ -307,7 +370,9 @@ mod tests {
                 tokio::time::sleep(apart).await;
             }
             let req = http::Request::get(format!("http://{addr}/"))
-                .body(Either::Right(Empty::new()))
+                .body(Either::Right(
+                    http_body_util::Full::new(bytes::Bytes::new()),
+                ))
                 .unwrap();
             assert_eq!(cluster.h1.request(req).await.unwrap().status(), 200);
         }

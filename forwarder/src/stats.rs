@@ -52,6 +52,7 @@ pub struct ListenerStats {
 
 /// Upstream side: one cluster (an outbound service, or an inbound's local
 /// application).
+#[derive(Default)]
 pub struct ClusterStats {
     pub name: String,
     pub cx_total: Counter,
@@ -67,8 +68,29 @@ pub struct ClusterStats {
     pub no_healthy_upstream: Counter,
     /// Requests sent again, to another endpoint.
     pub rq_retry: Counter,
-    /// Endpoints taken out of rotation by outlier detection.
+    /// Retried requests that got an answer worth passing on.
+    pub rq_retry_success: Counter,
+    /// Retries not made because `maxRetries` were under way.
+    pub rq_retry_overflow: Counter,
+    /// Tries that took longer than MeshRetry's `perTryTimeout`.
+    pub rq_per_try_timeout: Counter,
+    /// Requests refused because `maxRequests` were in flight.
+    pub rq_pending_overflow: Counter,
+    /// Connections not made because `maxConnections` were open.
+    pub cx_overflow: Counter,
+    /// Requests in flight, and retries under way (the circuit breakers').
+    pub rq_active: Gauge,
+    pub rq_retry_active: Gauge,
+    /// Endpoints taken out of rotation by outlier detection, in all and
+    /// by detector (`Ejection` order).
     pub ejections_enforced: Counter,
+    pub ejections_by: [Counter; 6],
+    /// Active health checks (MeshHealthCheck).
+    pub hc_attempt: Counter,
+    pub hc_success: Counter,
+    pub hc_failure: Counter,
+    /// Endpoints failing their health checks.
+    pub hc_unhealthy: Gauge,
 }
 
 #[derive(Default)]
@@ -130,19 +152,7 @@ impl Stats {
             .or_insert_with(|| {
                 Arc::new(ClusterStats {
                     name: sanitize(name),
-                    cx_total: Counter::default(),
-                    cx_active: Gauge::default(),
-                    cx_connect_fail: Counter::default(),
-                    cx_rx_bytes: Counter::default(),
-                    cx_tx_bytes: Counter::default(),
-                    rq_total: Counter::default(),
-                    rq_xx: StatusClasses::default(),
-                    rq_timeout: Counter::default(),
-                    rq_time: Histogram::default(),
-                    membership_total: Gauge::default(),
-                    no_healthy_upstream: Counter::default(),
-                    rq_retry: Counter::default(),
-                    ejections_enforced: Counter::default(),
+                    ..ClusterStats::default()
                 })
             })
             .clone()
@@ -224,7 +234,7 @@ impl Stats {
                 .render(&mut out, "envoy_http_downstream_rq_time", &labels);
         }
 
-        let c_values: [(&str, &str, ClusterValue); 12] = [
+        let c_values: &[(&str, &str, ClusterValue)] = &[
             ("envoy_cluster_upstream_cx_total", "counter", |c| {
                 c.cx_total.get() as i64
             }),
@@ -250,7 +260,7 @@ impl Stats {
                 c.membership_total.get()
             }),
             ("envoy_cluster_membership_healthy", "gauge", |c| {
-                c.membership_total.get()
+                c.membership_total.get() - c.hc_unhealthy.get()
             }),
             ("envoy_cluster_lb_healthy_panic", "counter", |c| {
                 c.no_healthy_upstream.get() as i64
@@ -263,6 +273,62 @@ impl Stats {
                 "counter",
                 |c| c.ejections_enforced.get() as i64,
             ),
+            ("envoy_cluster_upstream_rq_retry_success", "counter", |c| {
+                c.rq_retry_success.get() as i64
+            }),
+            ("envoy_cluster_upstream_rq_retry_overflow", "counter", |c| {
+                c.rq_retry_overflow.get() as i64
+            }),
+            (
+                "envoy_cluster_upstream_rq_per_try_timeout",
+                "counter",
+                |c| c.rq_per_try_timeout.get() as i64,
+            ),
+            (
+                "envoy_cluster_upstream_rq_pending_overflow",
+                "counter",
+                |c| c.rq_pending_overflow.get() as i64,
+            ),
+            ("envoy_cluster_upstream_cx_overflow", "counter", |c| {
+                c.cx_overflow.get() as i64
+            }),
+            ("envoy_cluster_upstream_rq_active", "gauge", |c| {
+                c.rq_active.get()
+            }),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx",
+                "counter",
+                |c| c.ejections_by[0].get() as i64,
+            ),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure",
+                "counter",
+                |c| c.ejections_by[1].get() as i64,
+            ),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_local_origin_failure",
+                "counter",
+                |c| c.ejections_by[2].get() as i64,
+            ),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_success_rate",
+                "counter",
+                |c| c.ejections_by[3].get() as i64,
+            ),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_failure_percentage",
+                "counter",
+                |c| c.ejections_by[4].get() as i64,
+            ),
+            ("envoy_cluster_health_check_attempt", "counter", |c| {
+                c.hc_attempt.get() as i64
+            }),
+            ("envoy_cluster_health_check_success", "counter", |c| {
+                c.hc_success.get() as i64
+            }),
+            ("envoy_cluster_health_check_failure", "counter", |c| {
+                c.hc_failure.get() as i64
+            }),
         ];
         for (name, kind, get) in c_values {
             family(&mut out, name, kind);

@@ -123,6 +123,8 @@ pub struct ResponseBody<B = Incoming> {
     inner: B,
     idle: Duration,
     last: Instant,
+    /// MeshTimeout's `maxStreamDuration`: the body ends with an error then.
+    deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -130,14 +132,24 @@ pub struct ResponseBody<B = Incoming> {
 #[error("the upstream response did not move for {0:?} (stream idle timeout)")]
 pub struct StreamIdle(Duration);
 
+#[derive(Debug, thiserror::Error)]
+#[error("the stream lasted its maximum duration")]
+pub struct MaxStreamDuration;
+
 impl<B> ResponseBody<B> {
     pub fn new(inner: B, idle: Duration) -> ResponseBody<B> {
         ResponseBody {
             inner,
             idle,
             last: Instant::now(),
+            deadline: None,
             timer: None,
         }
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> ResponseBody<B> {
+        self.deadline = deadline;
+        self
     }
 }
 
@@ -159,16 +171,21 @@ where
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
         let (last, idle) = (this.last, this.idle);
+        let due = this.deadline.map_or(last + idle, |d| d.min(last + idle));
         let timer = this
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + idle)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         // The timer may be older than the last frame: when it fires early,
         // it is moved to the real due time and waited on again.
         while timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= last + idle {
+            let now = Instant::now();
+            if this.deadline.is_some_and(|d| now >= d) {
+                return Poll::Ready(Some(Err(Box::new(MaxStreamDuration))));
+            }
+            if now >= last + idle {
                 return Poll::Ready(Some(Err(Box::new(StreamIdle(idle)))));
             }
-            timer.as_mut().reset(last + idle);
+            timer.as_mut().reset(due);
         }
         Poll::Pending
     }

@@ -7,11 +7,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::copy;
 use crate::route::Route;
 
-pub async fn proxy<S>(mut downstream: S, route: Arc<Route>)
+/// `client`: the downstream's address (a source-IP hash picks by it).
+pub async fn proxy<S>(mut downstream: S, route: Arc<Route>, client: Option<std::net::IpAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (addr, mut upstream) = match route.connect().await {
+    let (addr, mut upstream) = match route.connect(client).await {
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(error = %e, "closing downstream: no upstream connection");

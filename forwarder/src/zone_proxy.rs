@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
+use crate::endpoints::PickKey;
 use crate::route::{Route, SniTarget, Target, Terminate};
 use crate::tls::{PrefixedIo, peek_client_hello};
 use crate::{copy, inbound};
@@ -41,7 +42,12 @@ pub async fn serve(stream: TcpStream, route: Arc<Route>) {
     }
     let connected = target
         .cluster
-        .connect_first(&target.endpoints, &route.resilience, route.timeouts.connect)
+        .connect_first(
+            &target.endpoints,
+            &PickKey::default(),
+            &route.resilience,
+            route.timeouts.connect,
+        )
         .await;
     let Ok((_, mut upstream)) = connected else {
         target.cluster.stats.no_healthy_upstream.inc();

@@ -33,8 +33,30 @@ impl Fnv {
 /// The hash of one cluster, as `version` folds it in. The CP computes it
 /// once per cluster however many dataplanes get that cluster.
 pub fn cluster_hash(cluster: &Cluster) -> u64 {
+    match &cluster.policy {
+        None => {
+            let mut h = Fnv::new();
+            h.bytes(&cluster.encode_to_vec());
+            h.0
+        }
+        // The shared part, then the one dataplane's policy folded in: the
+        // CP hashes the shared part once for every caller.
+        Some(policy) => {
+            let shared = Cluster {
+                policy: None,
+                ..cluster.clone()
+            };
+            policy_hash(cluster_hash(&shared), policy)
+        }
+    }
+}
+
+/// The hash of a cluster whose part without a policy hashes to `shared`,
+/// with one dataplane's `policy` added (what `cluster_hash` computes).
+pub fn policy_hash(shared: u64, policy: &crate::v1::ClusterPolicy) -> u64 {
     let mut h = Fnv::new();
-    h.bytes(&cluster.encode_to_vec());
+    h.bytes(&shared.to_le_bytes());
+    h.part(&policy.encode_to_vec());
     h.0
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::v1::{Cluster, Permissions, ProxyConfig};
+use crate::v1::{Cluster, ClusterPolicy, Permissions, ProxyConfig};
 
 fn protocol(p: i32) -> &'static str {
     crate::protocol(p).map_or("tcp", koguma_types::Protocol::as_str)
@@ -22,6 +22,50 @@ fn permissions(p: Option<&Permissions>) -> Value {
             json!({"action": action, "requiredUris": r.required_uris, "policy": r.policy})
         })
         .collect()
+}
+
+/// What the policies set for one cluster, field names as on the wire.
+fn cluster_policy(p: &ClusterPolicy) -> Value {
+    let timeouts = p.timeouts.as_ref().map(|t| {
+        json!({"connectMs": t.connect_ms, "idleMs": t.idle_ms, "requestMs": t.request_ms,
+               "streamIdleMs": t.stream_idle_ms, "maxStreamDurationMs": t.max_stream_duration_ms})
+    });
+    let retry = p.retry.as_ref().map(|r| {
+        json!({"maxConnectAttempts": r.max_connect_attempts, "numRetries": r.num_retries,
+               "perTryTimeoutMs": r.per_try_timeout_ms, "baseIntervalMs": r.base_interval_ms,
+               "maxIntervalMs": r.max_interval_ms,
+               "retryOn": r.retry_on_set.then_some(&r.retry_on)})
+    });
+    let breaker = p.circuit_breaker.as_ref().map(|c| {
+        let od = c.outlier_detection.as_ref().map(|o| {
+            json!({"disabled": o.disabled, "intervalMs": o.interval_ms, "baseEjectionTimeMs": o.base_ejection_time_ms,
+                   "maxEjectionPercent": o.max_ejection_percent, "consecutiveTotal": o.consecutive_total,
+                   "consecutiveGateway": o.consecutive_gateway, "consecutiveLocalOrigin": o.consecutive_local_origin,
+                   "successRate": o.success_rate.is_some(), "failurePercentage": o.failure_percentage.is_some()})
+        });
+        json!({"maxConnections": c.max_connections, "maxPendingRequests": c.max_pending_requests,
+               "maxRequests": c.max_requests, "maxRetries": c.max_retries, "outlierDetection": od})
+    });
+    let health = p.health_check.as_ref().map(|h| {
+        let kind = match &h.check {
+            Some(crate::v1::health_check::Check::Http(c)) => json!({"http": {"path": c.path}}),
+            Some(crate::v1::health_check::Check::Grpc(c)) => json!({"grpc": {"serviceName": c.service_name}}),
+            Some(crate::v1::health_check::Check::Tcp(_)) => json!({"tcp": {}}),
+            None => Value::Null,
+        };
+        json!({"intervalMs": h.interval_ms, "timeoutMs": h.timeout_ms, "unhealthyThreshold": h.unhealthy_threshold,
+               "healthyThreshold": h.healthy_threshold, "check": kind})
+    });
+    let lb = p.load_balancer.as_ref().map(|l| {
+        let policy = crate::v1::LbPolicy::try_from(l.policy).map_or("unknown", |p| p.as_str_name());
+        let hashes: Vec<Value> = l
+            .hash_policies
+            .iter()
+            .map(|h| json!({"type": h.kind, "name": h.name}))
+            .collect();
+        json!({"type": policy, "hashPolicies": hashes})
+    });
+    json!({"timeouts": timeouts, "retry": retry, "circuitBreaker": breaker, "healthCheck": health, "loadBalancer": lb})
 }
 
 pub fn proxy_config(config: &ProxyConfig) -> Value {
@@ -75,7 +119,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
     let cluster_list: Vec<Value> = config
         .clusters
         .iter()
-        .map(|c| json!({"name": c.name, "identity": c.identity, "sni": c.sni, "endpoints": endpoints(c)}))
+        .map(|c| json!({"name": c.name, "identity": c.identity, "sni": c.sni, "endpoints": endpoints(c), "policy": c.policy.as_ref().map(cluster_policy)}))
         .collect();
     // Certificates are shown by count: /certs on the agent describes them.
     let mtls = config.mtls.as_ref().map(|m| {

@@ -6,7 +6,7 @@ pub mod channel;
 mod delta;
 pub mod json;
 
-pub use delta::{ConfigDigest, apply as apply_delta, cluster_hash, diff, version};
+pub use delta::{ConfigDigest, apply as apply_delta, cluster_hash, diff, policy_hash, version};
 
 pub mod v1 {
     tonic::include_proto!("koguma.v1");

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use koguma_api::policy::merge::Caller;
 use koguma_api::{Networking, Protocol};
 use koguma_proto::v1 as pb;
 
@@ -99,11 +100,26 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         outbounds.extend(vip_outbounds);
         dns_records = records;
     }
-    // One cluster per service, however many listeners send to it.
+    // One cluster per service, however many listeners send to it, with
+    // what the mesh's policies set for this dataplane's traffic to it.
     let services: BTreeSet<&str> = outbounds.iter().map(|o| o.cluster.as_str()).collect();
+    let labels = catalog
+        .get(koguma_api::ResourceType::Dataplane, mesh, name)
+        .map(|r| r.resource.meta.labels.clone())
+        .unwrap_or_default();
+    let caller = Caller {
+        name,
+        labels: &labels,
+        inbounds: net.inbound.iter().map(|i| &i.tags).collect(),
+    };
     let clusters = services
         .into_iter()
-        .map(|s| cluster(ctx, mesh, s, mtls.is_some()))
+        .map(|s| {
+            let mut c = cluster(ctx, mesh, s, mtls.is_some());
+            let protocol = ctx.services.get(s).map_or(Protocol::Tcp, |e| e.protocol);
+            c.policy = ctx.policies.for_caller(&caller, s, protocol);
+            c
+        })
         .collect();
     pb::ProxyConfig {
         mesh: mesh.to_string(),

@@ -17,6 +17,7 @@ use koguma_proto::v1 as pb;
 
 use super::Shared;
 use super::beyond;
+use super::cluster_policy::MeshPolicies;
 use super::interest::{ChangeSet, MeshChanges};
 use super::permissions::{self, PermissionKey};
 use super::remote::{self, RemoteService};
@@ -86,6 +87,9 @@ pub struct MeshContext {
     remote: OrdMap<String, Arc<RemoteService>>,
     /// service → the ExternalService that names it.
     external: OrdMap<String, Arc<StoredResource>>,
+    /// The mesh's `to` policies (MeshTimeout, MeshRetry, ...): a new
+    /// pointer whenever one of them changes.
+    pub policies: Shared<MeshPolicies>,
 }
 
 impl MeshContext {
@@ -146,6 +150,8 @@ struct MeshChange {
     members: Vec<(String, BTreeSet<String>, BTreeSet<String>)>,
     /// ExternalServices that changed.
     external: Vec<ExternalChange>,
+    /// A `to` policy changed.
+    policies: bool,
 }
 
 /// One ExternalService before and after: the service it named, and what
@@ -186,6 +192,16 @@ impl ConfigIndex {
                 ordmap::DiffItem::Update { old, new } => (old.0, Some(old.1), Some(new.1)),
                 ordmap::DiffItem::Remove(k, v) => (k, Some(v), None),
             };
+            // Every `to` policy type alike: the mesh's policies are read
+            // again and every stream of the mesh checks what they mean
+            // for it.
+            if before
+                .or(after)
+                .is_some_and(|r| r.resource.spec.as_policy().is_some())
+            {
+                changes.entry(mesh.clone()).or_default().policies = true;
+                changed.meshes.entry(mesh.clone()).or_default().mesh = true;
+            }
             match rtype {
                 ResourceType::Mesh => {
                     changes.entry(name.clone()).or_default().all_services = true;
@@ -220,6 +236,7 @@ impl ConfigIndex {
                     c.services.extend(had.iter().chain(&has).cloned());
                     c.external.push((had, has.zip(after.cloned())));
                 }
+                // Its locality awareness orders every service's endpoints.
                 ResourceType::MeshLoadBalancingStrategy => {
                     changes.entry(mesh.clone()).or_default().all_services = true;
                 }
@@ -229,6 +246,8 @@ impl ConfigIndex {
                 // config is made again (a provided CA is the CA cache's).
                 ResourceType::Secret => egresses_changed = true,
                 ResourceType::Zone => {}
+                // The other `to` policy types: handled above.
+                _ => {}
             }
         }
         for item in old.draining.diff(&new.draining) {
@@ -299,6 +318,9 @@ impl ConfigIndex {
                 .map_or_else(MeshContext::default, |c| MeshContext::clone(c));
             ctx.mesh = Some(stored_mesh.clone());
             ctx.vips = new.vips.get(&mesh).cloned();
+            if change.policies {
+                ctx.policies = Shared::new(MeshPolicies::of(new, &mesh));
+            }
             if ingresses_changed {
                 ctx.remote = remote
                     .remove(&mesh)
@@ -497,7 +519,6 @@ fn service_entry(
 pub fn cluster(mesh: &str, service: &str, mtls: bool, endpoints: Vec<pb::Endpoint>) -> pb::Cluster {
     pb::Cluster {
         name: service.to_string(),
-        lb_policy: pb::LbPolicy::RoundRobin.into(),
         endpoints,
         identity: if mtls {
             format!("spiffe://{mesh}/{service}")
@@ -513,5 +534,6 @@ pub fn cluster(mesh: &str, service: &str, mtls: bool, endpoints: Vec<pb::Endpoin
             String::new()
         },
         unavailable: String::new(),
+        policy: None,
     }
 }

@@ -9,6 +9,7 @@
 
 mod beyond;
 mod build;
+mod cluster_policy;
 mod index;
 mod interest;
 mod locality;

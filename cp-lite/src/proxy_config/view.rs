@@ -12,6 +12,7 @@ use koguma_api::ResourceType;
 use koguma_proto::v1 as pb;
 
 use super::build::{self, Inputs};
+use super::cluster_policy::MeshPolicies;
 use super::index::ServiceEntry;
 use super::reachable::Caller;
 use super::{ConfigSnapshot, Shared, Watched, transparent};
@@ -31,6 +32,7 @@ struct BuiltFrom {
     mesh: Option<Arc<StoredResource>>,
     vips: Option<Arc<VipMap>>,
     services: OrdMap<String, Shared<ServiceEntry>>,
+    policies: Shared<MeshPolicies>,
     /// Services whose cluster is in the config: declared outbounds and, under
     /// transparent proxying, the reachable ones.
     used: BTreeSet<String>,
@@ -96,10 +98,19 @@ impl DataplaneView {
     pub fn digest(&self, config: &pb::ProxyConfig) -> koguma_proto::ConfigDigest {
         let services = self.built.as_ref().map(|(from, _)| &from.services);
         koguma_proto::ConfigDigest::of(config, |c| {
-            services
-                .and_then(|s| s.get(&c.name))
-                .filter(|e| e.cluster == *c)
-                .map_or_else(|| koguma_proto::cluster_hash(c), |e| e.cluster_hash)
+            let Some(entry) = services.and_then(|s| s.get(&c.name)) else {
+                return koguma_proto::cluster_hash(c);
+            };
+            // This dataplane's policies on top of the shared cluster: the
+            // shared hash folded with the policy's, without hashing the
+            // endpoints again.
+            match &c.policy {
+                None if entry.cluster == *c => entry.cluster_hash,
+                Some(policy) if same_but_policy(&entry.cluster, c) => {
+                    koguma_proto::policy_hash(entry.cluster_hash, policy)
+                }
+                _ => koguma_proto::cluster_hash(c),
+            }
         })
     }
 
@@ -122,7 +133,9 @@ impl DataplaneView {
         // (the dataplane, its mesh, a first build) computes it from scratch.
         let incremental = match &mut self.built {
             Some((from, config))
-                if same(&from.dataplane, stored) && opt_same(&from.mesh, &ctx.mesh) =>
+                if same(&from.dataplane, stored)
+                    && opt_same(&from.mesh, &ctx.mesh)
+                    && from.policies == ctx.policies =>
             {
                 // VIPs matter under transparent proxying only, and only
                 // those of the services it reaches (a new service brings a
@@ -212,6 +225,7 @@ impl DataplaneView {
             mesh: ctx.mesh.clone(),
             vips: ctx.vips.clone(),
             services: ctx.services.clone(),
+            policies: ctx.policies.clone(),
             used,
             reachable,
             transparent,
@@ -219,6 +233,16 @@ impl DataplaneView {
         self.built = Some((from, config));
         Refresh::Rebuilt
     }
+}
+
+/// Whether `c` is `shared` with a policy added.
+fn same_but_policy(shared: &pb::Cluster, c: &pb::Cluster) -> bool {
+    shared.policy.is_none()
+        && shared.name == c.name
+        && shared.identity == c.identity
+        && shared.sni == c.sni
+        && shared.unavailable == c.unavailable
+        && shared.endpoints == c.endpoints
 }
 
 /// Unchanged as the catalog's diff sees it: the same value (the same

@@ -89,11 +89,11 @@ pub fn compute(
             });
             clusters.push(pb::Cluster {
                 name: cluster,
-                lb_policy: pb::LbPolicy::RoundRobin.into(),
                 endpoints,
                 identity: String::new(),
                 sni: String::new(),
                 unavailable: String::new(),
+                policy: None,
             });
         }
     }
@@ -196,7 +196,6 @@ fn external_routes(
         };
         let cluster = pb::Cluster {
             name: cluster,
-            lb_policy: pb::LbPolicy::RoundRobin.into(),
             ..Default::default()
         };
         out.push((route, cluster));

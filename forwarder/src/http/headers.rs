@@ -308,3 +308,14 @@ mod forwarding_tests {
         assert_ne!(other["x-request-id"], id.as_str());
     }
 }
+
+/// The request body's declared length, when it declares one.
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -20,6 +20,14 @@ pub enum LocalReply {
     /// The endpoint answered nothing while its peers did (outlier detection).
     Stalled,
     Timeout,
+    /// One try took longer than MeshRetry's `perTryTimeout`.
+    PerTryTimeout,
+    /// MeshTimeout's `maxStreamDuration` passed before the response came.
+    MaxStreamDuration,
+    /// A MeshCircuitBreaker limit is reached.
+    Overflow,
+    /// The request body could not be read whole for a retry.
+    BodyUnreadable(String),
     /// The request body stopped moving (stream idle timeout).
     StreamIdle,
     BadRequest(String),
@@ -32,9 +40,13 @@ impl LocalReply {
         match self {
             LocalReply::NoHealthyUpstream
             | LocalReply::Unavailable(_)
-            | LocalReply::ConnectFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | LocalReply::ConnectFailed(_)
+            | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::Reset(_) | LocalReply::Stalled => StatusCode::BAD_GATEWAY,
-            LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::Timeout | LocalReply::PerTryTimeout | LocalReply::MaxStreamDuration => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            LocalReply::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             LocalReply::StreamIdle => StatusCode::REQUEST_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
             LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -48,6 +60,10 @@ impl LocalReply {
             LocalReply::ConnectFailed(e) => format!("upstream connect error: {e}"),
             LocalReply::Reset(e) => format!("upstream reset before response: {e}"),
             LocalReply::Timeout => "upstream request timeout".into(),
+            LocalReply::PerTryTimeout => "upstream per try timeout".into(),
+            LocalReply::MaxStreamDuration => "upstream max stream duration reached".into(),
+            LocalReply::Overflow => "upstream overflow: circuit breaker limit reached".into(),
+            LocalReply::BodyUnreadable(e) => format!("request body: {e}"),
             LocalReply::StreamIdle => "stream timeout".into(),
             LocalReply::Stalled => {
                 "upstream answered nothing while its peers did: taken out of rotation".into()
@@ -58,10 +74,13 @@ impl LocalReply {
 
     fn grpc_status(&self) -> &'static str {
         match self {
-            LocalReply::Timeout | LocalReply::StreamIdle => "4", // DEADLINE_EXCEEDED
-            LocalReply::BadRequest(_) => "13",                   // INTERNAL
-            LocalReply::Forbidden(_) => "7",                     // PERMISSION_DENIED
-            _ => "14",                                           // UNAVAILABLE
+            LocalReply::Timeout
+            | LocalReply::StreamIdle
+            | LocalReply::PerTryTimeout
+            | LocalReply::MaxStreamDuration => "4", // DEADLINE_EXCEEDED
+            LocalReply::BadRequest(_) => "13", // INTERNAL
+            LocalReply::Forbidden(_) => "7",   // PERMISSION_DENIED
+            _ => "14",                         // UNAVAILABLE
         }
     }
 
@@ -72,6 +91,9 @@ impl LocalReply {
         )))));
         let headers = resp.headers_mut();
         headers.insert("x-koguma-local-reply", HeaderValue::from_static("true"));
+        if matches!(self, LocalReply::Overflow) {
+            headers.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        }
         if grpc {
             *resp.body_mut() = Either::Right(Full::new(Bytes::new()));
             let headers = resp.headers_mut();

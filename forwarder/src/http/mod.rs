@@ -7,6 +7,7 @@
 mod conn_watch;
 mod headers;
 mod local_reply;
+mod retry;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{Either, Empty};
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -25,13 +27,13 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::authz::Peer;
-use crate::config::RetryPolicy;
-use crate::endpoints::{Endpoint, EndpointSet};
+use crate::endpoints::{Endpoint, EndpointSet, PickKey};
 use crate::listener::ListenerShared;
-use crate::outlier::{self, Ejection};
+use crate::outlier::{self, Ejection, Outcome};
 use crate::route::{Route, Target, UpstreamBody, UpstreamClient};
 use crate::stream_body::{RequestBody, RequestProgress, ResponseBody};
 use conn_watch::{Activity, Verdict, WatchedIo};
+use koguma_telemetry::metrics::Gauge;
 use local_reply::{LocalReply, ProxyBody};
 
 /// Serves one downstream connection until it closes, or until `shutdown`
@@ -41,6 +43,7 @@ use local_reply::{LocalReply, ProxyBody};
 pub async fn serve<S>(
     stream: S,
     peer: Arc<Peer>,
+    client: Option<std::net::IpAddr>,
     shared: Arc<ListenerShared>,
     conn_route: Arc<Route>,
     shutdown: impl Future<Output = ()>,
@@ -58,7 +61,7 @@ pub async fn serve<S>(
         let peer = peer.clone();
         let in_flight = in_service.request();
         async move {
-            let resp = forward(route, &peer, req).await;
+            let resp = forward(route, &peer, client, req).await;
             drop(in_flight);
             Ok::<_, Infallible>(resp)
         }
@@ -103,13 +106,18 @@ fn current_route(shared: &ListenerShared, conn_route: &Arc<Route>) -> Arc<Route>
     }
 }
 
-async fn forward(route: Arc<Route>, peer: &Peer, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(
+    route: Arc<Route>,
+    peer: &Peer,
+    client: Option<std::net::IpAddr>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let listener = &route.listener_stats;
     listener.rq_total.inc();
     let grpc = headers::is_grpc(req.headers());
     let result = if crate::inbound::authorize(&route, peer) {
-        upstream(&route, peer, req).await
+        upstream(&route, peer, client, req).await
     } else {
         Err(LocalReply::Forbidden(format!(
             "RBAC: access denied: {} may not call {}",
@@ -129,9 +137,15 @@ async fn forward(route: Arc<Route>, peer: &Peer, req: Request<Incoming>) -> Resp
     resp
 }
 
+/// Request bodies up to this size are read whole before the first try
+/// when a retry may need them again; larger ones (and bodies of unknown
+/// length) stream through once and are never replayed.
+const REPLAY_LIMIT: u64 = 64 * 1024;
+
 async fn upstream(
     route: &Route,
     peer: &Peer,
+    client: Option<std::net::IpAddr>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
     // An upgrade (WebSocket) or CONNECT becomes a tunnel once the upstream
@@ -143,30 +157,70 @@ async fn upstream(
     let connect = req.method() == http::Method::CONNECT;
     let (mut parts, body) = req.into_parts();
     headers::set_forwarding(&mut parts.headers, matches!(peer, Peer::Mesh { .. }));
-    // A request without a body can be sent again as it is; one with a body
-    // streams through and is sent once. Failures where the endpoint may
-    // have acted on the request (a reset, a gateway error, no answer) are
-    // retried for idempotent methods only (RFC 9110 §9.2.2); a refused
-    // connection saw nothing, whatever the method.
-    let tries = match &route.target {
-        Target::Balanced(_) if body.is_end_stream() && !upgrade => {
-            1 + route.resilience.retry.num_retries
-        }
-        _ => 1,
+    let policy = &route.resilience;
+    let stats = &route.cluster.stats;
+    let Some(_active) = route.cluster.admit_request(&policy.limits) else {
+        stats.rq_pending_overflow.inc();
+        tracing::warn!(cluster = %stats.name, "circuit breaker: maxRequests in flight, request refused");
+        return Err(LocalReply::Overflow);
     };
-    let idempotent = parts.method.is_idempotent();
-    let mut body = Some(body);
+    let stream_deadline = route
+        .timeouts
+        .max_stream_duration
+        .map(|d| tokio::time::Instant::now() + d);
+    // A request is sent again only from a copy: a bodiless one, or one
+    // whose small body was read whole first. Anything else streams through
+    // once.
+    let may_retry = matches!(route.target, Target::Balanced(_))
+        && !upgrade
+        && !connect
+        && policy.retry.num_retries > 0;
+    let mut replay: Option<Bytes> = None;
+    let mut streaming = Some(body);
+    if may_retry {
+        if streaming.as_ref().is_some_and(|b| b.is_end_stream()) {
+            replay = Some(Bytes::new());
+        } else if headers::content_length(&parts.headers).is_some_and(|n| n <= REPLAY_LIMIT)
+            && let Some(b) = streaming.take()
+        {
+            replay = Some(read_whole(b, route.timeouts.stream_idle).await?);
+        }
+    }
+    let tries = if replay.is_some() {
+        1 + policy.retry.num_retries
+    } else {
+        1
+    };
+    let key = match &route.target {
+        Target::Balanced(set) => set.key_for(&parts.headers, &parts.uri, client),
+        _ => PickKey::default(),
+    };
     let mut parts = Some(parts);
     let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut last_failure = None;
+    let mut last_failure: Option<Result<Response<ProxyBody>, LocalReply>> = None;
     // The route timeout covers every try, from the end of the request: now
-    // for a bodiless one (kept on the stack), else when its body has gone.
+    // for a bodiless or read one (kept on the stack), else when its body
+    // has gone.
     let ended = RequestProgress::ended_now();
     let mut streamed: Option<Arc<RequestProgress>> = None;
+    let mut _retrying = None;
     for attempt in 0..tries {
         if attempt > 0 {
-            route.cluster.stats.rq_retry.inc();
-            let wait = backoff(&route.resilience.retry, attempt);
+            if policy
+                .limits
+                .max_retries
+                .is_some_and(|max| stats.rq_retry_active.get() >= i64::from(max))
+            {
+                stats.rq_retry_overflow.inc();
+                break;
+            }
+            stats.rq_retry.inc();
+            _retrying = Some(ActiveGuard::new(&stats.rq_retry_active));
+            let last_headers = match &last_failure {
+                Some(Ok(r)) => Some(r.headers()),
+                _ => None,
+            };
+            let wait = retry::backoff(&policy.retry, attempt, last_headers);
             let until = match (ended.ended_at(), route.timeouts.request) {
                 (Some(end), Some(limit)) => (end + limit).min(tokio::time::Instant::now() + wait),
                 _ => tokio::time::Instant::now() + wait,
@@ -175,34 +229,45 @@ async fn upstream(
         }
         let picked = match &route.target {
             Target::Local(endpoint) => Some((endpoint, None)),
-            Target::Balanced(set) => set.pick(&tried, outlier::now_ms()).map(|e| (e, Some(set))),
+            // Another endpoint when there is one; else the same again,
+            // as Envoy retries without a host predicate.
+            Target::Balanced(set) => {
+                let now = outlier::now_ms();
+                set.pick_for(&key, &tried, now)
+                    .or_else(|| set.pick_for(&key, &[], now).filter(|_| attempt > 0))
+                    .map(|e| (e, Some(set)))
+            }
             Target::BySni(_) => None,
         };
         let Some((endpoint, set)) = picked else {
             if attempt > 0 {
                 break; // every endpoint was tried
             }
-            route.cluster.stats.no_healthy_upstream.inc();
+            stats.no_healthy_upstream.inc();
             if let Some(why) = &route.unavailable {
                 return Err(LocalReply::Unavailable(why.clone()));
             }
             return Err(LocalReply::NoHealthyUpstream);
         };
-        let upstream_body = match body.take() {
-            Some(b) if tries == 1 => {
+        let upstream_body = match (&replay, streaming.take()) {
+            (Some(bytes), _) => Either::Right(Full::new(bytes.clone())),
+            (None, Some(b)) => {
                 let progress = Arc::new(RequestProgress::default());
                 streamed = Some(progress.clone());
                 Either::Left(RequestBody::new(b, progress))
             }
-            _ => Either::Right(Empty::new()),
+            (None, None) => break,
         };
         // The head is cloned only when another attempt may need it.
-        let head = if attempt + 1 == tries {
+        let last_try = attempt + 1 == tries;
+        let head = if last_try {
             parts.take()
         } else {
             parts.clone()
         };
         let Some(head) = head else { break };
+        let method = head.method.clone();
+        let request_headers = (!last_try).then(|| head.headers.clone());
         let mut req = headers::to_upstream(
             Request::from_parts(head, upstream_body),
             &endpoint.authority,
@@ -222,26 +287,34 @@ async fn upstream(
         } else {
             route.cluster.h1.clone()
         };
+        let try_deadline = policy
+            .retry
+            .per_try_timeout
+            .filter(|_| tries > 1)
+            .map(|d| tokio::time::Instant::now() + d);
         let exchange = Exchange {
             client: &client,
             progress: streamed.as_deref().unwrap_or(&ended),
             downstream_upgrade: downstream_upgrade.take(),
             connect,
+            try_deadline,
+            stream_deadline,
         };
         let result = send(route, endpoint, set, req, exchange).await;
-        let gateway_error = matches!(&result, Ok(r) if is_gateway_error(r.status()));
-        if let (Some(set), true) = (set, gateway_error || result.is_err()) {
+        if let Some(set) = set
+            && let Some(outcome) = outcome_of(&result)
+        {
             route
                 .cluster
-                .endpoint_failed(endpoint, set, &route.resilience.outlier);
+                .record(endpoint, set, &policy.outlier, outcome);
         }
-        let retriable = match &result {
-            Err(LocalReply::ConnectFailed(_)) => true,
-            Err(LocalReply::Reset(_) | LocalReply::Stalled) => idempotent,
-            Ok(_) => gateway_error && idempotent,
-            Err(_) => false,
-        };
-        if !retriable || attempt + 1 == tries {
+        let again = request_headers
+            .as_ref()
+            .is_some_and(|h| retry::retriable(&policy.retry, &method, h, &result));
+        if !again {
+            if attempt > 0 && result.as_ref().is_ok_and(|r| !r.status().is_server_error()) {
+                stats.rq_retry_success.inc();
+            }
             return result;
         }
         tracing::debug!(upstream = %endpoint.addr, "trying another endpoint");
@@ -251,6 +324,49 @@ async fn upstream(
     last_failure.unwrap_or(Err(LocalReply::NoHealthyUpstream))
 }
 
+/// What a try says of its endpoint, for outlier detection; `None` for
+/// what is the caller's doing (a request body that stopped, a bad request).
+fn outcome_of(result: &Result<Response<ProxyBody>, LocalReply>) -> Option<Outcome> {
+    match result {
+        Ok(r) => Some(Outcome::Response(r.status().as_u16())),
+        Err(
+            LocalReply::ConnectFailed(_)
+            | LocalReply::Reset(_)
+            | LocalReply::Stalled
+            | LocalReply::Timeout
+            | LocalReply::PerTryTimeout
+            | LocalReply::MaxStreamDuration,
+        ) => Some(Outcome::LocalFailure),
+        Err(_) => None,
+    }
+}
+
+/// Reads a small request body whole, so that a retry can send it again.
+async fn read_whole(body: Incoming, idle: Duration) -> Result<Bytes, LocalReply> {
+    use http_body_util::BodyExt;
+    match tokio::time::timeout(idle, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(LocalReply::BodyUnreadable(e.to_string())),
+        Err(_) => Err(LocalReply::StreamIdle),
+    }
+}
+
+/// A gauge counted up while the guard lives.
+struct ActiveGuard<'a>(&'a Gauge);
+
+impl<'a> ActiveGuard<'a> {
+    fn new(g: &'a Gauge) -> ActiveGuard<'a> {
+        g.inc();
+        ActiveGuard(g)
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// What one try needs besides the request.
 struct Exchange<'a> {
     client: &'a UpstreamClient,
@@ -258,24 +374,10 @@ struct Exchange<'a> {
     /// The downstream side of an upgrade the request asked for.
     downstream_upgrade: Option<OnUpgrade>,
     connect: bool,
-}
-
-/// 502, 503 and 504: what Kuma's default retry policy calls a gateway error.
-fn is_gateway_error(status: http::StatusCode) -> bool {
-    matches!(status.as_u16(), 502..=504)
-}
-
-/// The wait before retry `n` (from 1): exponential from the base interval,
-/// capped, with full jitter so that many callers do not retry in step.
-fn backoff(policy: &RetryPolicy, n: u32) -> std::time::Duration {
-    let cap = policy
-        .base_interval
-        .saturating_mul(1 << (n - 1).min(16))
-        .min(policy.max_interval);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    cap.mul_f64(f64::from(nanos % 1000) / 1000.0)
+    /// MeshRetry's `perTryTimeout`, when another try may follow.
+    try_deadline: Option<tokio::time::Instant>,
+    /// MeshTimeout's `maxStreamDuration`.
+    stream_deadline: Option<tokio::time::Instant>,
 }
 
 /// Sends one try to `endpoint` and waits for its response (see
@@ -298,9 +400,6 @@ async fn send(
         Waited::Response(Ok(mut resp)) => {
             endpoint.health.answered(now);
             route.cluster.health.answered(now);
-            if !is_gateway_error(resp.status()) {
-                endpoint.health.succeeded(now);
-            }
             let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                 || (exchange.connect && resp.status().is_success());
             let tunnel = match exchange.downstream_upgrade {
@@ -313,7 +412,8 @@ async fn send(
             };
             headers::strip_hop_by_hop(resp.headers_mut(), tunnel && !exchange.connect);
             let idle = route.timeouts.stream_idle;
-            Ok(resp.map(|b| Either::Left(ResponseBody::new(b, idle))))
+            let deadline = exchange.stream_deadline;
+            Ok(resp.map(|b| Either::Left(ResponseBody::new(b, idle).with_deadline(deadline))))
         }
         Waited::Response(Err(e)) => {
             let reason = local_reply::error_chain(&e);
@@ -332,6 +432,16 @@ async fn send(
             cluster.rq_timeout.inc();
             tracing::warn!(upstream = %addr, timeout = ?route.timeouts.request, "upstream request timed out");
             Err(LocalReply::Timeout)
+        }
+        Waited::TryDeadline => {
+            cluster.rq_per_try_timeout.inc();
+            tracing::warn!(upstream = %addr, timeout = ?route.resilience.retry.per_try_timeout, "upstream try timed out (per try timeout)");
+            Err(LocalReply::PerTryTimeout)
+        }
+        Waited::StreamDeadline => {
+            cluster.rq_timeout.inc();
+            tracing::warn!(upstream = %addr, limit = ?route.timeouts.max_stream_duration, "upstream request reached its max stream duration");
+            Err(LocalReply::MaxStreamDuration)
         }
         Waited::StreamIdle { request_ended } => {
             cluster.rq_timeout.inc();
@@ -377,7 +487,13 @@ enum Waited {
     Response(Result<Response<Incoming>, hyper_util::client::legacy::Error>),
     Frozen,
     Deadline,
-    StreamIdle { request_ended: bool },
+    /// MeshRetry's `perTryTimeout`.
+    TryDeadline,
+    /// MeshTimeout's `maxStreamDuration`.
+    StreamDeadline,
+    StreamIdle {
+        request_ended: bool,
+    },
 }
 
 /// Waits for the response headers. Envoy's route timeout starts when the
@@ -415,6 +531,12 @@ async fn wait_for_response(
         );
         let idle_at = now + timeouts.stream_idle.saturating_sub(quiet);
         let mut wake = deadline.map_or(idle_at, |d| d.min(idle_at));
+        for limit in [exchange.try_deadline, exchange.stream_deadline]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(limit);
+        }
         if let Some(every) = check_every {
             wake = wake.min(now + every);
         }
@@ -427,6 +549,12 @@ async fn wait_for_response(
         let now = tokio::time::Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return Waited::Deadline;
+        }
+        if exchange.stream_deadline.is_some_and(|d| now >= d) {
+            return Waited::StreamDeadline;
+        }
+        if exchange.try_deadline.is_some_and(|d| now >= d) {
+            return Waited::TryDeadline;
         }
         if now >= idle_at {
             return Waited::StreamIdle {

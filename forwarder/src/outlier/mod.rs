@@ -8,11 +8,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::config::OutlierDetection;
+
+mod interval;
+
+pub use interval::evaluate;
 
 /// Milliseconds on the process's monotonic clock (tokio's, so that tests
 /// with paused time move it). 0 means "never".
@@ -32,7 +36,16 @@ fn ms(d: Duration) -> u64 {
 
 #[derive(Default)]
 pub struct EndpointHealth {
-    consecutive_failures: AtomicU32,
+    /// Per detector: 5xx, gateway errors, local failures in a row.
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    consecutive_local: AtomicU32,
+    /// Outcomes since the last interval's evaluation (success rate and
+    /// failure percentage).
+    window_total: AtomicU32,
+    window_failed: AtomicU32,
+    /// Failing its active health checks (MeshHealthCheck).
+    check_failing: AtomicBool,
     /// Out of rotation until then.
     ejected_until: AtomicU64,
     /// Ejections in a row: each one lasts longer.
@@ -42,16 +55,59 @@ pub struct EndpointHealth {
     in_flight: AtomicU32,
 }
 
-/// Why an endpoint was taken out, for the log.
+/// Why an endpoint was taken out, for the log and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ejection {
-    ConsecutiveFailures,
+    Consecutive5xx,
+    ConsecutiveGateway,
+    ConsecutiveLocal,
+    SuccessRate,
+    FailurePercentage,
     Stalled,
+}
+
+/// What one try of an endpoint came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response with this status.
+    Response(u16),
+    /// A connection was made (a TCP outbound's whole outcome).
+    Connected,
+    /// No connection, a reset or no answer in time.
+    LocalFailure,
+}
+
+/// Counts one more in a row; true when that reaches `threshold`.
+fn bump(counter: &AtomicU32, threshold: Option<u32>) -> bool {
+    let n = counter.fetch_add(1, Relaxed) + 1;
+    threshold.is_some_and(|t| t > 0 && n >= t)
+}
+
+/// Ends a run, writing only when there was one (a read keeps the cache
+/// line shared under load).
+fn reset(counter: &AtomicU32) {
+    if counter.load(Relaxed) != 0 {
+        counter.store(0, Relaxed);
+    }
 }
 
 impl EndpointHealth {
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Relaxed) > now
+    }
+
+    /// Whether picks may choose it: not ejected, not failing its checks.
+    pub fn in_rotation(&self, now: u64) -> bool {
+        !self.is_ejected(now) && !self.check_failing.load(Relaxed)
+    }
+
+    /// What the active health checks say of it.
+    pub fn set_check_failing(&self, failing: bool) {
+        self.check_failing.store(failing, Relaxed);
+    }
+
+    pub fn check_failing(&self) -> bool {
+        self.check_failing.load(Relaxed)
     }
 
     pub fn last_response(&self) -> u64 {
@@ -77,20 +133,57 @@ impl EndpointHealth {
         }
     }
 
-    /// It answered, and not with a gateway error: its failures in a row end.
-    pub fn succeeded(&self, now: u64) {
-        self.answered(now);
-        if self.consecutive_failures.load(Relaxed) != 0 {
-            self.consecutive_failures.store(0, Relaxed);
+    /// Records what a try came to. Returns the detector this outcome trips
+    /// (the caller then decides whether the ejection is allowed). Unless
+    /// local failures are split off, they count as a 503 would and a
+    /// connection made as a 200, as Envoy counts them.
+    pub fn record(&self, cfg: &OutlierDetection, outcome: Outcome, now: u64) -> Option<Ejection> {
+        let status = match (outcome, cfg.split_local) {
+            (Outcome::Response(s), _) => {
+                self.answered(now);
+                s
+            }
+            (Outcome::Connected, true) => {
+                reset(&self.consecutive_local);
+                return None;
+            }
+            (Outcome::LocalFailure, true) => {
+                let tripped = bump(&self.consecutive_local, cfg.consecutive_local);
+                return tripped.then_some(Ejection::ConsecutiveLocal);
+            }
+            (Outcome::Connected, false) => 200,
+            (Outcome::LocalFailure, false) => 503,
+        };
+        if !cfg.enabled {
+            return None;
+        }
+        self.window_total.fetch_add(1, Relaxed);
+        if status < 500 {
+            reset(&self.consecutive_5xx);
+            reset(&self.consecutive_gateway);
+            return None;
+        }
+        self.window_failed.fetch_add(1, Relaxed);
+        let five = bump(&self.consecutive_5xx, cfg.consecutive_5xx);
+        let gateway = if (502..=504).contains(&status) {
+            bump(&self.consecutive_gateway, cfg.consecutive_gateway)
+        } else {
+            reset(&self.consecutive_gateway);
+            false
+        };
+        if five {
+            Some(Ejection::Consecutive5xx)
+        } else {
+            gateway.then_some(Ejection::ConsecutiveGateway)
         }
     }
 
-    /// It failed one request or connection. Returns true when this
-    /// failure is the one that reaches the threshold (the caller then
-    /// decides whether the ejection is allowed).
-    pub fn failed(&self, cfg: &OutlierDetection) -> bool {
-        let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-        cfg.consecutive_failures > 0 && n >= cfg.consecutive_failures
+    /// The interval's outcomes (total, failed), counting starts again.
+    fn take_window(&self) -> (u32, u32) {
+        (
+            self.window_total.swap(0, Relaxed),
+            self.window_failed.swap(0, Relaxed),
+        )
     }
 
     /// Whether a request sent at `sent_at` shows this endpoint frozen: it
@@ -139,7 +232,13 @@ impl EndpointHealth {
             .saturating_mul(times)
             .min(cfg.max_ejection_time);
         self.ejected_until.store(now + ms(out), Relaxed);
-        self.consecutive_failures.store(0, Relaxed);
+        for c in [
+            &self.consecutive_5xx,
+            &self.consecutive_gateway,
+            &self.consecutive_local,
+        ] {
+            c.store(0, Relaxed);
+        }
         out
     }
 }
@@ -161,7 +260,7 @@ pub fn try_eject<'a>(
     all: impl Iterator<Item = &'a EndpointHealth>,
     now: u64,
 ) -> Option<Duration> {
-    if endpoint.is_ejected(now) {
+    if !cfg.enabled || endpoint.is_ejected(now) {
         return None;
     }
     let (mut total, mut out) = (0usize, 0usize);
@@ -181,6 +280,8 @@ pub struct HealthRegistry {
     by_addr: Mutex<HashMap<SocketAddr, Arc<EndpointHealth>>>,
     /// When any endpoint of the cluster last answered.
     last_response: AtomicU64,
+    /// When success rate and failure percentage are next computed.
+    next_evaluation: AtomicU64,
 }
 
 impl HealthRegistry {
@@ -216,14 +317,15 @@ mod tests {
     #[test]
     fn five_failures_in_a_row_eject_and_a_success_resets_the_count() {
         let h = EndpointHealth::default();
+        let fail = || h.record(&cfg(), Outcome::Response(503), 5);
         for _ in 0..4 {
-            assert!(!h.failed(&cfg()));
+            assert_eq!(fail(), None);
         }
-        h.succeeded(10);
+        h.record(&cfg(), Outcome::Response(200), 10);
         for _ in 0..4 {
-            assert!(!h.failed(&cfg()));
+            assert_eq!(fail(), None);
         }
-        assert!(h.failed(&cfg()));
+        assert_eq!(fail(), Some(Ejection::ConsecutiveGateway));
         let others = [EndpointHealth::default(), EndpointHealth::default()];
         let all = || std::iter::once(&h).chain(others.iter());
         assert_eq!(
@@ -276,7 +378,7 @@ mod tests {
         // Not long enough.
         assert!(!h.stalled(&cfg(), sent, 1_500, 1_400));
         // It answered a moment ago (an earlier request).
-        h.succeeded(1_200);
+        h.answered(1_200);
         assert!(!h.stalled(&cfg(), sent, now, 2_000));
         // ...and nothing for a second since: frozen after all.
         assert!(h.stalled(&cfg(), sent, 2_300, 2_250));
@@ -285,7 +387,7 @@ mod tests {
     #[test]
     fn requests_waiting_on_an_ejected_endpoint_give_up_once_it_is_silent() {
         let h = EndpointHealth::default();
-        h.succeeded(1_500);
+        h.answered(1_500);
         let others = [EndpointHealth::default()];
         assert!(try_eject(&cfg(), &h, std::iter::once(&h).chain(others.iter()), 1_600).is_some());
         // Sent before its last answer, silent for less than a second: wait.

@@ -2,9 +2,11 @@
 //! the data path never sees a string it would have to interpret.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+
+mod policy;
 
 pub use koguma_types::{MtlsMode, PermissionAction, Protocol};
+pub use policy::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundConfig {
@@ -68,6 +70,12 @@ pub struct OutboundConfig {
     pub sni: Option<String>,
     /// Why there are no endpoints, when the mesh's config is the reason.
     pub unavailable: Option<String>,
+    /// What the policies set for this traffic; the config's defaults
+    /// when none applies.
+    pub timeouts: Timeouts,
+    pub resilience: Resilience,
+    pub health_check: Option<HealthCheck>,
+    pub load_balancer: LoadBalancer,
     /// A service VIP: no socket of its own, reached through the transparent
     /// outbound listener by original destination.
     pub transparent: bool,
@@ -154,110 +162,9 @@ pub struct ProxyConfig {
     pub outbound_timeouts: Timeouts,
     /// The timeouts of the inbounds.
     pub inbound_timeouts: Timeouts,
-    /// Retries and outlier detection of the outbounds.
+    /// Retries and outlier detection of the zone proxies, and what an
+    /// outbound has when no policy sets its own.
     pub resilience: Resilience,
-}
-
-/// Envoy's timeouts as Kuma sets them when no MeshTimeout applies
-/// (`pkg/plugins/policies/meshtimeout`: the outbound default policy and
-/// `DefaultInboundTimeout`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timeouts {
-    /// To connect to an upstream.
-    pub connect: Duration,
-    /// A connection with nothing in flight and no bytes moving is closed
-    /// after this long.
-    pub idle: Duration,
-    /// Envoy's route timeout: from the end of the request (its last body
-    /// byte) to the response headers. `None`: off. A long upload is never
-    /// cut by it while the client is still sending.
-    pub request: Option<Duration>,
-    /// A request whose body, response headers or response body do not move
-    /// for this long is ended (408 before the response started, else a
-    /// reset).
-    pub stream_idle: Duration,
-}
-
-impl Timeouts {
-    pub const OUTBOUND: Timeouts = Timeouts {
-        connect: Duration::from_secs(5),
-        idle: Duration::from_secs(3600),
-        request: Some(Duration::from_secs(15)),
-        stream_idle: Duration::from_secs(30 * 60),
-    };
-    pub const INBOUND: Timeouts = Timeouts {
-        connect: Duration::from_secs(10),
-        idle: Duration::from_secs(2 * 3600),
-        request: None,
-        stream_idle: Duration::from_secs(3600),
-    };
-}
-
-/// What keeps one failing endpoint from failing requests: retries on
-/// another endpoint and taking the endpoint out for a while. The defaults
-/// are those of the policies Kuma creates with every mesh
-/// (`mesh-retry-all`, and outlier detection with Envoy's defaults), which
-/// the MeshRetry and MeshCircuitBreaker policies will set per outbound.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Resilience {
-    pub retry: RetryPolicy,
-    pub outlier: OutlierDetection,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Tries of an HTTP request after the first (MeshRetry `http.numRetries`).
-    pub num_retries: u32,
-    /// Connection attempts of a TCP outbound, the first included
-    /// (MeshRetry `tcp.maxConnectAttempt`).
-    pub max_connect_attempts: u32,
-    /// Wait before retry n: `base_interval` × 2ⁿ⁻¹, jittered, at most
-    /// `max_interval` (MeshRetry `backOff`).
-    pub base_interval: Duration,
-    pub max_interval: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            num_retries: 5,
-            max_connect_attempts: 5,
-            base_interval: Duration::from_millis(25),
-            max_interval: Duration::from_millis(250),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutlierDetection {
-    /// Failures in a row (connect failures, resets, timeouts, 502/503/504)
-    /// that take an endpoint out; 0: never.
-    pub consecutive_failures: u32,
-    /// Out for this long times the number of times it was out in a row.
-    pub base_ejection_time: Duration,
-    pub max_ejection_time: Duration,
-    /// At most this share of a service's endpoints is out at once; at
-    /// least one may always be.
-    pub max_ejection_percent: u32,
-    /// An endpoint that answers nothing for this long, with two requests
-    /// or more waiting on it, while the service's other endpoints answer,
-    /// is frozen: it is taken out and its waiting requests go elsewhere
-    /// (when they can be sent again). `None`: never. Envoy has no such
-    /// detector; without it a frozen endpoint holds its share of requests
-    /// until the request timeout.
-    pub stalled_after: Option<Duration>,
-}
-
-impl Default for OutlierDetection {
-    fn default() -> Self {
-        OutlierDetection {
-            consecutive_failures: 5,
-            base_ejection_time: Duration::from_secs(30),
-            max_ejection_time: Duration::from_secs(300),
-            max_ejection_percent: 10,
-            stalled_after: Some(Duration::from_secs(1)),
-        }
-    }
 }
 
 impl Default for ProxyConfig {

@@ -12,8 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use http::uri::Authority;
 
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, HashPolicy, LoadBalancer};
 use crate::outlier::{EndpointHealth, HealthRegistry};
+
+mod balancer;
+
+use balancer::HashTable;
+pub use balancer::{PickKey, fnv};
 
 /// Where requests go, with its URI authority rendered once per config
 /// rather than once per request.
@@ -38,11 +43,22 @@ impl Endpoint {
 /// Longest schedule kept; larger weight sums are scaled down to fit.
 const MAX_SCHEDULE: u64 = 4096;
 
-/// The endpoints of one priority, in weighted round-robin order.
+/// The endpoints of one priority, in weighted round-robin order, and
+/// their consistent-hash table when the balancer hashes.
 struct Group {
     endpoints: Vec<Endpoint>,
     schedule: Vec<u32>,
     cursor: AtomicUsize,
+    table: Option<HashTable>,
+}
+
+/// How a group picks (MeshLoadBalancingStrategy `loadBalancer.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    RoundRobin,
+    Random,
+    LeastRequest(u32),
+    Hash,
 }
 
 /// A service's endpoints by priority (locality): picks come from the
@@ -51,6 +67,11 @@ struct Group {
 pub struct EndpointSet {
     groups: Vec<Group>,
     len: usize,
+    strategy: Strategy,
+    hash_policies: Vec<HashPolicy>,
+    /// Below this share of endpoints in rotation (percent), picks ignore
+    /// health (Envoy's panic mode). `None`: only when none is left.
+    panic_threshold: Option<f64>,
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -58,11 +79,21 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 impl Group {
-    fn new(endpoints: &[&EndpointConfig], start: usize, health: &HealthRegistry) -> Group {
+    fn new(
+        endpoints: &[&EndpointConfig],
+        start: usize,
+        health: &HealthRegistry,
+        lb: &LoadBalancer,
+    ) -> Group {
         let mut weights: Vec<u64> = endpoints
             .iter()
             .map(|e| u64::from(e.weight.max(1)))
             .collect();
+        let ids: Vec<u64> = endpoints
+            .iter()
+            .map(|e| balancer::fnv(e.addr.to_string().as_bytes()))
+            .collect();
+        let table = HashTable::build(lb, &ids, &weights);
         let g = weights.iter().copied().fold(0, gcd).max(1);
         weights.iter_mut().for_each(|w| *w /= g);
         let total: u64 = weights.iter().sum();
@@ -78,6 +109,42 @@ impl Group {
                 .collect(),
             schedule: smooth_wrr(&weights),
             cursor: AtomicUsize::new(start),
+            table,
+        }
+    }
+
+    /// An endpoint `usable` accepts, the way `strategy` picks.
+    fn choose(
+        &self,
+        strategy: Strategy,
+        key: &PickKey,
+        usable: impl Fn(&Endpoint) -> bool,
+    ) -> Option<&Endpoint> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let scan_from = |start: usize| (0..n).map(move |k| &self.endpoints[(start + k) % n]);
+        match (strategy, key.0, &self.table) {
+            (Strategy::Hash, Some(k), Some(table)) => table
+                .walk(k)
+                .map(|i| &self.endpoints[i])
+                .find(|e| usable(e)),
+            (Strategy::RoundRobin, ..) => self.pick(usable),
+            (Strategy::LeastRequest(choices), ..) => {
+                let mut best: Option<&Endpoint> = None;
+                for _ in 0..choices.max(1) {
+                    let e = &self.endpoints[balancer::random() as usize % n];
+                    if usable(e) && best.is_none_or(|b| e.health.in_flight() < b.health.in_flight())
+                    {
+                        best = Some(e);
+                    }
+                }
+                best.or_else(|| scan_from(balancer::random() as usize).find(|e| usable(e)))
+            }
+            // Random, and a hash balancer given no hash (Envoy picks at
+            // random then).
+            _ => scan_from(balancer::random() as usize).find(|e| usable(e)),
         }
     }
 
@@ -101,7 +168,12 @@ impl Group {
 }
 
 impl EndpointSet {
-    pub fn new(endpoints: &[EndpointConfig], health: &HealthRegistry) -> EndpointSet {
+    pub fn new(
+        endpoints: &[EndpointConfig],
+        health: &HealthRegistry,
+        lb: &LoadBalancer,
+        panic_threshold: Option<f64>,
+    ) -> EndpointSet {
         // Start each new set at a different place, so that frequent config
         // updates do not keep sending the first request to the first endpoint.
         let start = std::time::SystemTime::now()
@@ -115,13 +187,44 @@ impl EndpointSet {
             .map(|p| {
                 let members: Vec<&EndpointConfig> =
                     endpoints.iter().filter(|e| e.priority == p).collect();
-                Group::new(&members, start, health)
+                Group::new(&members, start, health, lb)
             })
             .collect();
+        let (strategy, hash_policies) = match lb {
+            LoadBalancer::RoundRobin => (Strategy::RoundRobin, Vec::new()),
+            LoadBalancer::Random => (Strategy::Random, Vec::new()),
+            LoadBalancer::LeastRequest { choice_count } => {
+                (Strategy::LeastRequest(*choice_count), Vec::new())
+            }
+            LoadBalancer::RingHash { hash, .. } | LoadBalancer::Maglev { hash, .. } => {
+                (Strategy::Hash, hash.clone())
+            }
+        };
         EndpointSet {
             groups,
             len: endpoints.len(),
+            strategy,
+            hash_policies,
+            panic_threshold,
         }
+    }
+
+    /// What a request is hashed by, when the balancer hashes.
+    pub fn key_for(
+        &self,
+        headers: &http::HeaderMap,
+        uri: &http::Uri,
+        source: Option<std::net::IpAddr>,
+    ) -> PickKey {
+        if self.hash_policies.is_empty() {
+            return PickKey::default();
+        }
+        balancer::request_key(&self.hash_policies, headers, uri, source)
+    }
+
+    /// Every endpoint, for the interval detectors.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.groups.iter().flat_map(|g| g.endpoints.iter())
     }
 
     pub fn len(&self) -> usize {
@@ -142,14 +245,35 @@ impl EndpointSet {
     /// The endpoint for the next try of a connection or request that has
     /// tried `tried` already: the first priority with an endpoint in
     /// rotation it has not tried. When every untried endpoint is out
-    /// (outlier detection), one of them all the same (Envoy's panic mode):
+    /// (outlier detection, health checks), or fewer than the panic
+    /// threshold are in, one of them all the same (Envoy's panic mode):
     /// a guess beats a certain failure. `None` when all were tried.
     pub fn pick(&self, tried: &[SocketAddr], now: u64) -> Option<&Endpoint> {
+        self.pick_for(&PickKey::default(), tried, now)
+    }
+
+    /// `pick`, for a request with hash `key`.
+    pub fn pick_for(&self, key: &PickKey, tried: &[SocketAddr], now: u64) -> Option<&Endpoint> {
         let untried = |e: &Endpoint| !tried.contains(&e.addr);
+        let panic = self.panic_threshold.is_some_and(|threshold| {
+            let healthy = self
+                .endpoints()
+                .filter(|e| e.health.in_rotation(now))
+                .count();
+            (healthy as f64) * 100.0 < threshold * self.len as f64
+        });
+        if !panic
+            && let Some(e) = self.groups.iter().find_map(|g| {
+                g.choose(self.strategy, key, |e| {
+                    untried(e) && e.health.in_rotation(now)
+                })
+            })
+        {
+            return Some(e);
+        }
         self.groups
             .iter()
-            .find_map(|g| g.pick(|e| untried(e) && !e.health.is_ejected(now)))
-            .or_else(|| self.groups.iter().find_map(|g| g.pick(untried)))
+            .find_map(|g| g.choose(self.strategy, key, untried))
     }
 }
 
@@ -184,7 +308,12 @@ mod tests {
     }
 
     fn set(endpoints: &[EndpointConfig]) -> EndpointSet {
-        EndpointSet::new(endpoints, &HealthRegistry::default())
+        EndpointSet::new(
+            endpoints,
+            &HealthRegistry::default(),
+            &LoadBalancer::RoundRobin,
+            None,
+        )
     }
 
     fn port(set: &EndpointSet, tried: &[SocketAddr]) -> Option<u16> {
@@ -218,7 +347,12 @@ mod tests {
     #[test]
     fn ejected_endpoints_are_passed_over_until_all_are_out() {
         let registry = HealthRegistry::default();
-        let set = EndpointSet::new(&[ep(1, 1), ep(2, 1), ep(3, 1)], &registry);
+        let set = EndpointSet::new(
+            &[ep(1, 1), ep(2, 1), ep(3, 1)],
+            &registry,
+            &LoadBalancer::RoundRobin,
+            None,
+        );
         let cfg = crate::config::OutlierDetection {
             max_ejection_percent: 100,
             ..Default::default()

@@ -1,0 +1,145 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::policy::{RetryConf, TimeoutConf};
+use crate::{Resource, Spec};
+
+fn policy(yaml: &str) -> (String, Spec) {
+    let value: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    let r = Resource::from_value(value).unwrap();
+    r.validate().unwrap();
+    (r.meta.name.clone(), r.spec.clone())
+}
+
+fn tags(service: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut t: BTreeMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    t.insert("kuma.io/service".into(), service.into());
+    t
+}
+
+fn merged_timeout(
+    policies: &[(String, Spec)],
+    caller: &Caller<'_>,
+    to: &str,
+) -> Option<TimeoutConf> {
+    merged(
+        policies
+            .iter()
+            .filter_map(|(n, s)| s.as_policy().map(|p| (n.as_str(), p))),
+        caller,
+        to,
+    )
+}
+
+#[test]
+fn a_service_specific_policy_overrides_the_mesh_default_field_by_field() {
+    let policies = vec![
+        policy(
+            "type: MeshTimeout\nmesh: default\nname: mesh-wide\nspec:\n  targetRef: {kind: Mesh}\n  to:\n  - targetRef: {kind: Mesh}\n    default:\n      connectionTimeout: 2s\n      idleTimeout: 20m\n      http: {requestTimeout: 10s, streamIdleTimeout: 5m}\n",
+        ),
+        policy(
+            "type: MeshTimeout\nmesh: default\nname: backend-only\nspec:\n  targetRef: {kind: Mesh}\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    default:\n      http: {requestTimeout: 1s}\n",
+        ),
+    ];
+    let labels = BTreeMap::new();
+    let web = tags("web", &[]);
+    let caller = Caller {
+        name: "web-1",
+        labels: &labels,
+        inbounds: vec![&web],
+    };
+    let backend = merged_timeout(&policies, &caller, "backend").unwrap();
+    assert_eq!(backend.connection_timeout.as_deref(), Some("2s"));
+    assert_eq!(backend.idle_timeout.as_deref(), Some("20m"));
+    let http = backend.http.unwrap();
+    assert_eq!(http.request_timeout.as_deref(), Some("1s"));
+    // Not in the specific policy: the mesh-wide value stays.
+    assert_eq!(http.stream_idle_timeout.as_deref(), Some("5m"));
+    let other = merged_timeout(&policies, &caller, "other").unwrap();
+    assert_eq!(other.http.unwrap().request_timeout.as_deref(), Some("10s"));
+}
+
+#[test]
+fn order_follows_the_top_level_kind_then_the_name_reversed() {
+    let labels = BTreeMap::new();
+    let web = tags("web", &[("version", "v2")]);
+    let caller = Caller {
+        name: "web-1",
+        labels: &labels,
+        inbounds: vec![&web],
+    };
+    let p = |name: &str, top: &str, value: &str| {
+        policy(&format!(
+            "type: MeshTimeout\nmesh: default\nname: {name}\nspec:\n  targetRef: {top}\n  to:\n  - targetRef: {{kind: Mesh}}\n    default: {{connectionTimeout: {value}}}\n"
+        ))
+    };
+    let connect = |ps: &[(String, Spec)]| {
+        merged_timeout(ps, &caller, "backend").and_then(|c| c.connection_timeout)
+    };
+    // A MeshService top-level beats Mesh, whatever the names.
+    let ps = vec![
+        p("a", "{kind: Mesh}", "1s"),
+        p("z", "{kind: MeshService, name: web}", "2s"),
+    ];
+    assert_eq!(connect(&ps).as_deref(), Some("2s"));
+    // A MeshSubset beats a Dataplane (Kuma's kind order), which beats Mesh.
+    let ps = vec![
+        p("a", "{kind: Mesh}", "1s"),
+        p("b", "{kind: Dataplane, name: web-1}", "2s"),
+        p("c", "{kind: MeshSubset, tags: {version: v2}}", "3s"),
+    ];
+    assert_eq!(connect(&ps).as_deref(), Some("3s"));
+    // Equally specific: the name that sorts first wins.
+    let ps = vec![p("b", "{kind: Mesh}", "1s"), p("a", "{kind: Mesh}", "2s")];
+    assert_eq!(connect(&ps).as_deref(), Some("2s"));
+    // A policy whose top-level targetRef does not select the caller is out.
+    let ps = vec![
+        p("a", "{kind: Mesh}", "1s"),
+        p("b", "{kind: MeshService, name: api}", "2s"),
+        p("c", "{kind: Dataplane, name: web-2}", "3s"),
+    ];
+    assert_eq!(connect(&ps).as_deref(), Some("1s"));
+}
+
+#[test]
+fn lists_are_replaced_not_appended() {
+    let policies = [
+        policy(
+            "type: MeshRetry\nmesh: default\nname: all\nspec:\n  to:\n  - targetRef: {kind: Mesh}\n    default:\n      http: {numRetries: 3, retryOn: [5XX, Reset]}\n",
+        ),
+        policy(
+            "type: MeshRetry\nmesh: default\nname: backend\nspec:\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    default:\n      http: {retryOn: [GatewayError]}\n",
+        ),
+    ];
+    let labels = BTreeMap::new();
+    let caller = Caller {
+        name: "web-1",
+        labels: &labels,
+        inbounds: vec![],
+    };
+    let conf: RetryConf = merged(
+        policies
+            .iter()
+            .filter_map(|(n, s)| s.as_policy().map(|p| (n.as_str(), p))),
+        &caller,
+        "backend",
+    )
+    .unwrap();
+    let http = conf.http.unwrap();
+    assert_eq!(http.num_retries, Some(3));
+    assert_eq!(http.retry_on, Some(vec!["GatewayError".to_string()]));
+}
+
+#[test]
+fn no_applicable_policy_merges_to_nothing() {
+    let labels = BTreeMap::new();
+    let caller = Caller {
+        name: "web-1",
+        labels: &labels,
+        inbounds: vec![],
+    };
+    assert_eq!(merged_timeout(&[], &caller, "backend"), None);
+}
