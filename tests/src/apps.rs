@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,10 @@ type AppBody = http_body_util::Either<
 pub struct Server {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    /// HTTP only: what `GET /health` answers, and the status every other
+    /// request gets when set (0: none, normal answers).
+    pub health: Arc<AtomicU16>,
+    pub fail_with: Arc<AtomicU16>,
     task: JoinHandle<()>,
     /// HTTP only: what `kill` and `freeze` do to the connections it has.
     fate: Option<watch::Sender<Fate>>,
@@ -46,6 +50,16 @@ pub enum Fate {
 impl Server {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// What `GET /health` answers from now on (200 at first).
+    pub fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::Relaxed);
+    }
+
+    /// Every request but `/health` gets `status` (0: normal answers again).
+    pub fn fail_with(&self, status: u16) {
+        self.fail_with.store(status, Ordering::Relaxed);
     }
 
     /// The app dies as a killed process does: its listening socket and
@@ -79,6 +93,9 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 }
 
 /// `GET /...` answers the app's `id`; `GET /slow?ms=N` first waits N ms;
+/// `/flaky` answers 500 to every other request the app gets and its id
+/// (or, for a POST, the body it was sent) to the others; `GET /health`
+/// answers what `set_health` said;
 /// `GET /xfcc` answers the `x-forwarded-client-cert` it received;
 /// `GET /headers` the request headers it received; `POST /upload` the size
 /// of the body it read; `POST /echo` returns the body and trailers it was
@@ -88,23 +105,38 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 pub async fn http(addr: SocketAddr, id: &str) -> Server {
     let listener = bind(addr).await;
     let hits = Arc::new(AtomicU64::new(0));
+    let health = Arc::new(AtomicU16::new(200));
+    let fail_with = Arc::new(AtomicU16::new(0));
     let (fate, fate_rx) = watch::channel(Fate::Serve);
     let (id, counter) = (Arc::<str>::from(id), hits.clone());
+    let state = (health.clone(), fail_with.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (id, counter) = (id.clone(), counter.clone());
+            let (id, counter, state) = (id.clone(), counter.clone(), state.clone());
             let mut conn_fate = fate_rx.clone();
             tokio::spawn(async move {
                 let request_fate = conn_fate.clone();
-                let svc = service_fn(move |req| {
-                    counter.fetch_add(1, Ordering::Relaxed);
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
                     let (id, fate) = (id.clone(), *request_fate.borrow());
+                    let health = state.0.load(Ordering::Relaxed);
+                    let fail = state.1.load(Ordering::Relaxed);
                     async move {
                         if fate != Fate::Serve {
                             std::future::pending::<()>().await;
+                        }
+                        let path = req.uri().path();
+                        if path == "/health" {
+                            return Ok(status(health, &id));
+                        }
+                        if fail != 0 {
+                            return Ok(status(fail, &id));
+                        }
+                        if path == "/flaky" && n % 2 == 0 {
+                            return Ok(status(500, &id));
                         }
                         handle(id, req).await
                     }
@@ -121,9 +153,20 @@ pub async fn http(addr: SocketAddr, id: &str) -> Server {
     Server {
         addr,
         hits,
+        health,
+        fail_with,
         task,
         fate: Some(fate),
     }
+}
+
+/// A response of `code` that names the app.
+fn status(code: u16, id: &str) -> Response<AppBody> {
+    Response::builder()
+        .status(code)
+        .header("x-app-id", id)
+        .body(AppBody::Left(Full::new(Bytes::from(id.to_string()))))
+        .unwrap()
 }
 
 async fn handle(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
@@ -211,6 +254,15 @@ async fn route(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>
             .to_string();
         return Ok(Response::new(AppBody::Left(Full::new(Bytes::from(xfcc)))));
     }
+    if path == "/flaky" && req.method() == http::Method::POST {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        return Ok(Response::new(AppBody::Left(Full::new(body))));
+    }
     if path == "/echo" {
         let collected = match req.into_body().collect().await {
             Ok(c) => c,
@@ -268,6 +320,8 @@ pub async fn tcp_echo(addr: SocketAddr) -> Server {
     Server {
         addr,
         hits,
+        health: Arc::default(),
+        fail_with: Arc::default(),
         task,
         fate: None,
     }
@@ -291,6 +345,8 @@ pub async fn grpc_health(addr: SocketAddr) -> Server {
     Server {
         addr,
         hits: Arc::new(AtomicU64::new(0)),
+        health: Arc::default(),
+        fail_with: Arc::default(),
         task,
         fate: None,
     }

@@ -54,7 +54,22 @@ impl Default for Http1 {
 
 impl Http1 {
     pub async fn get(&self, url: &str) -> Result<Reply, Error> {
-        let req = Request::get(url).body(Full::default())?;
+        self.send(http::Method::GET, url, &[], Bytes::new()).await
+    }
+
+    /// Any request, with extra headers and a body.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, Error> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body))?;
         let resp =
             tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await??;
         read_reply(resp).await
