@@ -84,7 +84,7 @@ fn timeouts(out: &mut fwd::Timeouts, t: &pb::Timeouts) {
     }
 }
 
-fn header_matcher(m: &pb::HeaderMatch) -> Result<fwd::HeaderMatcher, String> {
+pub fn header_matcher(m: &pb::HeaderMatch) -> Result<fwd::HeaderMatcher, String> {
     let name = http::HeaderName::from_bytes(m.name.as_bytes())
         .map_err(|_| format!("{:?} is not a header name", m.name))?;
     let kind = match m.kind.as_str() {

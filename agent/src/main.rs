@@ -7,6 +7,7 @@ mod config_stream;
 mod dns_proxy;
 mod identity;
 mod renewal;
+mod route_config;
 mod run;
 mod state;
 mod template;

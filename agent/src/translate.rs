@@ -73,7 +73,10 @@ fn transparent(tp: &pb::TransparentProxy) -> Result<fwd::TransparentConfig, Stri
     })
 }
 
-fn endpoints(cluster: &pb::Cluster, listener: &str) -> Result<Vec<fwd::EndpointConfig>, String> {
+pub fn endpoints(
+    cluster: &pb::Cluster,
+    listener: &str,
+) -> Result<Vec<fwd::EndpointConfig>, String> {
     cluster
         .endpoints
         .iter()
@@ -179,33 +182,25 @@ pub fn proxy_config(
     if let Some(zp) = &config.zone_proxy {
         out.zone_proxy = Some(zone_proxy(zp, &clusters, keys)?);
     }
+    let resolver = crate::route_config::Clusters {
+        by_name: clusters,
+        timeouts: out.outbound_timeouts,
+        resilience: &out.resilience,
+    };
+    let mut outbounds = Vec::with_capacity(config.outbounds.len());
     for o in &config.outbounds {
-        let cluster = clusters
-            .get(o.cluster.as_str())
-            .ok_or_else(|| format!("{}: cluster {:?} is not in the config", o.name, o.cluster))?;
-        let endpoints = endpoints(cluster, &o.name)?;
-        let policy = crate::cluster_policy::outbound(
-            cluster.policy.as_ref(),
-            out.outbound_timeouts,
-            &out.resilience,
-            &o.cluster,
-        )?;
-        out.outbounds.push(fwd::OutboundConfig {
+        outbounds.push(fwd::OutboundConfig {
             name: o.name.clone(),
             listen: socket(&o.address, o.port, "listen", &o.name)?,
             service: o.service.clone(),
             protocol: protocol(o.protocol, &o.name)?,
-            endpoints,
-            identity: Some(cluster.identity.clone()).filter(|i| !i.is_empty()),
-            sni: Some(cluster.sni.clone()).filter(|s| !s.is_empty()),
-            unavailable: Some(cluster.unavailable.clone()).filter(|s| !s.is_empty()),
-            timeouts: policy.timeouts,
-            resilience: policy.resilience,
-            health_check: policy.health_check,
-            load_balancer: policy.load_balancer,
+            cluster: resolver.resolve(&o.cluster, &o.name)?,
+            http_routes: resolver.http_routes(&o.http_routes, &o.name)?,
+            tcp_backends: resolver.backends(&o.tcp_backends, &o.name)?,
             transparent: o.transparent,
         });
     }
+    out.outbounds = outbounds;
     Ok(out)
 }
 

@@ -13,6 +13,7 @@ mod mesh_backends;
 pub mod policy;
 mod registry;
 mod resource;
+pub mod route;
 mod secret;
 pub mod tags;
 mod target_ref;

@@ -14,6 +14,7 @@ use crate::mesh::MeshSpec;
 use crate::policy::{
     AnyPolicy, CircuitBreakerConf, HealthCheckConf, Policy, RetryConf, TimeoutConf,
 };
+use crate::route::{MeshHttpRoute, MeshTcpRoute};
 use crate::secret::SecretSpec;
 use crate::traffic_permission::MeshTrafficPermission;
 use crate::validation::ValidationError;
@@ -169,6 +170,8 @@ resource_types! {
     MeshRetry(Policy<RetryConf>): "meshretries", Some("mr"), Mesh, GlobalToZones;
     MeshCircuitBreaker(Policy<CircuitBreakerConf>): "meshcircuitbreakers", Some("mcb"), Mesh, GlobalToZones;
     MeshHealthCheck(Policy<HealthCheckConf>): "meshhealthchecks", Some("mhc"), Mesh, GlobalToZones;
+    MeshHTTPRoute(MeshHttpRoute): "meshhttproutes", Some("mhttpr"), Mesh, GlobalToZones;
+    MeshTCPRoute(MeshTcpRoute): "meshtcproutes", Some("mtcpr"), Mesh, GlobalToZones;
 }
 
 impl ResourceType {

@@ -1,22 +1,19 @@
 //! The set of running listeners and its reconciliation against new configs.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::ServerName;
 
-use crate::authz::Permissions;
-use crate::config::{MeshTlsConfig, MtlsMode, ProxyConfig, Timeouts};
+use crate::config::{MeshTlsConfig, MtlsMode, ProxyConfig};
 use crate::drain::DrainWatch;
-use crate::endpoints::{Endpoint, EndpointSet};
 use crate::error::ForwarderError;
-use crate::inbound::InboundMesh;
 use crate::listener::RunningListener;
-use crate::route::{Cluster, Route, SniTarget, Target, Terminate};
+use crate::plan::{Planned, Planner};
+use crate::route::Cluster;
 use crate::socket;
 use crate::stats::Stats;
 use crate::tls::{MeshClientTls, MeshTls};
@@ -42,16 +39,6 @@ struct Inner {
     /// carries the same certificate: rebuilding them would drop the
     /// session caches that let peers resume instead of a full handshake.
     identities: Vec<(MeshTlsConfig, Arc<MeshTls>)>,
-}
-
-/// One listener of a config, before it is bound.
-struct Planned {
-    listen: SocketAddr,
-    direction: Direction,
-    /// Whether it has a socket of its own (else the transparent listeners
-    /// hand it connections).
-    bound: bool,
-    route: Route,
 }
 
 /// A config's listeners and the mTLS client side of its new clusters, all
@@ -185,209 +172,20 @@ impl Forwarder {
     }
 
     fn plan(&self, inner: &Inner, config: &ProxyConfig) -> Result<Plan, ForwarderError> {
-        let mut identities: Vec<(MeshTlsConfig, Arc<MeshTls>)> = Vec::new();
-        // This config's identities: one per certificate, the running
-        // config's own where it carries the same one.
-        let mut identity = |cfg: &MeshTlsConfig| -> Result<Arc<MeshTls>, ForwarderError> {
-            if let Some((_, tls)) = identities.iter().find(|(c, _)| c == cfg) {
-                return Ok(tls.clone());
-            }
-            let tls = match inner.identities.iter().find(|(c, _)| c == cfg) {
-                Some((_, tls)) => tls.clone(),
-                None => Arc::new(MeshTls::new(cfg)?),
-            };
-            identities.push((cfg.clone(), tls.clone()));
-            Ok(tls)
-        };
+        let mut planner = Planner::new(&self.stats, &inner.clusters, &inner.identities);
         let mesh_tls = match &config.mtls {
-            Some(cfg) => Some(identity(cfg)?),
+            Some(cfg) => Some(planner.identity(cfg)?),
             None => None,
         };
         let mut planned: Vec<Planned> = Vec::new();
-        let mut cluster_tls = Vec::new();
-        let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
-        // Clusters are kept across configs by name, and under mTLS by CA,
-        // own certificate and expected identity: pooled connections made
-        // under other settings (or none) are not reused, and after a renewal
-        // new requests go out on new connections with the new certificate
-        // while requests in flight finish on theirs.
-        let mut cluster = |name: &str,
-                           timeouts: &Timeouts,
-                           tls_key: Option<String>,
-                           source: Option<IpAddr>,
-                           sni: Option<ServerName<'static>>|
-         -> Arc<Cluster> {
-            let key = match (tls_key, source) {
-                (Some(k), _) => format!("{name}|{k}|{sni:?}"),
-                (None, Some(ip)) => format!("{name}|from {ip}"),
-                (None, None) => name.to_string(),
-            };
-            let c = inner
-                .clusters
-                .get(&key)
-                .or_else(|| clusters.get(&key))
-                .cloned()
-                .unwrap_or_else(|| {
-                    Arc::new(Cluster::new(
-                        self.stats.cluster(name),
-                        timeouts,
-                        source,
-                        sni,
-                    ))
-                });
-            clusters.insert(key, c.clone());
-            c
-        };
-        let transparent = config.transparent.is_some();
         for inb in &config.inbounds {
-            let cluster_name = format!("localhost:{}", inb.upstream.port());
-            let source = if transparent {
-                socket::passthrough_source(inb.upstream.ip())
-            } else {
-                None
-            };
-            planned.push(Planned {
-                listen: inb.listen,
-                direction: Direction::Inbound,
-                bound: !transparent,
-                route: Route {
-                    unavailable: None,
-                    name: inb.name.clone(),
-                    protocol: inb.protocol,
-                    target: Target::Local(Endpoint::new(inb.upstream, Default::default())),
-                    listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
-                    cluster: cluster(&cluster_name, &config.inbound_timeouts, None, source, None),
-                    timeouts: config.inbound_timeouts,
-                    resilience: config.resilience.clone(),
-                    mesh: mesh_tls.as_ref().map(|tls| InboundMesh {
-                        tls: tls.clone(),
-                        permissions: Permissions::new(inb.permissions.clone()),
-                    }),
-                },
-            });
+            planned.push(planner.inbound(inb, config, mesh_tls.as_ref()));
         }
         for out in &config.outbounds {
-            let tls = match (&mesh_tls, &out.identity) {
-                (Some(tls), Some(identity)) => Some((tls, identity)),
-                _ => None,
-            };
-            let sni = match (&tls, &out.sni) {
-                (Some(_), Some(sni)) => {
-                    Some(
-                        ServerName::try_from(sni.clone()).map_err(|_| ForwarderError::BadSni {
-                            listener: out.name.clone(),
-                            sni: sni.clone(),
-                        })?,
-                    )
-                }
-                _ => None,
-            };
-            let c = cluster(
-                &out.service,
-                &out.timeouts,
-                tls.map(|(t, id)| format!("{:x}|{id}", t.fingerprint)),
-                None,
-                sni,
-            );
-            c.set_limits(&out.resilience.limits);
-            c.health_checks(out.health_check.as_ref(), &out.endpoints);
-            // A cluster with the same key already has this TLS side (and
-            // its session cache); only a new one needs it built.
-            if let Some((t, id)) = tls
-                && c.tls.load().is_none()
-                && !cluster_tls.iter().any(|(k, _)| Arc::ptr_eq(k, &c))
-            {
-                cluster_tls.push((c.clone(), t.client_for(id)?));
-            }
-            c.stats.membership_total.set(out.endpoints.len() as i64);
-            c.retain_pinned(|addr| out.endpoints.iter().any(|e| e.addr == addr));
-            if out.transparent && !transparent {
-                return Err(ForwarderError::NotTransparent {
-                    listener: out.name.clone(),
-                });
-            }
-            planned.push(Planned {
-                listen: out.listen,
-                direction: Direction::Outbound,
-                bound: !out.transparent,
-                route: Route {
-                    unavailable: out.unavailable.as_deref().map(Arc::from),
-                    name: out.name.clone(),
-                    protocol: out.protocol,
-                    target: Target::Balanced(EndpointSet::new(
-                        &out.endpoints,
-                        &c.health,
-                        &out.load_balancer,
-                        out.resilience.outlier.panic_threshold,
-                    )),
-                    listener_stats: self.stats.listener(&out.listen.to_string(), &out.service),
-                    cluster: c,
-                    timeouts: out.timeouts,
-                    resilience: out.resilience.clone(),
-                    mesh: None,
-                },
-            });
+            planned.push(planner.outbound(out, config, mesh_tls.as_ref())?);
         }
         if let Some(zp) = &config.zone_proxy {
-            let mut by_mesh = HashMap::new();
-            for (mesh, cfg) in &zp.mesh_tls {
-                by_mesh.insert(mesh.as_str(), identity(cfg)?);
-            }
-            let mut table = HashMap::new();
-            for r in &zp.routes {
-                let c = cluster(&r.cluster, &config.outbound_timeouts, None, None, None);
-                c.stats.membership_total.set(r.endpoints.len() as i64);
-                let terminate = match &r.terminate {
-                    None => None,
-                    Some(t) => {
-                        let tls = by_mesh.get(t.mesh.as_str()).cloned().ok_or_else(|| {
-                            ForwarderError::NoMeshIdentity {
-                                route: r.sni.clone(),
-                                mesh: t.mesh.clone(),
-                            }
-                        })?;
-                        let upstream_tls = match &t.tls {
-                            Some(u) => Some(crate::tls::upstream::client(u, &t.host)?),
-                            None => None,
-                        };
-                        Some(Terminate {
-                            tls,
-                            permissions: Permissions::new(t.permissions.clone()),
-                            host: t.host.clone(),
-                            port: t.port,
-                            upstream_tls,
-                        })
-                    }
-                };
-                let target = SniTarget {
-                    endpoints: EndpointSet::new(
-                        &r.endpoints,
-                        &c.health,
-                        &crate::config::LoadBalancer::RoundRobin,
-                        None,
-                    ),
-                    cluster: c,
-                    terminate,
-                };
-                table.insert(r.sni.clone(), target);
-            }
-            let name = format!("zone-proxy:{}", zp.listen);
-            planned.push(Planned {
-                listen: zp.listen,
-                direction: Direction::Inbound,
-                bound: true,
-                route: Route {
-                    unavailable: None,
-                    protocol: crate::config::Protocol::Tcp,
-                    target: Target::BySni(table),
-                    listener_stats: self.stats.listener(&zp.listen.to_string(), "zone-proxy"),
-                    cluster: cluster(&name, &config.outbound_timeouts, None, None, None),
-                    timeouts: config.outbound_timeouts,
-                    resilience: config.resilience.clone(),
-                    mesh: None,
-                    name,
-                },
-            });
+            planned.push(planner.zone_proxy(zp, config)?);
         }
         for (i, p) in planned.iter().enumerate() {
             if let Some(first) = planned[..i].iter().find(|q| q.listen == p.listen) {
@@ -400,9 +198,9 @@ impl Forwarder {
         }
         Ok(Plan {
             listeners: planned,
-            cluster_tls,
-            clusters,
-            identities,
+            cluster_tls: planner.cluster_tls,
+            clusters: planner.clusters,
+            identities: planner.identities,
         })
     }
 

@@ -17,7 +17,9 @@ mod http;
 mod inbound;
 mod listener;
 mod outlier;
+mod plan;
 mod route;
+mod routing;
 mod socket;
 pub mod stats;
 mod stream_body;
@@ -27,12 +29,14 @@ mod transparent;
 mod zone_proxy;
 
 pub use config::{
-    ConnectionLimits, EndpointConfig, FailurePercentageDetector, HashPolicy, HashSource,
-    HeaderMatchKind, HeaderMatcher, HealthCheck, HealthCheckKind, InboundConfig, LoadBalancer,
-    MeshTlsConfig, MtlsMode, OutboundConfig, OutlierDetection, PermissionAction, PermissionRule,
-    PrivateKey, Protocol, ProxyConfig, RateLimitedBackOff, ResetFormat, Resilience, RetryOn,
-    RetryPolicy, SniRouteConfig, SuccessRateDetector, TerminateConfig, Timeouts, TransparentConfig,
-    UpstreamTlsConfig, ZoneProxyConfig,
+    BackendConfig, ClusterConfig, ConnectionLimits, EndpointConfig, FailurePercentageDetector,
+    FilterConfig, HashPolicy, HashSource, HeaderMatchKind, HeaderMatcher, HeaderModifierConfig,
+    HealthCheck, HealthCheckKind, HttpRouteConfig, InboundConfig, LoadBalancer, MeshTlsConfig,
+    MtlsMode, OutboundConfig, OutlierDetection, PathMatchConfig, PathRewriteConfig,
+    PermissionAction, PermissionRule, PrivateKey, Protocol, ProxyConfig, QueryMatchConfig,
+    QueryValue, RateLimitedBackOff, RedirectConfig, RequestMatchConfig, ResetFormat, Resilience,
+    RetryOn, RetryPolicy, RewriteConfig, SniRouteConfig, SuccessRateDetector, TerminateConfig,
+    Timeouts, TransparentConfig, UpstreamTlsConfig, ZoneProxyConfig,
 };
 pub use endpoints::EndpointSet;
 pub use error::ForwarderError;

@@ -285,9 +285,24 @@ pub struct Route {
     pub mesh: Option<InboundMesh>,
     /// Why the target has no endpoints, when the CP said.
     pub unavailable: Option<Arc<str>>,
+    /// Outbounds with a MeshHTTPRoute: the rules that send requests
+    /// elsewhere than this route's own cluster.
+    pub http_routes: Option<Arc<crate::routing::HttpRouteTable>>,
+    /// Outbounds with a MeshTCPRoute: the split of connections.
+    pub tcp_backends: Option<Arc<crate::routing::WeightedBackends>>,
 }
 
 impl Route {
+    /// The route a new TCP connection takes: a MeshTCPRoute's pick, else
+    /// this one. `None`: the pick could not be resolved.
+    pub fn tcp_backend(self: &Arc<Route>) -> Result<Arc<Route>, Arc<str>> {
+        match self.tcp_backends.as_ref().and_then(|b| b.pick()) {
+            None => Ok(self.clone()),
+            Some(crate::routing::Backend::Route(r)) => Ok(r.clone()),
+            Some(crate::routing::Backend::Unresolved(why)) => Err(why.clone()),
+        }
+    }
+
     /// Connects to an upstream, moving on to another endpoint when one
     /// refuses, so that one dead endpoint does not fail the connection.
     /// `client`: the downstream's address, for a source-IP hash.

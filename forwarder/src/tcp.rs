@@ -12,6 +12,13 @@ pub async fn proxy<S>(mut downstream: S, route: Arc<Route>, client: Option<std::
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let route = match route.tcp_backend() {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::warn!(reason = %why, "closing downstream: the route's backend is not resolved");
+            return;
+        }
+    };
     let (addr, mut upstream) = match route.connect(client).await {
         Ok(up) => up,
         Err(e) => {

@@ -10,6 +10,7 @@ use koguma_api::{Networking, Protocol};
 use koguma_proto::v1 as pb;
 
 use super::index::{self, MeshContext};
+use super::routes::{self, OutboundRoutes};
 use super::{permissions, transparent};
 use crate::catalog::Catalog;
 
@@ -85,6 +86,8 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 cluster: service.to_string(),
                 service: service.to_string(),
                 transparent: false,
+                http_routes: Vec::new(),
+                tcp_backends: Vec::new(),
             })
             .collect::<Vec<_>>()
     };
@@ -100,9 +103,8 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         outbounds.extend(vip_outbounds);
         dns_records = records;
     }
-    // One cluster per service, however many listeners send to it, with
-    // what the mesh's policies set for this dataplane's traffic to it.
-    let services: BTreeSet<&str> = outbounds.iter().map(|o| o.cluster.as_str()).collect();
+    // The routes of each service sent to, computed once however many
+    // listeners send to it.
     let labels = catalog
         .get(koguma_api::ResourceType::Dataplane, mesh, name)
         .map(|r| r.resource.meta.labels.clone())
@@ -112,15 +114,43 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         labels: &labels,
         inbounds: net.inbound.iter().map(|i| &i.tags).collect(),
     };
-    let clusters = services
+    let protocol_of = |s: &str| ctx.services.get(s).map_or(Protocol::Tcp, |e| e.protocol);
+    let mut routes: BTreeMap<String, OutboundRoutes> = BTreeMap::new();
+    for o in &mut outbounds {
+        let r = routes.entry(o.cluster.clone()).or_insert_with(|| {
+            routes::for_outbound(
+                ctx,
+                &ctx.policies,
+                &caller,
+                &o.cluster,
+                protocol_of(&o.cluster),
+            )
+        });
+        o.http_routes = r.http.clone();
+        o.tcp_backends = r.tcp.clone();
+    }
+    // One cluster per service, however many listeners and routes send to
+    // it, with what the mesh's policies set for this dataplane's traffic.
+    let mut services: BTreeSet<&str> = outbounds.iter().map(|o| o.cluster.as_str()).collect();
+    services.extend(
+        routes
+            .values()
+            .flat_map(|r| r.services.iter().map(String::as_str)),
+    );
+    let mut clusters: Vec<pb::Cluster> = services
         .into_iter()
         .map(|s| {
             let mut c = cluster(ctx, mesh, s, mtls.is_some());
-            let protocol = ctx.services.get(s).map_or(Protocol::Tcp, |e| e.protocol);
-            c.policy = ctx.policies.for_caller(&caller, s, protocol);
+            c.policy = ctx.policies.for_caller(&caller, s, protocol_of(s));
             c
         })
         .collect();
+    for subset in routes.into_values().flat_map(|r| r.subsets) {
+        if !clusters.iter().any(|c| c.name == subset.name) {
+            clusters.push(subset);
+        }
+    }
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
     pb::ProxyConfig {
         mesh: mesh.to_string(),
         name: name.to_string(),

@@ -41,18 +41,38 @@ impl MeshPolicies {
         MeshPolicies { by_type }
     }
 
-    fn merged<C: serde::de::DeserializeOwned>(
+    /// The merged conf of type `rtype` for `caller`'s traffic to `service`.
+    pub fn merged<C: serde::de::DeserializeOwned>(
         &self,
         rtype: ResourceType,
         caller: &Caller<'_>,
         service: &str,
     ) -> Option<C> {
         let list = self.by_type.get(&rtype)?;
-        let policies = list.iter().filter_map(|r| {
+        merge::merged(Self::named(list), caller, service)
+    }
+
+    /// The `to` entries of type `rtype` for that traffic, least specific
+    /// first, unmerged (routes merge their rules by matches).
+    pub fn applicable(
+        &self,
+        rtype: ResourceType,
+        caller: &Caller<'_>,
+        service: &str,
+    ) -> Vec<serde_json::Value> {
+        self.by_type
+            .get(&rtype)
+            .map(|list| merge::applicable(Self::named(list), caller, service))
+            .unwrap_or_default()
+    }
+
+    fn named(
+        list: &[Arc<StoredResource>],
+    ) -> impl Iterator<Item = (&str, &dyn koguma_api::AnyPolicy)> {
+        list.iter().filter_map(|r| {
             let name = r.resource.meta.name.as_str();
             r.resource.spec.as_policy().map(|p| (name, p))
-        });
-        merge::merged(policies, caller, service)
+        })
     }
 
     /// What applies to `caller`'s traffic to `service` (which speaks

@@ -535,5 +535,6 @@ pub fn cluster(mesh: &str, service: &str, mtls: bool, endpoints: Vec<pb::Endpoin
         },
         unavailable: String::new(),
         policy: None,
+        stats_name: String::new(),
     }
 }

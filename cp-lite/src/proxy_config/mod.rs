@@ -16,6 +16,7 @@ mod locality;
 mod permissions;
 mod reachable;
 mod remote;
+mod routes;
 mod transparent;
 mod view;
 mod zone_proxy;

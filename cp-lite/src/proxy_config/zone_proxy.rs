@@ -94,6 +94,7 @@ pub fn compute(
                 sni: String::new(),
                 unavailable: String::new(),
                 policy: None,
+                stats_name: String::new(),
             });
         }
     }

@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 
 mod policy;
+mod route;
 
 pub use koguma_types::{MtlsMode, PermissionAction, Protocol};
 pub use policy::*;
+pub use route::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundConfig {
@@ -63,19 +65,12 @@ pub struct OutboundConfig {
     pub listen: SocketAddr,
     pub service: String,
     pub protocol: Protocol,
-    pub endpoints: Vec<EndpointConfig>,
-    /// With mesh mTLS: the exact URI SAN the upstream must present.
-    pub identity: Option<String>,
-    /// With mesh mTLS: the server name sent, which zone proxies route by.
-    pub sni: Option<String>,
-    /// Why there are no endpoints, when the mesh's config is the reason.
-    pub unavailable: Option<String>,
-    /// What the policies set for this traffic; the config's defaults
-    /// when none applies.
-    pub timeouts: Timeouts,
-    pub resilience: Resilience,
-    pub health_check: Option<HealthCheck>,
-    pub load_balancer: LoadBalancer,
+    /// Where traffic goes unless a route says otherwise.
+    pub cluster: ClusterConfig,
+    /// MeshHTTPRoute: the first rule whose match a request meets decides.
+    pub http_routes: Vec<HttpRouteConfig>,
+    /// MeshTCPRoute: connections split over these instead of `cluster`.
+    pub tcp_backends: Vec<BackendConfig>,
     /// A service VIP: no socket of its own, reached through the transparent
     /// outbound listener by original destination.
     pub transparent: bool,

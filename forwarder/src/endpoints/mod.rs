@@ -18,7 +18,7 @@ use crate::outlier::{EndpointHealth, HealthRegistry};
 mod balancer;
 
 use balancer::HashTable;
-pub use balancer::{PickKey, fnv};
+pub use balancer::{PickKey, fnv, random};
 
 /// Where requests go, with its URI authority rendered once per config
 /// rather than once per request.

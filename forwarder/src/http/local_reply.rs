@@ -26,6 +26,8 @@ pub enum LocalReply {
     MaxStreamDuration,
     /// A MeshCircuitBreaker limit is reached.
     Overflow,
+    /// A route sent the request nowhere: its backend is not resolved.
+    NoRoute(String),
     /// The request body could not be read whole for a retry.
     BodyUnreadable(String),
     /// The request body stopped moving (stream idle timeout).
@@ -47,6 +49,7 @@ impl LocalReply {
                 StatusCode::GATEWAY_TIMEOUT
             }
             LocalReply::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            LocalReply::NoRoute(_) => StatusCode::INTERNAL_SERVER_ERROR,
             LocalReply::StreamIdle => StatusCode::REQUEST_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
             LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -64,6 +67,7 @@ impl LocalReply {
             LocalReply::MaxStreamDuration => "upstream max stream duration reached".into(),
             LocalReply::Overflow => "upstream overflow: circuit breaker limit reached".into(),
             LocalReply::BodyUnreadable(e) => format!("request body: {e}"),
+            LocalReply::NoRoute(why) => format!("no route backend: {why}"),
             LocalReply::StreamIdle => "stream timeout".into(),
             LocalReply::Stalled => {
                 "upstream answered nothing while its peers did: taken out of rotation".into()
