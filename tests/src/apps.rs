@@ -100,8 +100,8 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 /// `GET /headers` the request headers it received; `POST /upload` the size
 /// of the body it read; `POST /echo` returns the body and trailers it was
 /// sent, plus a trailer `x-app-id`. A gRPC health `Check` answers SERVING.
-/// Every response says the authority the request came with
-/// (`x-seen-authority`).
+/// Every response says the authority and the path the request came with
+/// (`x-seen-authority`, `x-seen-path`).
 pub async fn http(addr: SocketAddr, id: &str) -> Server {
     let listener = bind(addr).await;
     let hits = Arc::new(AtomicU64::new(0));
@@ -171,9 +171,17 @@ fn status(code: u16, id: &str) -> Response<AppBody> {
 
 async fn handle(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
     let seen_authority = seen_authority(&req);
+    let seen_path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let mut resp = route(id, req).await?;
     if let Ok(v) = HeaderValue::from_str(&seen_authority) {
         resp.headers_mut().insert("x-seen-authority", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&seen_path) {
+        resp.headers_mut().insert("x-seen-path", v);
     }
     Ok(resp)
 }

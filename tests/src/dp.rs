@@ -20,6 +20,8 @@ pub struct DataplaneYaml {
     pub address: IpAddr,
     inbounds: Vec<(u16, u16, String, String)>,
     outbounds: Vec<(IpAddr, u16, String)>,
+    /// Tags every inbound carries besides service and protocol.
+    tags: Vec<(String, String)>,
 }
 
 impl DataplaneYaml {
@@ -29,7 +31,14 @@ impl DataplaneYaml {
             address,
             inbounds: vec![],
             outbounds: vec![],
+            tags: vec![],
         }
+    }
+
+    /// A tag every inbound carries (`version: v2`).
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        self.tags.push((key.into(), value.into()));
+        self
     }
 
     /// Listens on `address:port`, forwards to the app on `address:service_port`.
@@ -54,6 +63,9 @@ impl DataplaneYaml {
                 y,
                 "  - port: {port}\n    servicePort: {sport}\n    tags:\n      kuma.io/service: {service}\n      kuma.io/protocol: {proto}\n"
             );
+            for (k, v) in &self.tags {
+                let _ = writeln!(y, "      {k}: {v}");
+            }
         }
         if !self.outbounds.is_empty() {
             y.push_str("  outbound:\n");

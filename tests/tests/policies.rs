@@ -335,6 +335,14 @@ async fn bad_policies_are_refused_naming_the_field_and_change_nothing() {
             "type: MeshLoadBalancingStrategy\nmesh: default\nname: bad\nspec:\n  to:\n  - targetRef: {kind: Mesh}\n    default:\n      loadBalancer: {type: LeastRequest, leastRequest: {choiceCount: 1}}\n",
             "spec.to[0].default.loadBalancer.leastRequest.choiceCount",
         ),
+        (
+            "type: MeshHTTPRoute\nmesh: default\nname: bad\nspec:\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    rules:\n    - matches: [{path: {type: PathPrefix, value: api}}]\n      default: {backendRefs: [{kind: MeshService, name: backend}]}\n",
+            "spec.to[0].rules[0].matches[0].path.value",
+        ),
+        (
+            "type: MeshTCPRoute\nmesh: default\nname: bad\nspec:\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    rules:\n    - default: {backendRefs: []}\n",
+            "spec.to[0].rules[0].default.backendRefs",
+        ),
     ] {
         let out = mesh.cp.cli(&["apply", "-f", "-"], Some(yaml)).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
