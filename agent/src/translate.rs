@@ -165,7 +165,15 @@ pub fn proxy_config(
         out.transparent = Some(transparent(tp)?);
     }
     for i in &config.inbounds {
+        let policy = crate::cluster_policy::outbound(
+            i.policy.as_ref(),
+            out.inbound_timeouts,
+            &out.resilience,
+            &i.name,
+        )?;
         out.inbounds.push(fwd::InboundConfig {
+            timeouts: policy.timeouts,
+            limits: policy.resilience.limits,
             name: i.name.clone(),
             listen: socket(&i.address, i.port, "listen", &i.name)?,
             service: i.service.clone(),

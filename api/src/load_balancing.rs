@@ -242,7 +242,14 @@ fn validate_hash_policies(field: &str, list: &[HashPolicyConf], errs: &mut Valid
         };
         match h.kind.as_str() {
             "Header" => need(h.header.as_ref().is_some_and(|n| !n.name.is_empty()), "header", errs),
-            "Cookie" => need(h.cookie.as_ref().is_some_and(|c| !c.name.is_empty()), "cookie", errs),
+            "Cookie" => {
+                need(h.cookie.as_ref().is_some_and(|c| !c.name.is_empty()), "cookie", errs);
+                // Envoy would set the cookie on first contact; Koguma only
+                // hashes a cookie the client sends.
+                if h.cookie.as_ref().is_some_and(|c| c.ttl.is_some() || c.path.is_some()) {
+                    errs.add(format!("{f}.cookie"), format!("ttl and path (generating the cookie) {NOT_YET}"));
+                }
+            }
             "Connection" => need(h.connection.as_ref().is_some_and(|c| c.source_ip.is_some()), "connection", errs),
             "QueryParameter" => need(h.query_parameter.as_ref().is_some_and(|n| !n.name.is_empty()), "queryParameter", errs),
             "SourceIP" => {}

@@ -26,6 +26,11 @@ pub struct TargetRef {
     /// Kubernetes only; Universal has no namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// `Sidecar`, `Gateway`: which kinds of proxy the policy is for. Every
+    /// Koguma dataplane is a sidecar, so a list without `Sidecar` selects
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_types: Option<Vec<String>>,
 }
 
 /// The kinds `ValidateTargetRef` knows.
@@ -119,7 +124,16 @@ impl Selector {
 }
 
 impl TargetRef {
+    /// What it selects; `None` for nothing (an unknown kind, or proxy
+    /// types that leave out sidecars).
     pub fn selector(&self) -> Option<Selector> {
+        if self
+            .proxy_types
+            .as_ref()
+            .is_some_and(|t| !t.iter().any(|p| p == "Sidecar"))
+        {
+            return None;
+        }
         match self.kind.as_str() {
             KIND_MESH => Some(Selector::Mesh),
             KIND_MESH_SUBSET => Some(Selector::Subset(self.tags.clone())),
@@ -159,6 +173,14 @@ impl TargetRef {
         if self.kind.is_empty() {
             errs.add(at("kind"), "must be defined");
             return;
+        }
+        for (i, p) in self.proxy_types.iter().flatten().enumerate() {
+            if p != "Sidecar" && p != "Gateway" {
+                errs.add(
+                    at(&format!("proxyTypes[{i}]")),
+                    format!("unknown proxy type '{p}': use Sidecar or Gateway"),
+                );
+            }
         }
         if !supported.contains(&self.kind.as_str()) {
             errs.add(

@@ -79,9 +79,9 @@ impl<'a> Planner<'a> {
         Ok(tls)
     }
 
-    /// Clusters are kept across configs by name, and under mTLS by CA, own
-    /// certificate and expected identity: pooled connections made under
-    /// other settings (or none) are not reused, and after a renewal new
+    /// Clusters are kept across configs by name, connect and idle timeouts,
+    /// and under mTLS by CA, own certificate and expected identity: pooled
+    /// connections made under other settings (or none) are not reused, and after a renewal new
     /// requests go out on new connections with the new certificate while
     /// requests in flight finish on theirs.
     fn cluster(
@@ -98,6 +98,9 @@ impl<'a> Planner<'a> {
             (None, Some(ip)) => format!("{name}|from {ip}"),
             (None, None) => name.to_string(),
         };
+        // Its connections are made and pooled under these timeouts: a
+        // MeshTimeout that changes them gets a cluster of its own.
+        let key = format!("{key}|{:?}|{:?}", timeouts.connect, timeouts.idle);
         let c = self
             .running_clusters
             .get(&key)
@@ -131,11 +134,14 @@ impl<'a> Planner<'a> {
         let cluster = self.cluster(
             &cluster_name,
             &cluster_name,
-            &config.inbound_timeouts,
+            &inb.timeouts,
             None,
             source,
             None,
         );
+        cluster.set_limits(&inb.limits);
+        let mut resilience = config.resilience.clone();
+        resilience.limits = inb.limits;
         Planned {
             listen: inb.listen,
             direction: Direction::Inbound,
@@ -147,8 +153,8 @@ impl<'a> Planner<'a> {
                 target: Target::Local(Endpoint::new(inb.upstream, Default::default())),
                 listener_stats: self.stats.listener(&inb.listen.to_string(), &cluster_name),
                 cluster,
-                timeouts: config.inbound_timeouts,
-                resilience: config.resilience.clone(),
+                timeouts: inb.timeouts,
+                resilience,
                 mesh: mesh_tls.map(|tls| InboundMesh {
                     tls: tls.clone(),
                     permissions: Permissions::new(inb.permissions.clone()),

@@ -185,11 +185,19 @@ impl Cluster {
 
     /// Lets a request in unless MeshCircuitBreaker's `maxRequests` are in
     /// flight; it counts as in flight while the guard lives.
+    /// With `maxConnections` and `maxPendingRequests` both set, requests
+    /// beyond the open connections are the pending ones (HTTP/1.1 carries
+    /// one request per connection), so at most their sum is in flight.
     pub fn admit_request(&self, limits: &ConnectionLimits) -> Option<InFlightRequest<'_>> {
         let active = &self.stats.rq_active;
-        if limits
-            .max_requests
-            .is_some_and(|max| active.get() >= i64::from(max))
+        let pending_cap = match (limits.max_connections, limits.max_pending_requests) {
+            (Some(c), Some(p)) => Some(c.saturating_add(p)),
+            _ => None,
+        };
+        if [limits.max_requests, pending_cap]
+            .into_iter()
+            .flatten()
+            .any(|max| active.get() >= i64::from(max))
         {
             return None;
         }

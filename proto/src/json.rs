@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::v1::{Cluster, ClusterPolicy, Permissions, ProxyConfig};
+use crate::v1::{Cluster, ClusterPolicy, HttpRouteRule, Permissions, ProxyConfig, WeightedCluster};
 
 fn protocol(p: i32) -> &'static str {
     crate::protocol(p).map_or("tcp", koguma_types::Protocol::as_str)
@@ -22,6 +22,43 @@ fn permissions(p: Option<&Permissions>) -> Value {
             json!({"action": action, "requiredUris": r.required_uris, "policy": r.policy})
         })
         .collect()
+}
+
+fn weighted(w: &WeightedCluster) -> Value {
+    if w.cluster.is_empty() {
+        json!({"weight": w.weight, "unresolved": w.unresolved})
+    } else {
+        json!({"cluster": w.cluster, "weight": w.weight})
+    }
+}
+
+/// One route rule: its match and where it sends (filters by kind).
+fn http_route(r: &HttpRouteRule) -> Value {
+    let m = r.r#match.clone().unwrap_or_default();
+    let headers: Vec<Value> = m
+        .headers
+        .iter()
+        .map(|h| json!({"type": h.kind, "name": h.name, "value": h.value}))
+        .collect();
+    let query: Vec<Value> = m
+        .query
+        .iter()
+        .map(|q| json!({"type": q.kind, "name": q.name, "value": q.value}))
+        .collect();
+    let filters: Vec<&str> = r
+        .filters
+        .iter()
+        .filter_map(|f| f.filter.as_ref())
+        .map(|f| match f {
+            crate::v1::route_filter::Filter::RequestHeaders(_) => "RequestHeaderModifier",
+            crate::v1::route_filter::Filter::ResponseHeaders(_) => "ResponseHeaderModifier",
+            crate::v1::route_filter::Filter::Redirect(_) => "RequestRedirect",
+            crate::v1::route_filter::Filter::Rewrite(_) => "URLRewrite",
+            crate::v1::route_filter::Filter::Mirror(_) => "RequestMirror",
+        })
+        .collect();
+    json!({"match": {"path": {"type": m.path_kind, "value": m.path}, "method": m.method, "headers": headers, "queryParams": query},
+           "filters": filters, "backends": r.backends.iter().map(weighted).collect::<Vec<_>>()})
 }
 
 /// What the policies set for one cluster, field names as on the wire.
@@ -83,6 +120,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
                 "service": i.service,
                 "tags": i.tags,
                 "permissions": permissions(i.permissions.as_ref()),
+                "policy": i.policy.as_ref().map(cluster_policy),
             })
         })
         .collect();
@@ -113,6 +151,8 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
                 "endpoints": cluster.map(|c| endpoints(c)).unwrap_or_default(),
                 "identity": cluster.map(|c| c.identity.as_str()).filter(|i| !i.is_empty()),
                 "transparent": o.transparent,
+                "httpRoutes": o.http_routes.iter().map(http_route).collect::<Vec<_>>(),
+                "tcpBackends": o.tcp_backends.iter().map(weighted).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -353,3 +353,52 @@ async fn bad_policies_are_refused_naming_the_field_and_change_nothing() {
     assert_eq!(status, 200);
     assert_eq!(list["total"], 0, "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_mesh_timeout_limits_how_long_the_backends_sidecar_waits() {
+    let mesh = WebToBackend::start(1).await;
+    mesh.cp
+        .apply("type: MeshTimeout\nmesh: default\nname: backend-inbound\nspec:\n  targetRef: {kind: MeshService, name: backend}\n  rules:\n  - default:\n      http: {requestTimeout: 1s}\n")
+        .await;
+    let backend = &mesh.backends[0].dp;
+    eventually(
+        "backend's inbound to carry the timeout",
+        Duration::from_secs(10),
+        || async {
+            let dump = backend.config_dump().await;
+            dump["config"]["inbounds"][0]["policy"]
+                .to_string()
+                .contains("\"requestMs\":1000")
+                .then_some(())
+        },
+    )
+    .await;
+    // web's own request timeout is still Kuma's 15 s: the 504 comes from
+    // backend's sidecar, after its 1 s. A POST: not retried by default.
+    let http = client::Http1::default();
+    let started = Instant::now();
+    let r = http
+        .send(
+            http::Method::POST,
+            &mesh.url("/slow?ms=3000"),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .expect("slow post");
+    let took = started.elapsed();
+    println!(
+        "a 3 s request under backend's 1 s inbound MeshTimeout: {} after {took:?}",
+        r.status
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    // web's outbound was not touched.
+    let web = mesh.web.config_dump().await;
+    let backend_cluster = web["config"]["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "backend"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(backend_cluster["policy"].is_null(), "{backend_cluster}");
+}

@@ -113,6 +113,8 @@ fn positive(field: String, value: Option<u32>, errs: &mut ValidationError) {
 }
 
 impl PolicyConf for CircuitBreakerConf {
+    const INBOUND: bool = true;
+
     fn validate(&self, field: &str, errs: &mut ValidationError) {
         if self.connection_limits.is_none() && self.outlier_detection.is_none() {
             errs.add(

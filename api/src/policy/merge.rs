@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::AnyPolicy;
-use crate::target_ref::{Selector, TargetRef};
+use crate::target_ref::{InboundSubject, Selector, TargetRef};
 
 /// The proxy whose outbound traffic a policy may configure.
 pub struct Caller<'a> {
@@ -91,6 +91,36 @@ pub fn applicable<'a>(
     // of one policy keep their order.
     found.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)).then(a.2.cmp(&b.2)));
     found.into_iter().map(|(.., conf)| conf).collect()
+}
+
+/// The merged inbound conf (`from`, `rules`) of type `C` for the inbound
+/// `subject`: the policies whose top-level targetRef selects it, in Kuma's
+/// order; `None` when none does.
+pub fn merged_inbound<'a, C: serde::de::DeserializeOwned>(
+    policies: impl IntoIterator<Item = (&'a str, &'a dyn AnyPolicy)>,
+    subject: &InboundSubject<'_>,
+) -> Option<C> {
+    let mut found: Vec<(u8, &str, Vec<Value>)> = Vec::new();
+    for (name, policy) in policies {
+        let items = policy.inbound_items();
+        if items.is_empty() {
+            continue;
+        }
+        let selected = match policy.target_ref() {
+            None => true,
+            Some(t) => t.selector().is_some_and(|s| s.selects(subject)),
+        };
+        if selected {
+            found.push((top_rank(policy.target_ref()), name, items));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)));
+    let mut confs = found.into_iter().flat_map(|(.., items)| items);
+    let mut acc = confs.next()?;
+    for conf in confs {
+        merge_patch(&mut acc, conf);
+    }
+    serde_json::from_value(acc).ok()
 }
 
 /// RFC 7396: `patch` merged into `base`. Nulls in a patch are skipped

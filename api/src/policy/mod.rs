@@ -48,6 +48,23 @@ pub struct PolicySpec<C> {
     pub target_ref: Option<TargetRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<PolicyItem<C>>,
+    /// Inbound traffic (types that configure it), by caller kind: only
+    /// `Mesh`, every caller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<PolicyItem<C>>,
+    /// Inbound traffic, Kuma 2.12's form: a `default` for every caller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleItem<C>>,
+}
+
+/// One `rules` entry. Matching callers by SPIFFE ID or SNI is refused:
+/// the settings these types carry apply to every caller of an inbound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, bound = "C: PolicyConf")]
+pub struct RuleItem<C> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<serde_json::Value>,
+    pub default: C,
 }
 
 /// One `to` entry: the destination it is about and what it sets there.
@@ -62,6 +79,9 @@ pub struct PolicyItem<C> {
 pub trait PolicyConf:
     Serialize + DeserializeOwned + Default + Clone + PartialEq + Debug + Send + Sync + 'static
 {
+    /// Whether the type configures inbound traffic too (`from`, `rules`).
+    const INBOUND: bool = false;
+
     /// Checks one `default`; `field` is its path (`spec.to[0].default`).
     fn validate(&self, field: &str, errs: &mut ValidationError);
 }
@@ -84,17 +104,56 @@ const TO_KINDS: &[&str] = &[KIND_MESH, KIND_MESH_SERVICE];
 impl<C: PolicyConf> SpecType for Policy<C> {
     fn validate(&self, errs: &mut ValidationError) {
         let spec = &self.spec;
+        let inbound = !spec.from.is_empty() || !spec.rules.is_empty();
         if let Some(t) = &spec.target_ref {
-            t.validate("spec.targetRef", TOP_KINDS, false, errs);
+            t.validate("spec.targetRef", TOP_KINDS, inbound, errs);
         }
-        if spec.to.is_empty() {
-            errs.add("spec.to", "needs at least one item");
+        if inbound && !C::INBOUND {
+            let field = if spec.rules.is_empty() {
+                "spec.from"
+            } else {
+                "spec.rules"
+            };
+            errs.add(
+                field,
+                "must not be defined: this policy configures outbound traffic (to) only",
+            );
+        }
+        if spec.to.is_empty() && !inbound {
+            let what = if C::INBOUND {
+                "at least one of 'from', 'to' or 'rules' has to be defined"
+            } else {
+                "needs at least one item"
+            };
+            errs.add(if C::INBOUND { "spec" } else { "spec.to" }, what);
+        }
+        if !spec.rules.is_empty() && (!spec.to.is_empty() || !spec.from.is_empty()) {
+            errs.add(
+                "spec",
+                "fields 'to' and 'from' must be empty when 'rules' is defined",
+            );
         }
         for (i, item) in spec.to.iter().enumerate() {
             let field = format!("spec.to[{i}]");
             item.target_ref
                 .validate(&format!("{field}.targetRef"), TO_KINDS, false, errs);
             item.default.validate(&format!("{field}.default"), errs);
+        }
+        for (i, item) in spec.from.iter().enumerate() {
+            let field = format!("spec.from[{i}]");
+            item.target_ref
+                .validate(&format!("{field}.targetRef"), &[KIND_MESH], false, errs);
+            item.default.validate(&format!("{field}.default"), errs);
+        }
+        for (i, rule) in spec.rules.iter().enumerate() {
+            let field = format!("spec.rules[{i}]");
+            if rule.matches.as_ref().is_some_and(|m| !m.is_null()) {
+                errs.add(
+                    format!("{field}.matches"),
+                    "is not supported by this version of koguma: a rule here applies to every caller",
+                );
+            }
+            rule.default.validate(&format!("{field}.default"), errs);
         }
     }
 
@@ -110,6 +169,12 @@ pub trait AnyPolicy: Send + Sync {
     /// Each `to` entry's destination and its `default` as JSON, the form
     /// Kuma merges (RFC 7396 merge patches).
     fn to_items(&self) -> Vec<(&TargetRef, serde_json::Value)>;
+
+    /// The `default`s of its `from` or `rules` entries, in order: what it
+    /// sets on the inbounds it selects.
+    fn inbound_items(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 impl<C: PolicyConf> AnyPolicy for Policy<C> {
@@ -125,6 +190,14 @@ impl<C: PolicyConf> AnyPolicy for Policy<C> {
                 let value = serde_json::to_value(&i.default).unwrap_or_default();
                 (&i.target_ref, value)
             })
+            .collect()
+    }
+
+    fn inbound_items(&self) -> Vec<serde_json::Value> {
+        let from = self.spec.from.iter().map(|i| &i.default);
+        let rules = self.spec.rules.iter().map(|r| &r.default);
+        from.chain(rules)
+            .map(|d| serde_json::to_value(d).unwrap_or_default())
             .collect()
     }
 }

@@ -33,6 +33,8 @@ pub struct HttpTimeouts {
 }
 
 impl PolicyConf for TimeoutConf {
+    const INBOUND: bool = true;
+
     fn validate(&self, field: &str, errs: &mut ValidationError) {
         if self.connection_timeout.is_none() && self.idle_timeout.is_none() && self.http.is_none() {
             errs.add(field, "at least one timeout should be configured");

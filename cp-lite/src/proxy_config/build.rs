@@ -50,10 +50,21 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         peer_uri_prefix: format!("spiffe://{mesh}/"),
         ..Default::default()
     });
+    let labels = catalog
+        .get(koguma_api::ResourceType::Dataplane, mesh, name)
+        .map(|r| r.resource.meta.labels.clone())
+        .unwrap_or_default();
     let inbounds = net
         .inbound
         .iter()
         .map(|i| {
+            let subject = koguma_api::InboundSubject {
+                tags: &i.tags,
+                dataplane: name,
+                labels: &labels,
+                inbound_name: i.name.as_deref(),
+                port: i.port,
+            };
             let address = i.listen_address(net).to_string();
             let (service_address, service_port) = i.service_target(net);
             pb::InboundListener {
@@ -68,6 +79,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 permissions: mtls
                     .as_ref()
                     .map(|_| inbound_permissions(ctx, catalog, mesh, name, i)),
+                policy: ctx.policies.for_inbound(&subject),
             }
         })
         .collect();
@@ -105,10 +117,6 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
     }
     // The routes of each service sent to, computed once however many
     // listeners send to it.
-    let labels = catalog
-        .get(koguma_api::ResourceType::Dataplane, mesh, name)
-        .map(|r| r.resource.meta.labels.clone())
-        .unwrap_or_default();
     let caller = Caller {
         name,
         labels: &labels,

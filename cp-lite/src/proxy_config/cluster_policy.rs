@@ -13,7 +13,7 @@ use koguma_api::policy::merge::{self, Caller};
 use koguma_api::policy::{
     CircuitBreakerConf, HealthCheckConf, RetryConf, TimeoutConf, decimal, duration,
 };
-use koguma_api::{HashPolicyConf, LoadBalancingConf, Protocol, ResourceType};
+use koguma_api::{HashPolicyConf, InboundSubject, LoadBalancingConf, Protocol, ResourceType};
 use koguma_proto::v1 as pb;
 
 use crate::catalog::Catalog;
@@ -72,6 +72,28 @@ impl MeshPolicies {
         list.iter().filter_map(|r| {
             let name = r.resource.meta.name.as_str();
             r.resource.spec.as_policy().map(|p| (name, p))
+        })
+    }
+
+    /// What MeshTimeout and MeshCircuitBreaker `from`/`rules` set for the
+    /// inbound `subject`; `None` when none selects it.
+    pub fn for_inbound(&self, subject: &InboundSubject<'_>) -> Option<pb::ClusterPolicy> {
+        let merged = |rtype| {
+            self.by_type
+                .get(&rtype)
+                .map(|list| Self::named(list))
+                .map(|list| (list, subject))
+        };
+        let timeouts = merged(ResourceType::MeshTimeout)
+            .and_then(|(l, s)| merge::merged_inbound::<TimeoutConf>(l, s))
+            .map(|c| timeouts(&c));
+        let circuit_breaker = merged(ResourceType::MeshCircuitBreaker)
+            .and_then(|(l, s)| merge::merged_inbound::<CircuitBreakerConf>(l, s))
+            .map(|c| circuit_breaker(&c));
+        (timeouts.is_some() || circuit_breaker.is_some()).then(|| pb::ClusterPolicy {
+            timeouts,
+            circuit_breaker,
+            ..Default::default()
         })
     }
 

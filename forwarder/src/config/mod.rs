@@ -19,6 +19,10 @@ pub struct InboundConfig {
     pub protocol: Protocol,
     /// Who may call; enforced when mesh mTLS is on.
     pub permissions: Vec<PermissionRule>,
+    /// MeshTimeout `from`/`rules`; else Kuma's inbound defaults.
+    pub timeouts: Timeouts,
+    /// MeshCircuitBreaker `from`/`rules` connection limits.
+    pub limits: ConnectionLimits,
 }
 
 #[derive(Debug, Clone, PartialEq)]

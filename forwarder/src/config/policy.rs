@@ -305,7 +305,9 @@ pub struct FailurePercentageDetector {
     pub threshold: u32,
 }
 
-/// MeshCircuitBreaker `connectionLimits`; `None`: no limit.
+/// MeshCircuitBreaker `connectionLimits`; `None`: no limit. Requests in
+/// flight are bounded by `max_requests` and, with both set, by
+/// `max_connections + max_pending_requests`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ConnectionLimits {
     pub max_connections: Option<u32>,

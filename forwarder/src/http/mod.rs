@@ -267,8 +267,6 @@ pub(super) async fn upstream(
             parts.clone()
         };
         let Some(head) = head else { break };
-        let method = head.method.clone();
-        let request_headers = (!last_try).then(|| head.headers.clone());
         let mut req = headers::to_upstream(
             Request::from_parts(head, upstream_body),
             &endpoint.authority,
@@ -309,9 +307,12 @@ pub(super) async fn upstream(
                 .cluster
                 .record(endpoint, set, &policy.outlier, outcome);
         }
-        let again = request_headers
-            .as_ref()
-            .is_some_and(|h| retry::retriable(&policy.retry, &method, h, &result));
+        // Before the last try `parts` still holds the request's head: what
+        // decides whether this outcome is retried, with no copy of it.
+        let again = !last_try
+            && parts
+                .as_ref()
+                .is_some_and(|p| retry::retriable(&policy.retry, &p.method, &p.headers, &result));
         if !again {
             if attempt > 0 && result.as_ref().is_ok_and(|r| !r.status().is_server_error()) {
                 stats.rq_retry_success.inc();

@@ -157,13 +157,20 @@ impl EndpointHealth {
         if !cfg.enabled {
             return None;
         }
-        self.window_total.fetch_add(1, Relaxed);
+        // Counted only for the interval detectors: a write per request
+        // costs a cache line that every worker shares.
+        let windowed = cfg.success_rate.is_some() || cfg.failure_percentage.is_some();
+        if windowed {
+            self.window_total.fetch_add(1, Relaxed);
+        }
         if status < 500 {
             reset(&self.consecutive_5xx);
             reset(&self.consecutive_gateway);
             return None;
         }
-        self.window_failed.fetch_add(1, Relaxed);
+        if windowed {
+            self.window_failed.fetch_add(1, Relaxed);
+        }
         let five = bump(&self.consecutive_5xx, cfg.consecutive_5xx);
         let gateway = if (502..=504).contains(&status) {
             bump(&self.consecutive_gateway, cfg.consecutive_gateway)

@@ -143,3 +143,48 @@ fn no_applicable_policy_merges_to_nothing() {
     };
     assert_eq!(merged_timeout(&[], &caller, "backend"), None);
 }
+
+#[test]
+fn inbound_defaults_merge_for_the_inbounds_a_policy_selects() {
+    let policies = [
+        policy(
+            "type: MeshTimeout\nmesh: default\nname: all-inbounds\nspec:\n  targetRef: {kind: Mesh}\n  from:\n  - targetRef: {kind: Mesh}\n    default: {idleTimeout: 1h, http: {requestTimeout: 20s}}\n",
+        ),
+        policy(
+            "type: MeshTimeout\nmesh: default\nname: backend-inbound\nspec:\n  targetRef: {kind: MeshService, name: backend}\n  rules:\n  - default: {http: {requestTimeout: 2s}}\n",
+        ),
+    ];
+    let labels = BTreeMap::new();
+    let subject = |tags: &'static BTreeMap<String, String>| crate::InboundSubject {
+        tags,
+        dataplane: "dp-1",
+        labels: &labels,
+        inbound_name: None,
+        port: 8080,
+    };
+    let backend: &'static BTreeMap<String, String> = Box::leak(Box::new(tags("backend", &[])));
+    let web: &'static BTreeMap<String, String> = Box::leak(Box::new(tags("web", &[])));
+    let named = || {
+        policies
+            .iter()
+            .filter_map(|(n, s)| s.as_policy().map(|p| (n.as_str(), p)))
+    };
+    let b: TimeoutConf = merged_inbound(named(), &subject(backend)).unwrap();
+    assert_eq!(b.idle_timeout.as_deref(), Some("1h"));
+    assert_eq!(b.http.unwrap().request_timeout.as_deref(), Some("2s"));
+    let w: TimeoutConf = merged_inbound(named(), &subject(web)).unwrap();
+    assert_eq!(w.http.unwrap().request_timeout.as_deref(), Some("20s"));
+}
+
+#[test]
+fn inbound_sections_are_refused_by_outbound_only_types() {
+    let e = crate::validation::errors_of(
+        "type: MeshRetry\nmesh: default\nname: r\nspec:\n  from:\n  - targetRef: {kind: Mesh}\n    default: {http: {numRetries: 1}}\n",
+    );
+    assert!(e.contains("spec.from: must not be defined"), "{e}");
+    let e = crate::validation::errors_of(
+        "type: MeshTimeout\nmesh: default\nname: t\nspec:\n  rules:\n  - matches: [{spiffeID: {type: Exact, value: 'spiffe://default/web'}}]\n    default: {idleTimeout: 1s}\n  to:\n  - targetRef: {kind: Mesh}\n    default: {idleTimeout: 1s}\n",
+    );
+    assert!(e.contains("spec.rules[0].matches"), "{e}");
+    assert!(e.contains("'to' and 'from' must be empty"), "{e}");
+}
