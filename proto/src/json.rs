@@ -94,7 +94,15 @@ fn cluster_policy(p: &ClusterPolicy) -> Value {
                "healthyThreshold": h.healthy_threshold, "check": kind})
     });
     let lb = p.load_balancer.as_ref().map(|l| {
-        let policy = crate::v1::LbPolicy::try_from(l.policy).map_or("unknown", |p| p.as_str_name());
+        // Kuma's names for the load balancer types.
+        let policy = match crate::v1::LbPolicy::try_from(l.policy) {
+            Ok(crate::v1::LbPolicy::RoundRobin) => "RoundRobin",
+            Ok(crate::v1::LbPolicy::LeastRequest) => "LeastRequest",
+            Ok(crate::v1::LbPolicy::Random) => "Random",
+            Ok(crate::v1::LbPolicy::RingHash) => "RingHash",
+            Ok(crate::v1::LbPolicy::Maglev) => "Maglev",
+            Err(_) => "unknown",
+        };
         let hashes: Vec<Value> = l
             .hash_policies
             .iter()

@@ -168,7 +168,7 @@ async fn ring_hash_keeps_a_header_value_on_one_instance() {
     apply_policy(
         &mesh,
         "type: MeshLoadBalancingStrategy\nmesh: default\nname: by-user\nspec:\n  targetRef: {kind: Mesh}\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    default:\n      loadBalancer:\n        type: RingHash\n        ringHash:\n          hashPolicies:\n          - type: Header\n            header: {name: x-user}\n",
-        "LB_POLICY_RING_HASH",
+        "\"type\":\"RingHash\"",
     )
     .await;
     let mut owners = BTreeMap::new();
