@@ -78,6 +78,19 @@ def cell(runs, key, sub, digits):
     return f"{fmt(v, digits)} <sub>({fmt(lo, digits)}–{fmt(hi, digits)})</sub>"
 
 
+def policy_cost(results):
+    """What the policies cost each proxy: its requests/s with them against
+    its plain HTTP pair's (scenario 2) in the same run."""
+    out = []
+    for target, label in (("koguma", "Koguma"), ("envoy", "Envoy")):
+        with_p = value(results.get(target, {}).get("http-routes", []), "rps", None)
+        plain = value(results.get(target, {}).get("http", []), "rps", None)
+        if with_p and plain:
+            out.append(f"- {label} with these policies: {100 * with_p / plain:.1f} % of its plain HTTP pair's requests/s"
+                       f" ({fmt(with_p)} vs {fmt(plain)}).")
+    return (out + [""]) if out else []
+
+
 def write(results, scenarios, args, command, out_dir: Path, versions):
     from measure import CLIENTS
     from procs import PIN
@@ -124,6 +137,8 @@ def write(results, scenarios, args, command, out_dir: Path, versions):
             lines.append(f"| {label} | {cells['direct']} | {cells['koguma']} | {cells['envoy']} "
                          f"| {ratio(vals['koguma'], vals['envoy'])} | {ratio(vals['koguma'], vals['direct'])} | {ratio(vals['envoy'], vals['direct'])} |")
         lines.append("")
+        if sc.get("policies"):
+            lines += policy_cost(results)
     lines += ["## Latency distribution", "", "![latency percentiles per scenario](latency.svg)", ""]
     notes = Path(__file__).resolve().parent / "NOTES.md"
     if notes.exists():

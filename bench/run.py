@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = {
     "tcp": {"name": "tcp", "title": "1. TCP through a sidecar pair", "protocol": "tcp", "path": "/", "kind": "rq"},
     "http": {"name": "http", "title": "2. HTTP/1.1 through a sidecar pair", "protocol": "http", "path": "/", "kind": "rq"},
+    "http-routes": {"name": "http-routes", "title": "2c. HTTP/1.1 with a MeshHTTPRoute of 20 rules, a MeshRetry and a MeshTimeout"
+                    " in force (Envoy: the same route table, retry policy and timeouts)", "protocol": "http", "path": "/",
+                    "kind": "rq", "policies": True},
     "http-64k": {"name": "http-64k", "title": "2b. HTTP/1.1, 64 KiB responses", "protocol": "http", "path": "/64k", "kind": "rq"},
     "mtls-http": {"name": "mtls-http", "title": "3. HTTP/1.1 through a sidecar pair, mesh mTLS", "protocol": "http",
                   "path": "/", "kind": "rq", "mtls": True},
@@ -62,10 +65,10 @@ def parse_args():
     cpus = len(os.sched_getaffinity(0))
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=cpus >= 2,
                    help="client on CPU 0, proxies and applications on the others (default: on with 2 or more CPUs)")
-    p.add_argument("--smoke", action="store_true", help="very short runs of the http and mtls-grpc scenarios (for the test suite)")
+    p.add_argument("--smoke", action="store_true", help="very short runs of the http, http-routes and mtls-grpc scenarios (for the test suite)")
     args = p.parse_args()
     if args.smoke:
-        args.reps, args.duration, args.rate, args.scenarios, args.bulk_mib = 1, 1, 200, "http,mtls-grpc", 1
+        args.reps, args.duration, args.rate, args.scenarios, args.bulk_mib = 1, 1, 200, "http,http-routes,mtls-grpc", 1
     if args.pin:
         procs.pin(cpus)
     return args
@@ -119,9 +122,11 @@ def main():
                             target = (KogumaCrossZone(sc["protocol"], run_dir, bins) if kind == "koguma"
                                       else EnvoyCrossZone(sc["protocol"], run_dir, args.envoy, certs))
                         elif kind == "koguma":
-                            target = KogumaPair(sc["protocol"], run_dir, bins, mtls=sc.get("mtls", False))
+                            target = KogumaPair(sc["protocol"], run_dir, bins, mtls=sc.get("mtls", False),
+                                                policies=sc.get("policies", False))
                         else:
-                            target = EnvoyPair(sc["protocol"], run_dir, args.envoy, certs if sc.get("mtls") else None)
+                            target = EnvoyPair(sc["protocol"], run_dir, args.envoy, certs if sc.get("mtls") else None,
+                                               policies=sc.get("policies", False))
                         try:
                             r = measure.run(target, sc, args, bins / "koguma-loadgen", run_dir)
                         finally:

@@ -101,15 +101,47 @@ def _dataplane(name, address, inbound, outbound, protocol):
     return json.dumps(dp)
 
 
+# The routing load of the `http-routes` scenario: rules a request to "/"
+# is checked against (and misses) before the catch-all that takes it.
+ROUTE_RULES = 20
+
+
+def policies_yaml():
+    """A MeshHTTPRoute of ROUTE_RULES rules (each but the last a path prefix
+    and a header the benchmark's requests do not carry), a MeshRetry and a
+    MeshTimeout, all on the `app` service."""
+    rules = "".join(
+        f"    - matches: [{{path: {{type: PathPrefix, value: /r{i}}}, headers: [{{type: Exact, name: x-route, value: r{i}}}]}}]\n"
+        f"      default: {{backendRefs: [{{kind: MeshService, name: app}}]}}\n"
+        for i in range(ROUTE_RULES - 1))
+    rules += "    - matches: [{path: {type: PathPrefix, value: /}}]\n      default: {backendRefs: [{kind: MeshService, name: app}]}\n"
+    to = "  to:\n  - targetRef: {kind: MeshService, name: app}\n"
+    return (f"type: MeshHTTPRoute\nmesh: default\nname: bench-routes\nspec:\n  targetRef: {{kind: Mesh}}\n{to}    rules:\n{rules}"
+            f"---\ntype: MeshRetry\nmesh: default\nname: bench-retry\nspec:\n  targetRef: {{kind: Mesh}}\n{to}"
+            f"    default:\n      http: {{numRetries: 2, retryOn: [5XX, Reset]}}\n"
+            f"---\ntype: MeshTimeout\nmesh: default\nname: bench-timeout\nspec:\n  targetRef: {{kind: Mesh}}\n{to}"
+            f"    default:\n      http: {{requestTimeout: 10s, streamIdleTimeout: 5m}}\n")
+
+
+def envoy_routes(cluster):
+    """The same routes, retry and timeout as an Envoy route table."""
+    action = {"cluster": cluster, "timeout": "10s", "idle_timeout": "300s",
+              "retry_policy": {"retry_on": "5xx,reset", "num_retries": 2}}
+    routes = [{"match": {"prefix": f"/r{i}", "headers": [{"name": "x-route", "string_match": {"exact": f"r{i}"}}]},
+               "route": action} for i in range(ROUTE_RULES - 1)]
+    return routes + [{"match": {"prefix": "/"}, "route": action}]
+
+
 class KogumaPair:
     """koguma-cp plus two koguma-dp, as users run them: configured over the
     stream; with `mtls`, the mesh has a builtin CA and an allow-all
-    MeshTrafficPermission."""
+    MeshTrafficPermission; with `policies`, `policies_yaml()` is in force."""
 
     name = "koguma"
 
-    def __init__(self, protocol, work: Path, bins: Path, mtls=False):
+    def __init__(self, protocol, work: Path, bins: Path, mtls=False, policies=False):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
+        self.policies = policies
         cp_dir = work / "koguma-cp"
         self.cp = Proc("koguma-cp", [str(bins / "koguma-cp"), "run", "--store", "memory", "--data-dir", str(cp_dir),
                                      "--api-address", "127.0.0.1:25681", "--dp-server-address", "127.0.0.1:25678"], work)
@@ -124,6 +156,8 @@ class KogumaPair:
         wait_until("koguma-cp", lambda: http_status("http://127.0.0.1:25681/")[0] == 200, 20, [self.cp])
         if mtls:
             cli(bins, "apply", "-f", "-", "--api-url", "http://127.0.0.1:25681", stdin=MESH.encode())
+        if self.policies:
+            cli(bins, "apply", "-f", "-", "--api-url", "http://127.0.0.1:25681", stdin=policies_yaml().encode())
         app = APP[protocol]
         inbound = _dataplane("app-1", INBOUND[0], {"port": INBOUND[1], "servicePort": app[1], "serviceAddress": app[0],
                                                     "tags": {"kuma.io/service": "app"}}, None, protocol)
@@ -147,8 +181,10 @@ class KogumaPair:
 
         def has_endpoint():
             dump = json.loads(http_status("http://127.0.0.1:9912/config_dump")[1] or b"{}")
-            outs = (dump.get("config") or {}).get("outbounds") or []
-            return bool(outs and outs[0]["endpoints"] and (not mtls or outs[0].get("identity")))
+            config = dump.get("config") or {}
+            outs = config.get("outbounds") or []
+            routed = not self.policies or bool(outs and len(outs[0].get("httpRoutes") or []) == ROUTE_RULES)
+            return bool(outs and outs[0]["endpoints"] and (not mtls or outs[0].get("identity")) and routed)
         wait_until("client-1 to know app-1", has_endpoint, 10, self.procs)
 
     def stop(self):
@@ -162,14 +198,14 @@ def envoy_tcp_proxy(stat, cluster):
         "stat_prefix": stat, "cluster": cluster}}
 
 
-def _envoy_listener(name, addr, protocol, cluster):
+def _envoy_listener(name, addr, protocol, cluster, routes=None):
     if protocol == "tcp":
         filt = envoy_tcp_proxy(name, cluster)
     else:
         filt = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": name, "codec_type": "AUTO",
-            "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
+            "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes or [
                 {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "15s"}}]}]},
             "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
@@ -218,7 +254,7 @@ class EnvoyPair:
 
     name = "envoy"
 
-    def __init__(self, protocol, work: Path, envoy: str, certs=None):
+    def __init__(self, protocol, work: Path, envoy: str, certs=None, policies=False):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
         app = APP[protocol]
         inbound = _envoy_listener(f"inbound:{INBOUND[0]}:{INBOUND[1]}", INBOUND, protocol, "localhost")
@@ -227,7 +263,8 @@ class EnvoyPair:
             inbound["filter_chains"][0]["transport_socket"] = downstream_tls(certs)
             between = "tcp" if protocol == "tcp" else "http2"
         sides = [("inbound", [inbound], [envoy_cluster("localhost", app, protocol)], 9921),
-                 ("outbound", [_envoy_listener(f"outbound:{OUTBOUND[0]}:{OUTBOUND[1]}", OUTBOUND, protocol, "app")],
+                 ("outbound", [_envoy_listener(f"outbound:{OUTBOUND[0]}:{OUTBOUND[1]}", OUTBOUND, protocol, "app",
+                                               envoy_routes("app") if policies else None)],
                   [envoy_cluster("app", INBOUND, between, upstream_tls(certs) if certs else None)], 9922)]
         self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 
