@@ -67,6 +67,8 @@ The mesh is running. What to look at next:
   curl http://127.0.0.1:9901/config_dump           # the config web's sidecar runs
   $bin/koguma-cp get dataplanes -o yaml
   curl http://127.0.0.1:5681/meshes/default/dataplanes/web-1/_config
+  $bin/koguma-cp apply -f $here/policies.yaml       # timeouts, retries, breaker, health checks, ring hash, a route
+  curl -i http://127.0.0.1:10001/                  # through web's outbound: x-routed-by shows the route
   $bin/koguma-cp apply -f $here/mtls.yaml           # zero trust: mesh mTLS, only web may call backend
   curl http://127.0.0.1:18080/                     # web app -> its sidecar -> mTLS -> backend's sidecar
   curl http://127.0.0.1:9902/certs                 # backend's SPIFFE certificate (its key never left it)
