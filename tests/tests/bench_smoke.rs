@@ -79,6 +79,16 @@ fn a_short_benchmark_run_measures_koguma_and_envoy() {
             "{proxy}: gRPC over mesh mTLS: {run}"
         );
     }
+    // The routes-and-resilience scenario: both proxies carried its traffic
+    // through their route tables, and the report compares it with the
+    // plain pair.
+    for proxy in ["koguma", "envoy"] {
+        let run = &results["results"][proxy]["http-routes"][0];
+        assert!(
+            run["rps"].as_f64().unwrap_or(0.0) > 0.0 && run["errors"] == 0,
+            "{proxy}: HTTP with 20 route rules, a retry and a timeout: {run}"
+        );
+    }
     for proxy in ["koguma", "envoy"] {
         let run = &results["results"][proxy]["http"][0];
         assert!(
@@ -89,7 +99,9 @@ fn a_short_benchmark_run_measures_koguma_and_envoy() {
     }
     let report = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     assert!(
-        report.contains("| max requests/s") && report.contains("Koguma/Envoy"),
+        report.contains("| max requests/s")
+            && report.contains("Koguma/Envoy")
+            && report.contains("Koguma with these policies"),
         "{report}"
     );
     assert!(
