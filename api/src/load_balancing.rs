@@ -360,16 +360,7 @@ impl crate::policy::AnyPolicy for MeshLoadBalancingStrategy {
     }
 
     fn to_items(&self) -> Vec<(&TargetRef, serde_json::Value)> {
-        self.spec
-            .to
-            .iter()
-            .map(|t| {
-                (
-                    &t.target_ref,
-                    serde_json::to_value(&t.default).unwrap_or_default(),
-                )
-            })
-            .collect()
+        crate::policy::json_items(self.spec.to.iter().map(|t| (&t.target_ref, &t.default)))
     }
 }
 

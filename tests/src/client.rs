@@ -101,9 +101,22 @@ pub async fn tally(
     url: &str,
     n: usize,
 ) -> std::collections::BTreeMap<String, usize> {
+    tally_with(client, url, &[], n).await
+}
+
+/// `tally` with extra request headers.
+pub async fn tally_with(
+    client: &Http1,
+    url: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..n {
-        let key = match client.get(url).await {
+        let key = match client
+            .send(http::Method::GET, url, headers, Bytes::new())
+            .await
+        {
             Ok(r) if r.status == 200 => r.text(),
             Ok(r) => format!("status {}", r.status),
             Err(_) => "error".to_string(),

@@ -33,20 +33,7 @@ async fn tally(
     headers: &[(&str, &str)],
     n: usize,
 ) -> BTreeMap<String, usize> {
-    let http = client::Http1::default();
-    let mut counts = BTreeMap::new();
-    for _ in 0..n {
-        let key = match http
-            .send(http::Method::GET, &mesh.url(path), headers, Bytes::new())
-            .await
-        {
-            Ok(r) if r.status == 200 => r.text(),
-            Ok(r) => format!("status {}", r.status),
-            Err(e) => format!("error {e}"),
-        };
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
+    client::tally_with(&client::Http1::default(), &mesh.url(path), headers, n).await
 }
 
 async fn backend_metric(mesh: &WebToBackend, name: &str) -> f64 {

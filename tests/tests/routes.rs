@@ -99,20 +99,7 @@ async fn tally(
     headers: &[(&str, &str)],
     n: usize,
 ) -> BTreeMap<String, usize> {
-    let http = client::Http1::default();
-    let mut counts = BTreeMap::new();
-    for _ in 0..n {
-        let key = match http
-            .send(http::Method::GET, &t.url(path), headers, Bytes::new())
-            .await
-        {
-            Ok(r) if r.status == 200 => r.text(),
-            Ok(r) => format!("status {}", r.status),
-            Err(e) => format!("error {e}"),
-        };
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
+    client::tally_with(&client::Http1::default(), &t.url(path), headers, n).await
 }
 
 const ROUTE_HEAD: &str = "type: MeshHTTPRoute\nmesh: default\nname: backend-routes\nspec:\n  targetRef: {kind: Mesh}\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    rules:\n";

@@ -183,14 +183,7 @@ impl<C: PolicyConf> AnyPolicy for Policy<C> {
     }
 
     fn to_items(&self) -> Vec<(&TargetRef, serde_json::Value)> {
-        self.spec
-            .to
-            .iter()
-            .map(|i| {
-                let value = serde_json::to_value(&i.default).unwrap_or_default();
-                (&i.target_ref, value)
-            })
-            .collect()
+        json_items(self.spec.to.iter().map(|i| (&i.target_ref, &i.default)))
     }
 
     fn inbound_items(&self) -> Vec<serde_json::Value> {
@@ -200,6 +193,16 @@ impl<C: PolicyConf> AnyPolicy for Policy<C> {
             .map(|d| serde_json::to_value(d).unwrap_or_default())
             .collect()
     }
+}
+
+/// `to` entries as the engine reads them: each destination with what it
+/// sets, as JSON (every type's `AnyPolicy::to_items`).
+pub fn json_items<'a, T: Serialize + 'a>(
+    items: impl Iterator<Item = (&'a TargetRef, &'a T)>,
+) -> Vec<(&'a TargetRef, serde_json::Value)> {
+    items
+        .map(|(t, conf)| (t, serde_json::to_value(conf).unwrap_or_default()))
+        .collect()
 }
 
 /// A duration field: checked when set, with `positive` refusing zero.

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{BackendRef, validate_to};
 use crate::headers::{HeaderMatch, HeaderModifier};
-use crate::policy::AnyPolicy;
 use crate::policy::merge::merge_patch;
+use crate::policy::{AnyPolicy, json_items};
 use crate::registry::SpecType;
 use crate::target_ref::{
     KIND_DATAPLANE, KIND_MESH, KIND_MESH_SERVICE, KIND_MESH_SERVICE_SUBSET, KIND_MESH_SUBSET,
@@ -386,16 +386,7 @@ impl AnyPolicy for MeshHttpRoute {
     }
 
     fn to_items(&self) -> Vec<(&TargetRef, Value)> {
-        self.spec
-            .to
-            .iter()
-            .map(|t| {
-                (
-                    &t.target_ref,
-                    serde_json::to_value(&t.rules).unwrap_or_default(),
-                )
-            })
-            .collect()
+        json_items(self.spec.to.iter().map(|t| (&t.target_ref, &t.rules)))
     }
 }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{BackendRef, validate_to};
-use crate::policy::AnyPolicy;
+use crate::policy::{AnyPolicy, json_items};
 use crate::registry::SpecType;
 use crate::target_ref::{
     KIND_DATAPLANE, KIND_MESH, KIND_MESH_SERVICE, KIND_MESH_SERVICE_SUBSET, KIND_MESH_SUBSET,
@@ -96,16 +96,7 @@ impl AnyPolicy for MeshTcpRoute {
     /// Each destination's one rule, as `{"backendRefs": [...]}`: the most
     /// specific policy's replaces the others' (lists are replaced).
     fn to_items(&self) -> Vec<(&TargetRef, serde_json::Value)> {
-        self.spec
-            .to
-            .iter()
-            .filter_map(|t| {
-                let rule = t.rules.first()?;
-                Some((
-                    &t.target_ref,
-                    serde_json::to_value(&rule.default).unwrap_or_default(),
-                ))
-            })
-            .collect()
+        let rules = self.spec.to.iter();
+        json_items(rules.filter_map(|t| Some((&t.target_ref, &t.rules.first()?.default))))
     }
 }
