@@ -118,6 +118,14 @@ impl PolicyConf for HealthCheckConf {
         }
         // Health check events go to the log; a file of their own is not kept.
         not_supported(&at("eventLogPath"), &self.event_log_path, errs);
+        // Below the panic threshold traffic goes to every endpoint; failing
+        // it instead is not built.
+        if self.fail_traffic_on_panic == Some(true) {
+            errs.add(
+                at("failTrafficOnPanic"),
+                "is not supported by this version of koguma",
+            );
+        }
         if let Some(http) = &self.http {
             if http.path.as_deref() == Some("") {
                 errs.add(at("http.path"), "must not be empty");

@@ -188,3 +188,12 @@ fn inbound_sections_are_refused_by_outbound_only_types() {
     assert!(e.contains("spec.rules[0].matches"), "{e}");
     assert!(e.contains("'to' and 'from' must be empty"), "{e}");
 }
+
+#[test]
+fn health_check_fields_koguma_cannot_enforce_are_refused_by_name() {
+    let e = crate::validation::errors_of(
+        "type: MeshHealthCheck\nmesh: default\nname: hc\nspec:\n  to:\n  - targetRef: {kind: Mesh}\n    default: {failTrafficOnPanic: true, eventLogPath: /tmp/hc.log, http: {path: /health}}\n",
+    );
+    assert!(e.contains("spec.to[0].default.failTrafficOnPanic"), "{e}");
+    assert!(e.contains("spec.to[0].default.eventLogPath"), "{e}");
+}
