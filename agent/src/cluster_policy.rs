@@ -8,8 +8,8 @@ use std::time::Duration;
 use koguma_forwarder as fwd;
 use koguma_proto::v1 as pb;
 
-/// What one outbound's traffic runs under.
-pub struct OutboundPolicy {
+/// What the traffic to a cluster, or into an inbound, runs under.
+pub struct TrafficPolicy {
     pub timeouts: fwd::Timeouts,
     pub resilience: fwd::Resilience,
     pub health_check: Option<fwd::HealthCheck>,
@@ -20,21 +20,23 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
-/// `policy` (if any) over `base`'s timeouts and resilience.
-pub fn outbound(
+/// `policy` (if any) over the defaults `base_timeouts` and `base`: an
+/// outbound cluster's, or an inbound's (which uses its timeouts and limits).
+/// `subject` names it in errors (`cluster "backend"`, `inbound:...`).
+pub fn with_defaults(
     policy: Option<&pb::ClusterPolicy>,
     base_timeouts: fwd::Timeouts,
     base: &fwd::Resilience,
-    cluster: &str,
-) -> Result<OutboundPolicy, String> {
-    let mut out = OutboundPolicy {
+    subject: &str,
+) -> Result<TrafficPolicy, String> {
+    let mut out = TrafficPolicy {
         timeouts: base_timeouts,
         resilience: base.clone(),
         health_check: None,
         load_balancer: fwd::LoadBalancer::RoundRobin,
     };
     let Some(p) = policy else { return Ok(out) };
-    let at = |what: &str, e: String| format!("cluster {cluster:?}, {what}: {e}");
+    let at = |what: &str, e: String| format!("{subject}, {what}: {e}");
     if let Some(t) = &p.timeouts {
         timeouts(&mut out.timeouts, t);
     }

@@ -26,8 +26,12 @@ impl Clusters<'_> {
             .get(name)
             .ok_or_else(|| format!("{listener}: cluster {name:?} is not in the config"))?;
         let endpoints = crate::translate::endpoints(c, listener)?;
-        let policy =
-            cluster_policy::outbound(c.policy.as_ref(), self.timeouts, self.resilience, name)?;
+        let policy = cluster_policy::with_defaults(
+            c.policy.as_ref(),
+            self.timeouts,
+            self.resilience,
+            &format!("cluster {name:?}"),
+        )?;
         let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
         Ok(fwd::ClusterConfig {
             name: c.name.clone(),

@@ -165,7 +165,7 @@ pub fn proxy_config(
         out.transparent = Some(transparent(tp)?);
     }
     for i in &config.inbounds {
-        let policy = crate::cluster_policy::outbound(
+        let policy = crate::cluster_policy::with_defaults(
             i.policy.as_ref(),
             out.inbound_timeouts,
             &out.resilience,

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::registry::SpecType;
-use crate::target_ref::{Selector, TargetRef};
+use crate::target_ref::{POLICY_TARGET_KINDS, Selector, TargetRef};
 use crate::validation::ValidationError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -215,16 +215,6 @@ impl LocalityAwareness {
     }
 }
 
-/// Every kind `TargetRef::validate` knows: which of them this policy takes
-/// is checked after, in its own words.
-const ALL_KINDS: &[&str] = &[
-    "Mesh",
-    "MeshSubset",
-    "MeshService",
-    "MeshServiceSubset",
-    "Dataplane",
-];
-
 const NOT_YET: &str = "is not supported by this version of koguma";
 
 const LB_TYPES: &[&str] = &["RoundRobin", "LeastRequest", "RingHash", "Random", "Maglev"];
@@ -372,7 +362,7 @@ impl SpecType for MeshLoadBalancingStrategy {
     fn validate(&self, errs: &mut ValidationError) {
         let spec = &self.spec;
         if let Some(t) = &spec.target_ref {
-            t.validate("spec.targetRef", ALL_KINDS, false, errs);
+            t.validate("spec.targetRef", POLICY_TARGET_KINDS, false, errs);
             // Locality shapes the endpoint order every caller shares.
             let locality = spec
                 .to
@@ -393,8 +383,12 @@ impl SpecType for MeshLoadBalancingStrategy {
         }
         for (i, to) in spec.to.iter().enumerate() {
             let field = format!("spec.to[{i}]");
-            to.target_ref
-                .validate(&format!("{field}.targetRef"), ALL_KINDS, false, errs);
+            to.target_ref.validate(
+                &format!("{field}.targetRef"),
+                POLICY_TARGET_KINDS,
+                false,
+                errs,
+            );
             if !matches!(to.target_ref.kind.as_str(), "Mesh" | "MeshService") {
                 errs.add(
                     format!("{field}.targetRef.kind"),

@@ -40,6 +40,16 @@ pub const KIND_MESH_SERVICE: &str = "MeshService";
 pub const KIND_MESH_SERVICE_SUBSET: &str = "MeshServiceSubset";
 pub const KIND_DATAPLANE: &str = "Dataplane";
 
+/// The kinds a policy's top-level `targetRef` may have on a Universal
+/// sidecar (every kind `validate` knows).
+pub const POLICY_TARGET_KINDS: &[&str] = &[
+    KIND_MESH,
+    KIND_MESH_SUBSET,
+    KIND_MESH_SERVICE,
+    KIND_MESH_SERVICE_SUBSET,
+    KIND_DATAPLANE,
+];
+
 /// What a validated target ref selects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Selector {

@@ -17,10 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::parse_duration;
 use crate::registry::SpecType;
-use crate::target_ref::{
-    KIND_DATAPLANE, KIND_MESH, KIND_MESH_SERVICE, KIND_MESH_SERVICE_SUBSET, KIND_MESH_SUBSET,
-    TargetRef,
-};
+use crate::target_ref::{KIND_MESH, KIND_MESH_SERVICE, POLICY_TARGET_KINDS, TargetRef};
 use crate::validation::ValidationError;
 
 pub use circuit_breaker::{
@@ -86,16 +83,6 @@ pub trait PolicyConf:
     fn validate(&self, field: &str, errs: &mut ValidationError);
 }
 
-/// The kinds a top-level `targetRef` may have (Kuma's, for Universal
-/// sidecars).
-const TOP_KINDS: &[&str] = &[
-    KIND_MESH,
-    KIND_MESH_SUBSET,
-    KIND_MESH_SERVICE,
-    KIND_MESH_SERVICE_SUBSET,
-    KIND_DATAPLANE,
-];
-
 /// The kinds a `to[].targetRef` may have here: the whole mesh or one
 /// service (Kuma's MeshExternalService and MeshMultiZoneService are new-model
 /// resources Koguma does not have).
@@ -106,7 +93,7 @@ impl<C: PolicyConf> SpecType for Policy<C> {
         let spec = &self.spec;
         let inbound = !spec.from.is_empty() || !spec.rules.is_empty();
         if let Some(t) = &spec.target_ref {
-            t.validate("spec.targetRef", TOP_KINDS, inbound, errs);
+            t.validate("spec.targetRef", POLICY_TARGET_KINDS, inbound, errs);
         }
         if inbound && !C::INBOUND {
             let field = if spec.rules.is_empty() {

@@ -6,15 +6,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BackendRef, validate_to};
+use super::{BackendRef, validate_to, validate_top};
 use crate::headers::{HeaderMatch, HeaderModifier};
 use crate::policy::merge::merge_patch;
 use crate::policy::{AnyPolicy, json_items};
 use crate::registry::SpecType;
-use crate::target_ref::{
-    KIND_DATAPLANE, KIND_MESH, KIND_MESH_SERVICE, KIND_MESH_SERVICE_SUBSET, KIND_MESH_SUBSET,
-    TargetRef,
-};
+use crate::target_ref::TargetRef;
 use crate::validation::ValidationError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,13 +157,6 @@ pub struct RequestMirror {
     pub percentage: Option<Value>,
 }
 
-const TOP_KINDS: &[&str] = &[
-    KIND_MESH,
-    KIND_MESH_SUBSET,
-    KIND_MESH_SERVICE,
-    KIND_MESH_SERVICE_SUBSET,
-    KIND_DATAPLANE,
-];
 const METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
@@ -335,12 +325,7 @@ fn validate_filter(field: &str, f: &HttpFilter, matches: &[HttpMatch], errs: &mu
 
 impl SpecType for MeshHttpRoute {
     fn validate(&self, errs: &mut ValidationError) {
-        if let Some(t) = &self.spec.target_ref {
-            t.validate("spec.targetRef", TOP_KINDS, false, errs);
-        }
-        if self.spec.to.is_empty() {
-            errs.add("spec.to", "needs at least one item");
-        }
+        validate_top(self.spec.target_ref.as_ref(), self.spec.to.len(), errs);
         for (i, to) in self.spec.to.iter().enumerate() {
             let field = format!("spec.to[{i}]");
             validate_to(&format!("{field}.targetRef"), &to.target_ref, errs);

@@ -9,7 +9,9 @@ mod tcp;
 
 use serde::{Deserialize, Serialize};
 
-use crate::target_ref::{KIND_MESH_SERVICE, KIND_MESH_SERVICE_SUBSET, TargetRef};
+use crate::target_ref::{
+    KIND_MESH_SERVICE, KIND_MESH_SERVICE_SUBSET, POLICY_TARGET_KINDS, TargetRef,
+};
 use crate::validation::ValidationError;
 
 pub use http::{
@@ -49,6 +51,21 @@ impl BackendRef {
                 "is only supported for MeshService resources, which koguma does not have: name the service",
             );
         }
+    }
+}
+
+/// The checks both route types make before their rules: the top-level
+/// targetRef, and at least one destination.
+pub(crate) fn validate_top(
+    target_ref: Option<&TargetRef>,
+    destinations: usize,
+    errs: &mut ValidationError,
+) {
+    if let Some(t) = target_ref {
+        t.validate("spec.targetRef", POLICY_TARGET_KINDS, false, errs);
+    }
+    if destinations == 0 {
+        errs.add("spec.to", "needs at least one item");
     }
 }
 

@@ -216,13 +216,9 @@ mod tests {
             .collect()
     }
 
-    fn owner(t: &HashTable, key: u64) -> usize {
-        t.walk(key).next().unwrap()
-    }
-
-    #[test]
-    fn a_key_keeps_its_endpoint_and_losing_one_endpoint_moves_few_others() {
-        for lb in [
+    /// RingHash and Maglev at Kuma's default sizes.
+    fn consistent_hashes() -> [LoadBalancer; 2] {
+        [
             LoadBalancer::RingHash {
                 hash: vec![],
                 min_ring_size: 1024,
@@ -232,7 +228,16 @@ mod tests {
                 hash: vec![],
                 table_size: 65537,
             },
-        ] {
+        ]
+    }
+
+    fn owner(t: &HashTable, key: u64) -> usize {
+        t.walk(key).next().unwrap()
+    }
+
+    #[test]
+    fn a_key_keeps_its_endpoint_and_losing_one_endpoint_moves_few_others() {
+        for lb in consistent_hashes() {
             let five = HashTable::build(&lb, &ids(5), &[1; 5]).unwrap();
             let four = HashTable::build(&lb, &ids(4), &[1; 4]).unwrap();
             let keys: Vec<u64> = (0..2000u64).map(|k| mix(k + 7)).collect();
@@ -256,17 +261,7 @@ mod tests {
 
     #[test]
     fn similar_keys_spread() {
-        for lb in [
-            LoadBalancer::RingHash {
-                hash: vec![],
-                min_ring_size: 1024,
-                max_ring_size: 8 << 20,
-            },
-            LoadBalancer::Maglev {
-                hash: vec![],
-                table_size: 65537,
-            },
-        ] {
+        for lb in consistent_hashes() {
             let t = HashTable::build(&lb, &ids(3), &[1; 3]).unwrap();
             let owners: std::collections::BTreeSet<usize> = (0..12)
                 .map(|u| owner(&t, fnv(format!("user-{u}").as_bytes())))
