@@ -12,7 +12,8 @@ use crate::external_service::ExternalServiceSpec;
 use crate::load_balancing::MeshLoadBalancingStrategy;
 use crate::mesh::MeshSpec;
 use crate::policy::{
-    AnyPolicy, CircuitBreakerConf, HealthCheckConf, Policy, RetryConf, TimeoutConf,
+    AccessLogConf, AnyPolicy, CircuitBreakerConf, FaultInjectionConf, HealthCheckConf, Policy,
+    RateLimitConf, RetryConf, TimeoutConf,
 };
 use crate::route::{MeshHttpRoute, MeshTcpRoute};
 use crate::secret::SecretSpec;
@@ -172,6 +173,9 @@ resource_types! {
     MeshHealthCheck(Policy<HealthCheckConf>): "meshhealthchecks", Some("mhc"), Mesh, GlobalToZones;
     MeshHTTPRoute(MeshHttpRoute): "meshhttproutes", Some("mhttpr"), Mesh, GlobalToZones;
     MeshTCPRoute(MeshTcpRoute): "meshtcproutes", Some("mtcpr"), Mesh, GlobalToZones;
+    MeshFaultInjection(Policy<FaultInjectionConf>): "meshfaultinjections", Some("mfi"), Mesh, GlobalToZones;
+    MeshRateLimit(Policy<RateLimitConf>): "meshratelimits", Some("mrl"), Mesh, GlobalToZones;
+    MeshAccessLog(Policy<AccessLogConf>): "meshaccesslogs", Some("mal"), Mesh, GlobalToZones;
 }
 
 impl ResourceType {

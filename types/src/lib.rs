@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod log_format;
 pub mod sni;
 
 /// The tag that names a service's protocol.

@@ -93,14 +93,30 @@ pub fn applicable<'a>(
     found.into_iter().map(|(.., conf)| conf).collect()
 }
 
-/// The merged inbound conf (`from`, `rules`) of type `C` for the inbound
-/// `subject`: the policies whose top-level targetRef selects it, in Kuma's
-/// order; `None` when none does.
+/// The merged inbound conf (`from`, `rules`) of type `C` for every caller
+/// of the inbound `subject`; `None` when no policy sets one.
 pub fn merged_inbound<'a, C: serde::de::DeserializeOwned>(
     policies: impl IntoIterator<Item = (&'a str, &'a dyn AnyPolicy)>,
     subject: &InboundSubject<'_>,
 ) -> Option<C> {
-    let mut found: Vec<(u8, &str, Vec<Value>)> = Vec::new();
+    merged_inbound_by_caller(policies, subject)
+        .into_iter()
+        .find_map(|(caller, conf)| caller.is_none().then_some(conf))
+}
+
+/// A policy's inbound `default`s, each with the caller it is for.
+type CallerItems<'a> = Vec<(Option<&'a str>, Value)>;
+
+/// What each caller of the inbound `subject` gets from type `C`'s `from`
+/// and `rules` entries, merged in Kuma's order: one entry per service a
+/// `from` entry names (the entries for every caller merged beneath its
+/// own), sorted by name, then the entry for every other caller (`None`),
+/// when some entry is for every caller.
+pub fn merged_inbound_by_caller<'a, C: serde::de::DeserializeOwned>(
+    policies: impl IntoIterator<Item = (&'a str, &'a dyn AnyPolicy)>,
+    subject: &InboundSubject<'_>,
+) -> Vec<(Option<String>, C)> {
+    let mut found: Vec<(u8, &str, CallerItems)> = Vec::new();
     for (name, policy) in policies {
         let items = policy.inbound_items();
         if items.is_empty() {
@@ -115,12 +131,29 @@ pub fn merged_inbound<'a, C: serde::de::DeserializeOwned>(
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)));
-    let mut confs = found.into_iter().flat_map(|(.., items)| items);
-    let mut acc = confs.next()?;
-    for conf in confs {
-        merge_patch(&mut acc, conf);
+    let items: Vec<(Option<&str>, Value)> =
+        found.into_iter().flat_map(|(.., items)| items).collect();
+    let mut callers: Vec<Option<&str>> = items.iter().filter_map(|(c, _)| *c).map(Some).collect();
+    callers.sort();
+    callers.dedup();
+    if items.iter().any(|(c, _)| c.is_none()) {
+        callers.push(None);
     }
-    serde_json::from_value(acc).ok()
+    callers
+        .into_iter()
+        .filter_map(|caller| {
+            let mut confs = items
+                .iter()
+                .filter(|(c, _)| c.is_none() || *c == caller)
+                .map(|(_, v)| v.clone());
+            let mut acc = confs.next()?;
+            for conf in confs {
+                merge_patch(&mut acc, conf);
+            }
+            let conf = serde_json::from_value(acc).ok()?;
+            Some((caller.map(str::to_string), conf))
+        })
+        .collect()
 }
 
 /// RFC 7396: `patch` merged into `base`. Nulls in a patch are skipped

@@ -3,9 +3,12 @@
 //! `C`. A type is its conf, its validation and a line in the registry;
 //! selecting, ordering and merging are `merge`'s, the same for every type.
 
+mod access_log;
 mod circuit_breaker;
+mod fault_injection;
 mod health_check;
 pub mod merge;
+mod rate_limit;
 mod retry;
 mod timeout;
 
@@ -20,11 +23,19 @@ use crate::registry::SpecType;
 use crate::target_ref::{KIND_MESH, KIND_MESH_SERVICE, POLICY_TARGET_KINDS, TargetRef};
 use crate::validation::ValidationError;
 
+pub use access_log::{
+    AccessLogBackend, AccessLogConf, FileBackend, KUMA_PLACEHOLDERS, LogFormat, LogFormatEntry,
+    OtelBackend, TcpBackend, split_address,
+};
 pub use circuit_breaker::{
     CircuitBreakerConf, ConnectionLimits, Consecutive, Detectors, FailurePercentage,
     OutlierDetectionConf, SuccessRate, decimal,
 };
+pub use fault_injection::{Abort, Delay, FaultConf, FaultInjectionConf, ResponseBandwidth};
 pub use health_check::{GrpcHealthCheck, HealthCheckConf, HttpHealthCheck, TcpHealthCheck};
+pub use rate_limit::{
+    HttpRateLimit, LocalRateLimit, OnRateLimit, Rate, RateLimitConf, TcpRateLimit,
+};
 pub use retry::{
     BackOff, GrpcRetry, HttpRetry, RateLimitedBackOff, ResetHeader, RetryConf, TcpRetry,
 };
@@ -45,8 +56,8 @@ pub struct PolicySpec<C> {
     pub target_ref: Option<TargetRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<PolicyItem<C>>,
-    /// Inbound traffic (types that configure it), by caller kind: only
-    /// `Mesh`, every caller.
+    /// Inbound traffic (types that configure it), by caller: `Mesh`, every
+    /// caller, or (MeshFaultInjection) one `MeshService`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<PolicyItem<C>>,
     /// Inbound traffic, Kuma 2.12's form: a `default` for every caller.
@@ -79,6 +90,17 @@ pub trait PolicyConf:
     /// Whether the type configures inbound traffic too (`from`, `rules`).
     const INBOUND: bool = false;
 
+    /// Whether it configures outbound traffic (`to`). Kuma applies
+    /// MeshRateLimit's `to` to gateways only, which Koguma does not have.
+    const OUTBOUND: bool = true;
+
+    /// The kinds a `to[].targetRef` may have.
+    const TO_KINDS: &'static [&'static str] = TO_KINDS;
+
+    /// The kinds a `from[].targetRef` may have: the callers it can tell
+    /// apart. Koguma knows a caller by its mTLS identity, its service.
+    const FROM_KINDS: &'static [&'static str] = &[KIND_MESH];
+
     /// Checks one `default`; `field` is its path (`spec.to[0].default`).
     fn validate(&self, field: &str, errs: &mut ValidationError);
 }
@@ -106,6 +128,12 @@ impl<C: PolicyConf> SpecType for Policy<C> {
                 "must not be defined: this policy configures outbound traffic (to) only",
             );
         }
+        if !spec.to.is_empty() && !C::OUTBOUND {
+            errs.add(
+                "spec.to",
+                "must not be defined: this policy configures inbound traffic (from, rules) only",
+            );
+        }
         if spec.to.is_empty() && !inbound {
             let what = if C::INBOUND {
                 "at least one of 'from', 'to' or 'rules' has to be defined"
@@ -123,13 +151,13 @@ impl<C: PolicyConf> SpecType for Policy<C> {
         for (i, item) in spec.to.iter().enumerate() {
             let field = format!("spec.to[{i}]");
             item.target_ref
-                .validate(&format!("{field}.targetRef"), TO_KINDS, false, errs);
+                .validate(&format!("{field}.targetRef"), C::TO_KINDS, false, errs);
             item.default.validate(&format!("{field}.default"), errs);
         }
         for (i, item) in spec.from.iter().enumerate() {
             let field = format!("spec.from[{i}]");
             item.target_ref
-                .validate(&format!("{field}.targetRef"), &[KIND_MESH], false, errs);
+                .validate(&format!("{field}.targetRef"), C::FROM_KINDS, false, errs);
             item.default.validate(&format!("{field}.default"), errs);
         }
         for (i, rule) in spec.rules.iter().enumerate() {
@@ -157,9 +185,10 @@ pub trait AnyPolicy: Send + Sync {
     /// Kuma merges (RFC 7396 merge patches).
     fn to_items(&self) -> Vec<(&TargetRef, serde_json::Value)>;
 
-    /// The `default`s of its `from` or `rules` entries, in order: what it
-    /// sets on the inbounds it selects.
-    fn inbound_items(&self) -> Vec<serde_json::Value> {
+    /// The `default`s of its `from` or `rules` entries, in order, each
+    /// with the caller it is for (`None`: every caller): what it sets on
+    /// the inbounds it selects.
+    fn inbound_items(&self) -> Vec<(Option<&str>, serde_json::Value)> {
         Vec::new()
     }
 }
@@ -173,13 +202,24 @@ impl<C: PolicyConf> AnyPolicy for Policy<C> {
         json_items(self.spec.to.iter().map(|i| (&i.target_ref, &i.default)))
     }
 
-    fn inbound_items(&self) -> Vec<serde_json::Value> {
-        let from = self.spec.from.iter().map(|i| &i.default);
-        let rules = self.spec.rules.iter().map(|r| &r.default);
+    fn inbound_items(&self) -> Vec<(Option<&str>, serde_json::Value)> {
+        let from = self
+            .spec
+            .from
+            .iter()
+            .map(|i| (caller_service(&i.target_ref), &i.default));
+        let rules = self.spec.rules.iter().map(|r| (None, &r.default));
         from.chain(rules)
-            .map(|d| serde_json::to_value(d).unwrap_or_default())
+            .map(|(caller, d)| (caller, serde_json::to_value(d).unwrap_or_default()))
             .collect()
     }
+}
+
+/// The service a `from[].targetRef` is about; `None` for `Mesh`.
+fn caller_service(target: &TargetRef) -> Option<&str> {
+    (target.kind == KIND_MESH_SERVICE)
+        .then_some(target.name.as_deref())
+        .flatten()
 }
 
 /// `to` entries as the engine reads them: each destination with what it
