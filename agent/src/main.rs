@@ -6,6 +6,7 @@ mod cluster_policy;
 mod config_stream;
 mod dns_proxy;
 mod identity;
+mod listener_traffic;
 mod renewal;
 mod route_config;
 mod run;

@@ -221,6 +221,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let channel = cp_channel::connect(&cp, args.ca_cert_file.as_deref(), args.skip_verify)
         .context("the channel to the control plane (--ca-cert-file, --skip-verify)")?;
     let mut signals = StopSignals::new().context("cannot install signal handlers")?;
+    // SIGHUP: access log files are reopened (after logrotate moved them).
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening access log files");
+            koguma_forwarder::access_log::reopen_files();
+        }
+    });
     let token = match &args.dataplane_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)

@@ -180,6 +180,10 @@ pub fn proxy_config(
             upstream: socket(&i.service_address, i.service_port, "service", &i.name)?,
             protocol: protocol(i.protocol, &i.name)?,
             permissions: permissions(i.permissions.as_ref()),
+            traffic: crate::listener_traffic::listener_traffic(
+                i.listener_policy.as_ref(),
+                &i.name,
+            )?,
         });
     }
     let clusters: HashMap<&str, &pb::Cluster> = config
@@ -206,9 +210,15 @@ pub fn proxy_config(
             http_routes: resolver.http_routes(&o.http_routes, &o.name)?,
             tcp_backends: resolver.backends(&o.tcp_backends, &o.name)?,
             transparent: o.transparent,
+            traffic: crate::listener_traffic::listener_traffic(
+                o.listener_policy.as_ref(),
+                &o.name,
+            )?,
         });
     }
     out.outbounds = outbounds;
+    out.passthrough_access_logs =
+        crate::listener_traffic::access_logs(&config.passthrough_access_logs, "passthrough")?;
     Ok(out)
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{MeshTlsConfig, MtlsMode, ProxyConfig};
+use crate::access_log::ListenerLog;
+use crate::config::{ListenerTrafficConfig, MeshTlsConfig, MtlsMode, ProxyConfig};
 use crate::drain::DrainWatch;
 use crate::error::ForwarderError;
 use crate::listener::RunningListener;
@@ -17,6 +18,7 @@ use crate::route::Cluster;
 use crate::socket;
 use crate::stats::Stats;
 use crate::tls::{MeshClientTls, MeshTls};
+use crate::traffic::TrafficState;
 use crate::transparent::{Direction, RedirectListeners, SELF_PROBE, TransparentTable};
 
 pub struct Forwarder {
@@ -39,6 +41,8 @@ struct Inner {
     /// carries the same certificate: rebuilding them would drop the
     /// session caches that let peers resume instead of a full handshake.
     identities: Vec<(MeshTlsConfig, Arc<MeshTls>)>,
+    /// Access log sinks and rate limit buckets in force.
+    traffic: TrafficState,
 }
 
 /// A config's listeners and the mTLS client side of its new clusters, all
@@ -48,6 +52,8 @@ struct Plan {
     cluster_tls: Vec<(Arc<Cluster>, MeshClientTls)>,
     clusters: HashMap<String, Arc<Cluster>>,
     identities: Vec<(MeshTlsConfig, Arc<MeshTls>)>,
+    traffic: TrafficState,
+    passthrough_log: Option<Arc<ListenerLog>>,
 }
 
 impl Forwarder {
@@ -60,6 +66,7 @@ impl Forwarder {
                 redirect: RedirectListeners::default(),
                 process: Some(process),
                 identities: Vec::new(),
+                traffic: TrafficState::default(),
             }),
             table: Arc::new(ArcSwap::from_pointee(TransparentTable::default())),
             own_traffic: Arc::new(AtomicBool::new(false)),
@@ -88,6 +95,8 @@ impl Forwarder {
             cluster_tls,
             clusters,
             identities,
+            traffic,
+            passthrough_log,
         } = self.plan(&inner, config)?;
 
         // Bind every new socket first: if one fails, the new ones are
@@ -126,6 +135,7 @@ impl Forwarder {
         }
         inner.clusters = clusters;
         inner.identities = identities;
+        inner.traffic = traffic;
         let mut table = TransparentTable {
             connect_timeout: config.outbound_timeouts.connect,
             outbound_passthrough: config.transparent.is_some_and(|t| t.passthrough),
@@ -135,6 +145,7 @@ impl Forwarder {
                 .mtls
                 .as_ref()
                 .is_none_or(|m| m.mode != MtlsMode::Strict),
+            passthrough_log,
             ..TransparentTable::default()
         };
         for p in planned {
@@ -172,7 +183,12 @@ impl Forwarder {
     }
 
     fn plan(&self, inner: &Inner, config: &ProxyConfig) -> Result<Plan, ForwarderError> {
-        let mut planner = Planner::new(&self.stats, &inner.clusters, &inner.identities);
+        let mut planner = Planner::new(
+            &self.stats,
+            &inner.clusters,
+            &inner.identities,
+            &inner.traffic,
+        );
         let mesh_tls = match &config.mtls {
             Some(cfg) => Some(planner.identity(cfg)?),
             None => None,
@@ -196,11 +212,27 @@ impl Forwarder {
                 });
             }
         }
+        let passthrough = ListenerTrafficConfig {
+            access_logs: config.passthrough_access_logs.clone(),
+            ..ListenerTrafficConfig::default()
+        };
+        let passthrough_log = planner
+            .traffic
+            .listener(
+                &inner.traffic,
+                "passthrough",
+                "pass_through",
+                &passthrough,
+                &self.stats,
+            )
+            .log;
         Ok(Plan {
             listeners: planned,
             cluster_tls: planner.cluster_tls,
             clusters: planner.clusters,
             identities: planner.identities,
+            traffic: planner.traffic,
+            passthrough_log,
         })
     }
 

@@ -4,6 +4,7 @@
 //! changes nothing), kept sockets get the new routes behind an `ArcSwap`,
 //! and removed ones stop accepting while their connections finish.
 
+pub mod access_log;
 mod authz;
 mod config;
 mod connector;
@@ -11,6 +12,7 @@ mod copy;
 pub mod drain;
 mod endpoints;
 mod error;
+mod fault;
 mod forwarder;
 mod health_check;
 mod http;
@@ -18,6 +20,7 @@ mod inbound;
 mod listener;
 mod outlier;
 mod plan;
+mod rate_limit;
 mod route;
 mod routing;
 mod socket;
@@ -25,9 +28,14 @@ pub mod stats;
 mod stream_body;
 mod tcp;
 mod tls;
+mod traffic;
 mod transparent;
 mod zone_proxy;
 
+pub use config::{
+    AccessLogConfig, Fault, FaultRule, ListenerTrafficConfig, LogFormat, RateLimitConfig,
+    SinkConfig,
+};
 pub use config::{
     BackendConfig, ClusterConfig, ConnectionLimits, EndpointConfig, FailurePercentageDetector,
     FilterConfig, HashPolicy, HashSource, HeaderMatchKind, HeaderMatcher, HeaderModifierConfig,

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::access_log::Downstream;
 use crate::authz::Peer;
 use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::route::{Route, Target};
@@ -165,7 +166,16 @@ async fn serve_connection(
     if let Target::BySni(_) = route.target {
         return zone_proxy::serve(stream, route).await;
     }
-    let client = stream.peer_addr().ok().map(|a| a.ip());
+    // MeshRateLimit `local.tcp`: beyond the limit a connection is closed
+    // before anything else is spent on it.
+    if let Some(bucket) = &route.traffic.tcp_limit
+        && !bucket.try_take()
+    {
+        route.listener_stats.tcp_rate_limited.inc();
+        tracing::debug!("connection closed: MeshRateLimit connection rate reached");
+        return;
+    }
+    let client = Downstream::new(stream.peer_addr().ok(), stream.local_addr().ok());
     let Some(mesh) = &route.mesh else {
         let peer = Arc::new(Peer::Unauthenticated);
         return serve_stream(stream, peer, client, shared, route, shutdown).await;
@@ -199,7 +209,7 @@ async fn serve_connection(
 async fn serve_stream<S>(
     io: S,
     peer: Arc<Peer>,
-    client: Option<std::net::IpAddr>,
+    client: Downstream,
     shared: Arc<ListenerShared>,
     route: Arc<Route>,
     shutdown: impl Future<Output = ()>,
@@ -209,6 +219,6 @@ async fn serve_stream<S>(
     if route.protocol.is_http() {
         http::serve(io, peer, client, shared, route, shutdown).await;
     } else {
-        tcp::proxy(io, route, client).await;
+        tcp::proxy(io, route, &peer, client).await;
     }
 }

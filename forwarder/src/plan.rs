@@ -25,6 +25,7 @@ use crate::routing::{
 use crate::socket;
 use crate::stats::{ListenerStats, Stats};
 use crate::tls::{MeshClientTls, MeshTls};
+use crate::traffic::{ListenerTraffic, TrafficState};
 use crate::transparent::Direction;
 
 /// One listener of a config, before it is bound.
@@ -47,6 +48,9 @@ pub struct Planner<'a> {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// The mTLS client side of the clusters that are new.
     pub cluster_tls: Vec<(Arc<Cluster>, MeshClientTls)>,
+    running_traffic: &'a TrafficState,
+    /// This config's access log sinks and rate limit buckets.
+    pub traffic: TrafficState,
 }
 
 impl<'a> Planner<'a> {
@@ -54,6 +58,7 @@ impl<'a> Planner<'a> {
         stats: &'a Arc<Stats>,
         running_clusters: &'a HashMap<String, Arc<Cluster>>,
         running_identities: &'a [(MeshTlsConfig, Arc<MeshTls>)],
+        running_traffic: &'a TrafficState,
     ) -> Planner<'a> {
         Planner {
             stats,
@@ -62,6 +67,8 @@ impl<'a> Planner<'a> {
             identities: Vec::new(),
             clusters: HashMap::new(),
             cluster_tls: Vec::new(),
+            running_traffic,
+            traffic: TrafficState::default(),
         }
     }
 
@@ -161,6 +168,13 @@ impl<'a> Planner<'a> {
                 }),
                 http_routes: None,
                 tcp_backends: None,
+                traffic: self.traffic.listener(
+                    self.running_traffic,
+                    &inb.name,
+                    &cluster_name,
+                    &inb.traffic,
+                    self.stats,
+                ),
             },
         }
     }
@@ -179,6 +193,13 @@ impl<'a> Planner<'a> {
         }
         let stats = self.stats.listener(&out.listen.to_string(), &out.service);
         let mut route = self.backend(out, &out.cluster, mesh_tls, &stats)?;
+        route.traffic = self.traffic.listener(
+            self.running_traffic,
+            &out.name,
+            &out.service,
+            &out.traffic,
+            self.stats,
+        );
         if !out.tcp_backends.is_empty() {
             let split = self.weighted(out, &out.tcp_backends, mesh_tls, &stats)?;
             route.tcp_backends = Some(Arc::new(split));
@@ -305,6 +326,7 @@ impl<'a> Planner<'a> {
             mesh: None,
             http_routes: None,
             tcp_backends: None,
+            traffic: ListenerTraffic::default(),
         })
     }
 
@@ -380,6 +402,7 @@ impl<'a> Planner<'a> {
                 mesh: None,
                 http_routes: None,
                 tcp_backends: None,
+                traffic: ListenerTraffic::default(),
                 name,
             },
         })

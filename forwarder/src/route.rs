@@ -298,6 +298,9 @@ pub struct Route {
     pub http_routes: Option<Arc<crate::routing::HttpRouteTable>>,
     /// Outbounds with a MeshTCPRoute: the split of connections.
     pub tcp_backends: Option<Arc<crate::routing::WeightedBackends>>,
+    /// A listener's faults, rate limits and access log (the listener's
+    /// own route only; a route's backends have none).
+    pub traffic: crate::traffic::ListenerTraffic,
 }
 
 impl Route {

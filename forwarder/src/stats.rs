@@ -48,6 +48,24 @@ pub struct ListenerStats {
     /// Zone proxies: connections closed because no route serves their SNI
     /// (or they sent none), as Envoy counts a missing filter chain.
     pub no_filter_chain_match: Counter,
+    /// MeshFaultInjection: requests delayed, aborted, throttled.
+    pub fault_delays_injected: Counter,
+    pub fault_aborts_injected: Counter,
+    pub fault_response_rl_injected: Counter,
+    /// MeshRateLimit: requests let through and answered here; connections
+    /// closed.
+    pub http_rate_limit_ok: Counter,
+    pub http_rate_limited: Counter,
+    pub tcp_rate_limited: Counter,
+}
+
+/// One access log sink: lines written, and lines dropped because the sink
+/// could not keep up (or was unreachable).
+#[derive(Default)]
+pub struct SinkStats {
+    pub name: String,
+    pub written: Counter,
+    pub dropped: Counter,
 }
 
 /// Upstream side: one cluster (an outbound service, or an inbound's local
@@ -97,6 +115,7 @@ pub struct ClusterStats {
 pub struct Stats {
     listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
+    sinks: Mutex<BTreeMap<String, Arc<SinkStats>>>,
     pub config_update_success: Counter,
     pub config_update_rejected: Counter,
 }
@@ -141,6 +160,25 @@ impl Stats {
                     rbac_denied: Counter::default(),
                     rbac_shadow_denied: Counter::default(),
                     no_filter_chain_match: Counter::default(),
+                    fault_delays_injected: Counter::default(),
+                    fault_aborts_injected: Counter::default(),
+                    fault_response_rl_injected: Counter::default(),
+                    http_rate_limit_ok: Counter::default(),
+                    http_rate_limited: Counter::default(),
+                    tcp_rate_limited: Counter::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// The stats of the access log sink `name` ("file:/var/log/x.log").
+    pub fn sink(&self, name: &str) -> Arc<SinkStats> {
+        lock(&self.sinks)
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(SinkStats {
+                    name: name.replace(['\\', '"', '\n'], "_"),
+                    ..SinkStats::default()
                 })
             })
             .clone()
@@ -225,6 +263,56 @@ impl Stats {
                     l.http_prefix,
                     l.rq_xx.get(class)
                 );
+            }
+        }
+        let http_values: [(&str, ListenerValue); 5] = [
+            ("envoy_http_fault_delays_injected", |l| {
+                l.fault_delays_injected.get() as i64
+            }),
+            ("envoy_http_fault_aborts_injected", |l| {
+                l.fault_aborts_injected.get() as i64
+            }),
+            ("envoy_http_fault_response_rl_injected", |l| {
+                l.fault_response_rl_injected.get() as i64
+            }),
+            ("envoy_http_local_rate_limit_ok", |l| {
+                l.http_rate_limit_ok.get() as i64
+            }),
+            ("envoy_http_local_rate_limit_rate_limited", |l| {
+                l.http_rate_limited.get() as i64
+            }),
+        ];
+        for (name, get) in http_values {
+            family(&mut out, name, "counter");
+            for l in &http {
+                let _ = writeln!(
+                    out,
+                    "{name}{{envoy_http_conn_manager_prefix=\"{}\"}} {}",
+                    l.http_prefix,
+                    get(l)
+                );
+            }
+        }
+        family(&mut out, "envoy_local_ratelimit_rate_limited", "counter");
+        for l in listeners.iter().filter(|l| l.tcp_rate_limited.get() > 0) {
+            let _ = writeln!(
+                out,
+                "envoy_local_ratelimit_rate_limited{{envoy_local_ratelimit_prefix=\"tcp_rate_limit\",envoy_listener_address=\"{}\"}} {}",
+                l.address,
+                l.tcp_rate_limited.get()
+            );
+        }
+        let sinks: Vec<_> = lock(&self.sinks).values().cloned().collect();
+        for (name, get) in [
+            (
+                "koguma_access_log_written_total",
+                (|s| s.written.get()) as fn(&SinkStats) -> u64,
+            ),
+            ("koguma_access_log_dropped_total", |s| s.dropped.get()),
+        ] {
+            family(&mut out, name, "counter");
+            for sink in &sinks {
+                let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", sink.name, get(sink));
             }
         }
         family(&mut out, "envoy_http_downstream_rq_time", "histogram");

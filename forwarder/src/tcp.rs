@@ -1,14 +1,47 @@
 //! L4: bytes in both directions until either side closes.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::access_log::{Downstream, LogRecord};
+use crate::authz::Peer;
 use crate::copy;
 use crate::route::Route;
 
-/// `client`: the downstream's address (a source-IP hash picks by it).
-pub async fn proxy<S>(mut downstream: S, route: Arc<Route>, client: Option<std::net::IpAddr>)
+/// `client`: the downstream connection (a source-IP hash picks by its
+/// address; the access log names it).
+pub async fn proxy<S>(mut downstream: S, route: Arc<Route>, peer: &Peer, client: Downstream)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = (SystemTime::now(), Instant::now());
+    let outcome = copy_through(&mut downstream, &route, client).await;
+    let Some(log) = &route.traffic.log else {
+        return;
+    };
+    let mut r = LogRecord::connection(client, peer, started);
+    match outcome {
+        Ok((upstream, tx, rx)) => {
+            r.upstream = Some(upstream);
+            (r.bytes_received, r.bytes_sent) = (tx, rx);
+        }
+        Err((flags, why)) => {
+            r.flags = flags;
+            r.failure = Some(why);
+        }
+    }
+    log.emit(r);
+}
+
+/// The upstream and the bytes each way, or Envoy's response flag and why
+/// no upstream took the connection.
+async fn copy_through<S>(
+    downstream: &mut S,
+    route: &Arc<Route>,
+    client: Downstream,
+) -> Result<(std::net::SocketAddr, u64, u64), (&'static str, String)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -16,20 +49,24 @@ where
         Ok(r) => r,
         Err(why) => {
             tracing::warn!(reason = %why, "closing downstream: the route's backend is not resolved");
-            return;
+            return Err(("NR", why.to_string()));
         }
     };
-    let (addr, mut upstream) = match route.connect(client).await {
+    let (addr, mut upstream) = match route.connect(client.ip()).await {
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(error = %e, "closing downstream: no upstream connection");
-            return;
+            return Err(("UF", e.to_string()));
         }
     };
-    match copy::bidirectional(&mut downstream, &mut upstream, Some(route.timeouts.idle)).await {
-        Ok((tx, rx)) => tracing::debug!(upstream = %addr, tx, rx, "tcp connection closed"),
+    match copy::bidirectional(downstream, &mut upstream, Some(route.timeouts.idle)).await {
+        Ok((tx, rx)) => {
+            tracing::debug!(upstream = %addr, tx, rx, "tcp connection closed");
+            Ok((addr, tx, rx))
+        }
         Err(e) => {
-            tracing::debug!(upstream = %addr, error = %e, "tcp connection ended with an error")
+            tracing::debug!(upstream = %addr, error = %e, "tcp connection ended with an error");
+            Ok((addr, 0, 0))
         }
     }
 }

@@ -10,12 +10,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
+use crate::access_log::{Downstream, ListenerLog, LogRecord};
+use crate::authz::Peer;
 use crate::config::TransparentConfig;
 use crate::connector::CountedStream;
 use crate::copy;
@@ -56,6 +58,8 @@ pub struct TransparentTable {
     pub outbound_passthrough: bool,
     pub inbound_passthrough: bool,
     pub connect_timeout: Duration,
+    /// MeshAccessLog on outbound passthrough connections.
+    pub passthrough_log: Option<Arc<ListenerLog>>,
 }
 
 /// Kuma's names for the catch-all clusters, per address family.
@@ -302,13 +306,32 @@ impl AcceptLoop {
         };
         let stats = self.passthrough.for_dst(dst);
         let timeout = table.connect_timeout;
+        let log = match self.direction {
+            Direction::Outbound => table.passthrough_log.clone(),
+            Direction::Inbound => None,
+        };
+        let downstream = Downstream::new(Some(peer), Some(local));
         let process = process.clone();
         let span =
             tracing::debug_span!("passthrough", direction = self.direction.as_str(), %peer, %dst);
         tokio::spawn(
             async move {
                 let _held = process;
-                pass_through(stream, dst, source, stats, timeout).await;
+                let started = (SystemTime::now(), Instant::now());
+                let outcome = pass_through(stream, dst, source, stats, timeout).await;
+                if let Some(log) = log {
+                    let mut record =
+                        LogRecord::connection(downstream, &Peer::Unauthenticated, started);
+                    record.upstream = Some(dst);
+                    match outcome {
+                        Ok((tx, rx)) => (record.bytes_received, record.bytes_sent) = (tx, rx),
+                        Err(e) => {
+                            record.flags = "UF";
+                            record.failure = Some(e);
+                        }
+                    }
+                    log.emit(record);
+                }
             }
             .instrument(span),
         );
@@ -323,18 +346,24 @@ async fn pass_through(
     source: Option<std::net::IpAddr>,
     stats: Arc<ClusterStats>,
     timeout: Duration,
-) {
+) -> Result<(u64, u64), String> {
     let mut upstream = match CountedStream::connect(dst, source, stats, timeout).await {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(error = %e, "passthrough: cannot reach the original destination");
-            return;
+            return Err(e.to_string());
         }
     };
     // Envoy's tcp_proxy idle timeout, which Kuma leaves at its default.
     let idle = Some(crate::config::Timeouts::OUTBOUND.idle);
     match copy::bidirectional(&mut downstream, &mut upstream, idle).await {
-        Ok((tx, rx)) => tracing::debug!(tx, rx, "passthrough connection closed"),
-        Err(e) => tracing::debug!(error = %e, "passthrough connection ended with an error"),
+        Ok((tx, rx)) => {
+            tracing::debug!(tx, rx, "passthrough connection closed");
+            Ok((tx, rx))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "passthrough connection ended with an error");
+            Ok((0, 0))
+        }
     }
 }

@@ -101,6 +101,10 @@ impl ConfigDigest {
         for r in &config.dns_records {
             h.part(&r.encode_to_vec());
         }
+        h.part(b"passthrough_access_logs");
+        for b in &config.passthrough_access_logs {
+            h.part(&b.encode_to_vec());
+        }
         h.part(
             &config
                 .zone_proxy
@@ -147,6 +151,7 @@ fn without_clusters(config: &ProxyConfig) -> ProxyConfig {
         dns_records: config.dns_records.clone(),
         clusters: Vec::new(),
         zone_proxy: config.zone_proxy.clone(),
+        passthrough_access_logs: config.passthrough_access_logs.clone(),
     }
 }
 

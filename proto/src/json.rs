@@ -113,6 +113,43 @@ fn cluster_policy(p: &ClusterPolicy) -> Value {
     json!({"timeouts": timeouts, "retry": retry, "circuitBreaker": breaker, "healthCheck": health, "loadBalancer": lb})
 }
 
+fn access_log(b: &crate::v1::AccessLogBackend) -> Value {
+    use crate::v1::access_log_backend::Sink;
+    let (kind, target) = match &b.sink {
+        Some(Sink::File(p)) => ("File", p.as_str()),
+        Some(Sink::Tcp(a)) => ("Tcp", a.as_str()),
+        Some(Sink::Otel(e)) => ("OpenTelemetry", e.as_str()),
+        None => ("", ""),
+    };
+    let json: BTreeMap<&str, &str> = b
+        .json
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str()))
+        .collect();
+    json!({"type": kind, "target": target, "plain": (!b.plain.is_empty()).then_some(&b.plain),
+           "json": (!json.is_empty()).then_some(json)})
+}
+
+/// What MeshFaultInjection, MeshRateLimit and MeshAccessLog set on one
+/// listener.
+fn listener_policy(p: &crate::v1::ListenerPolicy) -> Value {
+    let faults: Vec<Value> = p
+        .faults
+        .iter()
+        .map(|r| {
+            let list: Vec<Value> = r.faults.iter().map(|f| {
+                json!({"abortStatus": f.abort_status, "abortPercent": f.abort_percent, "delayMs": f.delay_ms,
+                       "delayPercent": f.delay_percent, "bandwidthKbps": f.bandwidth_kbps, "bandwidthPercent": f.bandwidth_percent})
+            }).collect();
+            json!({"caller": (!r.caller.is_empty()).then_some(&r.caller), "faults": list})
+        })
+        .collect();
+    let rate = |r: &crate::v1::RateLimit| json!({"num": r.num, "intervalMs": r.interval_ms, "status": (r.status != 0).then_some(r.status)});
+    json!({"faults": faults, "httpRateLimit": p.http_rate_limit.as_ref().map(rate),
+           "tcpRateLimit": p.tcp_rate_limit.as_ref().map(rate),
+           "accessLogs": p.access_logs.iter().map(access_log).collect::<Vec<_>>()})
+}
+
 pub fn proxy_config(config: &ProxyConfig) -> Value {
     let inbounds: Vec<Value> = config
         .inbounds
@@ -129,6 +166,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
                 "tags": i.tags,
                 "permissions": permissions(i.permissions.as_ref()),
                 "policy": i.policy.as_ref().map(cluster_policy),
+                "listenerPolicy": i.listener_policy.as_ref().map(listener_policy),
             })
         })
         .collect();
@@ -161,6 +199,7 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
                 "transparent": o.transparent,
                 "httpRoutes": o.http_routes.iter().map(http_route).collect::<Vec<_>>(),
                 "tcpBackends": o.tcp_backends.iter().map(weighted).collect::<Vec<_>>(),
+                "listenerPolicy": o.listener_policy.as_ref().map(listener_policy),
             })
         })
         .collect();
@@ -190,5 +229,6 @@ pub fn proxy_config(config: &ProxyConfig) -> Value {
             .collect();
         json!({"address": z.address, "port": z.port, "routes": routes})
     });
-    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "transparentProxy": tp, "inbounds": inbounds, "outbounds": outbounds, "clusters": cluster_list, "dnsRecords": dns, "zoneProxy": zone_proxy})
+    json!({"mesh": config.mesh, "name": config.name, "mtls": mtls, "transparentProxy": tp, "inbounds": inbounds, "outbounds": outbounds, "clusters": cluster_list, "dnsRecords": dns, "zoneProxy": zone_proxy,
+           "passthroughAccessLogs": config.passthrough_access_logs.iter().map(access_log).collect::<Vec<_>>()})
 }

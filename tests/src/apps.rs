@@ -252,6 +252,19 @@ async fn route(id: Arc<str>, req: Request<Incoming>) -> Result<Response<AppBody>
             .unwrap_or(500);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if path == "/bytes" {
+        // `n` bytes of body (a large response to measure throughput on).
+        let n: usize = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("n="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024);
+        return Ok(Response::new(AppBody::Left(Full::new(Bytes::from(vec![
+            b'x';
+            n
+        ])))));
+    }
     if path == "/xfcc" {
         // Who the sidecar says called: the caller's verified identity.
         let xfcc = req

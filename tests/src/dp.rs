@@ -217,6 +217,11 @@ impl Dataplane {
         self.process.signal(Signal::SIGTERM);
     }
 
+    /// SIGHUP: access log files are reopened.
+    pub fn sighup(&self) {
+        self.process.signal(Signal::SIGHUP);
+    }
+
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.process.wait(timeout).await
     }

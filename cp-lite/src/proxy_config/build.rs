@@ -10,6 +10,7 @@ use koguma_api::{Networking, Protocol};
 use koguma_proto::v1 as pb;
 
 use super::index::{self, MeshContext};
+use super::listener_policy::{self, KumaValues};
 use super::routes::{self, OutboundRoutes};
 use super::{permissions, transparent};
 use crate::catalog::Catalog;
@@ -54,6 +55,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         .get(koguma_api::ResourceType::Dataplane, mesh, name)
         .map(|r| r.resource.meta.labels.clone())
         .unwrap_or_default();
+    let (own_service, zone, own_ip) = listener_policy::dataplane_values(net);
     let inbounds = net
         .inbound
         .iter()
@@ -80,6 +82,19 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                     .as_ref()
                     .map(|_| inbound_permissions(ctx, catalog, mesh, name, i)),
                 policy: ctx.policies.for_inbound(&subject),
+                listener_policy: ctx.policies.listener_for_inbound(
+                    &subject,
+                    mesh,
+                    &KumaValues {
+                        mesh,
+                        zone,
+                        source_service: "unknown",
+                        source_ip: own_ip,
+                        destination_service: i.service(),
+                        direction: "INBOUND",
+                        http: listener_policy::is_http(i.protocol()),
+                    },
+                ),
             }
         })
         .collect();
@@ -100,6 +115,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
                 transparent: false,
                 http_routes: Vec::new(),
                 tcp_backends: Vec::new(),
+                listener_policy: None,
             })
             .collect::<Vec<_>>()
     };
@@ -136,6 +152,35 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         });
         o.http_routes = r.http.clone();
         o.tcp_backends = r.tcp.clone();
+        let values = KumaValues {
+            mesh,
+            zone,
+            source_service: own_service,
+            source_ip: own_ip,
+            destination_service: &o.service,
+            direction: "OUTBOUND",
+            http: listener_policy::is_http(protocol_of(&o.service)),
+        };
+        o.listener_policy = ctx
+            .policies
+            .listener_for_caller(&caller, &o.service, &values);
+    }
+    let mut passthrough_access_logs = Vec::new();
+    if transparent_proxy.is_some_and(|tp| tp.passthrough) {
+        let values = KumaValues {
+            mesh,
+            zone,
+            source_service: own_service,
+            source_ip: own_ip,
+            destination_service: "external",
+            direction: "OUTBOUND",
+            http: false,
+        };
+        passthrough_access_logs = ctx
+            .policies
+            .listener_for_caller(&caller, "pass_through", &values)
+            .map(|p| p.access_logs)
+            .unwrap_or_default();
     }
     // One cluster per service, however many listeners and routes send to
     // it, with what the mesh's policies set for this dataplane's traffic.
@@ -169,6 +214,7 @@ pub fn build(ctx: &MeshContext, inputs: Inputs<'_>) -> pb::ProxyConfig {
         dns_records,
         clusters,
         zone_proxy: None,
+        passthrough_access_logs,
     }
 }
 

@@ -66,6 +66,17 @@ impl MeshPolicies {
             .unwrap_or_default()
     }
 
+    /// The policies of type `rtype`, with their names.
+    pub(super) fn of_type(
+        &self,
+        rtype: ResourceType,
+    ) -> impl Iterator<Item = (&str, &dyn koguma_api::AnyPolicy)> {
+        self.by_type
+            .get(&rtype)
+            .into_iter()
+            .flat_map(|list| Self::named(list))
+    }
+
     fn named(
         list: &[Arc<StoredResource>],
     ) -> impl Iterator<Item = (&str, &dyn koguma_api::AnyPolicy)> {

@@ -12,6 +12,7 @@ mod build;
 mod cluster_policy;
 mod index;
 mod interest;
+mod listener_policy;
 mod locality;
 mod permissions;
 mod reachable;

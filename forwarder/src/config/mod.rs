@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 
 mod policy;
 mod route;
+mod traffic;
 
 pub use koguma_types::{MtlsMode, PermissionAction, Protocol};
 pub use policy::*;
 pub use route::*;
+pub use traffic::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundConfig {
@@ -23,6 +25,8 @@ pub struct InboundConfig {
     pub timeouts: Timeouts,
     /// MeshCircuitBreaker `from`/`rules` connection limits.
     pub limits: ConnectionLimits,
+    /// MeshFaultInjection, MeshRateLimit, MeshAccessLog `from`/`rules`.
+    pub traffic: ListenerTrafficConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +82,8 @@ pub struct OutboundConfig {
     /// A service VIP: no socket of its own, reached through the transparent
     /// outbound listener by original destination.
     pub transparent: bool,
+    /// MeshFaultInjection and MeshAccessLog `to` its service.
+    pub traffic: ListenerTrafficConfig,
 }
 
 /// Transparent proxying: the ports iptables redirects to.
@@ -164,6 +170,8 @@ pub struct ProxyConfig {
     /// Retries and outlier detection of the zone proxies, and what an
     /// outbound has when no policy sets its own.
     pub resilience: Resilience,
+    /// MeshAccessLog on passthrough connections (transparent proxying).
+    pub passthrough_access_logs: Vec<AccessLogConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -177,6 +185,7 @@ impl Default for ProxyConfig {
             outbound_timeouts: Timeouts::OUTBOUND,
             inbound_timeouts: Timeouts::INBOUND,
             resilience: Resilience::default(),
+            passthrough_access_logs: Vec::new(),
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum LocalReply {
     BadRequest(String),
     /// Denied by MeshTrafficPermission.
     Forbidden(String),
+    /// MeshFaultInjection's abort.
+    FaultAbort(StatusCode),
 }
 
 impl LocalReply {
@@ -53,6 +55,7 @@ impl LocalReply {
             LocalReply::StreamIdle => StatusCode::REQUEST_TIMEOUT,
             LocalReply::BadRequest(_) => StatusCode::BAD_REQUEST,
             LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
+            LocalReply::FaultAbort(status) => *status,
         }
     }
 
@@ -73,6 +76,7 @@ impl LocalReply {
                 "upstream answered nothing while its peers did: taken out of rotation".into()
             }
             LocalReply::BadRequest(e) | LocalReply::Forbidden(e) => e.clone(),
+            LocalReply::FaultAbort(_) => "fault filter abort".into(),
         }
     }
 

@@ -10,6 +10,7 @@ mod headers;
 mod local_reply;
 mod retry;
 mod routed;
+mod served;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::access_log::{Downstream, PendingLog, UpstreamSlot};
 use crate::authz::Peer;
 use crate::endpoints::PickKey;
 use crate::listener::ListenerShared;
@@ -36,6 +38,7 @@ use crate::stream_body::{RequestBody, RequestProgress};
 use conn_watch::{Activity, Verdict, WatchedIo};
 use koguma_telemetry::metrics::Gauge;
 use local_reply::{LocalReply, ProxyBody};
+use served::ServedBody;
 
 /// Serves one downstream connection until it closes, or until `shutdown`
 /// resolves: then in-flight requests finish and the connection is closed
@@ -44,7 +47,7 @@ use local_reply::{LocalReply, ProxyBody};
 pub async fn serve<S>(
     stream: S,
     peer: Arc<Peer>,
-    client: Option<std::net::IpAddr>,
+    client: Downstream,
     shared: Arc<ListenerShared>,
     conn_route: Arc<Route>,
     shutdown: impl Future<Output = ()>,
@@ -107,19 +110,36 @@ fn current_route(shared: &ListenerShared, conn_route: &Arc<Route>) -> Arc<Route>
     }
 }
 
+/// Who sent a request, and where its tries went.
+pub(super) struct RequestContext<'a> {
+    pub peer: &'a Peer,
+    pub conn: Downstream,
+    pub upstream: UpstreamSlot,
+}
+
 async fn forward(
     route: Arc<Route>,
     peer: &Peer,
-    client: Option<std::net::IpAddr>,
+    client: Downstream,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> Response<ServedBody> {
     let started = Instant::now();
     let listener = &route.listener_stats;
     listener.rq_total.inc();
     let grpc = headers::is_grpc(req.headers());
-    let result = if crate::inbound::authorize(&route, peer) {
-        routed::routed(&route, peer, client, req).await
-    } else {
+    let traffic = &route.traffic;
+    let mut log = traffic
+        .log
+        .as_ref()
+        .map(|l| PendingLog::begin(l.clone(), &req, peer, client));
+    let ctx = RequestContext {
+        peer,
+        conn: client,
+        upstream: UpstreamSlot::default(),
+    };
+    let mut bandwidth = None;
+    let mut delayed = false;
+    let result = if !crate::inbound::authorize(&route, peer) {
         Err(LocalReply::Forbidden(format!(
             "RBAC: access denied: {} may not call {}",
             peer.identity(),
@@ -128,14 +148,50 @@ async fn forward(
                 .as_ref()
                 .map_or("", |m| m.tls.own_identity.as_str())
         )))
+    } else if let Some(limited) = traffic
+        .http_limit
+        .as_ref()
+        .and_then(|l| served::rate_limited(l, listener))
+    {
+        if let Some(l) = &mut log {
+            l.respond(&limited, "RL", "local_rate_limited", None);
+        }
+        listener.rq_xx.record(limited.status().as_u16());
+        listener.rq_time.observe(started.elapsed());
+        return limited.map(|b| ServedBody::new(b, None, log));
+    } else {
+        let faults = crate::fault::for_peer(&traffic.faults, peer);
+        let injected = match faults {
+            Some(f) => {
+                let before = listener.fault_delays_injected.get();
+                let injected = crate::fault::inject(f, listener).await;
+                delayed = listener.fault_delays_injected.get() != before;
+                injected
+            }
+            None => crate::fault::Injected::Pass { bandwidth: None },
+        };
+        match injected {
+            crate::fault::Injected::Abort(status) => Err(LocalReply::FaultAbort(status)),
+            crate::fault::Injected::Pass { bandwidth: b } => {
+                bandwidth = b;
+                routed::routed(&route, &ctx, req).await
+            }
+        }
     };
+    let (mut flags, details) = served::flags_of(&result);
+    if delayed && flags == "-" {
+        flags = "DI";
+    }
     let resp = match result {
         Ok(resp) => resp,
         Err(reply) => reply.into_response(grpc),
     };
     listener.rq_xx.record(resp.status().as_u16());
     listener.rq_time.observe(started.elapsed());
-    resp
+    if let Some(l) = &mut log {
+        l.respond(&resp, flags, details, ctx.upstream.get());
+    }
+    resp.map(|b| ServedBody::new(b, bandwidth, log))
 }
 
 /// Request bodies up to this size are read whole before the first try
@@ -145,10 +201,10 @@ const REPLAY_LIMIT: u64 = 64 * 1024;
 
 pub(super) async fn upstream(
     route: &Route,
-    peer: &Peer,
-    client: Option<std::net::IpAddr>,
+    ctx: &RequestContext<'_>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
+    let peer = ctx.peer;
     // An upgrade (WebSocket) or CONNECT becomes a tunnel once the upstream
     // agrees; HTTP/2 upstreams take neither.
     let h2 = route.protocol.upstream_h2();
@@ -193,7 +249,7 @@ pub(super) async fn upstream(
         1
     };
     let key = match &route.target {
-        Target::Balanced(set) => set.key_for(&parts.headers, &parts.uri, client),
+        Target::Balanced(set) => set.key_for(&parts.headers, &parts.uri, ctx.conn.ip()),
         _ => PickKey::default(),
     };
     let mut parts = Some(parts);
@@ -250,6 +306,7 @@ pub(super) async fn upstream(
             }
             return Err(LocalReply::NoHealthyUpstream);
         };
+        ctx.upstream.set(endpoint.addr);
         let upstream_body = match (&replay, streaming.take()) {
             (Some(bytes), _) => Either::Right(Full::new(bytes.clone())),
             (None, Some(b)) => {

@@ -7,8 +7,7 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
 use super::local_reply::{LocalReply, ProxyBody};
-use super::{headers, upstream};
-use crate::authz::Peer;
+use super::{RequestContext, headers, upstream};
 use crate::outlier;
 use crate::route::{Route, Target};
 use crate::routing;
@@ -18,15 +17,14 @@ use crate::routing;
 /// backends; a request that meets none goes to the outbound's own cluster.
 pub(super) async fn routed(
     route: &Route,
-    peer: &Peer,
-    client: Option<std::net::IpAddr>,
+    ctx: &RequestContext<'_>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
     let Some(table) = &route.http_routes else {
-        return upstream(route, peer, client, req).await;
+        return upstream(route, ctx, req).await;
     };
     let Some(rule) = table.select(req.method(), req.uri(), req.headers()) else {
-        return upstream(route, peer, client, req).await;
+        return upstream(route, ctx, req).await;
     };
     let matched = &rule.matcher.path;
     if let Some(resp) = routing::redirect(&rule.filters, matched, &req) {
@@ -47,7 +45,7 @@ pub(super) async fn routed(
             ));
         }
     };
-    let mut result = upstream(target, peer, client, req).await;
+    let mut result = upstream(target, ctx, req).await;
     if let Ok(resp) = &mut result {
         routing::apply_response(&rule.filters, resp.headers_mut());
     }
