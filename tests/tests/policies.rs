@@ -330,15 +330,46 @@ async fn bad_policies_are_refused_naming_the_field_and_change_nothing() {
             "type: MeshTCPRoute\nmesh: default\nname: bad\nspec:\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    rules:\n    - default: {backendRefs: []}\n",
             "spec.to[0].rules[0].default.backendRefs",
         ),
+        (
+            "type: MeshFaultInjection\nmesh: default\nname: bad\nspec:\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      http:\n      - abort: {httpStatus: 700, percentage: 50}\n",
+            "spec.from[0].default.http[0].abort.httpStatus",
+        ),
+        (
+            "type: MeshFaultInjection\nmesh: default\nname: bad\nspec:\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      http:\n      - responseBandwidth: {limit: 10mbit, percentage: 50}\n",
+            "spec.from[0].default.http[0].responseBandwidth.limit",
+        ),
+        (
+            "type: MeshRateLimit\nmesh: default\nname: bad\nspec:\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      local:\n        http:\n          requestRate: {num: 10, interval: 10ms}\n",
+            "spec.from[0].default.local.http.requestRate.interval",
+        ),
+        (
+            "type: MeshRateLimit\nmesh: default\nname: bad\nspec:\n  to:\n  - targetRef: {kind: Mesh}\n    default:\n      local:\n        tcp: {connectionRate: {num: 1, interval: 1s}}\n",
+            "spec.to",
+        ),
+        (
+            "type: MeshAccessLog\nmesh: default\nname: bad\nspec:\n  to:\n  - targetRef: {kind: Mesh}\n    default:\n      backends:\n      - type: File\n        file:\n          path: /tmp/x.log\n          format: {type: Plain, plain: \"%NOT_AN_OPERATOR%\"}\n",
+            "spec.to[0].default.backends[0].file.format.plain",
+        ),
+        (
+            "type: MeshAccessLog\nmesh: default\nname: bad\nspec:\n  to:\n  - targetRef: {kind: Mesh}\n    default:\n      backends:\n      - type: Tcp\n        tcp: {address: no-port}\n",
+            "spec.to[0].default.backends[0].tcp.address",
+        ),
     ] {
         let out = mesh.cp.cli(&["apply", "-f", "-"], Some(yaml)).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "accepted: {yaml}");
         assert!(stderr.contains(field), "{field} not named in: {stderr}");
     }
-    let (status, list) = mesh.cp.get_json("/meshes/default/meshtimeouts").await;
-    assert_eq!(status, 200);
-    assert_eq!(list["total"], 0, "{list}");
+    for kind in [
+        "meshtimeouts",
+        "meshfaultinjections",
+        "meshratelimits",
+        "meshaccesslogs",
+    ] {
+        let (status, list) = mesh.cp.get_json(&format!("/meshes/default/{kind}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(list["total"], 0, "{kind}: {list}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

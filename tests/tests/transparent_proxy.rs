@@ -317,6 +317,32 @@ fn applications_call_mesh_names_through_both_proxies() {
             "outbound_passthrough_ipv4"
         ) >= 1.0
     );
+    // MeshAccessLog covers passthrough connections: Kuma's TCP format, with
+    // `external` for the destination. The agent runs as its own user: the
+    // log directory is writable by it.
+    let logs = m.dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("log dir");
+    std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let log = logs.join("passthrough.log");
+    m.apply(&format!("type: MeshAccessLog\nmesh: default\nname: everything\nspec:\n  to:\n  - targetRef:\n      kind: Mesh\n    default:\n      backends:\n      - type: File\n        file:\n          path: {}\n", log.display()));
+    let outside_addr = format!("{}:8000", m.lan.addr(OUTSIDE));
+    let line = wait_for(
+        "a passthrough connection in web's access log",
+        Duration::from_secs(15),
+        || {
+            let _ = curl(web, &outside);
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .find(|l| l.contains("(external)"))
+                .map(str::to_string)
+        },
+    );
+    println!("passthrough, Kuma's default TCP format:\n{line}");
+    assert!(
+        line.contains(&format!("(web)->{outside_addr}(external) took ")),
+        "{line}"
+    );
     // A port no inbound declares on backend's host passes through too (no mTLS yet).
     let undeclared = format!("http://{}:9000/", m.lan.addr(BACKEND));
     assert_eq!(curl(web, &undeclared), (200, "backend\n".into()));

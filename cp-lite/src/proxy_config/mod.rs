@@ -29,6 +29,8 @@ mod cross_zone_tests;
 #[cfg(test)]
 mod equivalence_tests;
 #[cfg(test)]
+mod listener_policy_tests;
+#[cfg(test)]
 mod test_catalog;
 
 use std::ops::Deref;

@@ -164,3 +164,88 @@ fn header<'a>(
         _ => Some(v),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use http::HeaderValue;
+    use koguma_types::log_format::parse;
+
+    use super::*;
+    use crate::access_log::{Downstream, HttpRecord};
+    use crate::authz::Peer;
+
+    fn record() -> (ListenerLog, LogRecord) {
+        let log = ListenerLog {
+            entries: Vec::new(),
+            req_headers: vec![http::HeaderName::from_static("user-agent")],
+            resp_headers: Vec::new(),
+            cluster: "backend".into(),
+        };
+        let downstream = Downstream::new(
+            Some("10.0.0.1:40000".parse().unwrap()),
+            Some("10.0.0.2:10001".parse().unwrap()),
+        );
+        let started = (
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            std::time::Instant::now(),
+        );
+        let mut r = LogRecord::connection(downstream, &Peer::Unauthenticated, started);
+        r.duration = Duration::from_millis(42);
+        r.bytes_sent = 11;
+        r.upstream = Some("10.0.0.3:8080".parse().unwrap());
+        r.http = Some(HttpRecord {
+            method: http::Method::POST,
+            uri: "/items?page=2".parse().unwrap(),
+            version: http::Version::HTTP_11,
+            authority: Some(HeaderValue::from_static("backend.mesh")),
+            status: 201,
+            req: vec![Some(HeaderValue::from_static("curl/8.5.0"))],
+            resp: Vec::new(),
+        });
+        (log, r)
+    }
+
+    #[test]
+    fn plain_lines_render_envoys_operators() {
+        let (log, r) = record();
+        let format = LogFormat::Plain(
+            parse("[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %DURATION% \"%REQ(USER-AGENT):4%\" \"%REQ(X-REQUEST-ID)%\" %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_HOST% %UPSTREAM_CLUSTER%\n").unwrap(),
+        );
+        let mut out = String::new();
+        line(&format, &log, &r, &mut out);
+        assert_eq!(
+            out,
+            "[2023-11-14T22:13:20.123Z] \"POST /items?page=2 HTTP/1.1\" 201 - 11 42 \"curl\" \"-\" 10.0.0.1 10.0.0.3:8080 backend\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_type_lone_numbers_and_omit_what_is_missing_when_asked() {
+        let (log, r) = record();
+        let entries = vec![
+            ("status".to_string(), parse("%RESPONSE_CODE%").unwrap()),
+            (
+                "what".to_string(),
+                parse("%REQ(:METHOD)% %REQ(:AUTHORITY)%").unwrap(),
+            ),
+            ("id".to_string(), parse("%REQ(X-REQUEST-ID)%").unwrap()),
+        ];
+        for (omit_empty, want) in [
+            (
+                false,
+                r#"{"id":null,"status":201,"what":"POST backend.mesh"}"#,
+            ),
+            (true, r#"{"status":201,"what":"POST backend.mesh"}"#),
+        ] {
+            let format = LogFormat::Json {
+                entries: entries.clone(),
+                omit_empty,
+            };
+            let mut out = String::new();
+            line(&format, &log, &r, &mut out);
+            assert_eq!(out, format!("{want}\n"));
+        }
+    }
+}

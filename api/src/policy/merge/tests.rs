@@ -197,3 +197,54 @@ fn health_check_fields_koguma_cannot_enforce_are_refused_by_name() {
     assert!(e.contains("spec.to[0].default.failTrafficOnPanic"), "{e}");
     assert!(e.contains("spec.to[0].default.eventLogPath"), "{e}");
 }
+
+#[test]
+fn each_named_caller_gets_its_own_entry_over_the_every_caller_one() {
+    use crate::policy::FaultInjectionConf;
+    let policies = [
+        policy(
+            "type: MeshFaultInjection\nmesh: default\nname: faults\nspec:\n  targetRef: {kind: MeshService, name: backend}\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      http:\n      - delay: {value: 1s, percentage: 10}\n  - targetRef: {kind: MeshService, name: web}\n    default:\n      http:\n      - abort: {httpStatus: 402, percentage: 100}\n",
+        ),
+        policy(
+            "type: MeshFaultInjection\nmesh: default\nname: other\nspec:\n  targetRef: {kind: Mesh}\n  from:\n  - targetRef: {kind: MeshService, name: other}\n    default:\n      http:\n      - abort: {httpStatus: 421, percentage: 100}\n",
+        ),
+    ];
+    let named = || {
+        policies
+            .iter()
+            .filter_map(|(n, s)| s.as_policy().map(|p| (n.as_str(), p)))
+    };
+    let (labels, backend) = (BTreeMap::new(), tags("backend", &[]));
+    let subject = InboundSubject {
+        tags: &backend,
+        dataplane: "backend-1",
+        labels: &labels,
+        inbound_name: None,
+        port: 8080,
+    };
+    let by_caller = merged_inbound_by_caller::<FaultInjectionConf>(named(), &subject);
+    let summary: Vec<(Option<&str>, Option<i64>, bool)> = by_caller
+        .iter()
+        .map(|(caller, conf)| {
+            let http = conf.http.as_deref().unwrap_or_default();
+            (
+                caller.as_deref(),
+                http.iter()
+                    .find_map(|f| f.abort.as_ref().map(|a| a.http_status)),
+                http.iter().any(|f| f.delay.is_some()),
+            )
+        })
+        .collect();
+    // In policy order, as Kuma merges them: `other` (top-level Mesh)
+    // before `faults` (MeshService). web's own list replaces the
+    // every-caller one of its policy; other's comes first and is replaced
+    // by `faults`' every-caller list (lists are replaced, not appended).
+    assert_eq!(
+        summary,
+        vec![
+            (Some("other"), None, true),
+            (Some("web"), Some(402), false),
+            (None, None, true),
+        ]
+    );
+}
