@@ -78,16 +78,22 @@ def cell(runs, key, sub, digits):
     return f"{fmt(v, digits)} <sub>({fmt(lo, digits)}–{fmt(hi, digits)})</sub>"
 
 
-def policy_cost(results):
+def policy_cost(results, scenario="http-routes"):
     """What the policies cost each proxy: its requests/s with them against
     its plain HTTP pair's (scenario 2) in the same run."""
     out = []
     for target, label in (("koguma", "Koguma"), ("envoy", "Envoy")):
-        with_p = value(results.get(target, {}).get("http-routes", []), "rps", None)
+        with_p = value(results.get(target, {}).get(scenario, []), "rps", None)
         plain = value(results.get(target, {}).get("http", []), "rps", None)
         if with_p and plain:
             out.append(f"- {label} with these policies: {100 * with_p / plain:.1f} % of its plain HTTP pair's requests/s"
                        f" ({fmt(with_p)} vs {fmt(plain)}).")
+        runs = results.get(target, {}).get(scenario, [])
+        if runs and all("log_lines" in r for r in runs):
+            lines = sum(r["log_lines"] for r in runs)
+            sent = sum(r["requests"] for r in runs)
+            out.append(f"- {label}'s access log: {lines:,} lines, for the {sent:,} requests of the throughput runs"
+                       f" and those of the warm-up and latency runs.")
     return (out + [""]) if out else []
 
 
@@ -138,7 +144,7 @@ def write(results, scenarios, args, command, out_dir: Path, versions):
                          f"| {ratio(vals['koguma'], vals['envoy'])} | {ratio(vals['koguma'], vals['direct'])} | {ratio(vals['envoy'], vals['direct'])} |")
         lines.append("")
         if sc.get("policies"):
-            lines += policy_cost(results)
+            lines += policy_cost(results, name)
     lines += ["## Latency distribution", "", "![latency percentiles per scenario](latency.svg)", ""]
     notes = Path(__file__).resolve().parent / "NOTES.md"
     if notes.exists():

@@ -30,7 +30,10 @@ SCENARIOS = {
     "http": {"name": "http", "title": "2. HTTP/1.1 through a sidecar pair", "protocol": "http", "path": "/", "kind": "rq"},
     "http-routes": {"name": "http-routes", "title": "2c. HTTP/1.1 with a MeshHTTPRoute of 20 rules, a MeshRetry and a MeshTimeout"
                     " in force (Envoy: the same route table, retry policy and timeouts)", "protocol": "http", "path": "/",
-                    "kind": "rq", "policies": True},
+                    "kind": "rq", "policies": "routes"},
+    "http-observed": {"name": "http-observed", "title": "2d. HTTP/1.1 with a MeshAccessLog to a file (Kuma's default format)"
+                      " and a MeshRateLimit that never triggers (Envoy: the same file access log and local rate limit)",
+                      "protocol": "http", "path": "/", "kind": "rq", "policies": "observed"},
     "http-64k": {"name": "http-64k", "title": "2b. HTTP/1.1, 64 KiB responses", "protocol": "http", "path": "/64k", "kind": "rq"},
     "mtls-http": {"name": "mtls-http", "title": "3. HTTP/1.1 through a sidecar pair, mesh mTLS", "protocol": "http",
                   "path": "/", "kind": "rq", "mtls": True},
@@ -65,10 +68,10 @@ def parse_args():
     cpus = len(os.sched_getaffinity(0))
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=cpus >= 2,
                    help="client on CPU 0, proxies and applications on the others (default: on with 2 or more CPUs)")
-    p.add_argument("--smoke", action="store_true", help="very short runs of the http, http-routes and mtls-grpc scenarios (for the test suite)")
+    p.add_argument("--smoke", action="store_true", help="very short runs of the http, http-routes, http-observed and mtls-grpc scenarios (for the test suite)")
     args = p.parse_args()
     if args.smoke:
-        args.reps, args.duration, args.rate, args.scenarios, args.bulk_mib = 1, 1, 200, "http,http-routes,mtls-grpc", 1
+        args.reps, args.duration, args.rate, args.scenarios, args.bulk_mib = 1, 1, 200, "http,http-routes,http-observed,mtls-grpc", 1
     if args.pin:
         procs.pin(cpus)
     return args
@@ -123,14 +126,18 @@ def main():
                                       else EnvoyCrossZone(sc["protocol"], run_dir, args.envoy, certs))
                         elif kind == "koguma":
                             target = KogumaPair(sc["protocol"], run_dir, bins, mtls=sc.get("mtls", False),
-                                                policies=sc.get("policies", False))
+                                                policies=sc.get("policies"))
                         else:
                             target = EnvoyPair(sc["protocol"], run_dir, args.envoy, certs if sc.get("mtls") else None,
-                                               policies=sc.get("policies", False))
+                                               policies=sc.get("policies"))
                         try:
                             r = measure.run(target, sc, args, bins / "koguma-loadgen", run_dir)
                         finally:
                             target.stop()
+                        if sc.get("policies") == "observed" and kind != "direct":
+                            # The proof that every request was logged, not dropped.
+                            log = run_dir / "access.log"
+                            r["log_lines"] = sum(1 for _ in log.open("rb")) if log.exists() else 0
                         if "latency" in r:
                             r["errors"] += r["latency"]["errors"]
                         results[kind].setdefault(sc["name"], []).append(r)

@@ -123,6 +123,48 @@ def policies_yaml():
             f"    default:\n      http: {{requestTimeout: 10s, streamIdleTimeout: 5m}}\n")
 
 
+# A bucket no benchmark comes near: the rate limit is checked on every
+# request and never answers one.
+NEVER_LIMITED = 10_000_000
+
+# Kuma's default HTTP access log format, its placeholders filled in as for
+# the client's outbound to `app` (what Koguma's CP does, and Kuma's).
+KUMA_HTTP_FORMAT = ('[%START_TIME%] default "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
+                    '%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+                    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+                    '"%REQ(X-B3-TRACEID?X-DATADOG-TRACEID)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" '
+                    '"client" "app" "127.0.0.3" "%UPSTREAM_HOST%"\n')
+
+
+def observed_yaml(log: Path):
+    """A MeshAccessLog of the client's outbound to a file, in Kuma's default
+    format, and a MeshRateLimit on app's inbound that never triggers."""
+    return (f"type: MeshAccessLog\nmesh: default\nname: bench-log\nspec:\n  targetRef: {{kind: Mesh}}\n"
+            f"  to:\n  - targetRef: {{kind: MeshService, name: app}}\n    default:\n      backends:\n"
+            f"      - type: File\n        file: {{path: {log}}}\n"
+            f"---\ntype: MeshRateLimit\nmesh: default\nname: bench-limit\nspec:\n"
+            f"  targetRef: {{kind: MeshService, name: app}}\n  from:\n  - targetRef: {{kind: Mesh}}\n    default:\n"
+            f"      local:\n        http:\n          requestRate: {{num: {NEVER_LIMITED}, interval: 1s}}\n")
+
+
+def envoy_access_log(log: Path):
+    return [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": str(log), "log_format": {"text_format_source": {"inline_string": KUMA_HTTP_FORMAT}}}}]
+
+
+def envoy_rate_limit():
+    """Envoy's local rate limit filter as Kuma configures it (stat prefix
+    `rate_limit`, token bucket of `num` refilled every interval)."""
+    every = {"numerator": 100, "denominator": "HUNDRED"}
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "rate_limit",
+        "token_bucket": {"max_tokens": NEVER_LIMITED, "tokens_per_fill": NEVER_LIMITED, "fill_interval": "1s"},
+        "filter_enabled": {"runtime_key": "local_rate_limit_enabled", "default_value": every},
+        "filter_enforced": {"runtime_key": "local_rate_limit_enforced", "default_value": every}}}
+
+
 def envoy_routes(cluster):
     """The same routes, retry and timeout as an Envoy route table."""
     action = {"cluster": cluster, "timeout": "10s", "idle_timeout": "300s",
@@ -135,13 +177,15 @@ def envoy_routes(cluster):
 class KogumaPair:
     """koguma-cp plus two koguma-dp, as users run them: configured over the
     stream; with `mtls`, the mesh has a builtin CA and an allow-all
-    MeshTrafficPermission; with `policies`, `policies_yaml()` is in force."""
+    MeshTrafficPermission; with `policies` "routes", `policies_yaml()` is in
+    force, with "observed", `observed_yaml()`."""
 
     name = "koguma"
 
-    def __init__(self, protocol, work: Path, bins: Path, mtls=False, policies=False):
+    def __init__(self, protocol, work: Path, bins: Path, mtls=False, policies=None):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
         self.policies = policies
+        self.log = work / "access.log"
         cp_dir = work / "koguma-cp"
         self.cp = Proc("koguma-cp", [str(bins / "koguma-cp"), "run", "--store", "memory", "--data-dir", str(cp_dir),
                                      "--api-address", "127.0.0.1:25681", "--dp-server-address", "127.0.0.1:25678"], work)
@@ -157,7 +201,8 @@ class KogumaPair:
         if mtls:
             cli(bins, "apply", "-f", "-", "--api-url", "http://127.0.0.1:25681", stdin=MESH.encode())
         if self.policies:
-            cli(bins, "apply", "-f", "-", "--api-url", "http://127.0.0.1:25681", stdin=policies_yaml().encode())
+            yaml = policies_yaml() if self.policies == "routes" else observed_yaml(self.log)
+            cli(bins, "apply", "-f", "-", "--api-url", "http://127.0.0.1:25681", stdin=yaml.encode())
         app = APP[protocol]
         inbound = _dataplane("app-1", INBOUND[0], {"port": INBOUND[1], "servicePort": app[1], "serviceAddress": app[0],
                                                     "tags": {"kuma.io/service": "app"}}, None, protocol)
@@ -183,8 +228,9 @@ class KogumaPair:
             dump = json.loads(http_status("http://127.0.0.1:9912/config_dump")[1] or b"{}")
             config = dump.get("config") or {}
             outs = config.get("outbounds") or []
-            routed = not self.policies or bool(outs and len(outs[0].get("httpRoutes") or []) == ROUTE_RULES)
-            return bool(outs and outs[0]["endpoints"] and (not mtls or outs[0].get("identity")) and routed)
+            routed = self.policies != "routes" or bool(outs and len(outs[0].get("httpRoutes") or []) == ROUTE_RULES)
+            logged = self.policies != "observed" or bool(outs and (outs[0].get("listenerPolicy") or {}).get("accessLogs"))
+            return bool(outs and outs[0]["endpoints"] and (not mtls or outs[0].get("identity")) and routed and logged)
         wait_until("client-1 to know app-1", has_endpoint, 10, self.procs)
 
     def stop(self):
@@ -198,7 +244,7 @@ def envoy_tcp_proxy(stat, cluster):
         "stat_prefix": stat, "cluster": cluster}}
 
 
-def _envoy_listener(name, addr, protocol, cluster, routes=None):
+def _envoy_listener(name, addr, protocol, cluster, routes=None, access_log=None, filters=()):
     if protocol == "tcp":
         filt = envoy_tcp_proxy(name, cluster)
     else:
@@ -207,8 +253,10 @@ def _envoy_listener(name, addr, protocol, cluster, routes=None):
             "stat_prefix": name, "codec_type": "AUTO",
             "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes or [
                 {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "15s"}}]}]},
-            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "http_filters": list(filters) + [{"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
+        if access_log:
+            filt["typed_config"]["access_log"] = access_log
     return {"name": name, "address": {"socket_address": {"address": addr[0], "port_value": addr[1]}},
             "filter_chains": [{"filters": [filt]}]}
 
@@ -254,17 +302,20 @@ class EnvoyPair:
 
     name = "envoy"
 
-    def __init__(self, protocol, work: Path, envoy: str, certs=None, policies=False):
+    def __init__(self, protocol, work: Path, envoy: str, certs=None, policies=None):
         self.url_base = f"http://{OUTBOUND[0]}:{OUTBOUND[1]}"
         app = APP[protocol]
-        inbound = _envoy_listener(f"inbound:{INBOUND[0]}:{INBOUND[1]}", INBOUND, protocol, "localhost")
+        observed = policies == "observed"
+        inbound = _envoy_listener(f"inbound:{INBOUND[0]}:{INBOUND[1]}", INBOUND, protocol, "localhost",
+                                  filters=[envoy_rate_limit()] if observed else ())
         between = protocol
         if certs:
             inbound["filter_chains"][0]["transport_socket"] = downstream_tls(certs)
             between = "tcp" if protocol == "tcp" else "http2"
         sides = [("inbound", [inbound], [envoy_cluster("localhost", app, protocol)], 9921),
                  ("outbound", [_envoy_listener(f"outbound:{OUTBOUND[0]}:{OUTBOUND[1]}", OUTBOUND, protocol, "app",
-                                               envoy_routes("app") if policies else None)],
+                                               envoy_routes("app") if policies == "routes" else None,
+                                               access_log=envoy_access_log(work / "access.log") if observed else None)],
                   [envoy_cluster("app", INBOUND, between, upstream_tls(certs) if certs else None)], 9922)]
         self.procs, self.ready_ms = start_envoys(sides, work, envoy)
 

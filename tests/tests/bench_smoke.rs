@@ -89,6 +89,19 @@ fn a_short_benchmark_run_measures_koguma_and_envoy() {
             "{proxy}: HTTP with 20 route rules, a retry and a timeout: {run}"
         );
     }
+    // The access log and rate limit scenario: traffic through both proxies,
+    // none refused by the rate limit, a line in the file per request.
+    for proxy in ["koguma", "envoy"] {
+        let run = &results["results"][proxy]["http-observed"][0];
+        let (requests, lines) = (
+            run["requests"].as_u64().unwrap_or(0),
+            run["log_lines"].as_u64().unwrap_or(0),
+        );
+        assert!(
+            requests > 0 && run["errors"] == 0 && lines >= requests,
+            "{proxy}: HTTP with an access log and a rate limit: {run}"
+        );
+    }
     for proxy in ["koguma", "envoy"] {
         let run = &results["results"][proxy]["http"][0];
         assert!(

@@ -22,8 +22,14 @@ use crate::stats::SinkStats;
 
 /// Records waiting for their writer, per sink.
 const QUEUE: usize = 8192;
-/// Records written together.
-const BATCH: usize = 256;
+/// Records a TCP writer takes at once.
+const BATCH: usize = 1024;
+/// A writer with lines in hand gathers more for this long before it
+/// looks again.
+const GATHER: Duration = Duration::from_millis(10);
+/// Buffered lines are written at this size, or after this long.
+const FLUSH_BYTES: usize = 64 * 1024;
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
 /// Bumped by SIGHUP: file sinks reopen their file (after rotation).
 static REOPEN: AtomicU64 = AtomicU64::new(0);
@@ -106,29 +112,47 @@ fn rotated(path: &Path, file: &File) -> bool {
     }
 }
 
+/// Lines are buffered and written when 64 KiB have gathered or the oldest
+/// has waited a second (Envoy's file access log does the same), so that a
+/// busy listener costs a write now and then, not one per request. While
+/// lines are buffered the writer sleeps rather than waits on the queue:
+/// senders then never have to wake it.
 fn write_file(path: &Path, rx: std_mpsc::Receiver<LogItem>, stats: &SinkStats) {
     let mut file: Option<File> = None;
     let mut seen_reopen = REOPEN.load(Ordering::Relaxed);
-    let mut buf = String::new();
+    let mut buf = String::with_capacity(FLUSH_BYTES + 4096);
+    let mut lines = 0u64;
+    let mut oldest = std::time::Instant::now();
     loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(item) => Some(item),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        // Rotation: a HUP, or the path naming another file (checked at
-        // least every second, and before each batch).
+        if lines == 0 {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(item) => {
+                    render::line(item.format(), &item.log, &item.record, &mut buf);
+                    lines = 1;
+                    oldest = std::time::Instant::now();
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            std::thread::sleep(GATHER);
+        }
+        for item in rx.try_iter() {
+            render::line(item.format(), &item.log, &item.record, &mut buf);
+            lines += 1;
+            if buf.len() >= FLUSH_BYTES {
+                break;
+            }
+        }
+        // Rotation: a HUP, or the path naming another file (checked before
+        // each write, and every second when idle).
         let reopen = REOPEN.load(Ordering::Relaxed);
         if reopen != seen_reopen || file.as_ref().is_some_and(|f| rotated(path, f)) {
             seen_reopen = reopen;
             file = None;
         }
-        let Some(first) = first else { continue };
-        buf.clear();
-        let mut n = 0u64;
-        for item in std::iter::once(first).chain(rx.try_iter().take(BATCH - 1)) {
-            render::line(item.format(), &item.log, &item.record, &mut buf);
-            n += 1;
+        if lines == 0 || (buf.len() < FLUSH_BYTES && oldest.elapsed() < FLUSH_AFTER) {
+            continue;
         }
         if file.is_none() {
             match open(path) {
@@ -139,14 +163,16 @@ fn write_file(path: &Path, rx: std_mpsc::Receiver<LogItem>, stats: &SinkStats) {
             }
         }
         match file.as_mut().map(|f| f.write_all(buf.as_bytes())) {
-            Some(Ok(())) => stats.written.add(n),
+            Some(Ok(())) => stats.written.add(lines),
             Some(Err(e)) => {
                 tracing::warn!(path = %path.display(), error = %e, "access log: write failed");
-                stats.dropped.add(n);
+                stats.dropped.add(lines);
                 file = None;
             }
-            None => stats.dropped.add(n),
+            None => stats.dropped.add(lines),
         }
+        buf.clear();
+        lines = 0;
     }
 }
 
@@ -160,6 +186,9 @@ async fn write_tcp(addr: String, mut rx: mpsc::Receiver<LogItem>, stats: Arc<Sin
     let mut buf = String::new();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // More lines gather while this batch is written: one write for
+        // many requests, and senders need not wake this task each time.
+        let gather = tokio::time::sleep(GATHER);
         buf.clear();
         let n = batch.len() as u64;
         for item in batch.drain(..) {
@@ -184,7 +213,10 @@ async fn write_tcp(addr: String, mut rx: mpsc::Receiver<LogItem>, stats: Arc<Sin
             continue;
         };
         match tokio::time::timeout(WRITE_TIMEOUT, s.write_all(buf.as_bytes())).await {
-            Ok(Ok(())) => stats.written.add(n),
+            Ok(Ok(())) => {
+                stats.written.add(n);
+                gather.await;
+            }
             outcome => {
                 let why = match outcome {
                     Ok(Err(e)) => e.to_string(),
