@@ -37,18 +37,23 @@ fn drawn(percent: f64) -> bool {
 pub enum Injected {
     /// Answered here with this status.
     Abort(http::StatusCode),
-    /// Goes on; its response body at most this many bytes per second.
-    Pass { bandwidth: Option<u64> },
+    /// Goes on, perhaps delayed (Envoy's DI flag); its response body at
+    /// most `bandwidth` bytes per second.
+    Pass {
+        delayed: bool,
+        bandwidth: Option<u64>,
+    },
 }
 
 /// Runs `faults` in order: a delay waits here, an abort ends the chain.
 pub async fn inject(faults: &[Fault], stats: &ListenerStats) -> Injected {
-    let mut bandwidth = None;
+    let (mut bandwidth, mut delayed) = (None, false);
     for fault in faults {
         if let Some((delay, percent)) = fault.delay
             && drawn(percent)
         {
             stats.fault_delays_injected.inc();
+            delayed = true;
             tokio::time::sleep(delay).await;
         }
         if let Some((status, percent)) = fault.abort
@@ -64,7 +69,7 @@ pub async fn inject(faults: &[Fault], stats: &ListenerStats) -> Injected {
             bandwidth = Some(bandwidth.map_or(rate, |r: u64| r.min(rate)));
         }
     }
-    Injected::Pass { bandwidth }
+    Injected::Pass { delayed, bandwidth }
 }
 
 /// A response body at most `rate` bytes per second: frames are cut into

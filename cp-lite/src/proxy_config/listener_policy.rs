@@ -266,7 +266,7 @@ pub fn dataplane_values(net: &koguma_api::Networking) -> (&str, &str, &str) {
     let first = net.inbound.first();
     let service = first.map_or("unknown", |i| i.service());
     let zone = first
-        .and_then(|i| i.tags.get("kuma.io/zone"))
+        .and_then(|i| i.tags.get(koguma_api::tags::ZONE))
         .map_or("", String::as_str);
     (service, zone, net.address.as_str())
 }

@@ -160,20 +160,20 @@ async fn forward(
         listener.rq_time.observe(started.elapsed());
         return limited.map(|b| ServedBody::new(b, None, log));
     } else {
-        let faults = crate::fault::for_peer(&traffic.faults, peer);
-        let injected = match faults {
-            Some(f) => {
-                let before = listener.fault_delays_injected.get();
-                let injected = crate::fault::inject(f, listener).await;
-                delayed = listener.fault_delays_injected.get() != before;
-                injected
-            }
-            None => crate::fault::Injected::Pass { bandwidth: None },
+        let injected = match crate::fault::for_peer(&traffic.faults, peer) {
+            Some(f) => crate::fault::inject(f, listener).await,
+            None => crate::fault::Injected::Pass {
+                delayed: false,
+                bandwidth: None,
+            },
         };
         match injected {
             crate::fault::Injected::Abort(status) => Err(LocalReply::FaultAbort(status)),
-            crate::fault::Injected::Pass { bandwidth: b } => {
-                bandwidth = b;
+            crate::fault::Injected::Pass {
+                delayed: d,
+                bandwidth: b,
+            } => {
+                (delayed, bandwidth) = (d, b);
                 routed::routed(&route, &ctx, req).await
             }
         }
