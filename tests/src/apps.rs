@@ -348,6 +348,18 @@ pub async fn tcp_echo(addr: SocketAddr) -> Server {
     }
 }
 
+/// Whether an echo round trip works on `conn` (false once it is closed).
+pub async fn echoes(conn: &mut tokio::net::TcpStream) -> bool {
+    if conn.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), conn.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"ping"
+    )
+}
+
 /// A gRPC server with the standard health service; `koguma.test` is SERVING.
 pub async fn grpc_health(addr: SocketAddr) -> Server {
     let listener = bind(addr).await;

@@ -217,6 +217,23 @@ impl Dataplane {
         self.process.signal(Signal::SIGTERM);
     }
 
+    /// Waits until the config dump shows `probe` (the CP pushed what was
+    /// applied and the agent took it).
+    pub async fn wait_config(&self, probe: &str) {
+        crate::eventually(
+            &format!("{}'s config to carry {probe}", self.name),
+            Duration::from_secs(10),
+            || async {
+                self.config_dump()
+                    .await
+                    .to_string()
+                    .contains(probe)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// SIGHUP: access log files are reopened.
     pub fn sighup(&self) {
         self.process.signal(Signal::SIGHUP);

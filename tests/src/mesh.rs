@@ -13,6 +13,16 @@ pub struct Backend {
     pub dp: Dataplane,
 }
 
+/// A TCP echo service (`echo-1` on host 6) and web's outbound to it.
+pub struct Echo {
+    pub app: apps::Server,
+    pub dp: Dataplane,
+    /// web's outbound for echo: `<web>:10002`.
+    pub addr: SocketAddr,
+    /// echo's sidecar inbound.
+    pub inbound: SocketAddr,
+}
+
 pub struct WebToBackend {
     pub net: TestNet,
     pub dir: tempfile::TempDir,
@@ -77,6 +87,36 @@ impl WebToBackend {
         let dp = Dataplane::start(&self.cp, &self.backend_yaml(i), self.dir.path());
         self.backends.push(Backend { app, dp });
         &self.backends[usize::from(i) - 1]
+    }
+
+    /// Starts the echo service and gives web an outbound to it, once it is
+    /// ready.
+    pub async fn add_echo(&self) -> Echo {
+        let ip = self.net.host(6);
+        let app = apps::tcp_echo(SocketAddr::new(ip, 18082)).await;
+        let yaml = DataplaneYaml::new("echo-1", ip).inbound(8082, 18082, "echo", "tcp");
+        let dp = Dataplane::start(&self.cp, &yaml, self.dir.path());
+        dp.wait_ready().await;
+        self.cp
+            .apply(
+                &self
+                    .web_yaml()
+                    .outbound(self.web_ip, 10002, "echo")
+                    .to_yaml(),
+            )
+            .await;
+        Echo {
+            app,
+            dp,
+            addr: SocketAddr::new(self.web_ip, 10002),
+            inbound: SocketAddr::new(ip, 8082),
+        }
+    }
+
+    /// Applies `yaml` and waits until `dp`'s config shows `probe`.
+    pub async fn apply_and_see(&self, dp: &Dataplane, yaml: &str, probe: &str) {
+        self.cp.apply(yaml).await;
+        dp.wait_config(probe).await;
     }
 
     /// The name of web's outbound listener for `backend`.

@@ -10,31 +10,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use koguma_e2e::dp::DataplaneYaml;
-use koguma_e2e::{Dataplane, WebToBackend, apps, binaries, client, eventually};
+use koguma_e2e::{WebToBackend, binaries, client, eventually};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn apply_and_see(mesh: &WebToBackend, dp: &Dataplane, yaml: &str, probe: &str) {
-    mesh.cp.apply(yaml).await;
-    see(dp, probe).await;
-}
-
-/// Waits until `dp`'s config dump shows `probe`.
-async fn see(dp: &Dataplane, probe: &str) {
-    eventually(
-        &format!("{}'s config to carry {probe}", dp.name),
-        Duration::from_secs(10),
-        || async {
-            dp.config_dump()
-                .await
-                .to_string()
-                .contains(probe)
-                .then_some(())
-        },
-    )
-    .await;
-}
 
 /// The lines of `path` once there are `n` of them.
 async fn lines(path: &Path, n: usize) -> Vec<String> {
@@ -65,8 +43,8 @@ async fn requests_are_logged_in_kumas_default_format_and_as_json_on_both_sidecar
         web_json.display(),
         backend_log.display()
     );
-    apply_and_see(&mesh, &mesh.web, &yaml, "web.json").await;
-    see(&mesh.backends[0].dp, "backend.log").await;
+    mesh.apply_and_see(&mesh.web, &yaml, "web.json").await;
+    mesh.backends[0].dp.wait_config("backend.log").await;
     let http = client::Http1::default();
     for i in 0..5 {
         let r = http
@@ -152,22 +130,7 @@ async fn next_lines(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_and_tcp_connections_reach_a_tcp_collector() {
     let mesh = WebToBackend::start(1).await;
-    let echo_ip = mesh.net.host(6);
-    let _echo_app = apps::tcp_echo(SocketAddr::new(echo_ip, 18082)).await;
-    let echo = Dataplane::start(
-        &mesh.cp,
-        &DataplaneYaml::new("echo-1", echo_ip).inbound(8082, 18082, "echo", "tcp"),
-        mesh.dir.path(),
-    );
-    echo.wait_ready().await;
-    mesh.cp
-        .apply(
-            &mesh
-                .web_yaml()
-                .outbound(mesh.web_ip, 10002, "echo")
-                .to_yaml(),
-        )
-        .await;
+    let echo = mesh.add_echo().await;
     let collector_addr = SocketAddr::new(mesh.net.host(10), 5170);
     let mut rx = collector(collector_addr).await;
     // One policy for both outbounds: Kuma's default TCP format for echo,
@@ -175,7 +138,8 @@ async fn requests_and_tcp_connections_reach_a_tcp_collector() {
     let yaml = format!(
         "type: MeshAccessLog\nmesh: default\nname: to-collector\nspec:\n  targetRef: {{kind: Mesh}}\n  to:\n  - targetRef: {{kind: MeshService, name: echo}}\n    default:\n      backends:\n      - type: Tcp\n        tcp: {{address: \"{collector_addr}\"}}\n  - targetRef: {{kind: MeshService, name: backend}}\n    default:\n      backends:\n      - type: Tcp\n        tcp:\n          address: \"{collector_addr}\"\n          format: {{type: Plain, plain: \"%KUMA_SOURCE_SERVICE%->%KUMA_DESTINATION_SERVICE% %RESPONSE_CODE% %REQ(:PATH)% %BYTES_SENT% %RESPONSE_FLAGS%\"}}\n"
     );
-    apply_and_see(&mesh, &mesh.web, &yaml, "%RESPONSE_FLAGS%").await;
+    mesh.apply_and_see(&mesh.web, &yaml, "%RESPONSE_FLAGS%")
+        .await;
     let http = client::Http1::default();
     for path in ["/a", "/b", "/c"] {
         assert_eq!(
@@ -192,9 +156,7 @@ async fn requests_and_tcp_connections_reach_a_tcp_collector() {
             "web->backend 200 /c 2 -"
         ]
     );
-    let mut conn = TcpStream::connect(SocketAddr::new(mesh.web_ip, 10002))
-        .await
-        .expect("echo");
+    let mut conn = TcpStream::connect(echo.addr).await.expect("echo");
     conn.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     conn.read_exact(&mut buf).await.unwrap();
@@ -205,7 +167,8 @@ async fn requests_and_tcp_connections_reach_a_tcp_collector() {
     assert!(tcp[0].starts_with('['), "{}", tcp[0]);
     assert!(
         tcp[0].contains(&format!(
-            "] - default {web_ip}(web)->{echo_ip}:8082(echo) took "
+            "] - default {web_ip}(web)->{}(echo) took ",
+            echo.inbound
         )),
         "{}",
         tcp[0]
@@ -276,7 +239,8 @@ async fn records_reach_an_otlp_collector_on_port_4317() {
     let yaml = format!(
         "type: MeshAccessLog\nmesh: default\nname: to-otel\nspec:\n  to:\n  - targetRef: {{kind: Mesh}}\n    default:\n      backends:\n      - type: OpenTelemetry\n        openTelemetry:\n          endpoint: \"{otel_ip}\"\n          body: \"%KUMA_SOURCE_SERVICE% %REQ(:PATH)% %RESPONSE_CODE%\"\n          attributes:\n          - {{key: http.path, value: \"%REQ(:PATH)%\"}}\n          - {{key: direction, value: \"%KUMA_TRAFFIC_DIRECTION%\"}}\n"
     );
-    apply_and_see(&mesh, &mesh.web, &yaml, &format!("{otel_ip}:4317")).await;
+    mesh.apply_and_see(&mesh.web, &yaml, &format!("{otel_ip}:4317"))
+        .await;
     let http = client::Http1::default();
     for i in 0..3 {
         let r = http
@@ -375,7 +339,7 @@ async fn a_collector_that_stops_reading_costs_requests_nothing_and_drops_are_cou
     let yaml = format!(
         "type: MeshAccessLog\nmesh: default\nname: stuck\nspec:\n  to:\n  - targetRef: {{kind: Mesh}}\n    default:\n      backends:\n      - type: Tcp\n        tcp:\n          address: \"{stuck_addr}\"\n          format: {{type: Plain, plain: \"%START_TIME% %REQ(X-PAD)% %RESPONSE_CODE%\"}}\n"
     );
-    apply_and_see(&mesh, &mesh.web, &yaml, "X-PAD").await;
+    mesh.apply_and_see(&mesh.web, &yaml, "X-PAD").await;
     let (during, during_slowest, ok) = load(&url, &pad, 16, 12_000).await;
     assert_eq!(
         ok, 12_000,
@@ -402,7 +366,7 @@ async fn a_rotated_file_keeps_being_written() {
         "type: MeshAccessLog\nmesh: default\nname: rotating\nspec:\n  to:\n  - targetRef: {{kind: Mesh}}\n    default:\n      backends:\n      - type: File\n        file:\n          path: {}\n          format: {{type: Plain, plain: \"%REQ(:PATH)%\"}}\n",
         path.display()
     );
-    apply_and_see(&mesh, &mesh.web, &yaml, "rotating.log").await;
+    mesh.apply_and_see(&mesh.web, &yaml, "rotating.log").await;
     let http = client::Http1::default();
     let send = |paths: [&'static str; 3]| {
         let (http, mesh_url) = (http.clone(), mesh.url(""));

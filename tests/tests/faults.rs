@@ -8,30 +8,12 @@ use std::time::{Duration, Instant};
 use koguma_e2e::dp::DataplaneYaml;
 use koguma_e2e::{Dataplane, WebToBackend, client, eventually, mtls};
 
-/// Applies `yaml` and waits until `dp`'s config dump shows `probe`.
-async fn apply_and_see(mesh: &WebToBackend, dp: &Dataplane, yaml: &str, probe: &str) {
-    mesh.cp.apply(yaml).await;
-    eventually(
-        &format!("{}'s config to carry {probe}", dp.name),
-        Duration::from_secs(10),
-        || async {
-            dp.config_dump()
-                .await
-                .to_string()
-                .contains(probe)
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifty_percent_abort_answers_about_half_of_400_requests_with_503() {
     let mesh = WebToBackend::start(1).await;
     // On web's outbound (`to`): the abort is web's own answer, which no
     // retry of web's sees.
-    apply_and_see(
-        &mesh,
+    mesh.apply_and_see(
         &mesh.web,
         "type: MeshFaultInjection\nmesh: default\nname: half-503\nspec:\n  targetRef: {kind: Mesh}\n  to:\n  - targetRef: {kind: Mesh}\n    default:\n      http:\n      - abort: {httpStatus: 503, percentage: 50}\n",
         "\"abortStatus\":503",
@@ -75,8 +57,7 @@ async fn each_caller_gets_its_own_abort_402_for_web_421_for_other() {
     mtls::enable(&mesh.cp, "STRICT", "24h").await;
     mtls::forbid_nothing(&mesh.cp).await;
     let backend = &mesh.backends[0].dp;
-    apply_and_see(
-        &mesh,
+    mesh.apply_and_see(
         backend,
         "type: MeshFaultInjection\nmesh: default\nname: per-caller\nspec:\n  targetRef: {kind: MeshService, name: backend}\n  from:\n  - targetRef: {kind: MeshService, name: web}\n    default:\n      http:\n      - abort: {httpStatus: 402, percentage: 100}\n  - targetRef: {kind: MeshService, name: other}\n    default:\n      http:\n      - abort: {httpStatus: 421, percentage: 100}\n",
         "\"abortStatus\":421",
@@ -111,8 +92,7 @@ async fn each_caller_gets_its_own_abort_402_for_web_421_for_other() {
 async fn a_two_second_delay_under_a_one_second_timeout_is_a_504() {
     let mesh = WebToBackend::start(1).await;
     let backend = &mesh.backends[0].dp;
-    apply_and_see(
-        &mesh,
+    mesh.apply_and_see(
         backend,
         "type: MeshFaultInjection\nmesh: default\nname: slow-backend\nspec:\n  targetRef: {kind: MeshService, name: backend}\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      http:\n      - delay: {value: 2s, percentage: 100}\n",
         "\"delayMs\":2000",
@@ -124,8 +104,7 @@ async fn a_two_second_delay_under_a_one_second_timeout_is_a_504() {
     let delayed = started.elapsed();
     assert_eq!(r.status, 200);
     assert!(delayed >= Duration::from_secs(2), "{delayed:?}");
-    apply_and_see(
-        &mesh,
+    mesh.apply_and_see(
         &mesh.web,
         "type: MeshTimeout\nmesh: default\nname: one-second\nspec:\n  targetRef: {kind: Mesh}\n  to:\n  - targetRef: {kind: MeshService, name: backend}\n    default:\n      http: {requestTimeout: 1s}\n",
         "\"requestMs\":1000",
@@ -154,8 +133,7 @@ async fn a_response_bandwidth_limit_stretches_a_one_megabyte_response() {
     assert_eq!(r.body.len(), 1_000_000);
     let backend = &mesh.backends[0].dp;
     // 2000 kbps as Kuma hands it to Envoy: 2000 KiB/s.
-    apply_and_see(
-        &mesh,
+    mesh.apply_and_see(
         backend,
         "type: MeshFaultInjection\nmesh: default\nname: narrow\nspec:\n  targetRef: {kind: MeshService, name: backend}\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      http:\n      - responseBandwidth: {limit: 2000kbps, percentage: 100}\n",
         "\"bandwidthKbps\":2000",

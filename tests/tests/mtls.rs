@@ -25,18 +25,6 @@ async fn wait_status(m: &WebToBackend, path: &str, status: u16) -> String {
     .await
 }
 
-/// Whether an echo round trip works on `conn` (false once it is closed).
-async fn echoes(conn: &mut TcpStream) -> bool {
-    if conn.write_all(b"ping").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 4];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), conn.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if &buf == b"ping"
-    )
-}
-
 /// Waits until `conn` is closed by the proxy (read gives EOF or an error).
 async fn closed_within(conn: &mut TcpStream, limit: Duration) -> bool {
     let mut buf = [0u8; 16];
@@ -48,7 +36,7 @@ async fn closed_within(conn: &mut TcpStream, limit: Duration) -> bool {
 
 async fn new_echo_connection(addr: SocketAddr) -> Option<TcpStream> {
     let mut conn = TcpStream::connect(addr).await.ok()?;
-    echoes(&mut conn).await.then_some(conn)
+    apps::echoes(&mut conn).await.then_some(conn)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,33 +6,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use koguma_e2e::dp::DataplaneYaml;
-use koguma_e2e::{Dataplane, WebToBackend, apps, client, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use koguma_e2e::{WebToBackend, apps, client, eventually};
 use tokio::net::TcpStream;
-
-async fn apply_and_see(mesh: &WebToBackend, dp: &Dataplane, yaml: &str, probe: &str) {
-    mesh.cp.apply(yaml).await;
-    eventually(
-        &format!("{}'s config to carry {probe}", dp.name),
-        Duration::from_secs(10),
-        || async {
-            dp.config_dump()
-                .await
-                .to_string()
-                .contains(probe)
-                .then_some(())
-        },
-    )
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_requests_a_second_then_429_until_the_next_second() {
     let mesh = WebToBackend::start(1).await;
     let backend = &mesh.backends[0].dp;
-    apply_and_see(
-        &mesh,
+    mesh.apply_and_see(
         backend,
         "type: MeshRateLimit\nmesh: default\nname: ten-a-second\nspec:\n  targetRef: {kind: MeshService, name: backend}\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      local:\n        http:\n          requestRate: {num: 10, interval: 1s}\n          onRateLimit:\n            status: 429\n            headers:\n              set:\n              - {name: x-kuma-rate-limited, value: \"true\"}\n",
         "\"num\":10",
@@ -74,46 +55,23 @@ async fn ten_requests_a_second_then_429_until_the_next_second() {
 
 /// Opens a connection through `addr` and says whether it echoes.
 async fn echoes(addr: SocketAddr) -> bool {
-    let Ok(mut conn) = TcpStream::connect(addr).await else {
-        return false;
-    };
-    if conn.write_all(b"ping").await.is_err() {
-        return false;
+    match TcpStream::connect(addr).await {
+        Ok(mut conn) => apps::echoes(&mut conn).await,
+        Err(_) => false,
     }
-    let mut buf = [0u8; 4];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), conn.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if &buf == b"ping"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_rate_closes_the_connections_beyond_it() {
     let mesh = WebToBackend::start(1).await;
-    let echo_ip = mesh.net.host(6);
-    let _echo_app = apps::tcp_echo(SocketAddr::new(echo_ip, 18082)).await;
-    let echo = Dataplane::start(
-        &mesh.cp,
-        &DataplaneYaml::new("echo-1", echo_ip).inbound(8082, 18082, "echo", "tcp"),
-        mesh.dir.path(),
-    );
-    echo.wait_ready().await;
-    mesh.cp
-        .apply(
-            &mesh
-                .web_yaml()
-                .outbound(mesh.web_ip, 10002, "echo")
-                .to_yaml(),
-        )
-        .await;
-    let addr = SocketAddr::new(mesh.web_ip, 10002);
+    let echo = mesh.add_echo().await;
+    let addr = echo.addr;
     eventually("echo through web", Duration::from_secs(10), || async {
         echoes(addr).await.then_some(())
     })
     .await;
-    apply_and_see(
-        &mesh,
-        &echo,
+    mesh.apply_and_see(
+        &echo.dp,
         "type: MeshRateLimit\nmesh: default\nname: five-connections\nspec:\n  targetRef: {kind: MeshService, name: echo}\n  from:\n  - targetRef: {kind: Mesh}\n    default:\n      local:\n        tcp:\n          connectionRate: {num: 5, interval: 3s}\n",
         "\"tcpRateLimit\":{",
     )
@@ -125,7 +83,10 @@ async fn a_connection_rate_closes_the_connections_beyond_it() {
             echoed += 1;
         }
     }
-    let closed = echo.metric_sum("envoy_local_ratelimit_rate_limited").await;
+    let closed = echo
+        .dp
+        .metric_sum("envoy_local_ratelimit_rate_limited")
+        .await;
     println!("12 connections under 5 per 3 s: {echoed} echoed, {closed} closed by the limit");
     assert!(echoed == 5 || echoed == 10, "{echoed} echoed");
     assert_eq!(closed, (12 - echoed) as f64);

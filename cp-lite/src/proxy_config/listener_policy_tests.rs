@@ -14,29 +14,38 @@ fn policy(
     stored(json!({"type": kind, "mesh": "default", "name": name, "spec": spec}))
 }
 
+/// web calling backend (b1), and `policies`.
+fn web_and_backend(
+    mtls: bool,
+    policies: Vec<std::sync::Arc<crate::store::StoredResource>>,
+) -> crate::catalog::Catalog {
+    let mut all = vec![
+        stored(dataplane(
+            "web",
+            "127.0.0.2",
+            "web",
+            "http",
+            Some("backend"),
+        )),
+        stored(dataplane("b1", "127.0.0.3", "backend", "http", None)),
+    ];
+    all.extend(policies);
+    catalog(mtls, all)
+}
+
 #[test]
 fn access_logs_get_kumas_default_format_with_the_listeners_values() {
-    let c = catalog(
+    let c = web_and_backend(
         false,
-        vec![
-            stored(dataplane(
-                "web",
-                "127.0.0.2",
-                "web",
-                "http",
-                Some("backend"),
-            )),
-            stored(dataplane("b1", "127.0.0.3", "backend", "http", None)),
-            policy(
-                "MeshAccessLog",
-                "all",
-                json!({"to": [{"targetRef": {"kind": "Mesh"}, "default": {"backends": [
+        vec![policy(
+            "MeshAccessLog",
+            "all",
+            json!({"to": [{"targetRef": {"kind": "Mesh"}, "default": {"backends": [
                     {"type": "File", "file": {"path": "/var/log/out.log"}}]}}],
                        "from": [{"targetRef": {"kind": "Mesh"}, "default": {"backends": [
                     {"type": "Tcp", "tcp": {"address": "127.0.0.9:5000",
                      "format": {"type": "Json", "json": [{"key": "who", "value": "%KUMA_DESTINATION_SERVICE%"}]}}}]}}]}),
-            ),
-        ],
+        )],
     );
     let web = compute(&c, "web");
     let out = web.outbounds[0]
@@ -78,17 +87,9 @@ fn access_logs_get_kumas_default_format_with_the_listeners_values() {
 
 #[test]
 fn rate_limits_and_faults_land_on_the_inbounds_they_select() {
-    let c = catalog(
+    let c = web_and_backend(
         true,
         vec![
-            stored(dataplane(
-                "web",
-                "127.0.0.2",
-                "web",
-                "http",
-                Some("backend"),
-            )),
-            stored(dataplane("b1", "127.0.0.3", "backend", "http", None)),
             policy(
                 "MeshRateLimit",
                 "backend-limit",
