@@ -226,34 +226,24 @@ impl Stats {
             }),
         ];
         for (name, get) in l_counters {
-            family(
-                &mut out,
-                name,
-                if name.ends_with("active") {
-                    "gauge"
-                } else {
-                    "counter"
-                },
-            );
-            for l in &listeners {
-                let _ = writeln!(
-                    out,
-                    "{name}{{envoy_listener_address=\"{}\"}} {}",
-                    l.address,
-                    get(l)
-                );
-            }
+            let kind = if name.ends_with("active") {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let by = ("envoy_listener_address", listener_address as Label<_>);
+            series(&mut out, name, kind, &listeners, by, |l| get(l));
         }
         let http: Vec<_> = listeners.iter().filter(|l| l.rq_total.get() > 0).collect();
-        family(&mut out, "envoy_http_downstream_rq_total", "counter");
-        for l in &http {
-            let _ = writeln!(
-                out,
-                "envoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix=\"{}\"}} {}",
-                l.http_prefix,
-                l.rq_total.get()
-            );
-        }
+        let by_prefix = ("envoy_http_conn_manager_prefix", http_prefix as Label<_>);
+        series(
+            &mut out,
+            "envoy_http_downstream_rq_total",
+            "counter",
+            &http,
+            by_prefix,
+            |l| l.rq_total.get() as i64,
+        );
         family(&mut out, "envoy_http_downstream_rq_xx", "counter");
         for l in &http {
             for class in 1..=5 {
@@ -283,15 +273,7 @@ impl Stats {
             }),
         ];
         for (name, get) in http_values {
-            family(&mut out, name, "counter");
-            for l in &http {
-                let _ = writeln!(
-                    out,
-                    "{name}{{envoy_http_conn_manager_prefix=\"{}\"}} {}",
-                    l.http_prefix,
-                    get(l)
-                );
-            }
+            series(&mut out, name, "counter", &http, by_prefix, |l| get(l));
         }
         family(&mut out, "envoy_local_ratelimit_rate_limited", "counter");
         for l in listeners.iter().filter(|l| l.tcp_rate_limited.get() > 0) {
@@ -310,10 +292,8 @@ impl Stats {
             ),
             ("koguma_access_log_dropped_total", |s| s.dropped.get()),
         ] {
-            family(&mut out, name, "counter");
-            for sink in &sinks {
-                let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", sink.name, get(sink));
-            }
+            let by = ("sink", sink_name as Label<_>);
+            series(&mut out, name, "counter", &sinks, by, |s| get(s) as i64);
         }
         family(&mut out, "envoy_http_downstream_rq_time", "histogram");
         for l in &http {
@@ -419,15 +399,8 @@ impl Stats {
             }),
         ];
         for (name, kind, get) in c_values {
-            family(&mut out, name, kind);
-            for c in &clusters {
-                let _ = writeln!(
-                    out,
-                    "{name}{{envoy_cluster_name=\"{}\"}} {}",
-                    c.name,
-                    get(c)
-                );
-            }
+            let by = ("envoy_cluster_name", cluster_name as Label<_>);
+            series(&mut out, name, kind, &clusters, by, |c| get(c));
         }
         family(&mut out, "envoy_cluster_upstream_rq_xx", "counter");
         for c in &clusters {
@@ -476,6 +449,45 @@ type ClusterValue = fn(&ClusterStats) -> i64;
 
 fn family(out: &mut String, name: &str, kind: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// What a series is labelled by, from its item.
+type Label<T> = fn(&T) -> &str;
+
+fn listener_address(l: &Arc<ListenerStats>) -> &str {
+    &l.address
+}
+
+fn http_prefix<'x>(l: &'x &Arc<ListenerStats>) -> &'x str {
+    &l.http_prefix
+}
+
+fn cluster_name(c: &Arc<ClusterStats>) -> &str {
+    &c.name
+}
+
+fn sink_name(s: &Arc<SinkStats>) -> &str {
+    &s.name
+}
+
+/// One metric family, a line per item labelled `label="<label_of(item)>"`.
+fn series<T>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    items: &[T],
+    (label, label_of): (&str, Label<T>),
+    get: impl Fn(&T) -> i64,
+) {
+    family(out, name, kind);
+    for item in items {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{}\"}} {}",
+            label_of(item),
+            get(item)
+        );
+    }
 }
 
 #[cfg(test)]
