@@ -70,10 +70,11 @@ async fn requests_are_logged_in_kumas_default_format_and_as_json_on_both_sidecar
         );
         assert!(
             line.ends_with(&format!(
-                "\"koguma-e2e\" \"-\" \"-\" \"{web_ip}:10001\" \"web\" \"backend\" \"{web_ip}\" \"{backend_ip}:8081\""
+                "\" \"{web_ip}:10001\" \"web\" \"backend\" \"{web_ip}\" \"{backend_ip}:8081\""
             )),
             "{line}"
         );
+        assert_eq!(request_id(line).len(), 36, "a UUID: {line}");
     }
     let json = lines(&web_json, 5).await;
     println!("web, Json format:\n{}", json[0]);
@@ -93,6 +94,18 @@ async fn requests_are_logged_in_kumas_default_format_and_as_json_on_both_sidecar
         "{}",
         inbound[0]
     );
+    // One request, one id, on both sidecars' lines: the caller's sidecar
+    // made it, the callee's kept it.
+    for (out, inb) in text.iter().zip(&inbound) {
+        assert_eq!(request_id(out), request_id(inb), "{out}\n{inb}");
+    }
+}
+
+/// The `"%REQ(X-REQUEST-ID)%"` field of a line in Kuma's default HTTP
+/// format: after the user agent and the trace id.
+fn request_id(line: &str) -> &str {
+    let after_agent = line.split("\"koguma-e2e\" \"").nth(1).unwrap_or("");
+    after_agent.split("\" \"").nth(1).unwrap_or("")
 }
 
 /// A TCP collector of the test's own: every line it receives.

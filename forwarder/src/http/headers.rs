@@ -74,6 +74,13 @@ pub fn set_forwarding(headers: &mut HeaderMap, downstream_tls: bool) {
         let proto = if downstream_tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
+    ensure_request_id(headers);
+}
+
+/// Gives the request an `x-request-id` unless it has one: done as it
+/// arrives, so that the access log and a mirror see the id the upstream
+/// gets, as with Envoy.
+pub fn ensure_request_id(headers: &mut HeaderMap) {
     if !headers.contains_key(X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID, request_id());
     }

@@ -121,12 +121,13 @@ async fn forward(
     route: Arc<Route>,
     peer: &Peer,
     client: Downstream,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ServedBody> {
     let started = Instant::now();
     let listener = &route.listener_stats;
     listener.rq_total.inc();
     let grpc = headers::is_grpc(req.headers());
+    headers::ensure_request_id(req.headers_mut());
     let traffic = &route.traffic;
     let mut log = traffic
         .log
