@@ -24,6 +24,8 @@ pub struct RequestProgress {
     ended: Notify,
     /// `outlier::now_ms` of the last body frame; 0: none yet.
     last_ms: AtomicU64,
+    /// Body bytes read from the downstream so far.
+    bytes: AtomicU64,
 }
 
 impl RequestProgress {
@@ -51,6 +53,10 @@ impl RequestProgress {
     }
 
     /// When the body last moved, in `outlier::now_ms` time; 0: never.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     pub fn last_moved_ms(&self) -> u64 {
         self.last_ms.load(Ordering::Relaxed)
     }
@@ -92,8 +98,13 @@ impl Body for RequestBody {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(_))) => {
+            Poll::Ready(Some(Ok(frame))) => {
                 this.progress.moved();
+                if let Some(data) = frame.data_ref() {
+                    this.progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 if this.inner.is_end_stream() {
                     this.progress.end();
                 }

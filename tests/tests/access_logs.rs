@@ -38,7 +38,7 @@ async fn requests_are_logged_in_kumas_default_format_and_as_json_on_both_sidecar
         dir.join("backend.log"),
     );
     let yaml = format!(
-        "type: MeshAccessLog\nmesh: default\nname: web-out\nspec:\n  targetRef: {{kind: MeshService, name: web}}\n  to:\n  - targetRef: {{kind: MeshService, name: backend}}\n    default:\n      backends:\n      - type: File\n        file: {{path: {}}}\n      - type: File\n        file:\n          path: {}\n          format:\n            type: Json\n            json:\n            - {{key: method, value: \"%REQ(:METHOD)%\"}}\n            - {{key: path, value: \"%REQ(:PATH)%\"}}\n            - {{key: status, value: \"%RESPONSE_CODE%\"}}\n            - {{key: sent, value: \"%BYTES_SENT%\"}}\n            - {{key: upstream, value: \"%UPSTREAM_HOST%\"}}\n            - {{key: route, value: \"%KUMA_SOURCE_SERVICE%->%KUMA_DESTINATION_SERVICE%\"}}\n            - {{key: agent, value: \"%REQ(USER-AGENT)%\"}}\n            - {{key: missing, value: \"%REQ(X-NOT-SENT)%\"}}\n---\ntype: MeshAccessLog\nmesh: default\nname: backend-in\nspec:\n  targetRef: {{kind: MeshService, name: backend}}\n  from:\n  - targetRef: {{kind: Mesh}}\n    default:\n      backends:\n      - type: File\n        file: {{path: {}}}\n",
+        "type: MeshAccessLog\nmesh: default\nname: web-out\nspec:\n  targetRef: {{kind: MeshService, name: web}}\n  to:\n  - targetRef: {{kind: MeshService, name: backend}}\n    default:\n      backends:\n      - type: File\n        file: {{path: {}}}\n      - type: File\n        file:\n          path: {}\n          format:\n            type: Json\n            json:\n            - {{key: method, value: \"%REQ(:METHOD)%\"}}\n            - {{key: path, value: \"%REQ(:PATH)%\"}}\n            - {{key: status, value: \"%RESPONSE_CODE%\"}}\n            - {{key: sent, value: \"%BYTES_SENT%\"}}\n            - {{key: received, value: \"%BYTES_RECEIVED%\"}}\n            - {{key: upstream, value: \"%UPSTREAM_HOST%\"}}\n            - {{key: route, value: \"%KUMA_SOURCE_SERVICE%->%KUMA_DESTINATION_SERVICE%\"}}\n            - {{key: agent, value: \"%REQ(USER-AGENT)%\"}}\n            - {{key: missing, value: \"%REQ(X-NOT-SENT)%\"}}\n---\ntype: MeshAccessLog\nmesh: default\nname: backend-in\nspec:\n  targetRef: {{kind: MeshService, name: backend}}\n  from:\n  - targetRef: {{kind: Mesh}}\n    default:\n      backends:\n      - type: File\n        file: {{path: {}}}\n",
         web_log.display(),
         web_json.display(),
         backend_log.display()
@@ -58,11 +58,22 @@ async fn requests_are_logged_in_kumas_default_format_and_as_json_on_both_sidecar
             .expect("request");
         assert_eq!(r.status, 200);
     }
+    // And one with a body, sent back: 12 bytes each way.
+    let r = http
+        .send(
+            http::Method::POST,
+            &mesh.url("/flaky"),
+            &[("user-agent", "koguma-e2e")],
+            bytes::Bytes::from_static(b"twelve bytes"),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.text(), "twelve bytes");
     let web_ip = mesh.web_ip;
     let backend_ip = mesh.net.host(2);
-    let text = lines(&web_log, 5).await;
+    let text = lines(&web_log, 6).await;
     println!("web, Kuma's default HTTP format:\n{}", text[0]);
-    for (i, line) in text.iter().enumerate() {
+    for (i, line) in text.iter().take(5).enumerate() {
         assert!(line.starts_with('['), "{line}");
         assert!(
             line.contains(&format!("default \"GET /hello?i={i} HTTP/1.1\" 200 - 0 2 ")),
@@ -76,16 +87,21 @@ async fn requests_are_logged_in_kumas_default_format_and_as_json_on_both_sidecar
         );
         assert_eq!(request_id(line).len(), 36, "a UUID: {line}");
     }
-    let json = lines(&web_json, 5).await;
+    let json = lines(&web_json, 6).await;
     println!("web, Json format:\n{}", json[0]);
     let first: serde_json::Value = serde_json::from_str(&json[0]).expect("a JSON line");
     assert_eq!(
         first,
         serde_json::json!({"method": "GET", "path": "/hello?i=0", "status": 200, "sent": 2,
-            "upstream": format!("{backend_ip}:8081"), "route": "web->backend",
+            "received": 0, "upstream": format!("{backend_ip}:8081"), "route": "web->backend",
             "agent": "koguma-e2e", "missing": null})
     );
-    let inbound = lines(&backend_log, 5).await;
+    let post: serde_json::Value = serde_json::from_str(&json[5]).expect("a JSON line");
+    assert_eq!(
+        (&post["method"], &post["received"], &post["sent"]),
+        (&"POST".into(), &12.into(), &12.into())
+    );
+    let inbound = lines(&backend_log, 6).await;
     println!("backend, inbound:\n{}", inbound[0]);
     assert!(
         inbound[0].ends_with(&format!(

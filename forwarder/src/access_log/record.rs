@@ -34,6 +34,23 @@ impl Downstream {
     }
 }
 
+/// How many request body bytes came from the downstream: known once the
+/// body was read whole, else counted as it streams.
+#[derive(Clone)]
+pub enum Received {
+    Whole(u64),
+    Streaming(Arc<crate::stream_body::RequestProgress>),
+}
+
+impl Received {
+    fn bytes(&self) -> u64 {
+        match self {
+            Received::Whole(n) => *n,
+            Received::Streaming(p) => p.bytes(),
+        }
+    }
+}
+
 /// The endpoint a request's last try went to.
 #[derive(Default)]
 pub struct UpstreamSlot(Mutex<Option<SocketAddr>>);
@@ -121,6 +138,8 @@ pub struct PendingLog {
     started: Instant,
     /// Taken when the record is handed to the sinks.
     record: Option<LogRecord>,
+    /// The request body, as far as it was read.
+    received: Option<Received>,
 }
 
 impl PendingLog {
@@ -132,11 +151,6 @@ impl PendingLog {
     ) -> PendingLog {
         let started = Instant::now();
         let mut record = LogRecord::connection(downstream, peer, (SystemTime::now(), started));
-        record.bytes_received = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
         record.http = Some(HttpRecord {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -154,6 +168,7 @@ impl PendingLog {
             log,
             started,
             record: Some(record),
+            received: None,
         }
     }
 
@@ -164,7 +179,9 @@ impl PendingLog {
         flags: &'static str,
         details: &'static str,
         upstream: Option<SocketAddr>,
+        received: Option<Received>,
     ) {
+        self.received = received;
         let Some(record) = &mut self.record else {
             return;
         };
@@ -191,6 +208,7 @@ impl Drop for PendingLog {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             record.duration = self.started.elapsed();
+            record.bytes_received = self.received.as_ref().map_or(0, Received::bytes);
             self.log.emit(record);
         }
     }

@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::access_log::{Downstream, PendingLog, UpstreamSlot};
+use crate::access_log::{Downstream, PendingLog, Received, UpstreamSlot};
 use crate::authz::Peer;
 use crate::endpoints::PickKey;
 use crate::listener::ListenerShared;
@@ -115,6 +115,9 @@ pub(super) struct RequestContext<'a> {
     pub peer: &'a Peer,
     pub conn: Downstream,
     pub upstream: UpstreamSlot,
+    /// The request body as the upstream path read it (the access log's
+    /// `%BYTES_RECEIVED%`).
+    pub received: std::sync::OnceLock<Received>,
 }
 
 async fn forward(
@@ -137,6 +140,7 @@ async fn forward(
         peer,
         conn: client,
         upstream: UpstreamSlot::default(),
+        received: std::sync::OnceLock::new(),
     };
     let mut bandwidth = None;
     let mut delayed = false;
@@ -155,7 +159,7 @@ async fn forward(
         .and_then(|l| served::rate_limited(l, listener))
     {
         if let Some(l) = &mut log {
-            l.respond(&limited, "RL", "local_rate_limited", None);
+            l.respond(&limited, "RL", "local_rate_limited", None, None);
         }
         listener.rq_xx.record(limited.status().as_u16());
         listener.rq_time.observe(started.elapsed());
@@ -190,7 +194,13 @@ async fn forward(
     listener.rq_xx.record(resp.status().as_u16());
     listener.rq_time.observe(started.elapsed());
     if let Some(l) = &mut log {
-        l.respond(&resp, flags, details, ctx.upstream.get());
+        l.respond(
+            &resp,
+            flags,
+            details,
+            ctx.upstream.get(),
+            ctx.received.get().cloned(),
+        );
     }
     resp.map(|b| ServedBody::new(b, bandwidth, log))
 }
@@ -241,7 +251,9 @@ pub(super) async fn upstream(
         } else if headers::content_length(&parts.headers).is_some_and(|n| n <= REPLAY_LIMIT)
             && let Some(b) = streaming.take()
         {
-            replay = Some(read_whole(b, route.timeouts.stream_idle).await?);
+            let whole = read_whole(b, route.timeouts.stream_idle).await?;
+            let _ = ctx.received.set(Received::Whole(whole.len() as u64));
+            replay = Some(whole);
         }
     }
     let tries = if replay.is_some() {
@@ -312,6 +324,7 @@ pub(super) async fn upstream(
             (Some(bytes), _) => Either::Right(Full::new(bytes.clone())),
             (None, Some(b)) => {
                 let progress = Arc::new(RequestProgress::default());
+                let _ = ctx.received.set(Received::Streaming(progress.clone()));
                 streamed = Some(progress.clone());
                 Either::Left(RequestBody::new(b, progress))
             }
