@@ -255,7 +255,10 @@ impl Stats {
                 );
             }
         }
-        let http_values: [(&str, ListenerValue); 5] = [
+        // Kuma's limits are always enabled and enforced (100 %): Envoy's
+        // `enabled` counts every request checked, `enforced` every one
+        // refused.
+        let http_values: [(&str, ListenerValue); 7] = [
             ("envoy_http_fault_delays_injected", |l| {
                 l.fault_delays_injected.get() as i64
             }),
@@ -269,6 +272,12 @@ impl Stats {
                 l.http_rate_limit_ok.get() as i64
             }),
             ("envoy_http_local_rate_limit_rate_limited", |l| {
+                l.http_rate_limited.get() as i64
+            }),
+            ("envoy_http_local_rate_limit_enabled", |l| {
+                (l.http_rate_limit_ok.get() + l.http_rate_limited.get()) as i64
+            }),
+            ("envoy_http_local_rate_limit_enforced", |l| {
                 l.http_rate_limited.get() as i64
             }),
         ];

@@ -47,6 +47,15 @@ async fn ten_requests_a_second_then_429_until_the_next_second() {
         .metric_sum("envoy_http_local_rate_limit_rate_limited")
         .await;
     assert_eq!(limited, (30 - ok) as f64);
+    let (enabled, enforced) = (
+        backend
+            .metric_sum("envoy_http_local_rate_limit_enabled")
+            .await,
+        backend
+            .metric_sum("envoy_http_local_rate_limit_enforced")
+            .await,
+    );
+    assert_eq!((enabled, enforced), (30.0, limited));
     // The next interval lets traffic through again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = http.get(&mesh.url("/")).await.expect("after the interval");
