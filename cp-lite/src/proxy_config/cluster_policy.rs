@@ -48,8 +48,17 @@ impl MeshPolicies {
         caller: &Caller<'_>,
         service: &str,
     ) -> Option<C> {
-        let list = self.by_type.get(&rtype)?;
-        merge::merged(Self::named(list), caller, service)
+        merge::merged(self.of_type(rtype), caller, service)
+    }
+
+    /// The merged `from`/`rules` conf of type `rtype` for every caller of
+    /// the inbound `subject`.
+    pub fn merged_inbound<C: serde::de::DeserializeOwned>(
+        &self,
+        rtype: ResourceType,
+        subject: &InboundSubject<'_>,
+    ) -> Option<C> {
+        merge::merged_inbound(self.of_type(rtype), subject)
     }
 
     /// The `to` entries of type `rtype` for that traffic, least specific
@@ -60,10 +69,7 @@ impl MeshPolicies {
         caller: &Caller<'_>,
         service: &str,
     ) -> Vec<serde_json::Value> {
-        self.by_type
-            .get(&rtype)
-            .map(|list| merge::applicable(Self::named(list), caller, service))
-            .unwrap_or_default()
+        merge::applicable(self.of_type(rtype), caller, service)
     }
 
     /// The policies of type `rtype`, with their names.
@@ -89,17 +95,11 @@ impl MeshPolicies {
     /// What MeshTimeout and MeshCircuitBreaker `from`/`rules` set for the
     /// inbound `subject`; `None` when none selects it.
     pub fn for_inbound(&self, subject: &InboundSubject<'_>) -> Option<pb::ClusterPolicy> {
-        let merged = |rtype| {
-            self.by_type
-                .get(&rtype)
-                .map(|list| Self::named(list))
-                .map(|list| (list, subject))
-        };
-        let timeouts = merged(ResourceType::MeshTimeout)
-            .and_then(|(l, s)| merge::merged_inbound::<TimeoutConf>(l, s))
+        let timeouts = self
+            .merged_inbound::<TimeoutConf>(ResourceType::MeshTimeout, subject)
             .map(|c| timeouts(&c));
-        let circuit_breaker = merged(ResourceType::MeshCircuitBreaker)
-            .and_then(|(l, s)| merge::merged_inbound::<CircuitBreakerConf>(l, s))
+        let circuit_breaker = self
+            .merged_inbound::<CircuitBreakerConf>(ResourceType::MeshCircuitBreaker, subject)
             .map(|c| circuit_breaker(&c));
         (timeouts.is_some() || circuit_breaker.is_some()).then(|| pb::ClusterPolicy {
             timeouts,

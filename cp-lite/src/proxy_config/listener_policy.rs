@@ -72,14 +72,9 @@ impl MeshPolicies {
             faults: faults(&conf),
         })
         .collect();
-        let limits = merge::merged_inbound::<RateLimitConf>(
-            self.of_type(ResourceType::MeshRateLimit),
-            subject,
-        );
-        let access_logs = merge::merged_inbound::<AccessLogConf>(
-            self.of_type(ResourceType::MeshAccessLog),
-            subject,
-        );
+        let limits = self.merged_inbound::<RateLimitConf>(ResourceType::MeshRateLimit, subject);
+        let access_logs =
+            self.merged_inbound::<AccessLogConf>(ResourceType::MeshAccessLog, subject);
         let (http_rate_limit, tcp_rate_limit) = limits.map(rate_limits).unwrap_or_default();
         listener(pb::ListenerPolicy {
             faults,
@@ -97,20 +92,14 @@ impl MeshPolicies {
         service: &str,
         values: &KumaValues<'_>,
     ) -> Option<pb::ListenerPolicy> {
-        let faults = merge::merged::<FaultInjectionConf>(
-            self.of_type(ResourceType::MeshFaultInjection),
-            caller,
-            service,
-        )
-        .map(|conf| pb::FaultRule {
-            caller: String::new(),
-            faults: faults(&conf),
-        });
-        let access_logs = merge::merged::<AccessLogConf>(
-            self.of_type(ResourceType::MeshAccessLog),
-            caller,
-            service,
-        );
+        let faults = self
+            .merged::<FaultInjectionConf>(ResourceType::MeshFaultInjection, caller, service)
+            .map(|conf| pb::FaultRule {
+                caller: String::new(),
+                faults: faults(&conf),
+            });
+        let access_logs =
+            self.merged::<AccessLogConf>(ResourceType::MeshAccessLog, caller, service);
         listener(pb::ListenerPolicy {
             faults: faults.into_iter().collect(),
             access_logs: access_logs.map_or_else(Vec::new, |c| access_log(&c, values)),
