@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use koguma_forwarder as fwd;
 use koguma_proto::v1 as pb;
 use koguma_types::log_format;
@@ -83,25 +83,12 @@ fn rate_limit(r: &pb::RateLimit, listener: &str) -> Result<fwd::RateLimitConfig,
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or_else(|| format!("{listener}: rate limit status {s} is not an HTTP status"))?,
     };
+    let at = format!("{listener}: rate limit");
     let headers = r
         .set_headers
         .iter()
         .chain(&r.add_headers)
-        .map(|h| {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-                format!(
-                    "{listener}: rate limit header {:?} is not a header name",
-                    h.name
-                )
-            })?;
-            let value = HeaderValue::from_str(&h.value).map_err(|_| {
-                format!(
-                    "{listener}: rate limit header {:?} has a value that cannot be sent",
-                    h.name
-                )
-            })?;
-            Ok((name, value, h.append))
-        })
+        .map(|h| crate::route_config::header(h, &at).map(|(n, v)| (n, v, h.append)))
         .collect::<Result<_, String>>()?;
     Ok(fwd::RateLimitConfig {
         num: r.num,

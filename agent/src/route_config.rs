@@ -134,17 +134,21 @@ fn path_rewrite(full: &Option<String>, prefix: &Option<String>) -> Option<fwd::P
     }
 }
 
+/// A header to send, checked; `at` names where it comes from.
+pub fn header(
+    h: &pb::HeaderValue,
+    at: &str,
+) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let name = http::HeaderName::from_bytes(h.name.as_bytes())
+        .map_err(|_| format!("{at}: {:?} is not a header name", h.name))?;
+    let value = http::HeaderValue::from_str(&h.value)
+        .map_err(|_| format!("{at}: header {:?} has an invalid value", h.name))?;
+    Ok((name, value))
+}
+
 fn modifier(m: &pb::HeaderModifier, at: &str) -> Result<fwd::HeaderModifierConfig, String> {
     let pairs = |list: &[pb::HeaderValue]| -> Result<Vec<_>, String> {
-        list.iter()
-            .map(|h| {
-                let name = http::HeaderName::from_bytes(h.name.as_bytes())
-                    .map_err(|_| format!("{at}: {:?} is not a header name", h.name))?;
-                let value = http::HeaderValue::from_str(&h.value)
-                    .map_err(|_| format!("{at}: header {:?} has an invalid value", h.name))?;
-                Ok((name, value))
-            })
-            .collect()
+        list.iter().map(|h| header(h, at)).collect()
     };
     Ok(fwd::HeaderModifierConfig {
         set: pairs(&m.set)?,

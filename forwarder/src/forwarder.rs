@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::access_log::ListenerLog;
-use crate::config::{ListenerTrafficConfig, MeshTlsConfig, MtlsMode, ProxyConfig};
+use crate::config::{MeshTlsConfig, MtlsMode, ProxyConfig};
 use crate::drain::DrainWatch;
 use crate::error::ForwarderError;
 use crate::listener::RunningListener;
@@ -212,20 +212,12 @@ impl Forwarder {
                 });
             }
         }
-        let passthrough = ListenerTrafficConfig {
-            access_logs: config.passthrough_access_logs.clone(),
-            ..ListenerTrafficConfig::default()
-        };
-        let passthrough_log = planner
-            .traffic
-            .listener(
-                &inner.traffic,
-                "passthrough",
-                "pass_through",
-                &passthrough,
-                &self.stats,
-            )
-            .log;
+        let passthrough_log = planner.traffic.log(
+            &inner.traffic,
+            "pass_through",
+            &config.passthrough_access_logs,
+            &self.stats,
+        );
         Ok(Plan {
             listeners: planned,
             cluster_tls: planner.cluster_tls,

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::access_log::{Downstream, LogRecord};
+use crate::access_log::{ConnectionOutcome, Downstream, LogRecord};
 use crate::authz::Peer;
 use crate::copy;
 use crate::route::Route;
@@ -18,30 +18,16 @@ where
 {
     let started = (SystemTime::now(), Instant::now());
     let outcome = copy_through(&mut downstream, &route, client).await;
-    let Some(log) = &route.traffic.log else {
-        return;
-    };
-    let mut r = LogRecord::connection(client, peer, started);
-    match outcome {
-        Ok((upstream, tx, rx)) => {
-            r.upstream = Some(upstream);
-            (r.bytes_received, r.bytes_sent) = (tx, rx);
-        }
-        Err((flags, why)) => {
-            r.flags = flags;
-            r.failure = Some(why);
-        }
+    if let Some(log) = &route.traffic.log {
+        log.emit(LogRecord::closed(client, peer, started, outcome));
     }
-    log.emit(r);
 }
 
-/// The upstream and the bytes each way, or Envoy's response flag and why
-/// no upstream took the connection.
 async fn copy_through<S>(
     downstream: &mut S,
     route: &Arc<Route>,
     client: Downstream,
-) -> Result<(std::net::SocketAddr, u64, u64), (&'static str, String)>
+) -> ConnectionOutcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::access_log::{ListenerLog, Sink};
-use crate::config::{FaultRule, ListenerTrafficConfig, RateLimitConfig, SinkConfig};
+use crate::config::{
+    AccessLogConfig, FaultRule, ListenerTrafficConfig, RateLimitConfig, SinkConfig,
+};
 use crate::rate_limit::{HttpRateLimit, TokenBucket};
 use crate::stats::Stats;
 
@@ -27,21 +29,41 @@ pub struct TrafficState {
 }
 
 impl TrafficState {
-    /// The sink for `cfg`: the running one, else a new one.
-    pub fn sink(&mut self, running: &TrafficState, cfg: &SinkConfig, stats: &Stats) -> Arc<Sink> {
-        if let Some(s) = self.sinks.get(cfg).or_else(|| running.sinks.get(cfg)) {
-            let s = s.clone();
-            self.sinks.insert(cfg.clone(), s.clone());
-            return s;
+    /// The sink for `cfg`: this config's or the running one, else a new
+    /// one.
+    fn sink(&mut self, running: &TrafficState, cfg: &SinkConfig, stats: &Stats) -> Arc<Sink> {
+        if let Some(s) = self.sinks.get(cfg) {
+            return s.clone();
         }
-        let name = match cfg {
-            SinkConfig::File(p) => format!("file:{}", p.display()),
-            SinkConfig::Tcp(a) => format!("tcp:{a}"),
-            SinkConfig::Otel { endpoint, .. } => format!("otel:{endpoint}"),
-        };
-        let s = Arc::new(Sink::start(cfg, stats.sink(&name)));
+        let s = running.sinks.get(cfg).cloned().unwrap_or_else(|| {
+            let name = match cfg {
+                SinkConfig::File(p) => format!("file:{}", p.display()),
+                SinkConfig::Tcp(a) => format!("tcp:{a}"),
+                SinkConfig::Otel { endpoint, .. } => format!("otel:{endpoint}"),
+            };
+            Arc::new(Sink::start(cfg, stats.sink(&name)))
+        });
         self.sinks.insert(cfg.clone(), s.clone());
         s
+    }
+
+    /// The access log of a listener whose traffic goes to `cluster`;
+    /// `None` without sinks.
+    pub fn log(
+        &mut self,
+        running: &TrafficState,
+        cluster: &str,
+        logs: &[AccessLogConfig],
+        stats: &Stats,
+    ) -> Option<Arc<ListenerLog>> {
+        if logs.is_empty() {
+            return None;
+        }
+        let entries = logs
+            .iter()
+            .map(|a| (self.sink(running, &a.sink, stats), a.format.clone()))
+            .collect();
+        Some(Arc::new(ListenerLog::new(entries, cluster)))
     }
 
     fn bucket(
@@ -70,14 +92,7 @@ impl TrafficState {
         cfg: &ListenerTrafficConfig,
         stats: &Stats,
     ) -> ListenerTraffic {
-        let log = (!cfg.access_logs.is_empty()).then(|| {
-            let entries = cfg
-                .access_logs
-                .iter()
-                .map(|a| (self.sink(running, &a.sink, stats), a.format.clone()))
-                .collect();
-            Arc::new(ListenerLog::new(entries, cluster))
-        });
+        let log = self.log(running, cluster, &cfg.access_logs, stats);
         ListenerTraffic {
             faults: cfg.faults.clone(),
             http_limit: cfg.http_rate_limit.as_ref().map(|c| HttpRateLimit {

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use crate::access_log::{Downstream, ListenerLog, LogRecord};
+use crate::access_log::{ConnectionOutcome, Downstream, ListenerLog, LogRecord};
 use crate::authz::Peer;
 use crate::config::TransparentConfig;
 use crate::connector::CountedStream;
@@ -320,16 +320,10 @@ impl AcceptLoop {
                 let started = (SystemTime::now(), Instant::now());
                 let outcome = pass_through(stream, dst, source, stats, timeout).await;
                 if let Some(log) = log {
-                    let mut record =
-                        LogRecord::connection(downstream, &Peer::Unauthenticated, started);
+                    let peer = &Peer::Unauthenticated;
+                    let mut record = LogRecord::closed(downstream, peer, started, outcome);
+                    // The original destination, reached or not.
                     record.upstream = Some(dst);
-                    match outcome {
-                        Ok((tx, rx)) => (record.bytes_received, record.bytes_sent) = (tx, rx),
-                        Err(e) => {
-                            record.flags = "UF";
-                            record.failure = Some(e);
-                        }
-                    }
                     log.emit(record);
                 }
             }
@@ -346,12 +340,12 @@ async fn pass_through(
     source: Option<std::net::IpAddr>,
     stats: Arc<ClusterStats>,
     timeout: Duration,
-) -> Result<(u64, u64), String> {
+) -> ConnectionOutcome {
     let mut upstream = match CountedStream::connect(dst, source, stats, timeout).await {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(error = %e, "passthrough: cannot reach the original destination");
-            return Err(e.to_string());
+            return Err(("UF", e.to_string()));
         }
     };
     // Envoy's tcp_proxy idle timeout, which Kuma leaves at its default.
@@ -359,11 +353,11 @@ async fn pass_through(
     match copy::bidirectional(&mut downstream, &mut upstream, idle).await {
         Ok((tx, rx)) => {
             tracing::debug!(tx, rx, "passthrough connection closed");
-            Ok((tx, rx))
+            Ok((dst, tx, rx))
         }
         Err(e) => {
             tracing::debug!(error = %e, "passthrough connection ended with an error");
-            Ok((0, 0))
+            Ok((dst, 0, 0))
         }
     }
 }

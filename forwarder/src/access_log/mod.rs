@@ -15,7 +15,9 @@ use http::HeaderName;
 use koguma_types::log_format::{Operator, Piece};
 
 use crate::config::LogFormat;
-pub use record::{Downstream, HttpRecord, LogRecord, PendingLog, Received, UpstreamSlot};
+pub use record::{
+    ConnectionOutcome, Downstream, HttpRecord, LogRecord, PendingLog, Received, UpstreamSlot,
+};
 pub use sink::{Sink, reopen_files};
 
 /// What one listener logs: each sink with the format of its lines.

@@ -121,6 +121,33 @@ impl LogRecord {
     }
 }
 
+/// How a TCP connection ended: where it went and the bytes each way
+/// (received, sent), or Envoy's response flag and why it went nowhere.
+pub type ConnectionOutcome = Result<(SocketAddr, u64, u64), (&'static str, String)>;
+
+impl LogRecord {
+    /// The record of a TCP connection that has ended.
+    pub fn closed(
+        downstream: Downstream,
+        peer: &Peer,
+        started: (SystemTime, Instant),
+        outcome: ConnectionOutcome,
+    ) -> LogRecord {
+        let mut r = LogRecord::connection(downstream, peer, started);
+        match outcome {
+            Ok((upstream, received, sent)) => {
+                r.upstream = Some(upstream);
+                (r.bytes_received, r.bytes_sent) = (received, sent);
+            }
+            Err((flags, why)) => {
+                r.flags = flags;
+                r.failure = Some(why);
+            }
+        }
+        r
+    }
+}
+
 fn peer_parts(peer: &Peer) -> (Vec<String>, Option<String>) {
     match peer {
         Peer::Mesh { uris, sni, .. } => (uris.clone(), sni.clone()),
