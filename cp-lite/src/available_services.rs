@@ -53,7 +53,7 @@ fn available(counts: &BTreeMap<TagSet, u32>) -> Vec<AvailableService> {
 }
 
 /// Rewrites every local ZoneIngress whose list differs from `services`.
-fn rewrite(resources: &Resources, catalog: &Catalog, services: &[AvailableService]) {
+async fn rewrite(resources: &Resources, catalog: &Catalog, services: &[AvailableService]) {
     for stored in catalog.list(ResourceType::ZoneIngress, None) {
         if stored.origin == Origin::Kds {
             continue;
@@ -78,7 +78,7 @@ fn rewrite(resources: &Resources, catalog: &Catalog, services: &[AvailableServic
             spec: Spec::ZoneIngress(updated),
         };
         let name = stored.resource.meta.name.clone();
-        match resources.upsert(resource, stored.origin) {
+        match resources.upsert(resource, stored.origin).await {
             Ok(_) => {
                 tracing::info!(zone_ingress = %name, services = services.len(), "zone ingress availableServices updated")
             }
@@ -93,6 +93,7 @@ pub async fn run(resources: Arc<Resources>) {
     let mut rx = resources.subscribe();
     let mut current: Arc<Catalog> = Arc::new(Catalog::default());
     let mut counts: BTreeMap<TagSet, u32> = BTreeMap::new();
+    let mut leadership = resources.leadership();
     loop {
         let new = rx.borrow_and_update().clone();
         for d in current.resources.diff(&new.resources) {
@@ -113,10 +114,29 @@ pub async fn run(resources: Arc<Resources>) {
         }
         current = new;
         // Zone ingresses are few: each is compared, and written if stale.
-        rewrite(&resources, &current, &available(&counts));
-        if rx.changed().await.is_err() {
-            return;
+        // By the leader only: every instance computes the same lists.
+        if resources.is_leader() {
+            rewrite(&resources, &current, &available(&counts)).await;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = became_leader(&mut leadership) => {}
         }
         tokio::time::sleep(BATCH).await;
+    }
+}
+
+/// Resolves when this instance becomes the leader (never, when it always is).
+pub async fn became_leader(leadership: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(rx) = leadership else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
     }
 }

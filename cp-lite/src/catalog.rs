@@ -29,6 +29,9 @@ pub struct Catalog {
     pub draining: OrdSet<DataplaneKey>,
     /// Each mesh's service VIPs.
     pub vips: OrdMap<String, Arc<VipMap>>,
+    /// Bumped for a mesh when another instance changed its secrets:
+    /// whoever caches what they hold (the mesh CA) reads them again.
+    pub secret_epochs: OrdMap<String, u64>,
     /// This control plane's zone, when it is a zone of a multi-zone
     /// deployment: its sidecars' locality.
     pub zone: Option<Arc<str>>,
@@ -137,7 +140,32 @@ impl Catalog {
             .contains(&(mesh.to_string(), name.to_string()))
     }
 
-    /// Test helper and loader: puts a stored resource in under its key.
+    pub fn secret_epoch(&self, mesh: &str) -> u64 {
+        self.secret_epochs.get(mesh).copied().unwrap_or_default()
+    }
+
+    /// Forgets a deleted mesh and everything in it.
+    pub fn remove_mesh(&mut self, name: &str) {
+        let gone: Vec<_> = self
+            .resources
+            .keys()
+            .filter(|(_, m, _)| m == name)
+            .cloned()
+            .collect();
+        for key in gone {
+            self.resources.remove(&key);
+        }
+        self.draining = self
+            .draining
+            .iter()
+            .filter(|(m, _)| m != name)
+            .cloned()
+            .collect();
+        self.vips.remove(name);
+    }
+
+    /// Test helper: puts a stored resource in under its key.
+    #[cfg(test)]
     pub fn insert(&mut self, stored: Arc<StoredResource>) {
         let r = &stored.resource;
         let key = (r.resource_type(), r.meta.mesh.clone(), r.meta.name.clone());

@@ -96,10 +96,12 @@ pub async fn dataplane_token(
         tags: req.tags,
         ..Default::default()
     };
-    let token = dp_token::issue(&s.resources, claims, valid_for).map_err(|e| match e {
-        tokens::TokenError::NotSynced(_) => ApiError::BadRequest(e.to_string()),
-        e => ApiError::Internal(e.to_string()),
-    })?;
+    let token = dp_token::issue(&s.resources, claims, valid_for)
+        .await
+        .map_err(|e| match e {
+            tokens::TokenError::NotSynced(_) => ApiError::BadRequest(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        })?;
     tracing::info!(mesh = %req.mesh, name = %req.name, ?valid_for, "dataplane token issued");
     Ok(token.into_response())
 }
@@ -174,6 +176,7 @@ pub async fn workload_certificate(
     let ca = s
         .cas
         .get(&mesh, backend)
+        .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let issued = ca
         .issue(csr_der.as_ref(), &uris, valid_for)
@@ -224,6 +227,7 @@ pub async fn zone_token(
     errs.into_result().map_err(ApiError::Invalid)?;
     let valid_for = lifetime("validFor", req.valid_for.as_deref(), "24h")?;
     let token = tokens::zone::issue(&s.resources, &req.zone, scope.clone(), valid_for)
+        .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(zone = %req.zone, ?scope, ?valid_for, "zone token issued");
     Ok(token.into_response())
@@ -261,6 +265,7 @@ pub async fn user_token(
     let mut groups = req.groups;
     groups.push(tokens::user::AUTHENTICATED_GROUP.into());
     let token = tokens::user::issue(&s.resources, &req.name, groups.clone(), valid_for)
+        .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(name = %req.name, ?groups, ?valid_for, "user token issued");
     Ok(token.into_response())

@@ -8,6 +8,7 @@ mod cli;
 mod dp_server;
 mod handshake_gate;
 mod identity_api;
+mod instances;
 mod kds;
 mod mesh_ca;
 mod private_files;
@@ -39,7 +40,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Bring the PostgreSQL store's schema to this version's.
+    Migrate {
+        #[command(subcommand)]
+        what: cli::migrate::Migrate,
+    },
     /// Create or update resources from a YAML/JSON file (several `---` documents; `-` for stdin).
     Apply {
         #[arg(short = 'f', long)]
@@ -84,7 +90,11 @@ async fn main() {
     let result = match cli.command {
         Command::Run(args) => {
             koguma_telemetry::init_logging(&cli.log_level);
-            run::run(args).await
+            run::run(*args).await
+        }
+        Command::Migrate { what } => {
+            koguma_telemetry::init_logging(&cli.log_level);
+            cli::migrate::run(what).await
         }
         Command::Generate { what, api } => {
             async { cli::generate::run(&cli::ApiClient::new(&api)?, what).await }.await

@@ -57,6 +57,8 @@ pub enum CaError {
     },
     #[error("{0}")]
     Store(#[from] ResourceError),
+    #[error("creating the CA did not finish: {0}")]
+    Task(String),
 }
 
 impl CaError {
@@ -85,11 +87,14 @@ pub struct Issued {
     pub not_after: time::OffsetDateTime,
 }
 
+/// (mesh, backend) → the mesh's secret epoch when read, and the CA.
+type CaCache = HashMap<(String, String), (u64, Arc<MeshCa>)>;
+
 pub struct MeshCas {
     resources: Arc<Resources>,
-    // Serializes CA creation so that the stored key and certificate are one
-    // pair; held only around synchronous work.
-    cache: Mutex<HashMap<(String, String), Arc<MeshCa>>>,
+    /// Loaded CAs by (mesh, backend), with the mesh's secret epoch they
+    /// were read at. Never held across an await.
+    cache: Mutex<CaCache>,
     /// A federated zone uses the CA its global made; it never makes one.
     creates: bool,
 }
@@ -161,53 +166,54 @@ impl MeshCas {
 
     /// The CA's certificate and key as stored, created first if need be:
     /// what the global sends to its zones.
-    pub fn secrets(
+    pub async fn secrets(
         &self,
         mesh: &str,
         backend: &MtlsBackend,
     ) -> Result<Vec<(String, String)>, CaError> {
-        self.get(mesh, backend)?;
+        self.get(mesh, backend).await?;
         let mut out = Vec::new();
         for name in self.secret_names(mesh, backend) {
-            if let Some(data) = self.resources.secret(mesh, &name)? {
+            if let Some(data) = self.resources.secret(mesh, &name).await? {
                 out.push((name, data));
             }
         }
         Ok(out)
     }
 
-    /// The CA of `backend` in `mesh`, created and stored on first use.
-    pub fn get(&self, mesh: &str, backend: &MtlsBackend) -> Result<Arc<MeshCa>, CaError> {
+    /// The CA of `backend` in `mesh`, created and stored on first use. Two
+    /// instances (or two requests) creating it at once store one: the
+    /// first to commit; the other uses it.
+    pub async fn get(&self, mesh: &str, backend: &MtlsBackend) -> Result<Arc<MeshCa>, CaError> {
         let key = (mesh.to_string(), backend.name.clone());
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ca) = cache.get(&key) {
+        // Another instance may have replaced the mesh's secrets since.
+        let epoch = self.resources.catalog().secret_epoch(mesh);
+        if let Some((at, ca)) = self.cache().get(&key)
+            && *at == epoch
+        {
             return Ok(ca.clone());
         }
         if backend.kind == "provided" {
             let ca = Arc::new(self.load_provided(mesh, backend)?);
             tracing::info!(mesh, backend = %backend.name, "loaded the provided mesh CA");
-            cache.insert(key, ca.clone());
+            self.cache().insert(key, (epoch, ca.clone()));
             return Ok(ca);
         }
         let (cert_name, key_name) = secret_names(mesh, &backend.name);
         let stored = (
-            self.resources.secret(mesh, &cert_name)?,
-            self.resources.secret(mesh, &key_name)?,
+            self.resources.secret(mesh, &cert_name).await?,
+            self.resources.secret(mesh, &key_name).await?,
         );
         let (cert_pem, key_pem) = match stored {
             (Some(c), Some(k)) => (c, k),
             _ if !self.creates => return Err(CaError::NotSynced(mesh.into())),
+            (None, None) => self.create(mesh, backend, &key_name, &cert_name).await?,
             _ => {
-                let (c, k) = create(mesh, backend).map_err(|source| CaError::Create {
-                    mesh: mesh.into(),
-                    backend: backend.name.clone(),
-                    source,
-                })?;
-                // Key first: a crash in between leaves a key without a
-                // certificate, which the next start replaces whole.
-                self.resources.replace_secret(mesh, &key_name, &k)?;
-                self.resources.replace_secret(mesh, &cert_name, &c)?;
-                tracing::info!(mesh, backend = %backend.name, rsa_bits = ?backend.rsa_bits(), "created the mesh CA");
+                // Half a pair, left by a version that stored them apart
+                // and stopped in between: replaced whole.
+                let (c, k) = self.generate(mesh, backend).await?;
+                self.resources.replace_secret(mesh, &key_name, &k).await?;
+                self.resources.replace_secret(mesh, &cert_name, &c).await?;
                 (c, k)
             }
         };
@@ -217,8 +223,55 @@ impl MeshCas {
             reason,
         })?;
         let ca = Arc::new(ca);
-        cache.insert(key, ca.clone());
+        self.cache().insert(key, (epoch, ca.clone()));
         Ok(ca)
+    }
+
+    /// A new CA, made off the runtime's threads (an RSA key takes a while).
+    async fn generate(
+        &self,
+        mesh: &str,
+        backend: &MtlsBackend,
+    ) -> Result<(String, String), CaError> {
+        let (m, b) = (mesh.to_string(), backend.clone());
+        let made = tokio::task::spawn_blocking(move || create(&m, &b)).await;
+        let made = made.map_err(|e| CaError::Task(e.to_string()))?;
+        made.map_err(|source| CaError::Create {
+            mesh: mesh.into(),
+            backend: backend.name.clone(),
+            source,
+        })
+    }
+
+    /// Makes and stores the CA unless someone stores one first; returns
+    /// the stored certificate and key.
+    async fn create(
+        &self,
+        mesh: &str,
+        backend: &MtlsBackend,
+        key_name: &str,
+        cert_name: &str,
+    ) -> Result<(String, String), CaError> {
+        let (c, k) = self.generate(mesh, backend).await?;
+        let stored = self
+            .resources
+            .secrets_or_insert(mesh, &[key_name, cert_name], || {
+                Ok::<_, CaError>(vec![k.clone(), c.clone()])
+            })
+            .await?;
+        let [key_pem, cert_pem]: [String; 2] = stored
+            .try_into()
+            .map_err(|_| CaError::Task("the store returned no CA".into()))?;
+        if cert_pem == c {
+            tracing::info!(mesh, backend = %backend.name, rsa_bits = ?backend.rsa_bits(), "created the mesh CA");
+        } else {
+            tracing::info!(mesh, backend = %backend.name, "another control-plane instance created the mesh CA first: using its");
+        }
+        Ok((cert_pem, key_pem))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, CaCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A provided CA: its certificate and key from their data sources (a
@@ -246,8 +299,7 @@ impl MeshCas {
 
     /// Forgets cached CAs of meshes that were deleted or changed backend.
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|(m, b), _| keep(m, b));
+        self.cache().retain(|(m, b), _| keep(m, b));
     }
 }
 

@@ -28,17 +28,9 @@ use crate::mesh_ca::MeshCas;
 use crate::proxy_config;
 use crate::resources::Resources;
 use crate::role::Role;
-use crate::store::{ResourceStore, SqliteStore};
+use crate::store::StoreArgs;
 use crate::tls;
 use futures::FutureExt;
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum StoreKind {
-    /// SQLite file in --data-dir: resources survive restarts.
-    Sqlite,
-    /// In memory: everything is gone when the CP stops.
-    Memory,
-}
 
 /// Kuma's `KUMA_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,8 +66,12 @@ pub struct RunArgs {
     /// Where the store and the DP server's CA live.
     #[arg(long, default_value = "./koguma-data", env = "KOGUMA_DATA_DIR")]
     data_dir: PathBuf,
-    #[arg(long, value_enum, default_value = "sqlite", env = "KOGUMA_STORE")]
-    store: StoreKind,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How often an instance on a shared store reads it whole, besides
+    /// following its change feed (a safety net for a lost notification).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "KOGUMA_STORE_RESYNC_INTERVAL")]
+    store_resync_interval: Duration,
     /// REST API (plain HTTP). Off loopback, callers need user tokens to
     /// change anything, and those cross the network unencrypted.
     #[arg(long, default_value = "127.0.0.1:5681", env = "KOGUMA_API_ADDRESS")]
@@ -160,16 +156,55 @@ fn instance_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The DP server CA of every instance on this store: the first instance's,
+/// or this one's when it is the first.
+async fn share_dp_server_ca(
+    resources: &Resources,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let local = tls::read_ca(data_dir)?;
+    let stored = resources
+        .secrets_or_insert(
+            "",
+            &["koguma-dp-server-ca-cert", "koguma-dp-server-ca-key"],
+            || -> anyhow::Result<Vec<String>> {
+                let (cert, key) = match local {
+                    Some(pair) => pair,
+                    None => tls::new_ca()?,
+                };
+                Ok(vec![cert, key])
+            },
+        )
+        .await?;
+    let [cert, key]: [String; 2] = stored
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the store returned no DP server CA"))?;
+    tls::install_ca(data_dir, &cert, &key)?;
+    Ok(())
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let role = role(&args)?;
-    let store: Box<dyn ResourceStore> = match args.store {
-        StoreKind::Sqlite => Box::new(SqliteStore::open(&args.data_dir)?),
-        StoreKind::Memory => Box::new(SqliteStore::in_memory()?),
-    };
-    let resources = Arc::new(Resources::open(store, role.clone())?);
+    let instance_id = instance_id();
+    let store = args
+        .store
+        .open(&args.data_dir, &instance_id)
+        .await
+        .context("the store")?;
+    let resources = Arc::new(Resources::open(store, role.clone(), &instance_id).await?);
+    tokio::spawn(resources.clone().follow(args.store_resync_interval));
+    tokio::spawn(crate::instances::run(
+        resources.clone(),
+        args.dp_deregistration_delay,
+    ));
     // A zone checks user tokens with its global's key; it makes none.
     if role.zone_name().is_none() {
-        crate::tokens::user::ensure_admin_token(&resources, &args.data_dir)?;
+        crate::tokens::user::ensure_admin_token(&resources, &args.data_dir).await?;
+    }
+    // Instances on a shared store share the DP server's CA through it, so
+    // that agents trust whichever instance they reach.
+    if resources.leadership().is_some() && args.tls_cert_file.is_none() {
+        share_dp_server_ca(&resources, &args.data_dir).await?;
     }
     let identity = tls::prepare(
         &args.data_dir,
@@ -179,7 +214,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let status = Arc::new(StatusRegistry::default());
     let cas = Arc::new(MeshCas::new(resources.clone(), role.zone_name().is_none()));
-    let instance_id = instance_id();
     let zone_insights = Arc::new(ZoneInsights::default());
     let interests = Arc::new(proxy_config::Interests::default());
     let snapshots = proxy_config::publish(
@@ -313,10 +347,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 instance_id: instance_id.clone(),
             };
             let local = local.clone();
+            // One sync per zone: its instances' leader runs it.
             async move {
-                kds::zone::run(local, config)
-                    .await
-                    .context("multi-zone sync")
+                let resources = local.resources.clone();
+                crate::instances::while_leading(&resources, "the sync with the global", || {
+                    kds::zone::run(local.clone(), config.clone())
+                })
+                .await
+                .context("multi-zone sync")
             }
             .boxed()
         }
@@ -334,7 +372,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         api = %format!("http://{}", args.api_address),
         dp_server = %format!("https://{}", args.dp_server_address),
         ca_cert = %identity.ca_file.as_ref().map_or("(provided certificate)".into(), |p| p.display().to_string()),
-        store = ?args.store,
+        store = %args.store.describe(&args.data_dir),
+        instance = %instance_id,
         "koguma-cp is running"
     );
     let servers = async {

@@ -90,13 +90,37 @@ fn set_validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + time::Duration::days(days);
 }
 
-fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
+/// The CA in `dir` (certificate, key), if there is one.
+pub fn read_ca(data_dir: &Path) -> Result<Option<(String, String)>, TlsError> {
+    let dir = data_dir.join("tls");
     let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     if cert_path.exists() && key_path.exists() {
-        let key = KeyPair::from_pem(&read(&key_path)?)?;
-        return Ok((read(&cert_path)?, key));
+        return Ok(Some((read(&cert_path)?, read(&key_path)?)));
     }
+    Ok(None)
+}
+
+/// Puts the CA the instances of one control plane share into `data_dir`,
+/// where `prepare` finds it.
+pub fn install_ca(data_dir: &Path, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+    if read_ca(data_dir)?.is_some_and(|(c, k)| c == cert_pem && k == key_pem) {
+        return Ok(());
+    }
+    let dir = data_dir.join("tls");
+    write(&dir.join("ca.key"), key_pem, true)?;
+    write(&dir.join("ca.crt"), cert_pem, false)?;
+    tracing::info!(path = %dir.join("ca.crt").display(), "installed the DP server CA this control plane's instances share");
+    Ok(())
+}
+
+/// A new DP server CA: certificate and key, PEM.
+pub fn new_ca() -> Result<(String, String), TlsError> {
     let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn ca_params() -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
@@ -108,7 +132,17 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     set_validity(&mut params, 10 * 365);
-    let cert = params.self_signed(&key)?;
+    Ok(params)
+}
+
+fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
+    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if cert_path.exists() && key_path.exists() {
+        let key = KeyPair::from_pem(&read(&key_path)?)?;
+        return Ok((read(&cert_path)?, key));
+    }
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
     write(&key_path, &key.serialize_pem(), true)?;
     write(&cert_path, &cert.pem(), false)?;
     tracing::info!(path = %cert_path.display(), "created the DP server CA");

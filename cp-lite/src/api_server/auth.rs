@@ -89,14 +89,14 @@ impl ApiAuth {
             || self.allowed_hosts.iter().any(|h| h == host)
     }
 
-    fn caller(
+    async fn caller(
         &self,
         state: &ApiState,
         peer: SocketAddr,
         bearer: Option<&str>,
     ) -> Result<Caller, ApiError> {
         if let Some(token) = bearer {
-            let claims = user::verify(&state.resources, token).map_err(|e| {
+            let claims = user::verify(&state.resources, token).await.map_err(|e| {
                 ApiError::Unauthenticated(format!("the user token is not valid: {e}"))
             })?;
             return Ok(if claims.groups.iter().any(|g| g == ADMIN_GROUP) {
@@ -140,7 +140,7 @@ pub async fn check(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::tokens::bearer_token);
-    let caller = match auth.caller(&state, peer, bearer) {
+    let caller = match auth.caller(&state, peer, bearer).await {
         Ok(c) => c,
         Err(e) => return deny(e, "bad user token"),
     };

@@ -23,6 +23,7 @@ use crate::kds::insights::{RemoteInsights, ZoneInsights};
 use crate::mesh_ca::MeshCas;
 use crate::proxy_config::ConfigSnapshot;
 use crate::resources::{ResourceError, Resources};
+use crate::store::StoreError;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -108,6 +109,8 @@ pub enum ApiError {
     Unauthenticated(String),
     /// Credentials that do not allow what was asked.
     Forbidden(String),
+    /// A write that lost to a concurrent one (or to `If-Match`).
+    Conflict(String),
     NotFound(String),
     /// A path under a mesh that does not exist.
     MeshNotFound(String),
@@ -139,6 +142,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unauthenticated(d) => (StatusCode::UNAUTHORIZED, "Unauthorized", d, vec![]),
             ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "Access Denied", d, vec![]),
+            ApiError::Conflict(d) => (StatusCode::CONFLICT, "Conflict", d, vec![]),
             ApiError::Internal(d) => {
                 tracing::error!(error = %d, "API request failed");
                 (
@@ -177,6 +181,9 @@ impl From<ResourceError> for ApiError {
         match e {
             ResourceError::Invalid(v) => ApiError::Invalid(v),
             ResourceError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            ResourceError::Store(s @ StoreError::Conflict { .. }) => {
+                ApiError::Conflict(s.to_string())
+            }
             ResourceError::Store(s) => ApiError::Internal(s.to_string()),
             ResourceError::Vips { .. } => ApiError::Internal(e.to_string()),
         }
@@ -202,6 +209,14 @@ pub(super) fn omit_nulls(mut v: Value) -> Value {
     v
 }
 
-async fn index() -> Json<Value> {
-    Json(json!({"product": "Koguma", "tagline": "Koguma", "version": env!("CARGO_PKG_VERSION")}))
+/// Kuma's index, with which instance answered and whether it leads (the
+/// one that does the work done once).
+async fn index(axum::extract::State(s): axum::extract::State<ApiState>) -> Json<Value> {
+    Json(json!({
+        "product": "Koguma",
+        "tagline": "Koguma",
+        "version": env!("CARGO_PKG_VERSION"),
+        "instanceId": s.resources.instance(),
+        "leader": s.resources.is_leader(),
+    }))
 }

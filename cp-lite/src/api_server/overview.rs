@@ -11,9 +11,49 @@ use serde_json::{Value, json};
 use super::list_filter::ListFilter;
 use super::resources::{Page, mesh_exists, not_found};
 use super::{ApiError, ApiResult, ApiState, omit_nulls};
-use crate::store::StoredResource;
+use std::collections::HashMap;
 
-fn overview(s: &ApiState, r: &StoredResource) -> Value {
+use crate::catalog::DataplaneKey;
+use crate::instances::INSTANCE_SILENCE;
+use crate::store::{Session, StoredResource};
+
+/// Dataplanes whose streams other instances serve, with whether that
+/// instance is alive: what this instance knows of them.
+type Elsewhere = HashMap<DataplaneKey, (Session, bool)>;
+
+async fn served_elsewhere(s: &ApiState) -> Elsewhere {
+    let Some(_) = s.resources.leadership() else {
+        return Elsewhere::new(); // one instance: every stream is here
+    };
+    let (Ok(sessions), Ok(live)) = (
+        s.resources.sessions().await,
+        s.resources.live_instances(INSTANCE_SILENCE).await,
+    ) else {
+        return Elsewhere::new();
+    };
+    sessions
+        .into_iter()
+        .filter(|session| session.instance != s.resources.instance())
+        .map(|session| {
+            let alive = live.contains(&session.instance);
+            (session.key.clone(), (session, alive))
+        })
+        .collect()
+}
+
+/// What an instance that does not serve a dataplane's stream says of it:
+/// which instance does, since when, and whether it is online there.
+fn insight_elsewhere(session: &Session, alive: bool) -> Value {
+    json!({
+        "online": alive && !session.draining,
+        "subscriptions": [{
+            "controlPlaneInstanceId": session.instance,
+            "connectTime": session.connect_time,
+        }],
+    })
+}
+
+fn overview(s: &ApiState, r: &StoredResource, elsewhere: &Elsewhere) -> Value {
     let meta = &r.resource.meta;
     let mut dataplane = r.resource.to_value();
     if let Some(obj) = dataplane.as_object_mut() {
@@ -28,22 +68,18 @@ fn overview(s: &ApiState, r: &StoredResource) -> Value {
             obj.remove(k);
         }
     }
-    let offline = || json!({"online": false, "subscriptions": []});
-    let insight = match s.status.get(&(meta.mesh.clone(), meta.name.clone())) {
-        Some(st) => st.insight_json(),
-        // On the global: as the dataplane's zone last reported it, and
-        // offline while that zone is (its last word may be stale).
-        None => match s.remote_insights.get(&meta.mesh, &meta.name) {
-            Some((zone, mut insight)) => {
-                if !s.zones.is_online(&zone) {
-                    insight["online"] = false.into();
-                }
-                insight
-            }
-            None => offline(),
+    let key = (meta.mesh.clone(), meta.name.clone());
+    let local = s.status.get(&key).filter(|st| st.online);
+    let insight = match (local, elsewhere.get(&key)) {
+        (Some(st), _) => st.insight_json(s.resources.instance()),
+        (None, Some((session, alive))) => insight_elsewhere(session, *alive),
+        (None, None) => match s.status.get(&key) {
+            Some(st) => st.insight_json(s.resources.instance()),
+            None => remote_or_offline(s, &meta.mesh, &meta.name),
         },
     };
     let mut out = json!({
+
         "type": "DataplaneOverview",
         "mesh": meta.mesh,
         "name": meta.name,
@@ -59,6 +95,20 @@ fn overview(s: &ApiState, r: &StoredResource) -> Value {
         out["kri"] = kri.into();
     }
     omit_nulls(out)
+}
+
+/// On the global: as the dataplane's zone last reported it, and offline
+/// while that zone is (its last word may be stale).
+fn remote_or_offline(s: &ApiState, mesh: &str, name: &str) -> Value {
+    match s.remote_insights.get(mesh, name) {
+        Some((zone, mut insight)) => {
+            if !s.zones.is_online(&zone) {
+                insight["online"] = false.into();
+            }
+            insight
+        }
+        None => json!({"online": false, "subscriptions": []}),
+    }
 }
 
 pub async fn list(
@@ -79,7 +129,8 @@ pub async fn list(
     let items = catalog
         .list(ResourceType::Dataplane, Some(&mesh))
         .filter(|r| filter.matches(&r.resource));
-    Ok(page.render(items, |r| overview(&s, r), &uri, &headers))
+    let elsewhere = served_elsewhere(&s).await;
+    Ok(page.render(items, |r| overview(&s, r, &elsewhere), &uri, &headers))
 }
 
 pub async fn get(
@@ -91,7 +142,8 @@ pub async fn get(
     let r = catalog
         .get(ResourceType::Dataplane, &mesh, &name)
         .ok_or_else(|| not_found(ResourceType::Dataplane, &mesh, &name))?;
-    Ok(Json(overview(&s, r)).into_response())
+    let elsewhere = served_elsewhere(&s).await;
+    Ok(Json(overview(&s, r, &elsewhere)).into_response())
 }
 
 pub async fn config(
@@ -118,7 +170,7 @@ pub async fn config(
     })?;
     let backend = snapshot.catalog.mesh(&mesh).and_then(|m| m.mtls_backend());
     if let (Some(mtls), Some(backend)) = (config.mtls.as_mut(), backend)
-        && let Ok(ca) = s.cas.get(&mesh, backend)
+        && let Ok(ca) = s.cas.get(&mesh, backend).await
     {
         ca.fill(mtls, stream.as_ref().and_then(|st| st.cert_der.as_deref()));
     }

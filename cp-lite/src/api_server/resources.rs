@@ -63,7 +63,32 @@ pub async fn get(State(s): State<ApiState>, Path(params): Path<Params>) -> ApiRe
     let stored = catalog
         .get(rtype, &mesh, name(&params))
         .ok_or_else(|| not_found(rtype, &mesh, name(&params)))?;
-    Ok(Json(resource_json(&stored.resource)).into_response())
+    // The version, for a PUT that must not overwrite a change it has not
+    // seen (`If-Match`).
+    let etag = format!("\"{}\"", stored.version);
+    Ok((
+        [(axum::http::header::ETAG, etag)],
+        Json(resource_json(&stored.resource)),
+    )
+        .into_response())
+}
+
+/// `If-Match: "<version>"`: the version a PUT may replace.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "If-Match: {value:?} is not a version this API served (an ETag such as \"42\")"
+            ))
+        })
 }
 
 /// A resource as the API serves it: its flat form and its `kri`.
@@ -122,8 +147,14 @@ pub async fn list(
     Ok(page.render(items, |r| resource_json(&r.resource), &uri, &headers))
 }
 
-pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: Bytes) -> ApiResult {
+pub async fn put(
+    State(s): State<ApiState>,
+    Path(params): Path<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let (rtype, mesh) = target(&params, true)?;
+    let if_version = if_match(&headers)?;
     let (mesh, name) = (mesh.unwrap_or_default(), name(&params));
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::Invalid(ValidationError::single("body", "is not UTF-8")))?;
@@ -181,6 +212,7 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
         s.cas.retain(|m, _| m != name);
         s.cas
             .get(name, backend)
+            .await
             .map_err(|e| match e.provided_field() {
                 Some((field, reason)) => {
                     let index = mesh_spec
@@ -196,7 +228,10 @@ pub async fn put(State(s): State<ApiState>, Path(params): Path<Params>, body: By
                 None => ApiError::Internal(e.to_string()),
             })?;
     }
-    let (_, created) = s.resources.upsert(resource, Origin::Api)?;
+    let (_, created) = s
+        .resources
+        .upsert_if(resource, Origin::Api, if_version)
+        .await?;
     if rtype == ResourceType::Secret {
         // A provided CA may be made of it: read again on next use.
         s.cas.retain(|m, _| m != mesh);
@@ -214,7 +249,7 @@ pub async fn delete(State(s): State<ApiState>, Path(params): Path<Params>) -> Ap
     let (rtype, mesh) = target(&params, true)?;
     let (mesh, name) = (mesh.unwrap_or_default(), name(&params));
     owned_here(&s, rtype, &mesh, name, &Default::default())?;
-    s.resources.delete(rtype, &mesh, name)?;
+    s.resources.delete(rtype, &mesh, name).await?;
     if rtype == ResourceType::Secret {
         s.cas.retain(|m, _| m != mesh);
     }

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod delete;
 pub mod generate;
 pub mod get;
+pub mod migrate;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;

@@ -38,7 +38,7 @@ impl SessionIdentity {
 
     /// Puts the mesh CA and this dataplane's certificate into `config`
     /// (whose `mtls` is set when the mesh has mTLS on).
-    pub fn fill(
+    pub async fn fill(
         &mut self,
         server: &DpServer,
         catalog: &Catalog,
@@ -53,7 +53,7 @@ impl SessionIdentity {
         let Some(backend) = catalog.mesh(mesh).and_then(|m| m.mtls_backend()) else {
             return;
         };
-        let ca = match server.cas.get(mesh, backend) {
+        let ca = match server.cas.get(mesh, backend).await {
             Ok(ca) => ca,
             Err(e) => {
                 tracing::error!(%mesh, dataplane = %name, error = %e, "no mesh CA: the dataplane gets no certificate");

@@ -116,7 +116,11 @@ impl DpServer {
             if !status.still_gone(&key) {
                 return;
             }
-            match this.resources.deregister(rtype, &key) {
+            match this
+                .resources
+                .deregister(rtype, &key, this.resources.instance())
+                .await
+            {
                 Ok(true) => {
                     tracing::info!(kind = rtype.kind(), mesh = %key.0, name = %key.1, "deregistered: its agent is gone");
                     status.forget(&key);
@@ -162,10 +166,11 @@ impl DataplaneDiscovery for DpService {
             Status::invalid_argument("the first request of a stream must carry the node")
         })?;
         if node.proxy_type() != ProxyType::Sidecar {
-            let stream = zone_proxy::start(&self.0, token.as_deref(), node, first, incoming, peer)?;
+            let stream =
+                zone_proxy::start(&self.0, token.as_deref(), node, first, incoming, peer).await?;
             return Ok(Response::new(stream));
         }
-        let (key, origin) = registration::register(&self.0.resources, self.0.auth, token.as_deref(), &node).inspect_err(|e| {
+        let (key, origin) = registration::register(&self.0.resources, self.0.auth, token.as_deref(), &node).await.inspect_err(|e| {
             tracing::warn!(mesh = %node.mesh, dataplane = %node.name, ?peer, reason = %e.message(), "dataplane refused");
         })?;
         let stream_id = self.0.next_stream.fetch_add(1, Ordering::Relaxed);
@@ -183,7 +188,10 @@ impl DataplaneDiscovery for DpService {
         if others > 0 {
             tracing::warn!(mesh = %key.0, dataplane = %key.1, ?peer, stream_id, open = others + 1, "a second stream for a dataplane that has one open: both are served; it stays registered while either is open");
         } else {
-            self.0.resources.set_draining(&key, fresh);
+            self.0
+                .resources
+                .set_draining(ResourceType::Dataplane, &key, fresh)
+                .await;
         }
         let (tx, rx) = mpsc::channel(4);
         let server = self.0.clone();
@@ -197,8 +205,15 @@ impl DataplaneDiscovery for DpService {
             // after the deregistration delay. It is back in rotation when it
             // reconnects with its config in force.
             // A reconnect racing this is put back by its first ACK.
-            if server.status.still_gone(&key) {
-                server.resources.set_draining(&key, true);
+            if server.status.still_gone(&key)
+                && !server
+                    .resources
+                    .release(ResourceType::Dataplane, &key)
+                    .await
+            {
+                tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected here; another control-plane instance serves it now");
+                server.status.forget(&key);
+                return;
             }
             tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "dataplane disconnected: out of its peers' endpoints until it is back");
             if origin == Origin::Agent {

@@ -21,7 +21,7 @@ pub enum DpAuth {
 
 /// Refuses the dataplane unless `token` is valid and allows it. Nothing is
 /// registered before this passes.
-fn check_token(
+async fn check_token(
     resources: &Resources,
     auth: DpAuth,
     token: Option<&str>,
@@ -32,12 +32,13 @@ fn check_token(
     if auth == DpAuth::None {
         return Ok(());
     }
-    let result = token
-        .ok_or(tokens::TokenError::Missing(
+    let result = match token {
+        Some(t) => dp_token::verify(resources, mesh, t).await,
+        None => Err(tokens::TokenError::Missing(
             "no dataplane token was presented: run koguma-dp with --dataplane-token-file",
-        ))
-        .and_then(|t| dp_token::verify(resources, mesh, t))
-        .and_then(|claims| dp_token::authorize(&claims, mesh, name, dp));
+        )),
+    }
+    .and_then(|claims| dp_token::authorize(&claims, mesh, name, dp));
     result.map_err(|e| match e {
         tokens::TokenError::Store(s) => Status::internal(s.to_string()),
         e => Status::permission_denied(format!(
@@ -46,7 +47,7 @@ fn check_token(
     })
 }
 
-pub fn register(
+pub async fn register(
     resources: &Resources,
     auth: DpAuth,
     token: Option<&str>,
@@ -58,7 +59,7 @@ pub fn register(
             .get(ResourceType::Dataplane, &node.mesh, &node.name)
             .and_then(|r| r.resource.as_dataplane());
         if let Some(dp) = existing {
-            check_token(resources, auth, token, &node.mesh, &node.name, dp)?;
+            check_token(resources, auth, token, &node.mesh, &node.name, dp).await?;
         } else {
             // Say nothing of what exists to an agent that cannot prove who it is.
             check_token(
@@ -68,7 +69,8 @@ pub fn register(
                 &node.mesh,
                 &node.name,
                 &DataplaneSpec::default(),
-            )?;
+            )
+            .await?;
             return Err(Status::not_found(format!(
                 "Dataplane {:?} not found in mesh {:?}: create it with `koguma-cp apply` or run koguma-dp with --dataplane-file",
                 node.name, node.mesh
@@ -89,7 +91,7 @@ pub fn register(
     }
     let key = (resource.meta.mesh.clone(), resource.meta.name.clone());
     if let Some(dp) = resource.as_dataplane() {
-        check_token(resources, auth, token, &key.0, &key.1, dp)?;
+        check_token(resources, auth, token, &key.0, &key.1, dp).await?;
     }
     if let Some(existing) = resources
         .catalog()
@@ -103,7 +105,7 @@ pub fn register(
             key.1, key.0
         )));
     }
-    match resources.upsert(resource, Origin::Agent) {
+    match resources.upsert(resource, Origin::Agent).await {
         Ok(_) => Ok((key, Origin::Agent)),
         Err(ResourceError::Invalid(e)) => {
             Err(Status::invalid_argument(format!("invalid Dataplane: {e}")))

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use koguma_api::ResourceType;
 use koguma_proto::ConfigDigest;
 use koguma_proto::v1::{ConfigRequest, ConfigResponse, ProxyConfig, TransparentProxy};
 use tokio::sync::mpsc;
@@ -98,7 +99,9 @@ pub async fn run(
         {
             new_csr = false;
             let mut config = built.clone();
-            identity.fill(server, &snapshot.catalog, key, &mut config);
+            identity
+                .fill(server, &snapshot.catalog, key, &mut config)
+                .await;
             let digest = view.digest(&config);
             let version = digest.version();
             if sent.whole_next || sent.version() != Some(version.as_str()) {
@@ -128,7 +131,7 @@ pub async fn run(
                         identity.set_csr(csr);
                         new_csr = true;
                     }
-                    let nacked = on_request(server, key, stream_id, &sent, req);
+                    let nacked = on_request(server, key, stream_id, &sent, req).await;
                     // A refused delta may be one the agent could not apply
                     // to what it has: send the whole config, once. A refused
                     // whole config waits for the next change, as before.
@@ -157,7 +160,7 @@ fn warnings(config: &ProxyConfig) -> Vec<String> {
 }
 
 /// Records an ACK or NACK; returns whether the latest response was refused.
-fn on_request(
+async fn on_request(
     server: &DpServer,
     key: &DataplaneKey,
     stream_id: u64,
@@ -170,7 +173,10 @@ fn on_request(
             tracing::info!(mesh = %key.0, dataplane = %key.1, stream_id, "one of the dataplane's streams is leaving; another is open: it stays in endpoints");
         } else {
             tracing::info!(mesh = %key.0, dataplane = %key.1, "dataplane is draining: removing it from endpoints");
-            server.resources.set_draining(key, true);
+            server
+                .resources
+                .set_draining(ResourceType::Dataplane, key, true)
+                .await;
         }
     }
     if req.response_nonce != sent.nonce.to_string() {
@@ -189,7 +195,10 @@ fn on_request(
             server.status.acked(key, stream_id, &req.version_info);
             if !req.leaving {
                 // Its listeners are bound: peers may send it traffic now.
-                server.resources.set_draining(key, false);
+                server
+                    .resources
+                    .set_draining(ResourceType::Dataplane, key, false)
+                    .await;
             }
             false
         }

@@ -206,10 +206,10 @@ impl StatusRegistry {
     }
 
     /// Every dataplane's insight, as the REST API shows it.
-    pub fn snapshot(&self) -> Vec<(DataplaneKey, serde_json::Value)> {
+    pub fn snapshot(&self, instance: &str) -> Vec<(DataplaneKey, serde_json::Value)> {
         self.with(|m| {
             m.iter()
-                .map(|(k, s)| (k.clone(), s.insight_json()))
+                .map(|(k, s)| (k.clone(), s.insight_json(instance)))
                 .collect()
         })
     }
@@ -222,8 +222,9 @@ impl StatusRegistry {
 }
 
 impl StreamStatus {
-    /// Kuma's `dataplaneInsight` shape, plus the rejection reason.
-    pub fn insight_json(&self) -> serde_json::Value {
+    /// Kuma's `dataplaneInsight` shape, plus the rejection reason;
+    /// `instance` is the control-plane instance serving the stream.
+    pub fn insight_json(&self, instance: &str) -> serde_json::Value {
         json!({
             "online": self.online,
             "lastSentVersion": self.sent_version,
@@ -241,6 +242,7 @@ impl StreamStatus {
             "liveStreams": self.live.len(),
             "subscriptions": [{
                 "id": self.stream_id.to_string(),
+                "controlPlaneInstanceId": instance,
                 "connectTime": time(self.connect_time),
                 "disconnectTime": self.disconnect_time.map(time),
                 "status": {

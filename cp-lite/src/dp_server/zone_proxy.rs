@@ -45,7 +45,7 @@ fn scope(kind: ZoneProxyKind) -> &'static str {
 
 /// Checks the token, then registers the resource the agent sent. Nothing
 /// is stored before the token passes.
-fn register(
+async fn register(
     server: &DpServer,
     token: Option<&str>,
     node: &Node,
@@ -77,11 +77,12 @@ fn register(
         .unwrap_or("default")
         .to_string();
     if server.auth == DpAuth::DpToken {
-        let result = token
-            .ok_or(tokens::TokenError::Missing(
+        let result = match token {
+            Some(t) => tokens::zone::verify(resources, t, &zone, scope(kind)).await,
+            None => Err(tokens::TokenError::Missing(
                 "no zone token was presented: run koguma-dp with --dataplane-token-file <a zone token>",
-            ))
-            .and_then(|t| tokens::zone::verify(resources, t, &zone, scope(kind)));
+            )),
+        };
         if let Err(e) = result {
             return Err(match e {
                 tokens::TokenError::Store(s) => Status::internal(s.to_string()),
@@ -93,8 +94,7 @@ fn register(
         }
     }
     let catalog = resources.catalog();
-    let existing = catalog.get(rtype, "", &name);
-    if let Some(existing) = existing {
+    if let Some(existing) = catalog.get(rtype, "", &name) {
         if existing.origin == Origin::Kds {
             return Err(Status::already_exists(format!(
                 "{} {name:?} belongs to another zone: give this one another name",
@@ -109,7 +109,8 @@ fn register(
             new.available_services = old.available_services.clone();
         }
     }
-    match resources.upsert(resource, Origin::Agent) {
+    drop(catalog);
+    match resources.upsert(resource, Origin::Agent).await {
         Ok(_) => Ok(name),
         Err(ResourceError::Invalid(e)) => Err(Status::invalid_argument(format!(
             "invalid {}: {e}",
@@ -119,7 +120,7 @@ fn register(
     }
 }
 
-pub fn start(
+pub async fn start(
     server: &Arc<DpServer>,
     token: Option<&str>,
     node: Node,
@@ -134,12 +135,14 @@ pub fn start(
             "this is a global control plane: zone proxies connect to their zone's control plane",
         ));
     }
-    let name = register(server, token, &node, kind).inspect_err(|e| {
-        tracing::warn!(kind = rtype.kind(), ?peer, reason = %e.message(), "zone proxy refused");
-    })?;
+    let name = register(server, token, &node, kind)
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(kind = rtype.kind(), ?peer, reason = %e.message(), "zone proxy refused");
+        })?;
     let key: DataplaneKey = (String::new(), name);
     // A new agent under this name serves again.
-    server.resources.set_draining(&key, false);
+    server.resources.set_draining(rtype, &key, false).await;
     let stream_id = server
         .next_stream
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -156,7 +159,7 @@ pub fn start(
         // An ingress killed without draining: other zones stop routing to
         // it now, as when it drains, not after the deregistration delay.
         if kind == ZoneProxyKind::Ingress && server.zone_proxies.still_gone(&key) {
-            server.resources.set_draining(&key, true);
+            server.resources.release(rtype, &key).await;
         }
         server.schedule_removal(rtype, key, server.deregistration_delay);
     });
@@ -181,7 +184,13 @@ struct EgressIdentities {
 }
 
 impl EgressIdentities {
-    fn fill(&mut self, server: &DpServer, catalog: &Catalog, name: &str, config: &mut ProxyConfig) {
+    async fn fill(
+        &mut self,
+        server: &DpServer,
+        catalog: &Catalog,
+        name: &str,
+        config: &mut ProxyConfig,
+    ) {
         let Some(zp) = config.zone_proxy.as_mut() else {
             return;
         };
@@ -193,7 +202,7 @@ impl EgressIdentities {
             let Some(backend) = catalog.mesh(mesh).and_then(|m| m.mtls_backend()) else {
                 continue;
             };
-            let ca = match server.cas.get(mesh, backend) {
+            let ca = match server.cas.get(mesh, backend).await {
                 Ok(ca) => ca,
                 Err(e) => {
                     tracing::error!(%mesh, zone_egress = %name, error = %e, "no mesh CA: the egress gets no certificate for this mesh");
@@ -254,7 +263,9 @@ async fn run(
         let snapshot = snapshots.borrow_and_update().clone();
         match snapshot.compute_zone_proxy(kind, &key.1) {
             Some(mut config) => {
-                identities.fill(server, &snapshot.catalog, &key.1, &mut config);
+                identities
+                    .fill(server, &snapshot.catalog, &key.1, &mut config)
+                    .await;
                 let version = koguma_proto::version(&config);
                 if sent.as_deref() != Some(version.as_str()) {
                     nonce += 1;
@@ -296,7 +307,10 @@ async fn run(
                     if req.leaving && kind == ZoneProxyKind::Ingress {
                         // Other zones stop routing here while it drains.
                         tracing::info!(name = %key.1, "zone ingress is draining: withdrawing its services from other zones");
-                        server.resources.set_draining(key, true);
+                        server
+                            .resources
+                            .set_draining(kind.resource_type(), key, true)
+                            .await;
                     }
                     if !req.csr.is_empty() {
                         identities.csr = Some(req.csr.clone());

@@ -45,7 +45,7 @@ impl GlobalSync {
     }
 
     /// The zone's `Zone` resource, made when it first connects.
-    fn record_zone(&self, zone: &str) -> Result<(), Status> {
+    async fn record_zone(&self, zone: &str) -> Result<(), Status> {
         if self
             .local
             .resources
@@ -60,6 +60,7 @@ impl GlobalSync {
         self.local
             .resources
             .upsert(r, Origin::Api)
+            .await
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(zone, "zone created: it connected for the first time");
         Ok(())
@@ -112,19 +113,23 @@ impl MultizoneSync for GlobalSync {
                 ),
             ));
         };
-        tokens::zone::verify(&self.local.resources, &token, &zone, "cp").map_err(|e| match e {
-            tokens::TokenError::Store(s) => Status::internal(s.to_string()),
-            e => refuse(
-                &zone,
-                peer,
-                Status::permission_denied(format!("zone {zone:?} is not allowed to connect: {e}")),
-            ),
-        })?;
-        self.record_zone(&zone)?;
+        tokens::zone::verify(&self.local.resources, &token, &zone, "cp")
+            .await
+            .map_err(|e| match e {
+                tokens::TokenError::Store(s) => Status::internal(s.to_string()),
+                e => refuse(
+                    &zone,
+                    peer,
+                    Status::permission_denied(format!(
+                        "zone {zone:?} is not allowed to connect: {e}"
+                    )),
+                ),
+            })?;
+        self.record_zone(&zone).await?;
 
         let side = Side::Global(zone.clone());
         let catalog = self.local.resources.catalog();
-        let have = to_versions(side.holds(&catalog, &self.local));
+        let have = to_versions(side.holds(&catalog, &self.local).await);
         let peer_has = from_versions(&hello.have);
         let (tx, rx) = mpsc::channel(16);
         let welcome = GlobalWelcome {

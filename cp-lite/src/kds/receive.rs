@@ -23,11 +23,11 @@ impl Side {
     }
 
     /// Stores what the other side sent. The error is the NACK's reason.
-    pub fn store(&self, local: &LocalState, r: &KdsResource) -> Result<(), String> {
+    pub async fn store(&self, local: &LocalState, r: &KdsResource) -> Result<(), String> {
         let resources = &local.resources;
         let key = r.key.as_ref().ok_or("the resource has no key")?;
         if key.r#type == SECRET {
-            return self.store_secret(local, key, &r.spec);
+            return self.store_secret(local, key, &r.spec).await;
         }
         if key.r#type == INSIGHT {
             return self.store_insight(local, key, &r.spec, &r.version);
@@ -70,6 +70,7 @@ impl Side {
             Resource::from_value(serde_json::Value::Object(obj)).map_err(|e| e.to_string())?;
         resources
             .upsert(resource, Origin::Kds)
+            .await
             .map_err(|e| e.to_string())?;
         // A provided CA is made of the mesh and its Secrets.
         match rtype {
@@ -80,7 +81,12 @@ impl Side {
         Ok(())
     }
 
-    fn store_secret(&self, local: &LocalState, key: &KdsKey, data: &str) -> Result<(), String> {
+    async fn store_secret(
+        &self,
+        local: &LocalState,
+        key: &KdsKey,
+        data: &str,
+    ) -> Result<(), String> {
         let (resources, cas) = (&local.resources, &local.cas);
         // Only a zone takes secrets, and only those it needs: the public
         // keys that check zone proxies' and users' tokens, and each mesh's own.
@@ -90,6 +96,7 @@ impl Side {
         if key.mesh.is_empty() && tokens::is_synced_public_key(&key.name) {
             return resources
                 .replace_secret("", &key.name, data)
+                .await
                 .map_err(|e| e.to_string());
         }
         let catalog = resources.catalog();
@@ -97,7 +104,9 @@ impl Side {
             return Err(format!("mesh {:?} does not exist", key.mesh));
         };
         let is_ca = key.name.starts_with(&format!("{}.ca-builtin-", key.mesh));
-        if !is_ca && !Self::synced_secret_names(cas, &key.mesh, Some(spec)).contains(&key.name) {
+        let taken = Self::synced_secret_names(cas, &key.mesh, Some(spec)).contains(&key.name);
+        drop(catalog);
+        if !is_ca && !taken {
             return Err(format!(
                 "secret {:?} is not one a zone takes for mesh {:?}",
                 key.name, key.mesh
@@ -105,6 +114,7 @@ impl Side {
         }
         resources
             .replace_secret(&key.mesh, &key.name, data)
+            .await
             .map_err(|e| e.to_string())?;
         cas.retain(|m, _| m != key.mesh);
         Ok(())
@@ -112,7 +122,7 @@ impl Side {
 
     /// Removes what the other side no longer has. Only copies are ever
     /// removed: never a resource that originates here.
-    pub fn remove(&self, local: &LocalState, key: &KdsKey) -> Result<(), String> {
+    pub async fn remove(&self, local: &LocalState, key: &KdsKey) -> Result<(), String> {
         let resources = &local.resources;
         if key.r#type == SECRET {
             // A mesh's secrets go with the mesh.
@@ -139,7 +149,8 @@ impl Side {
         if stored.origin != Origin::Kds || !zone_matches {
             return Ok(());
         }
-        match resources.delete(rtype, &key.mesh, &name) {
+        drop(catalog);
+        match resources.delete(rtype, &key.mesh, &name).await {
             Ok(()) => Ok(()),
             Err(crate::resources::ResourceError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.to_string()),

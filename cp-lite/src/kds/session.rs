@@ -62,7 +62,8 @@ impl Session {
     ) -> Result<(), KdsError> {
         let mut catalog_rx = self.local.resources.subscribe();
         let mut current: Arc<Catalog> = catalog_rx.borrow_and_update().clone();
-        let mut outgoing = Outgoing::new(self.side.items(&current, &self.local), peer_has.keys());
+        let items = self.side.items(&current, &self.local).await;
+        let mut outgoing = Outgoing::new(items, peer_has.keys());
         let mut sampled = self.local.status.generation();
         let mut insight_tick = tokio::time::interval(INSIGHT_INTERVAL);
         insight_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,7 +94,7 @@ impl Session {
                         return Ok(()); // the CP is stopping
                     }
                     let new = catalog_rx.borrow_and_update().clone();
-                    self.follow(&current, &new, &mut outgoing);
+                    self.follow(&current, &new, &mut outgoing).await;
                     current = new;
                 }
                 msg = inbound.next() => {
@@ -104,7 +105,7 @@ impl Session {
                     };
                     match msg.msg {
                         Some(Msg::Delta(delta)) => {
-                            let ack = self.apply(delta);
+                            let ack = self.apply(delta).await;
                             out.send(KdsMessage { msg: Some(Msg::Ack(ack)) })
                                 .await
                                 .map_err(|_| KdsError::Closed)?;
@@ -188,7 +189,8 @@ impl Session {
     }
 
     /// Brings what is sent from `old` to `new`: only the keys that changed.
-    fn follow(&self, old: &Catalog, new: &Catalog, outgoing: &mut Outgoing) {
+    async fn follow(&self, old: &Catalog, new: &Catalog, outgoing: &mut Outgoing) {
+        let mut meshes = Vec::new();
         for diff in old.resources.diff(&new.resources) {
             let (rkey, before) = match diff {
                 DiffItem::Add(k, _) => (k, None),
@@ -207,25 +209,27 @@ impl Session {
                 hold.into_iter().for_each(|k| outgoing.unset(k));
             }
             if rkey.0 == ResourceType::Mesh {
-                let mesh = &rkey.2;
-                for k in outgoing.keys_of(SECRET, Some(mesh)) {
-                    outgoing.unset(k);
-                }
-                for (k, item) in self.side.secrets(new, &self.local, mesh) {
-                    outgoing.set(k, item);
-                }
+                meshes.push(rkey.2.clone());
+            }
+        }
+        for mesh in meshes {
+            for k in outgoing.keys_of(SECRET, Some(&mesh)) {
+                outgoing.unset(k);
+            }
+            for (k, item) in self.side.secrets(new, &self.local, &mesh).await {
+                outgoing.set(k, item);
             }
         }
     }
 
     /// Stores a delta from the other side; what cannot be stored is NACKed
     /// with its reason, the rest stays stored.
-    fn apply(&self, delta: KdsDelta) -> KdsAck {
+    async fn apply(&self, delta: KdsDelta) -> KdsAck {
         let mut nacks = Vec::new();
         let mut upserts = delta.upserts;
         upserts.sort_by_key(|r| r.key.as_ref().map_or(usize::MAX, |k| rank(&k.r#type)));
         for r in &upserts {
-            if let Err(reason) = self.side.store(&self.local, r) {
+            if let Err(reason) = self.side.store(&self.local, r).await {
                 let key = r.key.clone().unwrap_or_default();
                 tracing::warn!(peer = %self.side.describe_peer(), kind = %key.r#type, mesh = %key.mesh, name = %key.name, %reason, "sync: cannot store a resource; NACKed");
                 nacks.push(KdsNack {
@@ -237,7 +241,7 @@ impl Session {
         let mut removals = delta.removals;
         removals.sort_by_key(|k| std::cmp::Reverse(rank(&k.r#type)));
         for key in &removals {
-            if let Err(reason) = self.side.remove(&self.local, key) {
+            if let Err(reason) = self.side.remove(&self.local, key).await {
                 tracing::warn!(peer = %self.side.describe_peer(), kind = %key.r#type, mesh = %key.mesh, name = %key.name, %reason, "sync: cannot remove a resource; NACKed");
                 nacks.push(KdsNack {
                     key: Some(key.clone()),

@@ -21,10 +21,14 @@ use crate::resources::Resources;
 use crate::role::Role;
 use crate::store::{Origin, SqliteStore};
 
-fn local(role: Role) -> Arc<LocalState> {
+async fn local(role: Role) -> Arc<LocalState> {
     let creates = role.zone_name().is_none();
     let store = SqliteStore::in_memory().expect("store");
-    let resources = Arc::new(Resources::open(Box::new(store), role).expect("resources"));
+    let resources = Arc::new(
+        Resources::open(Box::new(store), role, "test")
+            .await
+            .expect("resources"),
+    );
     Arc::new(LocalState {
         cas: Arc::new(MeshCas::new(resources.clone(), creates)),
         resources,
@@ -51,7 +55,7 @@ struct Sent {
 
 /// Connects `zone` to `global` until the returned handle is dropped (its
 /// tasks aborted), counting what the global sends.
-fn connect(
+async fn connect(
     global: &Arc<LocalState>,
     zone: &Arc<LocalState>,
 ) -> (Arc<Sent>, Vec<tokio::task::JoinHandle<()>>) {
@@ -76,8 +80,8 @@ fn connect(
     });
     let g_side = Side::Global("zone-1".into());
     let z_side = Side::Zone;
-    let g_has = z_side.holds(&zone.resources.catalog(), zone);
-    let z_has = g_side.holds(&global.resources.catalog(), global);
+    let g_has = z_side.holds(&zone.resources.catalog(), zone).await;
+    let z_has = g_side.holds(&global.resources.catalog(), global).await;
     let g = Session {
         side: g_side,
         local: global.clone(),
@@ -120,17 +124,18 @@ fn action(l: &LocalState, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_reconnect_sends_only_what_changed_meanwhile() {
-    let global = local(Role::Global);
-    let zone = local(Role::Zone("zone-1".into()));
+    let global = local(Role::Global).await;
+    let zone = local(Role::Zone("zone-1".into())).await;
     // More than one delta's worth: the first sync goes in several.
     let n = super::outgoing::MAX_DELTA + 200;
     for i in 0..n {
         global
             .resources
             .upsert(permission(&format!("p{i}"), "Allow"), Origin::Api)
+            .await
             .unwrap();
     }
-    let (sent, tasks) = connect(&global, &zone);
+    let (sent, tasks) = connect(&global, &zone).await;
     until("the zone to hold every permission", || {
         let c = zone.resources.catalog();
         c.list(ResourceType::MeshTrafficPermission, Some("default"))
@@ -153,16 +158,23 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
         ingress,
         Duration::from_secs(60),
     )
+    .await
     .unwrap();
-    crate::tokens::zone::verify(&zone.resources, &token, "zone-1", "ingress").unwrap();
+    crate::tokens::zone::verify(&zone.resources, &token, "zone-1", "ingress")
+        .await
+        .unwrap();
     // And the user tokens it issues.
     let user =
         crate::tokens::user::issue(&global.resources, "jane", vec![], Duration::from_secs(60))
+            .await
             .unwrap();
-    crate::tokens::user::verify(&zone.resources, &user).unwrap();
+    crate::tokens::user::verify(&zone.resources, &user)
+        .await
+        .unwrap();
     global
         .resources
         .upsert(permission("p0", "Deny"), Origin::Api)
+        .await
         .unwrap();
     until("the change to arrive", || {
         action(&zone, "p0").as_deref() == Some("Deny")
@@ -179,12 +191,14 @@ async fn a_reconnect_sends_only_what_changed_meanwhile() {
     global
         .resources
         .upsert(permission("p1", "Deny"), Origin::Api)
+        .await
         .unwrap();
     global
         .resources
         .delete(ResourceType::MeshTrafficPermission, "default", "p2")
+        .await
         .unwrap();
-    let (sent, tasks) = connect(&global, &zone);
+    let (sent, tasks) = connect(&global, &zone).await;
     until("the zone to catch up", || {
         action(&zone, "p1").as_deref() == Some("Deny") && action(&zone, "p2").is_none()
     })
@@ -225,30 +239,44 @@ fn zone_dataplanes_on(global: &LocalState, mesh: &str) -> Vec<String> {
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_resource_is_retried_and_the_rest_stays_stored() {
-    let global = local(Role::Global);
-    let zone = local(Role::Zone("zone-1".into()));
+    let global = local(Role::Global).await;
+    let zone = local(Role::Zone("zone-1".into())).await;
     // A mesh the global does not have (made on the zone behind the API's
     // back): its dataplane is NACKed by the global, the other one stored.
-    zone.resources.upsert(mesh("other"), Origin::Kds).unwrap();
+    zone.resources
+        .upsert(mesh("other"), Origin::Kds)
+        .await
+        .unwrap();
     zone.resources
         .upsert(dataplane("other", "dp-x"), Origin::Api)
+        .await
         .unwrap();
-    let (_, tasks) = connect(&global, &zone);
-    until("default's dataplane on the global", || {
-        zone.resources.catalog().mesh("default").is_some()
+    let (_, tasks) = connect(&global, &zone).await;
+    let mut stored = false;
+    for _ in 0..1000 {
+        stored = zone.resources.catalog().mesh("default").is_some()
             && zone
                 .resources
                 .upsert(dataplane("default", "dp-ok"), Origin::Api)
-                .is_ok()
-    })
-    .await;
+                .await
+                .is_ok();
+        if stored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stored, "default's dataplane stored on the zone");
     until("dp-ok on the global", || {
         zone_dataplanes_on(&global, "default") == ["dp-ok"]
     })
     .await;
     assert!(zone_dataplanes_on(&global, "other").is_empty());
     // Once the mesh exists on the global, the retry stores it.
-    global.resources.upsert(mesh("other"), Origin::Api).unwrap();
+    global
+        .resources
+        .upsert(mesh("other"), Origin::Api)
+        .await
+        .unwrap();
     until("dp-x on the global after the retry", || {
         zone_dataplanes_on(&global, "other") == ["dp-x"]
     })
@@ -272,16 +300,21 @@ async fn a_rejected_resource_is_retried_and_the_rest_stays_stored() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_removal_is_retried_until_it_can_be_done() {
-    let global = local(Role::Global);
-    let zone = local(Role::Zone("zone-1".into()));
-    global.resources.upsert(mesh("other"), Origin::Api).unwrap();
-    let (_, tasks) = connect(&global, &zone);
+    let global = local(Role::Global).await;
+    let zone = local(Role::Zone("zone-1".into())).await;
+    global
+        .resources
+        .upsert(mesh("other"), Origin::Api)
+        .await
+        .unwrap();
+    let (_, tasks) = connect(&global, &zone).await;
     until("mesh other in the zone", || {
         zone.resources.catalog().mesh("other").is_some()
     })
     .await;
     zone.resources
         .upsert(dataplane("other", "dp-1"), Origin::Api)
+        .await
         .unwrap();
     until("dp-1 on the global", || {
         zone_dataplanes_on(&global, "other") == ["dp-1"]
@@ -301,16 +334,19 @@ async fn a_rejected_removal_is_retried_until_it_can_be_done() {
     global
         .resources
         .delete(ResourceType::Dataplane, "other", &copy)
+        .await
         .unwrap();
     global
         .resources
         .delete(ResourceType::Mesh, "", "other")
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(zone.resources.catalog().mesh("other").is_some());
     // ...and retried: once the dataplane is gone, the mesh goes too.
     zone.resources
         .delete(ResourceType::Dataplane, "other", "dp-1")
+        .await
         .unwrap();
     until("mesh other gone from the zone", || {
         zone.resources.catalog().mesh("other").is_none()
@@ -340,8 +376,8 @@ fn ingresses_of(l: &LocalState, zone: &str) -> usize {
 
 #[tokio::test]
 async fn a_zone_disabled_on_the_global_leaves_the_other_zones_view() {
-    let global = local(Role::Global);
-    let zone1 = local(Role::Zone("zone-1".into()));
+    let global = local(Role::Global).await;
+    let zone1 = local(Role::Zone("zone-1".into())).await;
     // zone-2's ingress, as the global holds it from zone-2's sync.
     let copy = Resource::from_value(serde_json::json!({
         "type": "ZoneIngress", "name": "ingress-x",
@@ -350,8 +386,8 @@ async fn a_zone_disabled_on_the_global_leaves_the_other_zones_view() {
         "networking": {"address": "10.0.0.2", "port": 10001, "advertisedAddress": "192.0.2.2", "advertisedPort": 10001}
     }))
     .unwrap();
-    global.resources.upsert(copy, Origin::Kds).unwrap();
-    let (_, tasks) = connect(&global, &zone1);
+    global.resources.upsert(copy, Origin::Kds).await.unwrap();
+    let (_, tasks) = connect(&global, &zone1).await;
     until("zone-2's ingress in zone-1", || {
         ingresses_of(&zone1, "zone-2") == 1
     })
@@ -359,6 +395,7 @@ async fn a_zone_disabled_on_the_global_leaves_the_other_zones_view() {
     global
         .resources
         .upsert(zone_resource("zone-2", false), Origin::Api)
+        .await
         .unwrap();
     until("zone-2's ingress gone from zone-1", || {
         ingresses_of(&zone1, "zone-2") == 0
@@ -367,6 +404,7 @@ async fn a_zone_disabled_on_the_global_leaves_the_other_zones_view() {
     global
         .resources
         .upsert(zone_resource("zone-2", true), Origin::Api)
+        .await
         .unwrap();
     until("zone-2's ingress back in zone-1", || {
         ingresses_of(&zone1, "zone-2") == 1

@@ -167,7 +167,7 @@ impl Side {
     }
 
     /// Everything this side sends, as of `catalog`.
-    pub fn items(&self, catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, Item> {
+    pub async fn items(&self, catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, Item> {
         let mut out = BTreeMap::new();
         for r in catalog.resources.values() {
             if self.sends(catalog, r) {
@@ -175,12 +175,12 @@ impl Side {
             }
         }
         for mesh in catalog.list(ResourceType::Mesh, None) {
-            out.extend(self.secrets(catalog, local, &mesh.resource.meta.name));
+            out.extend(self.secrets(catalog, local, &mesh.resource.meta.name).await);
         }
         match self {
             Side::Zone => out.extend(insight_items(catalog, local)),
             Side::Global(_) => {
-                for key in tokens::synced_public_keys(&local.resources) {
+                for key in tokens::synced_public_keys(&local.resources).await {
                     match key {
                         Ok((name, data)) => {
                             let item = Item {
@@ -215,7 +215,7 @@ impl Side {
     /// its builtin CA (so that every zone signs workload certificates under
     /// one root) and its dataplane-token signing key (so that a token works
     /// in every zone). Both are made here first if need be.
-    pub fn secrets(
+    pub async fn secrets(
         &self,
         catalog: &Catalog,
         local: &LocalState,
@@ -226,14 +226,14 @@ impl Side {
             return out;
         };
         let mut secrets = Vec::new();
-        match tokens::dataplane::signing_key(&local.resources, mesh) {
+        match tokens::dataplane::signing_key(&local.resources, mesh).await {
             Ok(data) => secrets.push((tokens::dataplane::signing_key_name(mesh), data)),
             Err(e) => {
                 tracing::warn!(mesh, error = %e, "the dataplane-token signing key cannot be sent to zones")
             }
         }
         if let Some(backend) = spec.mtls_backend() {
-            match local.cas.secrets(mesh, backend) {
+            match local.cas.secrets(mesh, backend).await {
                 Ok(ca) => secrets.extend(ca),
                 Err(e) => tracing::warn!(mesh, error = %e, "the mesh CA cannot be sent to zones"),
             }
@@ -264,7 +264,7 @@ impl Side {
     /// What this side holds of what the other sends, keyed as the other
     /// names it: sent at the start of each stream so that only what
     /// differs travels.
-    pub fn holds(&self, catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, String> {
+    pub async fn holds(&self, catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, String> {
         let mut out = BTreeMap::new();
         for r in catalog.resources.values() {
             if r.origin != Origin::Kds {
@@ -299,14 +299,14 @@ impl Side {
         }
         if let Side::Zone = self {
             for name in tokens::synced_public_key_names() {
-                if let Ok(Some(data)) = local.resources.secret("", &name) {
+                if let Ok(Some(data)) = local.resources.secret("", &name).await {
                     out.insert((SECRET.into(), String::new(), name), secret_version(&data));
                 }
             }
             for mesh in catalog.list(ResourceType::Mesh, None) {
                 let name = &mesh.resource.meta.name;
                 for secret in Self::synced_secret_names(&local.cas, name, mesh.resource.as_mesh()) {
-                    if let Ok(Some(data)) = local.resources.secret(name, &secret) {
+                    if let Ok(Some(data)) = local.resources.secret(name, &secret).await {
                         out.insert((SECRET.into(), name.clone(), secret), secret_version(&data));
                     }
                 }
@@ -368,7 +368,7 @@ pub fn to_wire(key: &Key, item: &Item) -> KdsResource {
 /// streams, not with the catalog, so the session samples them.
 pub fn insight_items(catalog: &Catalog, local: &LocalState) -> BTreeMap<Key, Item> {
     let mut out = BTreeMap::new();
-    for ((mesh, name), insight) in local.status.snapshot() {
+    for ((mesh, name), insight) in local.status.snapshot(local.resources.instance()) {
         let own = catalog
             .get(ResourceType::Dataplane, &mesh, &name)
             .is_some_and(|r| r.origin != Origin::Kds);

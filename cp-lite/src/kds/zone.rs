@@ -22,6 +22,7 @@ use super::LocalState;
 use super::session::{Session, SyncStats};
 use super::side::{Side, from_versions, to_versions};
 
+#[derive(Clone)]
 pub struct ZoneSyncConfig {
     pub zone: String,
     pub global_address: String,
@@ -94,7 +95,8 @@ async fn once(
         None => String::new(),
     };
     let side = Side::Zone;
-    let have = to_versions(side.holds(&local.resources.catalog(), local));
+    let catalog = local.resources.catalog();
+    let have = to_versions(side.holds(&catalog, local).await);
     let hello = ZoneHello {
         zone: config.zone.clone(),
         version: env!("CARGO_PKG_VERSION").into(),

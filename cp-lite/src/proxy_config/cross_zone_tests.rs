@@ -21,6 +21,7 @@ fn remote_ingress(zone: &str, addr: &str, instances: u32) -> Arc<StoredResource>
         }))
         .unwrap(),
         origin: Origin::Kds,
+        version: 1,
     })
 }
 

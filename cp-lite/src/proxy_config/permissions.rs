@@ -233,6 +233,7 @@ mod tests {
             Arc::new(StoredResource {
                 resource: r,
                 origin: Origin::Api,
+                version: 1,
             }),
         );
     }

@@ -173,7 +173,11 @@ mod tests {
     fn catalog(items: Vec<(Resource, Origin)>) -> Catalog {
         let mut c = Catalog::default();
         for (resource, origin) in items {
-            c.insert(Arc::new(StoredResource { resource, origin }));
+            c.insert(Arc::new(StoredResource {
+                resource,
+                origin,
+                version: 1,
+            }));
         }
         c
     }

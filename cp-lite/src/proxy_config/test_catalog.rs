@@ -12,6 +12,7 @@ pub fn stored(v: Value) -> Arc<StoredResource> {
     Arc::new(StoredResource {
         resource: Resource::from_value(v).expect("test resource parses"),
         origin: Origin::Api,
+        version: 1,
     })
 }
 

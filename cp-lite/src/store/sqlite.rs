@@ -1,11 +1,19 @@
+//! The embedded store: one SQLite file for one control plane. Its calls
+//! run on tokio's blocking pool, one at a time (a SQLite connection is not
+//! shared between threads).
+
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use koguma_api::{Resource, ResourceType};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Origin, ResourceStore, StoreError, StoredResource};
+use super::row::{self, COLUMNS, Row};
+use super::{
+    Expect, Origin, ResourceStore, Session, StoreError, StoredResource, Written, now_rfc3339,
+};
+use crate::catalog::DataplaneKey;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS resources (
@@ -27,16 +35,23 @@ CREATE TABLE IF NOT EXISTS secrets (
     creation_time TEXT NOT NULL,
     PRIMARY KEY (mesh, name)
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    mesh         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    instance     TEXT NOT NULL,
+    draining     BOOLEAN NOT NULL,
+    connect_time TEXT NOT NULL,
+    PRIMARY KEY (mesh, name)
+);
+CREATE TABLE IF NOT EXISTS instances (
+    id        TEXT PRIMARY KEY,
+    heartbeat BIGINT NOT NULL
+);
 ";
 
 pub struct SqliteStore {
-    // rusqlite connections are not Sync. Statements are short and never held
-    // across an await, so one lock is enough at this scale.
-    conn: Mutex<Connection>,
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    conn: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -67,165 +82,327 @@ impl SqliteStore {
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A statement that panicked leaves SQLite consistent (it rolls back).
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` on the connection, off the runtime's threads.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A statement that panicked leaves SQLite consistent (it rolls back).
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
     }
 }
 
-type Row = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
-
-fn decode(row: Row) -> Result<StoredResource, StoreError> {
-    let (kind, mesh, name, spec, labels, origin, created, modified) = row;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        kind: kind.clone(),
-        mesh: mesh.clone(),
-        name: name.clone(),
-        reason,
-    };
-    let mut obj: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
-    obj.insert("type".into(), kind.clone().into());
-    obj.insert("name".into(), name.clone().into());
-    if !mesh.is_empty() {
-        obj.insert("mesh".into(), mesh.clone().into());
-    }
-    let labels: serde_json::Value =
-        serde_json::from_str(&labels).map_err(|e| corrupt(e.to_string()))?;
-    obj.insert("labels".into(), labels);
-    obj.insert("creationTime".into(), created.into());
-    obj.insert("modificationTime".into(), modified.into());
-    let resource =
-        Resource::from_value(serde_json::Value::Object(obj)).map_err(|e| corrupt(e.to_string()))?;
-    Ok(StoredResource {
-        resource,
-        origin: Origin::parse(&origin),
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        kind: r.get(0)?,
+        mesh: r.get(1)?,
+        name: r.get(2)?,
+        spec: r.get(3)?,
+        labels: r.get(4)?,
+        origin: r.get(5)?,
+        version: r.get(6)?,
+        created: r.get(7)?,
+        modified: r.get(8)?,
     })
 }
 
+fn read_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Session>> {
+    let kind: String = r.get(2)?;
+    let Some(rtype) = ResourceType::from_kind(&kind) else {
+        return Ok(None);
+    };
+    Ok(Some(Session {
+        rtype,
+        key: (r.get(0)?, r.get(1)?),
+        instance: r.get(3)?,
+        draining: r.get(4)?,
+        connect_time: r.get(5)?,
+    }))
+}
+
+const SESSION_COLUMNS: &str = "mesh, name, type, instance, draining, connect_time";
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[async_trait::async_trait]
 impl ResourceStore for SqliteStore {
-    fn list(&self) -> Result<Vec<StoredResource>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT type, mesh, name, spec, labels, origin, creation_time, modification_time
-             FROM resources ORDER BY type, mesh, name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(decode(row?)?);
-        }
-        Ok(out)
+    async fn list(&self) -> Result<Vec<StoredResource>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM resources ORDER BY type, mesh, name"
+            ))?;
+            let rows = stmt.query_map([], read_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row?.decode()?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
-    fn upsert(&self, resource: &mut Resource, origin: Origin) -> Result<bool, StoreError> {
-        let kind = resource.resource_type().kind();
+    async fn get(
+        &self,
+        rtype: ResourceType,
+        mesh: &str,
+        name: &str,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let (mesh, name) = (mesh.to_string(), name.to_string());
+        self.call(move |conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM resources WHERE type = ?1 AND mesh = ?2 AND name = ?3"
+                ),
+                params![rtype.kind(), mesh, name],
+                read_row,
+            )
+            .optional()?
+            .map(Row::decode)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn upsert(
+        &self,
+        resource: &mut Resource,
+        origin: Origin,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        let rtype = resource.resource_type();
+        let (mesh, name) = (resource.meta.mesh.clone(), resource.meta.name.clone());
+        let (spec, labels) = row::encode(resource);
         let now = now_rfc3339();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let existing: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT creation_time, version FROM resources WHERE type = ?1 AND mesh = ?2 AND name = ?3",
-                params![kind, resource.meta.mesh, resource.meta.name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (created, version) = match &existing {
-            Some((c, v)) => (c.clone(), v + 1),
-            None => (now.clone(), 1),
-        };
-        let spec = resource.spec_value().to_string();
-        let labels = serde_json::json!(resource.meta.labels).to_string();
-        tx.execute(
-            "INSERT INTO resources (type, mesh, name, spec, labels, origin, version, creation_time, modification_time)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (type, mesh, name) DO UPDATE SET
-               spec = excluded.spec, labels = excluded.labels, origin = excluded.origin,
-               version = excluded.version, modification_time = excluded.modification_time",
-            params![kind, resource.meta.mesh, resource.meta.name, spec, labels, origin.as_str(), version, created, now],
-        )?;
-        tx.commit()?;
+        let modified = now.clone();
+        let (created, written) = self
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let existing: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT creation_time, version FROM resources WHERE type = ?1 AND mesh = ?2 AND name = ?3",
+                        params![rtype.kind(), mesh, name],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let holds = match (expect, &existing) {
+                    (Expect::Any, _) | (Expect::Absent, None) => true,
+                    (Expect::Version(want), Some((_, have))) => want == *have,
+                    _ => false,
+                };
+                if !holds {
+                    return Err(StoreError::conflict(rtype, &mesh, &name));
+                }
+                let version: i64 = tx.query_row(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM resources",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let created = existing.as_ref().map_or(now.clone(), |(c, _)| c.clone());
+                tx.execute(
+                    "INSERT INTO resources (type, mesh, name, spec, labels, origin, version, creation_time, modification_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (type, mesh, name) DO UPDATE SET
+                       spec = excluded.spec, labels = excluded.labels, origin = excluded.origin,
+                       version = excluded.version, modification_time = excluded.modification_time",
+                    params![rtype.kind(), mesh, name, spec, labels, origin.as_str(), version, created, now],
+                )?;
+                tx.commit()?;
+                Ok((created, Written { version, created: existing.is_none() }))
+            })
+            .await?;
         resource.meta.creation_time = Some(created);
-        resource.meta.modification_time = Some(now);
-        Ok(existing.is_none())
+        resource.meta.modification_time = Some(modified);
+        Ok(written)
     }
 
-    fn delete(&self, rtype: ResourceType, mesh: &str, name: &str) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "DELETE FROM resources WHERE type = ?1 AND mesh = ?2 AND name = ?3",
-            params![rtype.kind(), mesh, name],
-        )?;
-        Ok(n > 0)
+    async fn delete(
+        &self,
+        rtype: ResourceType,
+        mesh: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let (mesh, name) = (mesh.to_string(), name.to_string());
+        self.call(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM resources WHERE type = ?1 AND mesh = ?2 AND name = ?3",
+                params![rtype.kind(), mesh, name],
+            )?;
+            Ok(n > 0)
+        })
+        .await
     }
 
-    fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT data FROM secrets WHERE mesh = ?1 AND name = ?2",
-                params![mesh, name],
-                |r| r.get(0),
-            )
-            .optional()?)
+    async fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let (mesh, name) = (mesh.to_string(), name.to_string());
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT data FROM secrets WHERE mesh = ?1 AND name = ?2",
+                    params![mesh, name],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
     }
 
-    fn insert_secret(&self, mesh: &str, name: &str, data: &str) -> Result<String, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO secrets (mesh, name, data, creation_time) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (mesh, name) DO NOTHING",
-            params![mesh, name, data, now_rfc3339()],
-        )?;
-        let stored: String = tx.query_row(
-            "SELECT data FROM secrets WHERE mesh = ?1 AND name = ?2",
-            params![mesh, name],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
-        Ok(stored)
+    async fn insert_secrets(
+        &self,
+        mesh: &str,
+        secrets: &[(String, String)],
+    ) -> Result<Vec<String>, StoreError> {
+        let mesh = mesh.to_string();
+        let secrets = secrets.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let now = now_rfc3339();
+            let mut stored = Vec::new();
+            for (name, data) in &secrets {
+                tx.execute(
+                    "INSERT INTO secrets (mesh, name, data, creation_time) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (mesh, name) DO NOTHING",
+                    params![mesh, name, data, now],
+                )?;
+                stored.push(tx.query_row(
+                    "SELECT data FROM secrets WHERE mesh = ?1 AND name = ?2",
+                    params![mesh, name],
+                    |r| r.get(0),
+                )?);
+            }
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
     }
 
-    fn put_secret(&self, mesh: &str, name: &str, data: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO secrets (mesh, name, data, creation_time) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (mesh, name) DO UPDATE SET data = excluded.data",
-            params![mesh, name, data, now_rfc3339()],
-        )?;
-        Ok(())
+    async fn put_secret(&self, mesh: &str, name: &str, data: &str) -> Result<(), StoreError> {
+        let (mesh, name, data) = (mesh.to_string(), name.to_string(), data.to_string());
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO secrets (mesh, name, data, creation_time) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (mesh, name) DO UPDATE SET data = excluded.data",
+                params![mesh, name, data, now_rfc3339()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
-    fn delete_mesh_contents(&self, mesh: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM secrets WHERE mesh = ?1", params![mesh])?;
-        tx.execute("DELETE FROM resources WHERE mesh = ?1", params![mesh])?;
-        tx.commit()?;
-        Ok(())
+    async fn delete_mesh_contents(&self, mesh: &str) -> Result<(), StoreError> {
+        let mesh = mesh.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM secrets WHERE mesh = ?1", params![mesh])?;
+            tx.execute("DELETE FROM resources WHERE mesh = ?1", params![mesh])?;
+            tx.execute("DELETE FROM sessions WHERE mesh = ?1", params![mesh])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sessions(&self) -> Result<Vec<Session>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions"))?;
+            let rows = stmt.query_map([], read_session)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.extend(row?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn session(&self, key: &DataplaneKey) -> Result<Option<Session>, StoreError> {
+        let key = key.clone();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE mesh = ?1 AND name = ?2"
+                    ),
+                    params![key.0, key.1],
+                    read_session,
+                )
+                .optional()?
+                .flatten())
+        })
+        .await
+    }
+
+    async fn put_session(&self, s: &Session) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO sessions (mesh, name, type, instance, draining, connect_time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (mesh, name) DO UPDATE SET type = excluded.type,
+                   instance = excluded.instance, draining = excluded.draining,
+                   connect_time = excluded.connect_time",
+                params![
+                    s.key.0,
+                    s.key.1,
+                    s.rtype.kind(),
+                    s.instance,
+                    s.draining,
+                    s.connect_time
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, key: &DataplaneKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM sessions WHERE mesh = ?1 AND name = ?2",
+                params![key.0, key.1],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, instance: &str) -> Result<(), StoreError> {
+        let instance = instance.to_string();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO instances (id, heartbeat) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat",
+                params![instance, unix_now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn live_instances(&self, within: Duration) -> Result<Vec<String>, StoreError> {
+        let since = unix_now() - within.as_millis() as i64;
+        self.call(move |conn| {
+            // The dead are forgotten here: nothing else reads them.
+            conn.execute("DELETE FROM instances WHERE heartbeat < ?1", params![since])?;
+            let mut stmt = conn.prepare("SELECT id FROM instances")?;
+            let ids = stmt.query_map([], |r| r.get(0))?;
+            Ok(ids.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
     }
 }
 
@@ -238,31 +415,80 @@ mod tests {
         Resource::from_value(v).unwrap()
     }
 
-    #[test]
-    fn resources_survive_reopening() {
+    #[tokio::test]
+    async fn resources_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SqliteStore::open(dir.path()).unwrap();
             let mut m = mesh("a");
-            assert!(store.upsert(&mut m, Origin::Api).unwrap());
-            assert!(!store.upsert(&mut m, Origin::Api).unwrap());
+            assert!(
+                store
+                    .upsert(&mut m, Origin::Api, Expect::Any)
+                    .await
+                    .unwrap()
+                    .created
+            );
+            assert!(
+                !store
+                    .upsert(&mut m, Origin::Api, Expect::Any)
+                    .await
+                    .unwrap()
+                    .created
+            );
         }
         let store = SqliteStore::open(dir.path()).unwrap();
-        let all = store.list().unwrap();
+        let all = store.list().await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].resource.meta.name, "a");
         assert!(all[0].resource.meta.creation_time.is_some());
-        assert!(store.delete(ResourceType::Mesh, "", "a").unwrap());
-        assert!(!store.delete(ResourceType::Mesh, "", "a").unwrap());
+        assert!(store.delete(ResourceType::Mesh, "", "a").await.unwrap());
+        assert!(!store.delete(ResourceType::Mesh, "", "a").await.unwrap());
     }
 
-    #[test]
-    fn the_first_secret_written_stays() {
+    #[tokio::test]
+    async fn a_write_that_expects_another_version_changes_nothing() {
         let store = SqliteStore::in_memory().unwrap();
-        assert_eq!(store.secret("m", "k").unwrap(), None);
-        assert_eq!(store.insert_secret("m", "k", "one").unwrap(), "one");
-        assert_eq!(store.insert_secret("m", "k", "two").unwrap(), "one");
-        store.delete_mesh_contents("m").unwrap();
-        assert_eq!(store.secret("m", "k").unwrap(), None);
+        let first = store
+            .upsert(&mut mesh("a"), Origin::Api, Expect::Absent)
+            .await
+            .unwrap();
+        let again = store
+            .upsert(&mut mesh("a"), Origin::Api, Expect::Absent)
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict { .. })),
+            "{again:?}"
+        );
+        let second = store
+            .upsert(&mut mesh("a"), Origin::Api, Expect::Version(first.version))
+            .await
+            .unwrap();
+        assert!(second.version > first.version);
+        let stale = store
+            .upsert(&mut mesh("a"), Origin::Api, Expect::Version(first.version))
+            .await;
+        let err = stale.unwrap_err().to_string();
+        assert!(
+            err.contains(r#"resource conflict: type="Mesh" name="a""#),
+            "{err}"
+        );
+        let stored = store
+            .get(ResourceType::Mesh, "", "a")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.version, second.version);
+    }
+
+    #[tokio::test]
+    async fn the_first_secret_written_stays() {
+        let store = SqliteStore::in_memory().unwrap();
+        assert_eq!(store.secret("m", "k").await.unwrap(), None);
+        let one = [("k".to_string(), "one".to_string())];
+        let two = [("k".to_string(), "two".to_string())];
+        assert_eq!(store.insert_secrets("m", &one).await.unwrap(), ["one"]);
+        assert_eq!(store.insert_secrets("m", &two).await.unwrap(), ["one"]);
+        store.delete_mesh_contents("m").await.unwrap();
+        assert_eq!(store.secret("m", "k").await.unwrap(), None);
     }
 }

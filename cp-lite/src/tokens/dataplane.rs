@@ -34,8 +34,8 @@ pub fn signing_key_name(mesh: &str) -> String {
 }
 
 /// The mesh's signing key as stored, made first if need be.
-pub fn signing_key(resources: &Resources, mesh: &str) -> Result<String, TokenError> {
-    super::signing_key(resources, &(mesh.to_string(), signing_key_name(mesh)))
+pub async fn signing_key(resources: &Resources, mesh: &str) -> Result<String, TokenError> {
+    super::signing_key(resources, &(mesh.to_string(), signing_key_name(mesh))).await
 }
 
 impl super::TokenClaims for Claims {
@@ -45,18 +45,18 @@ impl super::TokenClaims for Claims {
 }
 
 /// Signs a token for `claims.mesh`, creating the mesh's key on first use.
-pub fn issue(
+pub async fn issue(
     resources: &Resources,
     mut claims: Claims,
     valid_for: Duration,
 ) -> Result<String, TokenError> {
     claims.kind = "dataplane".into();
     let key = (claims.mesh.clone(), signing_key_name(&claims.mesh));
-    sign(resources, &key, claims, valid_for)
+    sign(resources, &key, claims, valid_for).await
 }
 
 /// Checks a token's signature and lifetime with `mesh`'s key.
-pub fn verify(resources: &Resources, mesh: &str, token: &str) -> Result<Claims, TokenError> {
+pub async fn verify(resources: &Resources, mesh: &str, token: &str) -> Result<Claims, TokenError> {
     let key = (mesh.to_string(), signing_key_name(mesh));
     verify_signed(
         resources,
@@ -65,6 +65,7 @@ pub fn verify(resources: &Resources, mesh: &str, token: &str) -> Result<Claims, 
         &format!("mesh {mesh:?}"),
         token,
     )
+    .await
 }
 
 /// Whether the token's claims allow this dataplane: same mesh and name when

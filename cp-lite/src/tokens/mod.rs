@@ -119,18 +119,24 @@ fn key_pair(pkcs8_b64: &str) -> Result<EcdsaKeyPair, TokenError> {
 /// The stored signing key `key`, created on first use, except on a
 /// federated zone: there keys come from the global, so that tokens work in
 /// every zone.
-fn signing_key(resources: &Resources, key: &KeyName) -> Result<String, TokenError> {
+async fn signing_key(resources: &Resources, key: &KeyName) -> Result<String, TokenError> {
     if resources.role().zone_name().is_some() {
         return resources
-            .secret(&key.0, &key.1)?
+            .secret(&key.0, &key.1)
+            .await?
             .ok_or_else(|| TokenError::NotSynced(key.1.clone()));
     }
-    resources.secret_or_insert(&key.0, &key.1, || {
-        let rng = SystemRandom::new();
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map(|doc| B64.encode(doc.as_ref()))
-            .map_err(|e| TokenError::Key(e.to_string()))
-    })
+    let mut stored = resources
+        .secrets_or_insert(&key.0, &[key.1.as_str()], || {
+            let rng = SystemRandom::new();
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map(|doc| vec![B64.encode(doc.as_ref())])
+                .map_err(|e| TokenError::Key(e.to_string()))
+        })
+        .await?;
+    stored
+        .pop()
+        .ok_or_else(|| TokenError::Key(format!("{} was not stored", key.1)))
 }
 
 /// Where the public half of `key` is kept for control planes that only
@@ -144,12 +150,12 @@ pub fn public_key_name(key: &KeyName) -> KeyName {
 
 /// The public key that checks `key`'s signatures: from the signing key
 /// where this CP has it, else from its public half.
-fn public_key(resources: &Resources, key: &KeyName) -> Result<Option<Vec<u8>>, TokenError> {
-    if let Some(private) = resources.secret(&key.0, &key.1)? {
+async fn public_key(resources: &Resources, key: &KeyName) -> Result<Option<Vec<u8>>, TokenError> {
+    if let Some(private) = resources.secret(&key.0, &key.1).await? {
         return Ok(Some(key_pair(&private)?.public_key().as_ref().to_vec()));
     }
     let (mesh, name) = public_key_name(key);
-    match resources.secret(&mesh, &name)? {
+    match resources.secret(&mesh, &name).await? {
         Some(b64) => B64
             .decode(b64.trim())
             .map(Some)
@@ -166,11 +172,18 @@ fn synced_keys() -> [KeyName; 2] {
 }
 
 /// The public halves a global sends its zones: (store name, base64).
-pub fn synced_public_keys(resources: &Resources) -> Vec<Result<(String, String), TokenError>> {
-    synced_keys()
-        .iter()
-        .map(|k| Ok((public_key_name(k).1, public_key_data(resources, k)?)))
-        .collect()
+pub async fn synced_public_keys(
+    resources: &Resources,
+) -> Vec<Result<(String, String), TokenError>> {
+    let mut out = Vec::new();
+    for k in synced_keys() {
+        out.push(
+            public_key_data(resources, &k)
+                .await
+                .map(|data| (public_key_name(&k).1, data)),
+        );
+    }
+    out
 }
 
 /// Whether `name` (a global secret) is one of those public halves.
@@ -185,19 +198,19 @@ pub fn synced_public_key_names() -> Vec<String> {
 
 /// The public half of `key` as stored (base64), made with the key if need
 /// be: what the global gives its zones.
-pub fn public_key_data(resources: &Resources, key: &KeyName) -> Result<String, TokenError> {
-    let private = signing_key(resources, key)?;
+pub async fn public_key_data(resources: &Resources, key: &KeyName) -> Result<String, TokenError> {
+    let private = signing_key(resources, key).await?;
     Ok(B64.encode(key_pair(&private)?.public_key().as_ref()))
 }
 
 /// Signs `claims`, valid from now for `valid_for`, with the key `key`.
-pub fn sign<C: Serialize + TokenClaims>(
+pub async fn sign<C: Serialize + TokenClaims>(
     resources: &Resources,
     key: &KeyName,
     mut claims: C,
     valid_for: Duration,
 ) -> Result<String, TokenError> {
-    let stored = signing_key(resources, key)?;
+    let stored = signing_key(resources, key).await?;
     let key = key_pair(&stored)?;
     let now = now_secs();
     // Hosts' clocks differ a little.
@@ -223,7 +236,7 @@ struct Header {
 
 /// Checks a token's signature (with `key`) and lifetime; `token_kind` and
 /// `key_desc` name them in errors ("dataplane", "mesh \"default\"").
-pub fn verify_signed<C: DeserializeOwned + TokenClaims>(
+pub async fn verify_signed<C: DeserializeOwned + TokenClaims>(
     resources: &Resources,
     key: &KeyName,
     token_kind: &'static str,
@@ -257,7 +270,9 @@ pub fn verify_signed<C: DeserializeOwned + TokenClaims>(
         key: key_desc.to_string(),
     };
     // No key: no such token was ever issued here, so none is valid.
-    let public = public_key(resources, key)?.ok_or_else(bad_signature)?;
+    let public = public_key(resources, key)
+        .await?
+        .ok_or_else(bad_signature)?;
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
         .verify(format!("{h}.{p}").as_bytes(), &sig)
         .map_err(|_| bad_signature())?;

@@ -35,7 +35,7 @@ pub(super) fn key() -> KeyName {
     (String::new(), "user-token-signing-key-1".into())
 }
 
-pub fn issue(
+pub async fn issue(
     resources: &Resources,
     name: &str,
     groups: Vec<String>,
@@ -46,7 +46,7 @@ pub fn issue(
         groups,
         ..Default::default()
     };
-    sign(resources, &key(), claims, valid_for)
+    sign(resources, &key(), claims, valid_for).await
 }
 
 /// Where the admin's token is kept: the data dir, 0600 (Kuma keeps its
@@ -60,18 +60,20 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-user-token";
 const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 
 /// Writes the admin token into `dir` unless a valid one is there.
-pub fn ensure_admin_token(
+pub async fn ensure_admin_token(
     resources: &Resources,
     dir: &std::path::Path,
 ) -> Result<std::path::PathBuf, TokenError> {
     let path = dir.join(ADMIN_TOKEN_FILE);
     if let Ok(existing) = std::fs::read_to_string(&path)
-        && verify(resources, &existing).is_ok_and(|c| c.groups.iter().any(|g| g == ADMIN_GROUP))
+        && verify(resources, &existing)
+            .await
+            .is_ok_and(|c| c.groups.iter().any(|g| g == ADMIN_GROUP))
     {
         return Ok(path);
     }
     let groups = vec![ADMIN_GROUP.to_string(), AUTHENTICATED_GROUP.to_string()];
-    let token = issue(resources, "admin", groups, ADMIN_TOKEN_LIFETIME)?;
+    let token = issue(resources, "admin", groups, ADMIN_TOKEN_LIFETIME).await?;
     crate::private_files::write(&path, &token, 0o600).map_err(|source| TokenError::File {
         path: path.display().to_string(),
         source,
@@ -80,7 +82,7 @@ pub fn ensure_admin_token(
     Ok(path)
 }
 
-pub fn verify(resources: &Resources, token: &str) -> Result<UserClaims, TokenError> {
+pub async fn verify(resources: &Resources, token: &str) -> Result<UserClaims, TokenError> {
     verify_signed(
         resources,
         &key(),
@@ -88,6 +90,7 @@ pub fn verify(resources: &Resources, token: &str) -> Result<UserClaims, TokenErr
         "this control plane's user-token key",
         token,
     )
+    .await
 }
 
 #[cfg(test)]
@@ -96,25 +99,31 @@ mod tests {
     use crate::role::Role;
     use crate::store::SqliteStore;
 
-    fn resources() -> Resources {
+    async fn resources() -> Resources {
         let store = SqliteStore::in_memory().unwrap();
-        Resources::open(Box::new(store), Role::Standalone).unwrap()
+        Resources::open(Box::new(store), Role::Standalone, "test")
+            .await
+            .unwrap()
     }
 
-    #[test]
-    fn a_user_token_names_its_user_and_only_this_cp_can_make_one() {
-        let r = resources();
+    #[tokio::test]
+    async fn a_user_token_names_its_user_and_only_this_cp_can_make_one() {
+        let r = resources().await;
         let t = issue(
             &r,
             "jane",
             vec![ADMIN_GROUP.into()],
             Duration::from_secs(60),
         )
+        .await
         .unwrap();
-        let claims = verify(&r, &t).unwrap();
+        let claims = verify(&r, &t).await.unwrap();
         assert_eq!((claims.name.as_str(), claims.groups.len()), ("jane", 1));
-        let forged = issue(&resources(), "jane", vec![], Duration::from_secs(60)).unwrap();
-        let err = verify(&r, &forged).unwrap_err().to_string();
+        let other = resources().await;
+        let forged = issue(&other, "jane", vec![], Duration::from_secs(60))
+            .await
+            .unwrap();
+        let err = verify(&r, &forged).await.unwrap_err().to_string();
         assert!(err.contains("signature is not valid"), "{err}");
         // A dataplane token is no user token.
         let dp = super::super::dataplane::issue(
@@ -124,9 +133,10 @@ mod tests {
                 ..Default::default()
             },
             Duration::from_secs(60),
-        );
+        )
+        .await;
         if let Ok(dp) = dp {
-            assert!(verify(&r, &dp).is_err());
+            assert!(verify(&r, &dp).await.is_err());
         }
     }
 }

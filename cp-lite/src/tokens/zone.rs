@@ -32,7 +32,7 @@ pub(super) fn key() -> KeyName {
     (String::new(), "zone-token-signing-key-1".into())
 }
 
-pub fn issue(
+pub async fn issue(
     resources: &Resources,
     zone: &str,
     scope: Vec<String>,
@@ -43,17 +43,18 @@ pub fn issue(
         scope,
         ..Default::default()
     };
-    sign(resources, &key(), claims, valid_for)
+    sign(resources, &key(), claims, valid_for).await
 }
 
 /// Checks the token and that it is `zone`'s, for `scope`.
-pub fn verify(
+pub async fn verify(
     resources: &Resources,
     token: &str,
     zone: &str,
     scope: &str,
 ) -> Result<ZoneClaims, TokenError> {
-    let claims: ZoneClaims = verify_signed(resources, &key(), "zone", "the global's key", token)?;
+    let claims: ZoneClaims =
+        verify_signed(resources, &key(), "zone", "the global's key", token).await?;
     if claims.zone != zone {
         return Err(TokenError::Mismatch {
             claim: "zone",
@@ -76,45 +77,61 @@ mod tests {
     use crate::role::Role;
     use crate::store::SqliteStore;
 
-    fn resources() -> Resources {
+    async fn resources() -> Resources {
         let store = SqliteStore::in_memory().unwrap();
-        Resources::open(Box::new(store), Role::Global).unwrap()
+        Resources::open(Box::new(store), Role::Global, "test")
+            .await
+            .unwrap()
     }
 
-    #[test]
-    fn a_zone_token_is_for_its_zone_and_scope_only() {
-        let r = resources();
-        let t = issue(&r, "zone-1", vec!["cp".into()], Duration::from_secs(60)).unwrap();
-        assert_eq!(verify(&r, &t, "zone-1", "cp").unwrap().zone, "zone-1");
-        let other = verify(&r, &t, "zone-2", "cp").unwrap_err().to_string();
+    #[tokio::test]
+    async fn a_zone_token_is_for_its_zone_and_scope_only() {
+        let r = resources().await;
+        let t = issue(&r, "zone-1", vec!["cp".into()], Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(verify(&r, &t, "zone-1", "cp").await.unwrap().zone, "zone-1");
+        let other = verify(&r, &t, "zone-2", "cp")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             other.contains("for zone \"zone-1\", not \"zone-2\""),
             "{other}"
         );
-        let scope = verify(&r, &t, "zone-1", "ingress").unwrap_err().to_string();
+        let scope = verify(&r, &t, "zone-1", "ingress")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(scope.contains("does not include \"ingress\""), "{scope}");
         // Another global's token: signed by a key this one does not have.
-        let elsewhere = resources();
+        let elsewhere = resources().await;
         let forged = issue(
             &elsewhere,
             "zone-1",
             vec!["cp".into()],
             Duration::from_secs(60),
         )
+        .await
         .unwrap();
-        let err = verify(&r, &forged, "zone-1", "cp").unwrap_err().to_string();
+        let err = verify(&r, &forged, "zone-1", "cp")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("signature is not valid"), "{err}");
         // A zone holds only the public key: it checks, it cannot issue.
         let zone = Resources::open(
             Box::new(SqliteStore::in_memory().unwrap()),
             Role::Zone("zone-1".into()),
+            "test",
         )
+        .await
         .unwrap();
         // What the global sends its zones: the public halves only.
-        for key in crate::tokens::synced_public_keys(&r) {
+        for key in crate::tokens::synced_public_keys(&r).await {
             let (name, data) = key.unwrap();
             assert!(!name.contains("signing-key"), "{name}");
-            zone.replace_secret("", &name, &data).unwrap();
+            zone.replace_secret("", &name, &data).await.unwrap();
         }
         let ingress = issue(
             &r,
@@ -122,21 +139,29 @@ mod tests {
             vec!["ingress".into()],
             Duration::from_secs(60),
         )
+        .await
         .unwrap();
         assert_eq!(
-            verify(&zone, &ingress, "zone-1", "ingress").unwrap().zone,
+            verify(&zone, &ingress, "zone-1", "ingress")
+                .await
+                .unwrap()
+                .zone,
             "zone-1"
         );
-        assert!(verify(&zone, &forged, "zone-1", "ingress").is_err());
+        assert!(verify(&zone, &forged, "zone-1", "ingress").await.is_err());
         let err = issue(
             &zone,
             "zone-1",
             vec!["ingress".into()],
             Duration::from_secs(60),
-        );
+        )
+        .await;
         assert!(matches!(err, Err(TokenError::NotSynced(_))), "{err:?}");
-        let expired = issue(&r, "zone-1", vec!["cp".into()], Duration::ZERO).unwrap();
+        let expired = issue(&r, "zone-1", vec!["cp".into()], Duration::ZERO)
+            .await
+            .unwrap();
         let err = verify(&r, &expired, "zone-1", "cp")
+            .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("expired"), "{err}");
