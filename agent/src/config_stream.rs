@@ -30,8 +30,17 @@ pub enum StreamError {
     Refused(String),
 }
 
-pub struct ConfigStream {
+/// One instance of the control plane (a user may give several).
+pub struct ControlPlane {
+    pub address: String,
     pub channel: Channel,
+}
+
+pub struct ConfigStream {
+    /// Dialled in turn: a lost or refused stream moves on to the next, so
+    /// that an agent finds a live instance while its config stays in force.
+    pub control_planes: Vec<ControlPlane>,
+    pub current: usize,
     pub node: Node,
     pub forwarder: Arc<Forwarder>,
     pub state: Arc<AgentState>,
@@ -74,6 +83,9 @@ impl ConfigStream {
         loop {
             let (end, got_config) = self.session().await;
             self.state.set_cp_connected(false);
+            let cp = self.control_planes[self.current].address.clone();
+            self.current = (self.current + 1) % self.control_planes.len();
+            let next = &self.control_planes[self.current].address;
             match end {
                 SessionEnd::Refused(status)
                     if is_permanent(status.code()) && self.state.applied().is_none() =>
@@ -81,13 +93,13 @@ impl ConfigStream {
                     return Err(StreamError::Refused(status.message().to_string()));
                 }
                 SessionEnd::Refused(status) => {
-                    tracing::error!(code = ?status.code(), reason = status.message(), "control plane refused the stream; retrying");
+                    tracing::error!(%cp, code = ?status.code(), reason = status.message(), %next, "control plane refused the stream; retrying");
                 }
                 SessionEnd::Lost(reason) if self.state.applied().is_some() => {
-                    tracing::warn!(%reason, retry_in = ?backoff, "control plane unreachable; serving on the last config");
+                    tracing::warn!(%cp, %reason, retry_in = ?backoff, %next, "control plane unreachable; serving on the last config");
                 }
                 SessionEnd::Lost(reason) => {
-                    tracing::warn!(%reason, retry_in = ?backoff, "control plane unreachable; waiting for a first config");
+                    tracing::warn!(%cp, %reason, retry_in = ?backoff, %next, "control plane unreachable; waiting for a first config");
                 }
             }
             if got_config {
@@ -129,7 +141,8 @@ impl ConfigStream {
         first.node = Some(self.node.clone());
         first.csr = self.keys.csr();
         let _ = tx.send(first).await;
-        let mut client = DataplaneDiscoveryClient::new(self.channel.clone());
+        let channel = self.control_planes[self.current].channel.clone();
+        let mut client = DataplaneDiscoveryClient::new(channel);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         if let Some(token) = &self.token {
             match MetadataValue::try_from(format!("Bearer {}", token.trim())) {
@@ -173,7 +186,7 @@ impl ConfigStream {
                 msg = responses.message() => match msg {
                     Ok(Some(resp)) => {
                         if !got_config {
-                            tracing::info!("connected to the control plane");
+                            tracing::info!(cp = %self.control_planes[self.current].address, "connected to the control plane");
                         }
                         got_config = true;
                         self.state.set_cp_connected(true);

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::admin::AdminServer;
 use crate::config_stream::ConfigStream;
+use crate::config_stream::ControlPlane;
 use crate::dns_proxy::{DnsProxy, DnsSettings};
 use crate::identity::WorkloadKeys;
 use crate::state::AgentState;
@@ -26,7 +27,8 @@ const LEAVE_NOTICE: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The control plane's DP server.
+    /// The control plane's DP server; several instances of one control
+    /// plane comma-separated: when one goes away the next is dialled.
     #[arg(
         long,
         default_value = "https://localhost:5678",
@@ -217,9 +219,16 @@ impl StopSignals {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (node, template_admin_port) = node(&args)?;
-    let cp = cp_channel::parse_address(&args.cp_address, 5678).context("--cp-address")?;
-    let channel = cp_channel::connect(&cp, args.ca_cert_file.as_deref(), args.skip_verify)
-        .context("the channel to the control plane (--ca-cert-file, --skip-verify)")?;
+    let mut control_planes = Vec::new();
+    for address in args.cp_address.split(',').map(str::trim) {
+        let cp = cp_channel::parse_address(address, 5678).context("--cp-address")?;
+        let channel = cp_channel::connect(&cp, args.ca_cert_file.as_deref(), args.skip_verify)
+            .context("the channel to the control plane (--ca-cert-file, --skip-verify)")?;
+        control_planes.push(ControlPlane {
+            address: address.to_string(),
+            channel,
+        });
+    }
     let mut signals = StopSignals::new().context("cannot install signal handlers")?;
     // SIGHUP: access log files are reopened (after logrotate moved them).
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
@@ -268,7 +277,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (leaving_tx, leaving) = watch::channel(false);
     tracing::info!(mesh = %node.mesh, dataplane = %node.name, cp = %args.cp_address, admin = %admin_addr, "koguma-dp starting");
     let stream = ConfigStream {
-        channel,
+        control_planes,
+        current: 0,
         node,
         forwarder: forwarder.clone(),
         state: state.clone(),
