@@ -76,6 +76,18 @@ impl Http1 {
     }
 }
 
+/// One-off PUT of a JSON body, replacing only the version `etag` names.
+pub async fn put_if_match(url: &str, etag: &str, body: String) -> Result<Reply, Error> {
+    Http1::default()
+        .send(
+            http::Method::PUT,
+            url,
+            &[("if-match", etag), ("content-type", "application/json")],
+            Bytes::from(body),
+        )
+        .await
+}
+
 /// One-off GET over a fresh HTTP/1.1 client.
 pub async fn get(url: &str) -> Result<Reply, Error> {
     Http1::default().get(url).await

@@ -103,7 +103,11 @@ impl Dataplane {
         let n_args = args.len();
         let admin_port = TestNet::free_port();
         let mut cmd = Command::new(binaries::path("koguma-dp"));
-        cmd.arg("run").args(["--cp-address", &cp.dp_url()]);
+        cmd.arg("run");
+        // The test may name several instances of the control plane.
+        if !args.iter().any(|a| a == "--cp-address") {
+            cmd.args(["--cp-address", &cp.dp_url()]);
+        }
         if !args.iter().any(|a| a == "--ca-cert-file") {
             cmd.arg("--ca-cert-file").arg(cp.ca_file());
         }

@@ -14,12 +14,14 @@ pub mod mtls;
 pub mod multizone;
 pub mod net;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 
 pub use cp::ControlPlane;
 pub use dp::Dataplane;
 pub use mesh::WebToBackend;
 pub use net::TestNet;
+pub use postgres::Postgres;
 
 use std::future::Future;
 use std::time::Duration;
