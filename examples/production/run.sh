@@ -23,8 +23,10 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
   echo "PostgreSQL's server is not installed: apt-get install postgresql" >&2
   exit 1
 fi
-# PostgreSQL does not run as root: then it runs as Debian's postgres user.
-as_db_user() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi; }
+# PostgreSQL does not run as root: then it runs as Debian's postgres user
+# (setpriv execs it, so the PID recorded below is the server's).
+as_db_user=()
+[ "$(id -u)" = 0 ] && as_db_user=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 
 echo "==> building koguma-cp and koguma-dp (release)"
 (cd "$root" && cargo build --release --quiet -p koguma-cp -p koguma-dp)
@@ -36,9 +38,9 @@ mkdir -p "$work/pg"
 echo "==> starting PostgreSQL on 127.0.0.1:15432 (data in $work/pg)"
 echo kuma > "$work/pg/password"
 [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$work/pg"
-as_db_user "$pg_bin/initdb" -D "$work/pg/data" -U kuma --pwfile="$work/pg/password" \
+"${as_db_user[@]}" "$pg_bin/initdb" -D "$work/pg/data" -U kuma --pwfile="$work/pg/password" \
   --auth-host=scram-sha-256 --auth-local=trust -E UTF8 > "$work/initdb.log" 2>&1
-as_db_user "$pg_bin/postgres" -D "$work/pg/data" -p 15432 -k "$work/pg" \
+"${as_db_user[@]}" "$pg_bin/postgres" -D "$work/pg/data" -p 15432 -k "$work/pg" \
   -c listen_addresses=127.0.0.1 > "$work/postgres.log" 2>&1 &
 echo $! >> "$pids"
 for _ in $(seq 1 100); do
@@ -117,12 +119,13 @@ echo "==> web -> backend: $(get http://127.0.0.1:8090/)"
 echo "==> a policy applied through instance 2 reaches web's sidecar, served by instance 1"
 printf 'type: MeshTimeout\nmesh: default\nname: example\nspec:\n  targetRef: {kind: Mesh}\n  to:\n  - targetRef: {kind: Mesh}\n    default: {connectionTimeout: 7s}\n' \
   | "$bin/koguma-cp" apply -f - --api-url "$api2"
-for _ in $(seq 1 50); do get http://127.0.0.1:9911/config_dump | grep -q '"connectMs":7000' && break; sleep 0.1; done
-get http://127.0.0.1:9911/config_dump | grep -q '"connectMs":7000'
+for _ in $(seq 1 50); do get http://127.0.0.1:9911/config_dump | grep -Eq '"connectMs": ?7000' && break; sleep 0.1; done
+get http://127.0.0.1:9911/config_dump | grep -Eq '"connectMs": ?7000'
 echo "    web's config carries it; web is served by $(served_by "$api2" web-1)"
 
 echo "==> killing instance 1 (SIGKILL)"
-kill -9 "$(cat "$work/cp-1.pid")"
+cp1=$(cat "$work/cp-1.pid")
+{ kill -9 "$cp1"; wait "$cp1"; } 2>/dev/null || true
 for _ in $(seq 1 50); do
   [ "$(served_by "$api2" web-1)" = "$(get "$api2/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["instanceId"])')" ] && break
   sleep 0.1

@@ -190,7 +190,7 @@ impl DataplaneDiscovery for DpService {
         } else {
             self.0
                 .resources
-                .set_draining(ResourceType::Dataplane, &key, fresh)
+                .claim(ResourceType::Dataplane, &key, fresh)
                 .await;
         }
         let (tx, rx) = mpsc::channel(4);

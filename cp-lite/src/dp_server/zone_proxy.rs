@@ -142,7 +142,7 @@ pub async fn start(
         })?;
     let key: DataplaneKey = (String::new(), name);
     // A new agent under this name serves again.
-    server.resources.set_draining(rtype, &key, false).await;
+    server.resources.claim(rtype, &key, false).await;
     let stream_id = server
         .next_stream
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -13,6 +13,7 @@ use crate::vips::{self, VipMap};
 
 mod follow;
 mod labels;
+mod sessions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -50,6 +51,8 @@ pub struct Resources {
     // other instances' changes, so that the published catalog follows the
     // store. Only writes wait for it: readers take snapshots.
     write: Mutex<()>,
+    /// The sessions this instance last stored, by dataplane.
+    own_sessions: std::sync::Mutex<std::collections::HashMap<DataplaneKey, Session>>,
     catalog: watch::Sender<Arc<Catalog>>,
     role: Role,
     /// This control-plane instance, as sessions and insights name it.
@@ -76,6 +79,7 @@ impl Resources {
         let resources = Resources {
             store,
             write: Mutex::new(()),
+            own_sessions: Default::default(),
             catalog: tx,
             role,
             instance: instance.to_string(),
@@ -306,6 +310,7 @@ impl Resources {
         let proxy_key = (mesh.to_string(), name.to_string());
         if is_proxy {
             self.store.delete_session(&proxy_key).await?;
+            self.own_sessions().remove(&proxy_key);
         }
         let key = (rtype, mesh.to_string(), name.to_string());
         self.publish(|c| {
@@ -435,89 +440,6 @@ impl Resources {
             .insert_secrets(mesh, &secrets)
             .await
             .map_err(ResourceError::from)?)
-    }
-
-    /// Whether the dataplane's peers send it traffic; every instance
-    /// learns it through the stored session, which names this instance as
-    /// the one serving its stream.
-    pub async fn set_draining(&self, rtype: ResourceType, key: &DataplaneKey, draining: bool) {
-        let session = Session {
-            rtype,
-            key: key.clone(),
-            instance: self.instance.clone(),
-            draining,
-            connect_time: crate::store::now_rfc3339(),
-        };
-        if let Err(e) = self.store.put_session(&session).await {
-            tracing::warn!(mesh = %key.0, name = %key.1, error = %e, "cannot store the dataplane's session; other instances learn of it at their next resync");
-        }
-        if self.catalog().draining.contains(key) == draining {
-            return;
-        }
-        let _guard = self.lock().await;
-        self.publish(|c| {
-            if draining {
-                c.draining.insert(key.clone());
-            } else {
-                c.draining.remove(key);
-            }
-        });
-    }
-
-    /// Whether the dataplane's stream was last served by `instance` (or by
-    /// none that anyone recorded).
-    async fn served_by(&self, key: &DataplaneKey, instance: &str) -> Result<bool, ResourceError> {
-        Ok(self
-            .store
-            .session(key)
-            .await?
-            .is_none_or(|s| s.instance == instance))
-    }
-
-    /// This instance no longer serves the dataplane's stream: its peers
-    /// stop sending it traffic, unless its agent is served by another
-    /// instance by now. Returns whether it was still this instance's.
-    pub async fn release(&self, rtype: ResourceType, key: &DataplaneKey) -> bool {
-        match self.served_by(key, &self.instance).await {
-            Ok(true) => {
-                self.set_draining(rtype, key, true).await;
-                true
-            }
-            Ok(false) => false,
-            Err(e) => {
-                tracing::warn!(mesh = %key.0, name = %key.1, error = %e, "cannot read the dataplane's session; leaving it in its peers' endpoints");
-                false
-            }
-        }
-    }
-
-    /// A dataplane whose instance died and whose agent did not come back:
-    /// out of its peers' endpoints, its session still the dead instance's.
-    pub async fn orphaned(&self, session: &Session) -> Result<(), ResourceError> {
-        let session = Session {
-            draining: true,
-            ..session.clone()
-        };
-        self.store.put_session(&session).await?;
-        let _guard = self.lock().await;
-        self.publish_if(|c| c.draining.insert(session.key.clone()).is_none());
-        Ok(())
-    }
-
-    /// The stored sessions: which instance serves which dataplane.
-    pub async fn sessions(&self) -> Result<Vec<Session>, ResourceError> {
-        Ok(self.store.sessions().await?)
-    }
-
-    pub async fn heartbeat(&self) -> Result<(), ResourceError> {
-        Ok(self.store.heartbeat(&self.instance).await?)
-    }
-
-    pub async fn live_instances(
-        &self,
-        within: std::time::Duration,
-    ) -> Result<Vec<String>, ResourceError> {
-        Ok(self.store.live_instances(within).await?)
     }
 }
 
