@@ -17,6 +17,9 @@ pub struct Postgres {
     pub user: String,
     pub password: String,
     pub db: String,
+    /// With `start_tls`: the CA that signed the server's certificate (for
+    /// 127.0.0.1 only); the server then takes TLS connections only.
+    pub tls_ca: Option<PathBuf>,
     bin: PathBuf,
     // Stopped before its directory goes.
     _server: Process,
@@ -70,6 +73,16 @@ impl Postgres {
     /// A running server, or `None` (after saying why) when there is none
     /// to be had on this machine.
     pub async fn start() -> Option<Postgres> {
+        Self::start_with(false).await
+    }
+
+    /// A server that takes only TLS connections, with a certificate for
+    /// 127.0.0.1 from a CA of its own (`tls_ca`).
+    pub async fn start_tls() -> Option<Postgres> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
             return skip_or_fail("no PostgreSQL server binaries under /usr/lib/postgresql".into());
         };
@@ -112,8 +125,35 @@ impl Postgres {
             }
             Err(e) => return skip_or_fail(format!("cannot run initdb: {e}")),
         }
+        let tls_ca = if tls {
+            let ca = server_certificate(dir.path(), &data);
+            // TLS only: every host line becomes hostssl.
+            let hba = data.join("pg_hba.conf");
+            let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            let rules: String = rules
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, rules).expect("write pg_hba.conf");
+            Some(ca)
+        } else {
+            None
+        };
         let port = free_port();
         let mut cmd = as_server_user(&bin.join("postgres"));
+        if tls {
+            cmd.args([
+                "-c",
+                "ssl=on",
+                "-c",
+                "ssl_cert_file=server.crt",
+                "-c",
+                "ssl_key_file=server.key",
+            ]);
+        }
         cmd.arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
@@ -126,6 +166,7 @@ impl Postgres {
             user: "koguma".into(),
             password,
             db: "postgres".into(),
+            tls_ca,
             bin,
             _dir: dir,
             _server: server,
@@ -141,9 +182,14 @@ impl Postgres {
 
     /// The `run`/`migrate` flags that point koguma-cp at this server.
     pub fn store_args(&self) -> Vec<String> {
+        self.store_args_via("127.0.0.1")
+    }
+
+    /// As `store_args`, dialling the server by `host`.
+    pub fn store_args_via(&self, host: &str) -> Vec<String> {
         [
             ("--store", "postgres".to_string()),
-            ("--postgres-host", "127.0.0.1".into()),
+            ("--postgres-host", host.into()),
             ("--postgres-port", self.port.to_string()),
             ("--postgres-user", self.user.clone()),
             ("--postgres-password", self.password.clone()),
@@ -181,10 +227,111 @@ impl Postgres {
 
     /// `koguma-cp migrate up` against this server; its output.
     pub fn migrate_up(&self) -> std::process::Output {
+        self.migrate_up_with(&self.store_args())
+    }
+
+    /// `koguma-cp migrate up` with these store flags.
+    pub fn migrate_up_with(&self, args: &[String]) -> std::process::Output {
         Command::new(crate::binaries::path("koguma-cp"))
             .args(["migrate", "up"])
-            .args(self.store_args())
+            .args(args)
             .output()
             .expect("run koguma-cp migrate up")
     }
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA in `dir` (ca.crt, returned) and a certificate it signed for
+/// 127.0.0.1, installed in the server's data directory as server.crt and
+/// server.key (the server's user's, 0600, as PostgreSQL insists).
+fn server_certificate(dir: &Path, data: &Path) -> PathBuf {
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test postgres CA",
+    ];
+    ca.extend(ec);
+    let (ca_key, ca_crt) = (p("ca.key"), p("ca.crt"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_crt]);
+    ca.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&ca);
+    let (key, csr, crt) = (
+        data.join("server.key"),
+        p("server.csr"),
+        data.join("server.crt"),
+    );
+    let key_s = key.display().to_string();
+    let mut req = vec![
+        "req",
+        "-new",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key_s,
+        "-out",
+        &csr,
+    ];
+    req.extend(ec);
+    openssl(&req);
+    let ext = p("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write extensions");
+    let crt_s = crt.display().to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_crt,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        &crt_s,
+        "-extfile",
+        &ext,
+    ]);
+    if nix::unistd::geteuid().is_root() {
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&key)
+            .arg(&crt)
+            .status();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    dir.join("ca.crt")
 }

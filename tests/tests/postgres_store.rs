@@ -449,3 +449,68 @@ async fn the_leaders_work_moves_to_another_instance_when_it_dies() {
         killed.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_store_connection_is_checked_as_kumas_tls_modes_say() {
+    let Some(pg) = Postgres::start_tls().await else {
+        return;
+    };
+    let ca = pg.tls_ca.clone().expect("the server's CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (other_ca, _) = koguma_e2e::mtls::self_signed(
+        dir.path(),
+        "other-ca",
+        &["basicConstraints=critical,CA:TRUE"],
+    );
+    let migrate = |host: &str, mode: &str, ca: Option<&Path>| {
+        let mut args = pg.store_args_via(host);
+        args.extend(["--postgres-tls-mode".into(), mode.into()]);
+        if let Some(ca) = ca {
+            args.extend(["--postgres-tls-ca-path".into(), ca.display().to_string()]);
+        }
+        let out = pg.migrate_up_with(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The server takes TLS connections only.
+    let (ok, err) = migrate("127.0.0.1", "disable", None);
+    assert!(!ok && err.contains("no encryption"), "{err}");
+    // A certificate from a CA other than the one given: refused.
+    let (ok, err) = migrate("127.0.0.1", "verifyFull", Some(&other_ca));
+    assert!(!ok && err.contains("certificate"), "{err}");
+    // verifyCa and verifyFull need the CA.
+    let (ok, err) = migrate("127.0.0.1", "verifyCa", None);
+    assert!(
+        !ok && err.contains("KUMA_STORE_POSTGRES_TLS_CA_PATH"),
+        "{err}"
+    );
+    // The certificate names 127.0.0.1, not localhost: verifyFull refuses
+    // it there; verifyCa checks the CA only.
+    let (ok, err) = migrate("localhost", "verifyFull", Some(&ca));
+    assert!(!ok && err.contains("certificate"), "{err}");
+    let (ok, err) = migrate("localhost", "verifyCa", Some(&ca));
+    assert!(ok, "{err}");
+    let (ok, err) = migrate("127.0.0.1", "verifyFull", Some(&ca));
+    assert!(ok, "{err}");
+    let (ok, err) = migrate("127.0.0.1", "verifyNone", None);
+    assert!(ok, "{err}");
+
+    // A control plane on it: its connections are encrypted.
+    let net = TestNet::new();
+    let mut args = pg.store_args();
+    args.extend([
+        "--postgres-tls-mode".into(),
+        "verifyFull".into(),
+        "--postgres-tls-ca-path".into(),
+        ca.display().to_string(),
+    ]);
+    let cp = ControlPlane::spawn_with(net.host(0), dir.path(), &args);
+    cp.wait_ready().await;
+    let encrypted = pg
+        .psql("SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'koguma-cp %'")
+        .expect("psql");
+    let (tls, all) = encrypted.split_once('|').expect("two counts");
+    assert!(all != "0" && tls == all, "encrypted|all: {encrypted}");
+}

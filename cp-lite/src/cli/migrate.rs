@@ -1,8 +1,6 @@
 //! `koguma-cp migrate up`: brings a PostgreSQL store's schema to the one
 //! this build runs on (Kuma's `kuma-cp migrate up`).
 
-use anyhow::Context;
-
 use crate::store::{PgStore, StoreArgs, StoreKind};
 
 #[derive(clap::Subcommand)]
@@ -23,9 +21,8 @@ pub async fn run(what: Migrate) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (from, to) = PgStore::migrate_up(&store.postgres)
-        .await
-        .with_context(|| format!("migrating {}", store.postgres.describe()))?;
+    // The error names the database already.
+    let (from, to) = PgStore::migrate_up(&store.postgres).await?;
     if from == to {
         println!("the database is already at schema version {to}");
     } else {

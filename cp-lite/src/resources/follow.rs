@@ -232,3 +232,57 @@ fn replace_all(
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Origin, StoredResource};
+
+    fn stored(name: &str, version: i64) -> StoredResource {
+        let resource = koguma_api::Resource::from_value(serde_json::json!({
+            "type": "MeshTimeout", "mesh": "default", "name": name,
+            "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"}, "default": {"connectionTimeout": "1s"}}]}
+        }))
+        .expect("resource");
+        StoredResource {
+            resource,
+            origin: Origin::Api,
+            version,
+        }
+    }
+
+    fn key(name: &str) -> ResourceKey {
+        (ResourceType::MeshTimeout, "default".into(), name.into())
+    }
+
+    #[test]
+    fn a_full_read_replaces_only_what_changed() {
+        let mut c = Catalog::default();
+        assert!(replace_all(
+            &mut c,
+            vec![stored("same", 1), stored("changed", 2), stored("gone", 3)],
+            &[],
+            vec![],
+        ));
+        let same = c.resources.get(&key("same")).cloned().expect("same");
+        // Nothing new: nothing changes, and the caller publishes nothing.
+        let again = vec![stored("same", 1), stored("changed", 2), stored("gone", 3)];
+        assert!(!replace_all(&mut c, again, &[], vec![]));
+        let session = Session {
+            rtype: ResourceType::Dataplane,
+            key: ("default".into(), "web-1".into()),
+            instance: "other".into(),
+            draining: true,
+            connect_time: String::new(),
+        };
+        let now = vec![stored("same", 1), stored("changed", 4), stored("new", 5)];
+        assert!(replace_all(&mut c, now, &[session], vec![]));
+        // What did not change is the very same value: configs built from it
+        // are not rebuilt.
+        assert!(Arc::ptr_eq(&same, &c.resources[&key("same")]));
+        assert_eq!(c.resources[&key("changed")].version, 4);
+        assert!(c.resources.get(&key("gone")).is_none());
+        assert!(c.resources.get(&key("new")).is_some());
+        assert!(c.is_draining("default", "web-1"));
+    }
+}

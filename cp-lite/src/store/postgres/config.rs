@@ -326,3 +326,41 @@ impl ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        pg: PostgresArgs,
+    }
+
+    fn parse(args: &[&str]) -> PostgresArgs {
+        Flags::parse_from(std::iter::once("koguma-cp").chain(args.iter().copied())).pg
+    }
+
+    #[test]
+    fn kumas_defaults_and_checks() {
+        let pg = parse(&[]);
+        assert_eq!(pg.describe(), "postgres://kuma@127.0.0.1:15432/kuma");
+        assert_eq!((pg.connection_timeout, pg.max_open_connections), (5, 50));
+        assert!(pg.validate().is_ok());
+        let err = |args: &[&str]| parse(args).validate().unwrap_err().to_string();
+        assert!(
+            err(&["--postgres-tls-mode", "verifyFull"]).contains("KUMA_STORE_POSTGRES_TLS_CA_PATH"),
+            "{}",
+            err(&["--postgres-tls-mode", "verifyFull"])
+        );
+        assert!(
+            err(&["--postgres-tls-cert-path", "c.pem"])
+                .contains("KUMA_STORE_POSTGRES_TLS_KEY_PATH")
+        );
+        assert!(
+            err(&["--postgres-user", ""]).contains("KUMA_STORE_POSTGRES_USER: should not be empty")
+        );
+        assert!(err(&["--postgres-max-open-connections", "0"]).contains("at least 1"));
+    }
+}
