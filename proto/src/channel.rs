@@ -136,8 +136,11 @@ pub fn connect(
     Ok(endpoint.connect_with_connector_lazy(make))
 }
 
+/// Accepts any server certificate: for connections whose user chose to
+/// skip verification (and was warned), such as `--skip-verify` or a store's
+/// `verifyNone`. Signatures are still checked.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub struct NoVerification(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

@@ -9,75 +9,7 @@ use std::time::Duration;
 /// signed by a CA of its own; returns the server (killed when dropped)
 /// and that CA (PEM).
 pub fn external_tls_server(addr: SocketAddr, dir: &Path) -> (tokio::process::Child, Vec<u8>) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ext-ca.key",
-            "-out",
-            "ext-ca.crt",
-            "-subj",
-            "/CN=ext-ca",
-            "-days",
-            "1",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ext.key",
-            "-out",
-            "ext.csr",
-            "-subj",
-            "/CN=ext.test",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext.ext"),
-        "subjectAltName=DNS:ext.test\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "ext.csr",
-        "-CA",
-        "ext-ca.crt",
-        "-CAkey",
-        "ext-ca.key",
-        "-CAcreateserial",
-        "-out",
-        "ext.crt",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.ext",
-    ]);
+    let (ca, _, _) = crate::certs::ca_and_server(dir, "ext", "DNS:ext.test");
     let child = tokio::process::Command::new("openssl")
         .args([
             "s_server",
@@ -96,7 +28,7 @@ pub fn external_tls_server(addr: SocketAddr, dir: &Path) -> (tokio::process::Chi
         .kill_on_drop(true)
         .spawn()
         .expect("openssl s_server");
-    (child, std::fs::read(dir.join("ext-ca.crt")).expect("CA"))
+    (child, std::fs::read(ca).expect("CA"))
 }
 
 /// `GET /` over a plain TCP connection, the whole answer as text.

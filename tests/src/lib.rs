@@ -5,6 +5,7 @@
 
 pub mod apps;
 pub mod binaries;
+pub mod certs;
 pub mod client;
 pub mod cp;
 pub mod dp;

@@ -240,98 +240,22 @@ impl Postgres {
     }
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA in `dir` (ca.crt, returned) and a certificate it signed for
-/// 127.0.0.1, installed in the server's data directory as server.crt and
-/// server.key (the server's user's, 0600, as PostgreSQL insists).
+/// A CA in `dir` (returned) and a certificate it signed for 127.0.0.1,
+/// installed in the server's data directory as server.crt and server.key
+/// (the server's user's, 0600, as PostgreSQL insists).
 fn server_certificate(dir: &Path, data: &Path) -> PathBuf {
-    let p = |name: &str| dir.join(name).display().to_string();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test postgres CA",
-    ];
-    ca.extend(ec);
-    let (ca_key, ca_crt) = (p("ca.key"), p("ca.crt"));
-    ca.extend(["-keyout", &ca_key, "-out", &ca_crt]);
-    ca.extend([
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    openssl(&ca);
-    let (key, csr, crt) = (
-        data.join("server.key"),
-        p("server.csr"),
-        data.join("server.crt"),
-    );
-    let key_s = key.display().to_string();
-    let mut req = vec![
-        "req",
-        "-new",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &key_s,
-        "-out",
-        &csr,
-    ];
-    req.extend(ec);
-    openssl(&req);
-    let ext = p("server.ext");
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write extensions");
-    let crt_s = crt.display().to_string();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca_crt,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        &crt_s,
-        "-extfile",
-        &ext,
-    ]);
+    let (ca, crt, key) = crate::certs::ca_and_server(dir, "server", "IP:127.0.0.1");
+    let (to_crt, to_key) = (data.join("server.crt"), data.join("server.key"));
+    std::fs::copy(&crt, &to_crt).expect("install server.crt");
+    std::fs::copy(&key, &to_key).expect("install server.key");
     if nix::unistd::geteuid().is_root() {
         let _ = Command::new("chown")
             .args(["postgres:postgres"])
-            .arg(&key)
-            .arg(&crt)
+            .arg(&to_key)
+            .arg(&to_crt)
             .status();
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
-    dir.join("ca.crt")
+    std::fs::set_permissions(&to_key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    ca
 }

@@ -14,14 +14,19 @@ impl Resources {
     /// A stream of the dataplane connected here: this instance serves it
     /// now, whoever did before.
     pub async fn claim(&self, rtype: ResourceType, key: &DataplaneKey, draining: bool) {
-        let session = Session {
+        self.write_session(self.new_session(rtype, key, draining))
+            .await;
+    }
+
+    /// A session this instance starts serving now.
+    fn new_session(&self, rtype: ResourceType, key: &DataplaneKey, draining: bool) -> Session {
+        Session {
             rtype,
             key: key.clone(),
             instance: self.instance.clone(),
             draining,
             connect_time: crate::store::now_rfc3339(),
-        };
-        self.write_session(session).await;
+        }
     }
 
     /// Whether the dataplane's peers send it traffic, as this instance
@@ -31,13 +36,7 @@ impl Resources {
         let session = match written {
             Some(s) if s.draining == draining => return self.show_draining(key, draining).await,
             Some(s) => Session { draining, ..s },
-            None => Session {
-                rtype,
-                key: key.clone(),
-                instance: self.instance.clone(),
-                draining,
-                connect_time: crate::store::now_rfc3339(),
-            },
+            None => self.new_session(rtype, key, draining),
         };
         self.write_session(session).await;
     }
