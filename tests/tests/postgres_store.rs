@@ -142,6 +142,21 @@ async fn run_refuses_a_schema_it_was_not_built_for_and_migrate_up_brings_it() {
         .expect("psql");
     assert_eq!(tables, "4");
 
+    // Older than this koguma-cp needs: it says to migrate.
+    pg.psql("UPDATE koguma_schema_migrations SET version = 0")
+        .expect("psql");
+    let mut cp = run_once(&refused("older"));
+    let status = cp.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| !s.success()), "{}", cp.log());
+    assert!(
+        cp.log()
+            .contains("at version 0, this koguma-cp needs version 1: run \"koguma-cp migrate up\""),
+        "{}",
+        cp.log()
+    );
+    pg.psql("UPDATE koguma_schema_migrations SET version = 1")
+        .expect("psql");
+
     // Migrated by a newer koguma-cp: this one neither runs nor migrates.
     pg.psql("UPDATE koguma_schema_migrations SET version = 99")
         .expect("psql");
