@@ -115,16 +115,6 @@ impl Resources {
         Ok(())
     }
 
-    async fn read_vips(&self, mesh: &str) -> Result<VipMap, ResourceError> {
-        match self.store.secret(mesh, &vips::record_name(mesh)).await? {
-            Some(json) => vips::parse(&json).map_err(|reason| ResourceError::Vips {
-                mesh: mesh.to_string(),
-                reason,
-            }),
-            None => Ok(VipMap::new()),
-        }
-    }
-
     /// Reads the whole store into the catalog; what did not change keeps
     /// its place (so dataplane configs are rebuilt for what changed only).
     /// The caller holds the write lock.
@@ -148,28 +138,6 @@ impl Resources {
             }
             replace_all(c, stored, &sessions, vips)
         });
-        Ok(())
-    }
-
-    async fn allocate_vips_for(&self, keys: &[ResourceKey]) -> Result<(), ResourceError> {
-        let _guard = self.lock().await;
-        let catalog = self.catalog();
-        for key in keys {
-            let Some(stored) = catalog.get(key.0, &key.1, &key.2) else {
-                continue;
-            };
-            for (mesh, services) in catalog.services_named_by(&stored.resource) {
-                if catalog.mesh(&mesh).is_some()
-                    && let Some(map) = self
-                        .allocate_vips(&catalog, &mesh, services.into_iter())
-                        .await?
-                {
-                    self.publish(|c| {
-                        c.vips.insert(mesh, map);
-                    });
-                }
-            }
-        }
         Ok(())
     }
 }

@@ -9,11 +9,11 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use crate::catalog::{Catalog, DataplaneKey};
 use crate::role::Role;
 use crate::store::{Expect, Origin, ResourceStore, Session, StoreError, StoredResource};
-use crate::vips::{self, VipMap};
 
 mod follow;
 mod labels;
 mod sessions;
+mod vip_allocation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -349,55 +349,6 @@ impl Resources {
             Err(ResourceError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    /// Gives the services that have none a VIP and stores the mesh's new
-    /// map; `None` when nothing changed. Running out of addresses is
-    /// logged, not fatal (as in Kuma): such a service has no name. Only the
-    /// leader allocates: two instances would hand out one address twice.
-    async fn allocate_vips<'a>(
-        &self,
-        catalog: &Catalog,
-        mesh: &str,
-        services: impl Iterator<Item = &'a str>,
-    ) -> Result<Option<Arc<VipMap>>, ResourceError> {
-        let mut map = catalog
-            .vips
-            .get(mesh)
-            .map(|m| VipMap::clone(m))
-            .unwrap_or_default();
-        let changed = match vips::allocate(&mut map, services) {
-            Ok(changed) => changed,
-            Err(e) => {
-                tracing::warn!(mesh, error = %e, "VIP allocation failed");
-                return Ok(None);
-            }
-        };
-        if !changed {
-            return Ok(None);
-        }
-        self.store
-            .put_secret(mesh, &vips::record_name(mesh), &vips::render(&map))
-            .await?;
-        tracing::info!(mesh, vips = map.len(), "service VIPs allocated");
-        Ok(Some(Arc::new(map)))
-    }
-
-    /// Every service of every mesh that has no VIP gets one: what a new
-    /// leader does first (services may have come through other instances).
-    pub async fn allocate_all_vips(&self) -> Result<(), ResourceError> {
-        let _guard = self.lock().await;
-        let catalog = self.catalog();
-        for mesh in catalog.list(ResourceType::Mesh, None) {
-            let mesh = &mesh.resource.meta.name;
-            let services = catalog.services(mesh).into_iter();
-            if let Some(map) = self.allocate_vips(&catalog, mesh, services).await? {
-                self.publish(|c| {
-                    c.vips.insert(mesh.clone(), map);
-                });
-            }
-        }
-        Ok(())
     }
 
     pub async fn secret(&self, mesh: &str, name: &str) -> Result<Option<String>, ResourceError> {
