@@ -216,15 +216,10 @@ impl Resources {
             }
         }
         let rtype = resource.resource_type();
-        // What is stored, not what this instance has seen: another
-        // instance may have written since.
         let (expect, origin) = if origin == Origin::Kds {
             (Expect::Any, origin)
         } else {
-            let current = self
-                .store
-                .get(rtype, &resource.meta.mesh, &resource.meta.name)
-                .await?;
+            let current = self.current(&catalog, &resource).await?;
             let expect = match if_version {
                 Some(v) => Expect::Version(v),
                 None => Expect::seen(current.as_ref().map(|c| c.version)),
@@ -273,6 +268,26 @@ impl Resources {
             }
         });
         Ok((resource, written.created))
+    }
+
+    /// What is stored under `resource`'s key. On a shared store, read from
+    /// it: another instance may have written since this one's catalog was
+    /// published. This instance being the only writer, its catalog is exact
+    /// (the write lock is held), and the read is saved.
+    async fn current(
+        &self,
+        catalog: &Catalog,
+        resource: &Resource,
+    ) -> Result<Option<Arc<StoredResource>>, ResourceError> {
+        let (rtype, mesh, name) = (
+            resource.resource_type(),
+            &resource.meta.mesh,
+            &resource.meta.name,
+        );
+        if self.leader.is_none() {
+            return Ok(catalog.get(rtype, mesh, name).cloned());
+        }
+        Ok(self.store.get(rtype, mesh, name).await?.map(Arc::new))
     }
 
     pub async fn delete(

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     connect_time TEXT NOT NULL,
     PRIMARY KEY (mesh, name)
 );
+-- The next version is MAX(version) + 1: an index makes that a lookup.
+CREATE INDEX IF NOT EXISTS resources_by_version ON resources (version);
 CREATE TABLE IF NOT EXISTS instances (
     id        TEXT PRIMARY KEY,
     heartbeat BIGINT NOT NULL
