@@ -109,21 +109,20 @@ async fn run_refuses_a_schema_it_was_not_built_for_and_migrate_up_brings_it() {
     };
     let net = TestNet::new();
     let dir = tempfile::tempdir().expect("temp dir");
-    let refused = |sub: &str| dir.path().join(sub);
-    let run_once = |sub: &Path| {
-        std::fs::create_dir_all(sub).expect("dir");
-        ControlPlane::spawn_with(net.host(0), sub, &pg.store_args())
+    // `run` stops at once, saying `says`.
+    let refuses = |sub: &'static str, says: &'static str| {
+        let cp_dir = dir.path().join(sub);
+        std::fs::create_dir_all(&cp_dir).expect("dir");
+        let mut cp = ControlPlane::spawn_with(net.host(0), &cp_dir, &pg.store_args());
+        async move {
+            let status = cp.wait_exit(Duration::from_secs(20)).await;
+            assert!(status.is_some_and(|s| !s.success()), "{}", cp.log());
+            assert!(cp.log().contains(says), "{}", cp.log());
+        }
     };
 
     // Never migrated: run stops, naming the command.
-    let mut cp = run_once(&refused("a"));
-    let status = cp.wait_exit(Duration::from_secs(20)).await;
-    assert!(status.is_some_and(|s| !s.success()), "{}", cp.log());
-    assert!(
-        cp.log().contains("run \"koguma-cp migrate up\""),
-        "{}",
-        cp.log()
-    );
+    refuses("never", "not migrated: run \"koguma-cp migrate up\"").await;
 
     let first = pg.migrate_up();
     let said = String::from_utf8_lossy(&first.stdout);
@@ -145,30 +144,18 @@ async fn run_refuses_a_schema_it_was_not_built_for_and_migrate_up_brings_it() {
     // Older than this koguma-cp needs: it says to migrate.
     pg.psql("UPDATE koguma_schema_migrations SET version = 0")
         .expect("psql");
-    let mut cp = run_once(&refused("older"));
-    let status = cp.wait_exit(Duration::from_secs(20)).await;
-    assert!(status.is_some_and(|s| !s.success()), "{}", cp.log());
-    assert!(
-        cp.log()
-            .contains("at version 0, this koguma-cp needs version 1: run \"koguma-cp migrate up\""),
-        "{}",
-        cp.log()
-    );
+    refuses(
+        "older",
+        "at version 0, this koguma-cp needs version 1: run \"koguma-cp migrate up\"",
+    )
+    .await;
     pg.psql("UPDATE koguma_schema_migrations SET version = 1")
         .expect("psql");
 
     // Migrated by a newer koguma-cp: this one neither runs nor migrates.
     pg.psql("UPDATE koguma_schema_migrations SET version = 99")
         .expect("psql");
-    let mut cp = run_once(&refused("b"));
-    let status = cp.wait_exit(Duration::from_secs(20)).await;
-    assert!(status.is_some_and(|s| !s.success()), "{}", cp.log());
-    assert!(
-        cp.log()
-            .contains("version 99, newer than this koguma-cp knows (1)"),
-        "{}",
-        cp.log()
-    );
+    refuses("newer", "version 99, newer than this koguma-cp knows (1)").await;
     let newer = pg.migrate_up();
     assert!(!newer.status.success(), "{newer:?}");
     assert!(
