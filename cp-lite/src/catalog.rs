@@ -140,6 +140,16 @@ impl Catalog {
             .contains(&(mesh.to_string(), name.to_string()))
     }
 
+    /// Puts `key` in or out of the draining set; returns whether that
+    /// changed anything.
+    pub fn set_draining(&mut self, key: &DataplaneKey, draining: bool) -> bool {
+        if draining {
+            self.draining.insert(key.clone()).is_none()
+        } else {
+            self.draining.remove(key).is_some()
+        }
+    }
+
     pub fn secret_epoch(&self, mesh: &str) -> u64 {
         self.secret_epochs.get(mesh).copied().unwrap_or_default()
     }

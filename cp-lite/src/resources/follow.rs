@@ -95,13 +95,7 @@ impl Resources {
                 }
                 Change::Session(key) => {
                     let draining = self.store.session(&key).await?.is_some_and(|s| s.draining);
-                    self.publish_if(|c| {
-                        if draining {
-                            c.draining.insert(key).is_none()
-                        } else {
-                            c.draining.remove(&key).is_some()
-                        }
-                    });
+                    self.publish_if(|c| c.set_draining(&key, draining));
                 }
                 Change::Everything => {}
             }

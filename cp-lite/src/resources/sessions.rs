@@ -61,13 +61,7 @@ impl Resources {
             return;
         }
         let _guard = self.lock().await;
-        self.publish_if(|c| {
-            if draining {
-                c.draining.insert(key.clone()).is_none()
-            } else {
-                c.draining.remove(key).is_some()
-            }
-        });
+        self.publish_if(|c| c.set_draining(key, draining));
     }
 
     pub(super) fn own_sessions(
