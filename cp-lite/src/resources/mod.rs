@@ -232,18 +232,12 @@ impl Resources {
         };
         // VIPs are stored first: should the resource then fail to store, a
         // service merely holds a VIP early.
-        let mut new_vips = Vec::new();
-        if self.is_leader() {
-            for (mesh, services) in catalog.services_named_by(&resource) {
-                if catalog.mesh(&mesh).is_some()
-                    && let Some(map) = self
-                        .allocate_vips(&catalog, &mesh, services.into_iter())
-                        .await?
-                {
-                    new_vips.push((mesh, map));
-                }
-            }
-        }
+        let new_vips = if self.is_leader() {
+            let named = catalog.services_named_by(&resource);
+            self.allocate_vips(&catalog, named).await?
+        } else {
+            Vec::new()
+        };
         let written = self.store.upsert(&mut resource, origin, expect).await?;
         let key = (
             rtype,
