@@ -25,7 +25,10 @@ pub const INSTANCE_SILENCE: Duration = Duration::from_secs(5);
 
 pub async fn run(resources: Arc<Resources>, deregistration_delay: Duration) {
     let mut tick = tokio::time::interval(HEARTBEAT);
-    let mut was_leader = false;
+    // On a store with one writer `Resources::open` did the new leader's
+    // work already; a shared store's leader is not known until the
+    // campaign is won.
+    let mut was_leader = resources.leadership().is_none();
     // Dataplanes of dead instances, and since when the leader knows it.
     let mut orphans: HashMap<DataplaneKey, Instant> = HashMap::new();
     loop {

@@ -89,7 +89,10 @@ impl Resources {
             let _guard = resources.lock().await;
             resources.read_everything().await?;
         }
-        if resources.is_leader() {
+        // Services of a store written by an older version. The only writer
+        // does it before serving; on a shared store, whoever wins the
+        // leadership does (`instances::run`).
+        if resources.leadership().is_none() {
             resources.allocate_all_vips().await?;
         }
         if resources.role.zone_name().is_none() && resources.catalog().mesh("default").is_none() {
