@@ -65,6 +65,7 @@ async fn clean_up(
     delay: Duration,
 ) -> Result<(), crate::resources::ResourceError> {
     let live = resources.live_instances(INSTANCE_SILENCE).await?;
+    resources.forget_instances(INSTANCE_SILENCE).await?;
     let sessions: Vec<Session> = resources
         .sessions()
         .await?

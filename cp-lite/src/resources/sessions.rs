@@ -128,4 +128,8 @@ impl Resources {
     pub async fn live_instances(&self, within: Duration) -> Result<Vec<String>, ResourceError> {
         Ok(self.store.live_instances(within).await?)
     }
+
+    pub async fn forget_instances(&self, silent_for: Duration) -> Result<(), ResourceError> {
+        Ok(self.store.forget_instances(silent_for).await?)
+    }
 }

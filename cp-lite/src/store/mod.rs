@@ -202,6 +202,9 @@ pub trait ResourceStore: Send + Sync {
     async fn heartbeat(&self, instance: &str) -> Result<(), StoreError>;
     /// The instances that were alive within `within`.
     async fn live_instances(&self, within: Duration) -> Result<Vec<String>, StoreError>;
+    /// Forgets the instances silent for longer than `silent_for` (the
+    /// leader's housekeeping; readers only ask who is alive).
+    async fn forget_instances(&self, silent_for: Duration) -> Result<(), StoreError>;
 
     /// Other writers' changes, when other writers can exist.
     fn changes(&self) -> Option<mpsc::Receiver<Change>> {

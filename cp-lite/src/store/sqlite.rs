@@ -398,11 +398,21 @@ impl ResourceStore for SqliteStore {
     async fn live_instances(&self, within: Duration) -> Result<Vec<String>, StoreError> {
         let since = unix_now() - within.as_millis() as i64;
         self.call(move |conn| {
-            // The dead are forgotten here: nothing else reads them.
-            conn.execute("DELETE FROM instances WHERE heartbeat < ?1", params![since])?;
-            let mut stmt = conn.prepare("SELECT id FROM instances")?;
-            let ids = stmt.query_map([], |r| r.get(0))?;
+            let mut stmt = conn.prepare("SELECT id FROM instances WHERE heartbeat >= ?1")?;
+            let ids = stmt.query_map(params![since], |r| r.get(0))?;
             Ok(ids.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    async fn forget_instances(&self, silent_for: Duration) -> Result<(), StoreError> {
+        let before = unix_now() - silent_for.as_millis() as i64;
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM instances WHERE heartbeat < ?1",
+                params![before],
+            )?;
+            Ok(())
         })
         .await
     }

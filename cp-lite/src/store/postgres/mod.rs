@@ -386,21 +386,31 @@ impl ResourceStore for PgStore {
     }
 
     async fn live_instances(&self, within: Duration) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
         let secs = within.as_secs_f64();
         // The server's clock for both ends: instances' clocks may differ.
-        client
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM instances WHERE heartbeat >= now() - make_interval(secs => $1)",
+                &[&secs],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn forget_instances(&self, silent_for: Duration) -> Result<(), StoreError> {
+        let secs = silent_for.as_secs_f64();
+        self.client()
+            .await?
             .execute(
                 "DELETE FROM instances WHERE heartbeat < now() - make_interval(secs => $1)",
                 &[&secs],
             )
             .await
             .map_err(pg)?;
-        let rows = client
-            .query("SELECT id FROM instances", &[])
-            .await
-            .map_err(pg)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(())
     }
 
     fn changes(&self) -> Option<mpsc::Receiver<Change>> {
