@@ -69,14 +69,13 @@ fn overview(s: &ApiState, r: &StoredResource, elsewhere: &Elsewhere) -> Value {
         }
     }
     let key = (meta.mesh.clone(), meta.name.clone());
-    let local = s.status.get(&key).filter(|st| st.online);
-    let insight = match (local, elsewhere.get(&key)) {
-        (Some(st), _) => st.insight_json(s.resources.instance()),
-        (None, Some((session, alive))) => insight_elsewhere(session, *alive),
-        (None, None) => match s.status.get(&key) {
-            Some(st) => st.insight_json(s.resources.instance()),
-            None => remote_or_offline(s, &meta.mesh, &meta.name),
-        },
+    // A stream open here wins; then another instance's; then what this
+    // instance last knew of the dataplane.
+    let insight = match (s.status.get(&key), elsewhere.get(&key)) {
+        (Some(st), _) if st.online => st.insight_json(s.resources.instance()),
+        (_, Some((session, alive))) => insight_elsewhere(session, *alive),
+        (Some(st), None) => st.insight_json(s.resources.instance()),
+        (None, None) => remote_or_offline(s, &meta.mesh, &meta.name),
     };
     let mut out = json!({
 
