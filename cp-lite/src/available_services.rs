@@ -120,23 +120,8 @@ pub async fn run(resources: Arc<Resources>) {
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
-            _ = became_leader(&mut leadership) => {}
+            _ = crate::instances::became_leader(&mut leadership) => {}
         }
         tokio::time::sleep(BATCH).await;
-    }
-}
-
-/// Resolves when this instance becomes the leader (never, when it always is).
-pub async fn became_leader(leadership: &mut Option<tokio::sync::watch::Receiver<bool>>) {
-    let Some(rx) = leadership else {
-        return std::future::pending().await;
-    };
-    loop {
-        if rx.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        if *rx.borrow_and_update() {
-            return;
-        }
     }
 }

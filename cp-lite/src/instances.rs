@@ -119,3 +119,18 @@ where
         }
     }
 }
+
+/// Resolves when this instance becomes the leader (never, when it always is).
+pub async fn became_leader(leadership: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(rx) = leadership else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
+    }
+}
