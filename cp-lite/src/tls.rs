@@ -106,11 +106,17 @@ pub fn install_ca(data_dir: &Path, cert_pem: &str, key_pem: &str) -> Result<(), 
     if read_ca(data_dir)?.is_some_and(|(c, k)| c == cert_pem && k == key_pem) {
         return Ok(());
     }
+    let path = write_ca(data_dir, cert_pem, key_pem)?;
+    tracing::info!(path = %path.display(), "installed the DP server CA this control plane's instances share");
+    Ok(())
+}
+
+/// Writes the CA into `data_dir`, the key 0600; returns the certificate's path.
+fn write_ca(data_dir: &Path, cert_pem: &str, key_pem: &str) -> Result<PathBuf, TlsError> {
     let dir = data_dir.join("tls");
     write(&dir.join("ca.key"), key_pem, true)?;
     write(&dir.join("ca.crt"), cert_pem, false)?;
-    tracing::info!(path = %dir.join("ca.crt").display(), "installed the DP server CA this control plane's instances share");
-    Ok(())
+    Ok(dir.join("ca.crt"))
 }
 
 /// A new DP server CA: certificate and key, PEM.
@@ -135,18 +141,17 @@ fn ca_params() -> Result<CertificateParams, TlsError> {
     Ok(params)
 }
 
-fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
-    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
-    if cert_path.exists() && key_path.exists() {
-        let key = KeyPair::from_pem(&read(&key_path)?)?;
-        return Ok((read(&cert_path)?, key));
-    }
-    let key = KeyPair::generate()?;
-    let cert = ca_params()?.self_signed(&key)?;
-    write(&key_path, &key.serialize_pem(), true)?;
-    write(&cert_path, &cert.pem(), false)?;
-    tracing::info!(path = %cert_path.display(), "created the DP server CA");
-    Ok((cert.pem(), key))
+fn load_or_create_ca(data_dir: &Path) -> Result<(String, KeyPair), TlsError> {
+    let (cert, key) = match read_ca(data_dir)? {
+        Some(pair) => pair,
+        None => {
+            let (cert, key) = new_ca()?;
+            let path = write_ca(data_dir, &cert, &key)?;
+            tracing::info!(path = %path.display(), "created the DP server CA");
+            (cert, key)
+        }
+    };
+    Ok((cert, KeyPair::from_pem(&key)?))
 }
 
 pub fn prepare(
@@ -167,7 +172,7 @@ pub fn prepare(
         _ => return Err(TlsError::HalfPair),
     }
     let dir = data_dir.join("tls");
-    let (ca_pem, ca_key) = load_or_create_ca(&dir)?;
+    let (ca_pem, ca_key) = load_or_create_ca(data_dir)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
