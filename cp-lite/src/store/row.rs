@@ -8,6 +8,9 @@ use super::{Origin, StoreError, StoredResource};
 pub const COLUMNS: &str =
     "type, mesh, name, spec, labels, origin, version, creation_time, modification_time";
 
+/// The columns of the `sessions` table, in the order both backends read them.
+pub const SESSION_COLUMNS: &str = "mesh, name, type, instance, draining, connect_time";
+
 pub struct Row {
     pub kind: String,
     pub mesh: String,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use koguma_api::{Resource, ResourceType};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::row::{self, COLUMNS, Row};
+use super::row::{self, COLUMNS, Row, SESSION_COLUMNS};
 use super::{
     Expect, Origin, ResourceStore, Session, StoreError, StoredResource, Written, now_rfc3339,
 };
@@ -131,8 +131,6 @@ fn read_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Session>> {
         connect_time: r.get(5)?,
     }))
 }
-
-const SESSION_COLUMNS: &str = "mesh, name, type, instance, draining, connect_time";
 
 fn unix_now() -> i64 {
     SystemTime::now()

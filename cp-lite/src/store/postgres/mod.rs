@@ -15,7 +15,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use koguma_api::{Resource, ResourceType};
 use tokio::sync::{mpsc, watch};
 
-use super::row::{self, COLUMNS, Row};
+use super::row::{self, COLUMNS, Row, SESSION_COLUMNS};
 use super::{Change, Expect, Origin, ResourceStore, Session, StoreError, StoredResource, Written};
 use crate::catalog::DataplaneKey;
 
@@ -128,8 +128,6 @@ fn read_row(r: &tokio_postgres::Row) -> Row {
         modified: r.get(8),
     }
 }
-
-const SESSION_COLUMNS: &str = "mesh, name, type, instance, draining, connect_time";
 
 fn read_session(r: &tokio_postgres::Row) -> Option<Session> {
     let kind: String = r.get(2);
