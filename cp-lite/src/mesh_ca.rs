@@ -253,12 +253,12 @@ impl MeshCas {
         cert_name: &str,
     ) -> Result<(String, String), CaError> {
         let (c, k) = self.generate(mesh, backend).await?;
-        let stored = self
-            .resources
-            .secrets_or_insert(mesh, &[key_name, cert_name], || {
-                Ok::<_, CaError>(vec![k.clone(), c.clone()])
-            })
-            .await?;
+        // `get` found neither half: no need to read them again first.
+        let made = [
+            (key_name.to_string(), k),
+            (cert_name.to_string(), c.clone()),
+        ];
+        let stored = self.resources.insert_secrets(mesh, &made).await?;
         let [key_pem, cert_pem]: [String; 2] = stored
             .try_into()
             .map_err(|_| CaError::Task("the store returned no CA".into()))?;

@@ -398,11 +398,18 @@ impl Resources {
         let made = make()?;
         let secrets: Vec<(String, String)> =
             names.iter().map(|n| n.to_string()).zip(made).collect();
-        Ok(self
-            .store
-            .insert_secrets(mesh, &secrets)
-            .await
-            .map_err(ResourceError::from)?)
+        Ok(self.insert_secrets(mesh, &secrets).await?)
+    }
+
+    /// Stores those of `secrets` that do not exist yet, together, and
+    /// returns what is stored under each name: a racing writer's, if it
+    /// committed first.
+    pub async fn insert_secrets(
+        &self,
+        mesh: &str,
+        secrets: &[(String, String)],
+    ) -> Result<Vec<String>, ResourceError> {
+        Ok(self.store.insert_secrets(mesh, secrets).await?)
     }
 }
 
